@@ -1,0 +1,1 @@
+"""Pure search spaces: each module defines ``space(trial)`` for OptunaSearch."""

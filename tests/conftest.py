@@ -1,0 +1,196 @@
+"""Shared fixtures: real servers on 127.0.0.1 (SeaweedFS S3, MLflow), always torn down."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Optional
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+STARTUP_TIMEOUT_S = 60
+
+
+def free_port(max_port: int = 50000) -> int:
+    """A free TCP port on 127.0.0.1 below ``max_port`` (SeaweedFS also uses port + 10000)."""
+    for _ in range(100):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port < max_port:
+            return port
+    raise RuntimeError("no free port")
+
+
+def wait_for_port(port: int, proc: subprocess.Popen, timeout_s: float = STARTUP_TIMEOUT_S) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode}")
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.2)
+    raise TimeoutError(f"port {port} not open after {timeout_s}s")
+
+
+def stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+@dataclass
+class S3Server:
+    """A SeaweedFS S3 gateway with one signed identity; credentials live in ``env``."""
+
+    endpoint_url: str
+    access_key: str
+    secret_key: str
+    workdir: Path
+    port: int
+    proc: Optional[subprocess.Popen] = None
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {
+            "AWS_ACCESS_KEY_ID": self.access_key,
+            "AWS_SECRET_ACCESS_KEY": self.secret_key,
+            "AWS_DEFAULT_REGION": "us-east-1",
+            "AWS_EC2_METADATA_DISABLED": "true",
+        }
+
+    def client(self):
+        import boto3
+
+        return boto3.client(
+            "s3",
+            endpoint_url=self.endpoint_url,
+            aws_access_key_id=self.access_key,
+            aws_secret_access_key=self.secret_key,
+            region_name="us-east-1",
+        )
+
+    def start(self) -> None:
+        ports = {name: free_port() for name in ("master", "volume", "filer")}
+        log = (self.workdir / "weed.log").open("ab")
+        self.proc = subprocess.Popen(
+            [
+                str(BIN / "weed"), "server", f"-dir={self.workdir / 'data'}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
+                f"-master.port={ports['master']}", f"-volume.port={ports['volume']}", f"-filer.port={ports['filer']}",
+                "-s3", f"-s3.port={self.port}", f"-s3.config={self.workdir / 'identities.json'}",
+                "-volume.max=0", "-master.volumeSizeLimitMB=64",
+            ],
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+        wait_for_port(self.port, self.proc)
+        # The gateway opens its port before the filer is ready: wait for a real answer.
+        deadline = time.monotonic() + STARTUP_TIMEOUT_S
+        while True:
+            try:
+                self.client().list_buckets()
+                return
+            except Exception:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.5)
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            stop(self.proc)
+
+    def make_bucket(self) -> str:
+        name = f"ckpt-{secrets.token_hex(4)}"
+        self.client().create_bucket(Bucket=name)
+        return name
+
+    def keys(self, bucket: str) -> list[str]:
+        pages = self.client().get_paginator("list_objects_v2").paginate(Bucket=bucket)
+        return [obj["Key"] for page in pages for obj in page.get("Contents", [])]
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    workdir = tmp_path_factory.mktemp("seaweedfs")
+    (workdir / "data").mkdir()
+    access_key, secret_key = "tuner-test", f"secret-{secrets.token_hex(12)}"
+    identities = {
+        "identities": [
+            {
+                "name": "tuner",
+                "credentials": [{"accessKey": access_key, "secretKey": secret_key}],
+                "actions": ["Admin", "Read", "Write", "List", "Tagging"],
+            }
+        ]
+    }
+    (workdir / "identities.json").write_text(json.dumps(identities))
+    port = free_port()
+    server = S3Server(f"http://127.0.0.1:{port}", access_key, secret_key, workdir, port)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+@dataclass
+class MLflowServer:
+    uri: str
+    proc: subprocess.Popen
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MLflowServer]:
+    workdir = tmp_path_factory.mktemp("mlflow-server")
+    port = free_port()
+    log = (workdir / "server.log").open("ab")
+    proc = subprocess.Popen(
+        [
+            str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+            "--backend-store-uri", f"sqlite:///{workdir / 'mlflow.db'}",
+            "--artifacts-destination", str(workdir / "artifacts"),
+        ],
+        stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=workdir,
+    )  # fmt: skip
+    try:
+        wait_for_port(port, proc, timeout_s=120)
+        yield MLflowServer(f"http://127.0.0.1:{port}", proc)
+    finally:
+        stop(proc)
+
+
+def cli_env(extra: Optional[dict[str, str]] = None) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    env.update({"PYTHONUNBUFFERED": "1", "AWS_EC2_METADATA_DISABLED": "true"})
+    env.update(extra or {})
+    return env
+
+
+# Overrides that keep CLI runs small on a 2-core machine.
+FAST = ["cluster.include_dashboard=false", "cluster.num_cpus=2"]
+
+
+def run_cli(
+    args: list[str], env: Optional[dict[str, str]] = None, timeout_s: float = 600
+) -> subprocess.CompletedProcess:
+    """``python -m tuner.run ARGS`` in a subprocess, as a user would run it."""
+    return subprocess.run(
+        [sys.executable, "-m", "tuner.run", *args],
+        cwd=REPO, env=cli_env(env), capture_output=True, text=True, timeout=timeout_s,
+    )  # fmt: skip

@@ -1,0 +1,210 @@
+"""Typed schemas for the Hydra config, registered in a ConfigStore.
+
+Hydra validates every composed config against these dataclasses, so a typo in a
+key or a value of the wrong type fails at compose time with Hydra's own message.
+Semantic checks (a negative budget, a malformed bucket name) live in
+``__post_init__`` and run when :func:`to_settings` turns the config into objects.
+Each node mirrors the keyword arguments of the API it feeds (``ray.init``,
+``TuneConfig``, ``ASHAScheduler``, ``OptunaSearch``, ``RunConfig``).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, DictConfig, OmegaConf
+
+_BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]$")
+
+
+class ConfigError(ValueError):
+    """A config value that composes but cannot work; the message says what to fix."""
+
+
+def _require(ok: bool, message: str) -> None:
+    if not ok:
+        raise ConfigError(message)
+
+
+@dataclass
+class DataConfig:
+    """Which dataset a workload trains on (``tuner.data.load``)."""
+
+    name: str = "digits"  # digits (bundled with scikit-learn) | cifar10 (downloaded)
+    val_fraction: float = 0.2
+    split_seed: int = 0
+    root: str = "${output_dir}/data"  # download directory for cifar10
+
+    def __post_init__(self) -> None:
+        _require(self.name in ("digits", "cifar10"), f"search.workload.data.name={self.name!r}: use digits or cifar10")
+        _require(0.0 < self.val_fraction < 1.0, "search.workload.data.val_fraction must be between 0 and 1")
+
+
+@dataclass
+class WorkloadConfig:
+    """The fixed (not tuned) part of a trial: model family, data, epochs, seed."""
+
+    model: str = MISSING  # a name in tuner.models.MODELS
+    data: DataConfig = field(default_factory=DataConfig)
+    epochs: int = 10  # epochs a trial trains if early stopping lets it
+    seed: int = 0  # model init and data order; same seed => same result
+    checkpoint_every_epochs: int = 1
+
+    def __post_init__(self) -> None:
+        _require(self.epochs > 0, f"search.workload.epochs={self.epochs}: must be > 0")
+        _require(self.checkpoint_every_epochs > 0, "search.workload.checkpoint_every_epochs must be > 0")
+
+
+@dataclass
+class TuneSettings:
+    """Keyword arguments of ``ray.tune.TuneConfig`` (metric/mode come from the search)."""
+
+    num_samples: int = 8
+    max_concurrent_trials: int = 2
+
+    def __post_init__(self) -> None:
+        _require(self.num_samples > 0, f"search.tune.num_samples={self.num_samples}: must be > 0")
+        _require(self.max_concurrent_trials > 0, "search.tune.max_concurrent_trials must be > 0")
+
+
+@dataclass
+class SchedulerConfig:
+    """Keyword arguments of ``ray.tune.schedulers.ASHAScheduler`` (max_t = workload.epochs)."""
+
+    grace_period: int = 1
+    reduction_factor: float = 3.0
+    brackets: int = 1
+
+    def __post_init__(self) -> None:
+        _require(self.grace_period > 0, "search.scheduler.grace_period must be > 0")
+        _require(self.reduction_factor > 1, "search.scheduler.reduction_factor must be > 1")
+
+
+@dataclass
+class SearcherConfig:
+    """Keyword arguments of ``optuna.samplers.TPESampler`` used by ``OptunaSearch``."""
+
+    seed: int = 0
+    n_startup_trials: int = 4
+
+
+@dataclass
+class ResourcesConfig:
+    """Resources per trial, as ``tune.with_resources`` takes them (GPU may be fractional)."""
+
+    cpu: float = 1.0
+    gpu: float = 0.0
+
+    def __post_init__(self) -> None:
+        _require(self.cpu > 0 and self.gpu >= 0, "search.resources: cpu must be > 0 and gpu >= 0")
+
+
+@dataclass
+class SearchConfig:
+    """One search: workload, pure search space, objective and budget."""
+
+    name: str = MISSING
+    space: str = MISSING  # "module:function", a define-by-run Optuna space
+    metric: str = "val_acc"
+    mode: str = "max"
+    workload: WorkloadConfig = field(default_factory=WorkloadConfig)
+    tune: TuneSettings = field(default_factory=TuneSettings)
+    scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
+    searcher: SearcherConfig = field(default_factory=SearcherConfig)
+    resources: ResourcesConfig = field(default_factory=ResourcesConfig)
+
+    def __post_init__(self) -> None:
+        _require(self.mode in ("min", "max"), f"search.mode={self.mode!r}: use min or max")
+        _require(":" in self.space, f"search.space={self.space!r}: write it as module:function")
+
+
+@dataclass
+class ClusterConfig:
+    """Where trials run; keyword arguments of ``ray.init``."""
+
+    name: str = "local"
+    address: Optional[str] = None  # None starts Ray on this machine; "auto" joins a running cluster
+    num_cpus: Optional[int] = None
+    num_gpus: Optional[int] = None
+    include_dashboard: bool = True
+    dashboard_host: str = "127.0.0.1"  # Ray's dashboard has no auth: never bind it publicly
+    dashboard_port: int = 8265
+
+
+@dataclass
+class StorageConfig:
+    """Where checkpoints and experiment state live (``RunConfig.storage_path``)."""
+
+    kind: str = "local"  # local | s3
+    path: str = "${output_dir}/ray_results"  # local directory (kind=local)
+    bucket: Optional[str] = None  # kind=s3
+    prefix: str = "tuner"
+    endpoint_url: Optional[str] = None  # S3-compatible server; None = AWS
+    region: Optional[str] = None
+
+    def __post_init__(self) -> None:
+        _require(self.kind in ("local", "s3"), f"storage.kind={self.kind!r}: use local or s3")
+        if self.kind == "s3":
+            _require(bool(self.bucket), "storage.bucket is required with storage=s3 (e.g. storage.bucket=my-ckpts)")
+            _require(
+                bool(_BUCKET_RE.match(self.bucket or "")),
+                f"storage.bucket={self.bucket!r} is not a valid S3 bucket name (3-63 chars: a-z 0-9 . -)",
+            )
+            _require(
+                self.endpoint_url is None or re.match(r"^https?://[^/\s]+/?$", self.endpoint_url) is not None,
+                f"storage.endpoint_url={self.endpoint_url!r}: write it as http(s)://host:port",
+            )
+
+
+@dataclass
+class TrackingConfig:
+    """MLflow tracking; ``tracking_uri`` is any MLflow URI (sqlite file, http server)."""
+
+    enabled: bool = True
+    tracking_uri: str = "sqlite:///${output_dir}/mlflow.db"
+    experiment_name: str = "${name}"
+    request_timeout_s: int = 5
+
+
+@dataclass
+class RunSettings:
+    """Keyword arguments of ``RunConfig``/``FailureConfig``/``CheckpointConfig``."""
+
+    max_failures: int = 2  # application errors per trial; preemptions are not counted
+    num_to_keep: int = 2  # checkpoints kept per trial
+    verbose: int = 0  # Tune's own console output; our progress lines replace it
+
+    def __post_init__(self) -> None:
+        _require(self.max_failures >= -1, "run.max_failures must be >= -1 (-1 = retry forever)")
+        _require(self.num_to_keep > 0, "run.num_to_keep must be > 0")
+
+
+@dataclass
+class Config:
+    output_dir: str = "outputs"
+    name: str = "${search.name}"  # experiment name: the same name resumes the same search
+    search: Optional[SearchConfig] = None  # appended with +search=NAME
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
+    storage: StorageConfig = field(default_factory=StorageConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    run: RunSettings = field(default_factory=RunSettings)
+
+
+def register() -> None:
+    """Register the schema that ``conf/config.yaml`` names first in its defaults."""
+    ConfigStore.instance().store(name="base_config", node=Config)
+
+
+def to_settings(cfg: DictConfig | Any) -> Config:
+    """Resolve and instantiate the dataclasses, running every semantic check."""
+    try:
+        settings = OmegaConf.to_object(cfg)
+    except ConfigError:
+        raise
+    except Exception as exc:  # omegaconf reports missing/unresolvable values here
+        raise ConfigError(str(exc).splitlines()[0]) from exc
+    assert isinstance(settings, Config)
+    return settings

@@ -1,0 +1,258 @@
+"""Entry point: ``python -m tuner.run +search=NAME [cluster=...] [storage=...] [tracking=...]``.
+
+Validates the composed config, builds (or resumes) the Tune experiment, runs it,
+and prints the best trials and where to look next. Bad input exits with status 2
+and one line that says what to fix.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any, Callable, NoReturn, Optional
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+from tuner import config as config_mod
+from tuner.config import Config, ConfigError
+
+log = logging.getLogger("tuner")
+
+CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+EXIT_BAD_INPUT = 2
+EXIT_TRIALS_FAILED = 1
+TABLE_ROWS = 5
+
+
+def available_searches() -> list[str]:
+    return sorted(p.stem for p in (CONF_DIR / "search").glob("*.yaml"))
+
+
+def fail(message: str) -> NoReturn:
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(EXIT_BAD_INPUT)
+
+
+def load_space(spec: str) -> Callable[..., Any]:
+    """Import ``module:function``; the function is the define-by-run Optuna space."""
+    module_name, _, attr = spec.partition(":")
+    try:
+        fn = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as exc:
+        raise ConfigError(f"search.space={spec!r} cannot be imported ({exc})") from exc
+    if not callable(fn):
+        raise ConfigError(f"search.space={spec!r} is not a function")
+    check_space(fn, spec)
+    return fn
+
+
+def check_space(space: Callable[..., Any], spec: str) -> None:
+    """Refuse a space that suggests nothing: Optuna would tune an empty config."""
+    import optuna
+
+    trial = optuna.trial.FixedTrial({})
+    suggested: list[str] = []
+    try:
+        space(trial)
+    except ValueError as exc:  # FixedTrial raises on the first suggest_* call
+        suggested.append(str(exc))
+    if not suggested:
+        raise ConfigError(f"search.space={spec!r} suggests no hyperparameters: add trial.suggest_* calls")
+
+
+def search_params(settings: Config) -> dict[str, Any]:
+    """Flat, secret-free description of the search for the MLflow parent run."""
+    from ray.tune.utils import flatten_dict
+
+    search = OmegaConf.to_container(OmegaConf.structured(settings.search))
+    flat = flatten_dict({"search": search}, delimiter=".")
+    flat.update({"cluster": settings.cluster.name, "storage": settings.storage.kind})
+    return flat
+
+
+def trial_dirname(trial: Any) -> str:
+    """Short trial directories (Tune's default embeds every hyperparameter)."""
+    return f"trial_{trial.trial_id}"
+
+
+def build_tuner(settings: Config, resume: bool, callbacks: list[Any]):
+    """A new Tuner, or the one saved at the experiment path (errored trials resumed)."""
+    from optuna.samplers import TPESampler
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler
+    from ray.tune.search.optuna import OptunaSearch
+
+    from tuner import storage
+    from tuner.trainable import train
+
+    search = settings.search
+    assert search is not None
+    trainable = tune.with_resources(
+        tune.with_parameters(train, workload=search.workload),
+        {"cpu": search.resources.cpu, "gpu": search.resources.gpu},
+    )
+    path = storage.experiment_path(settings.storage, settings.name)
+    if resume:
+        tuner = tune.Tuner.restore(path, trainable=trainable, resume_errored=True)
+        # RunConfig is restored from the bucket; callbacks are this process's own.
+        tuner._local_tuner.get_run_config().callbacks = callbacks
+        return tuner
+    searcher = OptunaSearch(
+        space=load_space(search.space),
+        metric=search.metric,
+        mode=search.mode,
+        sampler=TPESampler(seed=search.searcher.seed, n_startup_trials=search.searcher.n_startup_trials),
+    )
+    scheduler = ASHAScheduler(
+        time_attr="epoch",
+        max_t=search.workload.epochs,
+        grace_period=search.scheduler.grace_period,
+        reduction_factor=search.scheduler.reduction_factor,
+        brackets=search.scheduler.brackets,
+    )
+    run = settings.run
+    return tune.Tuner(
+        trainable,
+        tune_config=tune.TuneConfig(
+            metric=search.metric,
+            mode=search.mode,
+            search_alg=searcher,
+            scheduler=scheduler,
+            num_samples=search.tune.num_samples,
+            max_concurrent_trials=search.tune.max_concurrent_trials,
+            trial_dirname_creator=trial_dirname,
+        ),
+        run_config=tune.RunConfig(
+            name=settings.name,
+            storage_path=storage.storage_path(settings.storage),
+            failure_config=tune.FailureConfig(max_failures=run.max_failures),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=run.num_to_keep),
+            callbacks=callbacks,
+            verbose=run.verbose,
+        ),
+    )
+
+
+def summarize(results: Any, settings: Config, dashboard_url: Optional[str], tracking_cmd: Optional[str]) -> int:
+    """Print the best trials, the best config and where to look; return the exit status."""
+    from tuner.console import format_params, results_table
+
+    search = settings.search
+    assert search is not None
+    best_key = f"best_{search.metric}" if search.mode == "max" else search.metric
+    done = [r for r in results if r.error is None and r.metrics]
+    errors = [r for r in results if r.error is not None]
+    ranked = sorted(done, key=lambda r: r.metrics.get(best_key, r.metrics[search.metric]), reverse=search.mode == "max")
+    rows = [
+        {
+            "trial": r.metrics.get("trial_id", "?"),
+            best_key: r.metrics.get(best_key, r.metrics[search.metric]),
+            "epochs": r.metrics.get("epoch"),
+            "train_s": r.metrics.get("train_time_s"),
+            **{k: v for k, v in r.config.items()},
+        }
+        for r in ranked[:TABLE_ROWS]
+    ]
+    print(f"\n{len(done)} of {len(results)} trials finished, {len(errors)} failed.")
+    if rows:
+        print(results_table(rows, list(rows[0])))
+        best = ranked[0]
+        print(f"\nbest trial {best.metrics.get('trial_id')}: {best_key} {best.metrics.get(best_key):.4f}  config: {format_params(best.config)}")
+        print(f"best checkpoint: {best.checkpoint.path if best.checkpoint else '(none)'}")
+    if tracking_cmd:
+        print(f"MLflow:         {tracking_cmd}")
+    if dashboard_url:
+        print(f"Ray dashboard:  http://{dashboard_url}  (while this process runs)")
+    for r in errors[:3]:
+        print(f"failed trial {r.path}: {str(r.error).splitlines()[0][:200]}", file=sys.stderr)
+    return 0 if done else EXIT_TRIALS_FAILED
+
+
+def execute(settings: Config) -> int:
+    """Start Ray, run (or resume) the search, report. Raises ConfigError on bad input."""
+    import ray
+    from ray import tune
+
+    from tuner import storage
+    from tuner.console import ProgressPrinter
+    from tuner.tracking import MLflowTracker, ui_command
+
+    search = settings.search
+    assert search is not None
+    load_space(search.space)
+    storage.check(settings.storage)
+    path = storage.experiment_path(settings.storage, settings.name)
+    resume = tune.Tuner.can_restore(path)
+
+    callbacks: list[Any] = [ProgressPrinter(search.metric, search.workload.epochs, search.tune.num_samples)]
+    tracker: Optional[MLflowTracker] = None
+    if settings.tracking.enabled:
+        tracker = MLflowTracker(settings.tracking, path, search_params(settings), resume=resume)
+        if tracker.connect():
+            callbacks.append(tracker)
+        else:
+            tracker = None
+
+    cluster = settings.cluster
+    init_kwargs: dict[str, Any] = {"address": cluster.address, "logging_level": logging.WARNING, "log_to_driver": False}
+    if cluster.address is None:
+        init_kwargs.update(
+            num_cpus=cluster.num_cpus,
+            num_gpus=cluster.num_gpus,
+            include_dashboard=cluster.include_dashboard,
+            dashboard_host=cluster.dashboard_host,
+            dashboard_port=cluster.dashboard_port,
+        )
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    context = ray.init(**init_kwargs)
+    dashboard_url = context.dashboard_url or None
+    print(
+        f"{'Resuming' if resume else 'Starting'} search {settings.name!r}: {search.tune.num_samples} trials, "
+        f"<= {search.workload.epochs} epochs each, {search.tune.max_concurrent_trials} at a time"
+    )
+    print(f"experiment: {path}")
+    if dashboard_url:
+        print(f"Ray dashboard: http://{dashboard_url}")
+    try:
+        results = build_tuner(settings, resume, callbacks).fit()
+        status = summarize(
+            results, settings, dashboard_url, ui_command(settings.tracking.tracking_uri) if tracker else None
+        )
+        if tracker is not None:
+            best = results.get_best_result() if status == 0 else None
+            summary = {"trials": len(results), "errors": len(results.errors)}
+            if best is not None:
+                summary[f"best_{search.metric}"] = best.metrics.get(f"best_{search.metric}", best.metrics[search.metric])
+            tracker.close(summary, "FINISHED" if status == 0 else "FAILED")
+            if tracker.failed_calls:
+                print(f"warning: {tracker.failed_calls} MLflow updates could not be logged (server unreachable)")
+        return status
+    finally:
+        ray.shutdown()
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+def main(cfg: DictConfig) -> None:
+    if cfg.get("search") is None:
+        fail(f"no search chosen: add +search=NAME, one of: {', '.join(available_searches())}")
+    try:
+        settings = config_mod.to_settings(cfg)
+        status = execute(settings)
+    except ConfigError as exc:  # includes StorageError
+        fail(str(exc))
+    sys.exit(status)
+
+
+config_mod.register()
+# Our progress lines replace Tune's console output and its snapshot-frequency warning.
+os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,77 @@
+"""Where Tune keeps checkpoints and experiment state: a local directory or S3.
+
+Credentials are never part of the config: boto3 and pyarrow read them from the
+environment or the instance profile.
+"""
+
+from __future__ import annotations
+
+import os
+from urllib.parse import urlencode, urlparse
+
+from tuner.config import ConfigError, StorageConfig
+
+S3_CONNECT_TIMEOUT_S = 5
+
+
+class StorageError(ConfigError):
+    """Storage that cannot be used; the message says what to fix."""
+
+
+def storage_path(cfg: StorageConfig) -> str:
+    """``RunConfig.storage_path`` for this storage (pyarrow URI for S3)."""
+    if cfg.kind == "local":
+        return os.path.abspath(cfg.path)
+    query: dict[str, str] = {}
+    if cfg.endpoint_url:
+        url = urlparse(cfg.endpoint_url)
+        query = {"endpoint_override": url.netloc, "scheme": url.scheme}
+    if cfg.region:
+        query["region"] = cfg.region
+    uri = f"s3://{cfg.bucket}/{cfg.prefix.strip('/')}"
+    return f"{uri}?{urlencode(query)}" if query else uri
+
+
+def s3_client(cfg: StorageConfig):  # -> botocore client
+    import boto3
+    from botocore.config import Config as BotoConfig
+
+    return boto3.client(
+        "s3",
+        endpoint_url=cfg.endpoint_url,
+        region_name=cfg.region,
+        config=BotoConfig(connect_timeout=S3_CONNECT_TIMEOUT_S, read_timeout=10, retries={"max_attempts": 2}),
+    )
+
+
+def check(cfg: StorageConfig) -> None:
+    """Fail fast, in one line, when the bucket cannot be reached or read."""
+    if cfg.kind != "s3":
+        return
+    from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
+
+    where = cfg.endpoint_url or "AWS"
+    try:
+        s3_client(cfg).head_bucket(Bucket=cfg.bucket)
+    except NoCredentialsError as exc:
+        raise StorageError(
+            "no S3 credentials: set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or use an instance profile"
+        ) from exc
+    except ClientError as exc:
+        code = exc.response.get("Error", {}).get("Code", "?")
+        hint = {
+            "404": "does not exist: create it or fix storage.bucket",
+            "NoSuchBucket": "does not exist: create it or fix storage.bucket",
+            "403": "refused the credentials: check AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY",
+            "AccessDenied": "refused the credentials: check AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY",
+        }.get(code, f"answered {code}")
+        raise StorageError(f"S3 bucket {cfg.bucket!r} at {where} {hint}") from exc
+    except BotoCoreError as exc:
+        raise StorageError(f"S3 at {where} is unreachable ({type(exc).__name__}): check storage.endpoint_url") from exc
+
+
+def experiment_path(cfg: StorageConfig, name: str) -> str:
+    """The experiment directory Tune writes to and restores from (query kept last)."""
+    base, _, query = storage_path(cfg).partition("?")
+    path = f"{base.rstrip('/')}/{name}"
+    return f"{path}?{query}" if query else path
