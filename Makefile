@@ -1,0 +1,22 @@
+# One virtual environment for running and testing; set-up is a prerequisite of both.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+ARGS ?=
+
+.PHONY: run test setup clean
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $@
+
+setup: $(VENV)/.installed
+
+run: setup  ## the default search on this machine: make run ARGS="cluster=... storage=s3 ..."
+	$(PY) -m tuner.run +search=resnet $(ARGS)
+
+test: setup  ## the whole suite, slow multi-node tests included
+	$(PY) -m pytest $(ARGS)
+
+clean:
+	rm -rf outputs .pytest_cache

@@ -1,0 +1,151 @@
+"""The CLI end to end, in subprocesses, against real Ray, SeaweedFS and MLflow servers."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from tests.conftest import FAST, REPO, cli_env, run_cli
+from tuner.run import available_searches
+from tuner.tracking import TAG_CHECKPOINT, TAG_PARENT, TAG_TRIAL
+
+pytestmark = pytest.mark.slow
+
+TINY = ["search.tune.num_samples=2", "search.workload.epochs=2", "search.scheduler.grace_period=2"]
+
+
+def runs_of(uri: str, experiment: str) -> tuple[list, list]:
+    """(parent runs, child runs) of an MLflow experiment."""
+    client = MlflowClient(tracking_uri=uri)
+    exp = client.get_experiment_by_name(experiment)
+    assert exp is not None, f"no MLflow experiment {experiment}"
+    runs = client.search_runs([exp.experiment_id], max_results=1000)
+    parents = [r for r in runs if TAG_PARENT not in r.data.tags]
+    children = [r for r in runs if TAG_PARENT in r.data.tags]
+    return parents, children
+
+
+def assert_tracked(uri: str, experiment: str, num_trials: int, epochs: int) -> None:
+    parents, children = runs_of(uri, experiment)
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    assert len(children) == num_trials
+    assert len({c.data.tags[TAG_TRIAL] for c in children}) == num_trials  # no duplicates
+    client = MlflowClient(tracking_uri=uri)
+    for child in children:
+        assert child.data.tags[TAG_PARENT] == parents[0].info.run_id
+        assert {"lr", "batch_size"} <= set(child.data.params)
+        assert child.data.tags.get(TAG_CHECKPOINT), "child run has no checkpoint location"
+        history = client.get_metric_history(child.info.run_id, "val_acc")
+        steps = sorted({m.step for m in history})  # a resumed trial may redo (re-log) a step
+        assert steps == list(range(1, len(steps) + 1)) and len(steps) <= epochs
+        assert child.info.status == "FINISHED"
+
+
+@pytest.mark.parametrize("search", available_searches())
+def test_every_search_smoke_runs(search: str, tmp_path: Path) -> None:
+    proc = run_cli([f"+search={search}", f"output_dir={tmp_path}", *FAST, *TINY])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "2 of 2 trials finished, 0 failed." in proc.stdout
+    assert re.search(r"trial  1/2 \w+  epoch   1/2  val_acc", proc.stdout)
+    assert f"mlflow ui --host 127.0.0.1 --backend-store-uri sqlite:///{tmp_path}/mlflow.db" in proc.stdout
+    assert_tracked(f"sqlite:///{tmp_path}/mlflow.db", search, num_trials=2, epochs=2)
+
+
+def test_s3_storage_holds_checkpoints_and_experiment_state(s3_server, tmp_path: Path) -> None:
+    bucket = s3_server.make_bucket()
+    args = [
+        "+search=mlp", f"output_dir={tmp_path}", *FAST, *TINY, "storage=s3",
+        f"storage.bucket={bucket}", "storage.prefix=team/exp", f"storage.endpoint_url={s3_server.endpoint_url}",
+    ]  # fmt: skip
+    proc = run_cli(args, env=s3_server.env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    keys = s3_server.keys(bucket)
+    root = "team/exp/mlp/"
+    assert any(re.fullmatch(root + r"experiment_state-.*\.json", k) for k in keys), keys
+    assert root + "tuner.pkl" in keys
+    assert any(k.startswith(root + "searcher-state") for k in keys), keys
+    states = [k for k in keys if re.fullmatch(root + r"trial_\w+/checkpoint_\d+/state\.pt", k)]
+    manifests = [k for k in keys if k.endswith("/manifest.json")]
+    assert states and len(states) == len(manifests)
+    assert not (tmp_path / "ray_results").exists()  # nothing kept only on local disk
+    # The secret key is in no stored object and in no output.
+    client = s3_server.client()
+    secret = s3_server.secret_key.encode()
+    for key in keys:
+        assert secret not in client.get_object(Bucket=bucket, Key=key)["Body"].read(), key
+    assert s3_server.secret_key not in proc.stdout + proc.stderr
+
+
+def test_tracking_server(mlflow_server, tmp_path: Path) -> None:
+    name = f"server-{tmp_path.name}"
+    args = ["+search=mlp", f"output_dir={tmp_path}", f"name={name}", *FAST, *TINY]
+    proc = run_cli([*args, f"tracking.tracking_uri={mlflow_server.uri}"])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert_tracked(mlflow_server.uri, name, num_trials=2, epochs=2)
+
+
+def test_unreachable_tracking_server_warns_once_and_search_completes(tmp_path: Path) -> None:
+    from tests.conftest import free_port
+
+    uri = f"http://127.0.0.1:{free_port()}"
+    proc = run_cli(["+search=mlp", f"output_dir={tmp_path}", *FAST, *TINY, f"tracking.tracking_uri={uri}"])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = proc.stdout + proc.stderr
+    assert out.count(f"MLflow at {uri} is unreachable") == 1
+    assert "2 of 2 trials finished" in proc.stdout
+
+
+def test_killed_driver_resumes_whole_search(tmp_path: Path) -> None:
+    """SIGKILL the driver mid-search; the same command finishes it with exactly num_samples trials."""
+    num_samples, epochs = 5, 25
+    args = [
+        "+search=mlp", f"output_dir={tmp_path}", *FAST, f"search.tune.num_samples={num_samples}",
+        "search.tune.max_concurrent_trials=1", f"search.workload.epochs={epochs}",
+        f"search.scheduler.grace_period={epochs}",  # no early stopping: every trial runs all epochs
+    ]  # fmt: skip
+    cmd = [sys.executable, "-m", "tuner.run", *args]
+    driver = subprocess.Popen(
+        cmd, cwd=REPO, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        start_new_session=True,
+    )  # fmt: skip
+    finished: set[str] = set()
+    running: dict[str, int] = {}
+    deadline = time.monotonic() + 300
+    assert driver.stdout is not None
+    for line in driver.stdout:
+        if m := re.search(r"trial +\d+/\d+ (\w+)  (done|stopped)", line):
+            finished.add(m.group(1))
+            running.pop(m.group(1), None)
+        elif m := re.search(r"trial +\d+/\d+ (\w+)  epoch +(\d+)/", line):
+            running[m.group(1)] = int(m.group(2))
+        if len(finished) >= 2 and any(e >= 3 for e in running.values()):
+            break
+        assert time.monotonic() < deadline, "search never reached the kill point"
+    os.kill(driver.pid, signal.SIGKILL)
+    driver.wait()
+    time.sleep(1)
+    try:
+        os.killpg(driver.pid, signal.SIGKILL)  # the head machine is gone: so are its Ray processes
+    except ProcessLookupError:
+        pass
+    interrupted = next(iter(running))
+
+    proc = run_cli(args)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = proc.stdout
+    assert "Resuming search 'mlp'" in out
+    assert f"{num_samples} of {num_samples} trials finished, 0 failed." in out
+    for trial_id in finished:
+        assert f"{trial_id}  start" not in out, f"finished trial {trial_id} was run again"
+    resumed_epochs = [int(e) for e in re.findall(rf"{interrupted}  epoch +(\d+)/", out)]
+    assert resumed_epochs and resumed_epochs[0] > 1, "interrupted trial restarted from scratch"
+    assert resumed_epochs[-1] == epochs
+    assert_tracked(f"sqlite:///{tmp_path}/mlflow.db", "mlp", num_trials=num_samples, epochs=epochs)
