@@ -14,7 +14,6 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
 _BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]$")
@@ -195,6 +194,8 @@ class Config:
 
 def register() -> None:
     """Register the schema that ``conf/config.yaml`` names first in its defaults."""
+    from hydra.core.config_store import ConfigStore
+
     ConfigStore.instance().store(name="base_config", node=Config)
 
 

@@ -5,7 +5,7 @@ import torch
 from tuner import checkpoint
 from tuner.config import WorkloadConfig
 from tuner.data import load
-from tuner.trainable import Trial, evaluate
+from tuner.training import Trial, evaluate
 
 PARAMS = {
     "lr": 0.1, "weight_decay": 1e-4, "momentum": 0.9, "batch_size": 128,
