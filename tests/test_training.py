@@ -62,3 +62,26 @@ def test_resnet_learns_digits() -> None:
     trial = Trial(PARAMS, workload, load(workload.data), torch.device("cpu"))
     *_, (_, _, val_acc) = run(trial, 3)
     assert val_acc > 0.9
+
+
+def test_resume_mid_epoch_matches_uninterrupted(tmp_path) -> None:
+    """A drain checkpoint lands between steps: resuming from it must be exact too."""
+    torch.set_num_threads(1)
+    workload = WorkloadConfig(model="resnet", epochs=2, seed=5)
+    data = load(workload.data)
+    cpu = torch.device("cpu")
+    straight = run(Trial(PARAMS, workload, data, cpu), 2)
+
+    first = Trial(PARAMS, workload, data, cpu)
+
+    def save_at_step_5() -> None:
+        if first.progress.epoch == 1 and first.progress.step == 5:
+            checkpoint.save(tmp_path, first.state())
+
+    for _ in range(2):
+        first.run_epoch(save_at_step_5)
+    resumed = Trial(PARAMS, workload, data, cpu)
+    resumed.load_state(checkpoint.load(tmp_path))
+    assert (resumed.progress.epoch, resumed.progress.step) == (1, 5)
+    train_loss = resumed.train_epoch()
+    assert (train_loss, *evaluate(resumed.model, resumed.x_val, resumed.y_val)) == straight[1]

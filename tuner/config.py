@@ -50,11 +50,9 @@ class WorkloadConfig:
     data: DataConfig = field(default_factory=DataConfig)
     epochs: int = 10  # epochs a trial trains if early stopping lets it
     seed: int = 0  # model init and data order; same seed => same result
-    checkpoint_every_epochs: int = 1
 
     def __post_init__(self) -> None:
         _require(self.epochs > 0, f"search.workload.epochs={self.epochs}: must be > 0")
-        _require(self.checkpoint_every_epochs > 0, "search.workload.checkpoint_every_epochs must be > 0")
 
 
 @dataclass
@@ -118,6 +116,31 @@ class SearchConfig:
     def __post_init__(self) -> None:
         _require(self.mode in ("min", "max"), f"search.mode={self.mode!r}: use min or max")
         _require(":" in self.space, f"search.space={self.space!r}: write it as module:function")
+
+
+@dataclass
+class CheckpointConfig:
+    """When trials checkpoint (``tuner.policy``); a drain notice always checkpoints at once."""
+
+    policy: str = "periodic"  # periodic | adaptive (Young/Daly: sqrt(2 C / lambda))
+    every_epochs: int = 1  # periodic: at the end of every N epochs
+    every_s: Optional[float] = None  # periodic: also after this many training seconds, mid-epoch
+    min_interval_s: float = 60.0  # adaptive: bounds on the chosen interval
+    max_interval_s: float = 14400.0
+    interruption_rate_per_h: Optional[float] = None  # adaptive: lambda; None = the node's Spot Advisor bucket
+    assumed_instance_type: str = "g5.xlarge"  # adaptive: for nodes without an instance-type label
+    final_margin_s: float = 10.0  # on a drain with a deadline: checkpoint again this long before it
+    drain_poll_interval_s: float = 0.5  # how often a trial asks the GCS whether its node is draining
+
+    def __post_init__(self) -> None:
+        _require(self.policy in ("periodic", "adaptive"), f"checkpoint.policy={self.policy!r}: use periodic or adaptive")
+        _require(self.every_epochs > 0, "checkpoint.every_epochs must be > 0")
+        _require(self.every_s is None or self.every_s > 0, "checkpoint.every_s must be > 0")
+        _require(0 < self.min_interval_s <= self.max_interval_s, "checkpoint: need 0 < min_interval_s <= max_interval_s")
+        _require(
+            self.interruption_rate_per_h is None or self.interruption_rate_per_h > 0,
+            "checkpoint.interruption_rate_per_h must be > 0",
+        )
 
 
 @dataclass
@@ -190,6 +213,7 @@ class Config:
     storage: StorageConfig = field(default_factory=StorageConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     run: RunSettings = field(default_factory=RunSettings)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
 
 
 def register() -> None:

@@ -44,6 +44,13 @@ class ProgressPrinter(Callback):
 
     def on_trial_result(self, iteration: int, trials: list[Trial], trial: Trial, result: dict, **info: Any) -> None:
         epoch = result.get("epoch", result.get("training_iteration"))
+        if result.get("mid_epoch"):
+            self._print(
+                trial,
+                f"checkpoint ({result.get('checkpoint_reason')}) at epoch {epoch} step {result.get('step')}"
+                f"  preemptions {result.get('preemptions', 0)}  lost {_fmt(result.get('lost_work_s', 0.0))} s",
+            )
+            return
         self._print(
             trial,
             f"epoch {epoch:>3}/{self.max_epochs}  {self.metric} {_fmt(result.get(self.metric))}"

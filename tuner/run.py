@@ -92,7 +92,7 @@ def build_tuner(settings: Config, resume: bool, callbacks: list[Any]):
     search = settings.search
     assert search is not None
     trainable = tune.with_resources(
-        tune.with_parameters(train, workload=search.workload),
+        tune.with_parameters(train, workload=search.workload, checkpoint_cfg=settings.checkpoint),
         {"cpu": search.resources.cpu, "gpu": search.resources.gpu},
     )
     path = storage.experiment_path(settings.storage, settings.name)

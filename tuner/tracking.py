@@ -25,14 +25,15 @@ TAG_TRIAL = "tuner.trial_id"
 TAG_CHECKPOINT = "tuner.checkpoint"
 TAG_PARENT = "mlflow.parentRunId"
 # Numeric results worth a chart; Tune's bookkeeping fields are left out.
-METRIC_KEYS = ("train_loss", "val_loss", "val_acc", "best_val_acc", "lr", "epoch_time_s", "train_time_s")
+EPOCH_KEYS = ("train_loss", "val_loss", "val_acc", "best_val_acc", "lr", "epoch_time_s", "train_time_s")
+INTERRUPTION_KEYS = ("preemptions", "restarts", "lost_work_s", "recovery_s", "checkpoint_interval_s")
 
 
 def _numeric(result: dict[str, Any]) -> dict[str, float]:
+    """Metrics to log: a mid-epoch (checkpoint-only) result repeats the last epoch's, so only its counters."""
+    keys = INTERRUPTION_KEYS if result.get("mid_epoch") else EPOCH_KEYS + INTERRUPTION_KEYS
     return {
-        k: float(result[k])
-        for k in METRIC_KEYS
-        if isinstance(result.get(k), (int, float)) and math.isfinite(float(result[k]))
+        k: float(result[k]) for k in keys if isinstance(result.get(k), (int, float)) and math.isfinite(float(result[k]))
     }
 
 

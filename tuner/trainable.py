@@ -1,62 +1,161 @@
 """The Ray Tune function trainable every workload runs.
 
-Restore the trial's full state if Tune hands us a checkpoint, train epoch by
-epoch (``tuner.training``), report metrics each epoch and a checkpoint when due.
+Restore the trial's full state if Tune hands us a checkpoint, train
+(``tuner.training``), report metrics every epoch and a checkpoint when the policy
+says so. Between steps it also reacts to its node being drained for preemption:
+an emergency checkpoint at once, another just before the deadline, then it holds
+still so that no work is done that the node's loss would throw away.
 """
 
 from __future__ import annotations
 
+import logging
 import tempfile
-from typing import Any
+import time
+from typing import Any, Optional
 
 import ray
 import torch
 from ray import tune
 
-from tuner import checkpoint
-from tuner.config import WorkloadConfig
+from tuner import checkpoint, preemption
+from tuner.config import CheckpointConfig, WorkloadConfig
 from tuner.data import load
-from tuner.training import Trial
+from tuner.policy import CheckpointPolicy
+from tuner.training import Trial, evaluate
+
+log = logging.getLogger(__name__)
+
+HEARTBEAT_EVERY_S = 1.0
+HOLD_GRACE_S = 30.0  # a drained node that outlives its deadline by this much: train on
 
 
 def _device() -> torch.device:
     """The GPU Ray assigned to this trial, else the CPU."""
-    if ray.is_initialized() and ray.get_gpu_ids() and torch.cuda.is_available():
+    if ray.get_gpu_ids() and torch.cuda.is_available():
         return torch.device("cuda")
     return torch.device("cpu")
 
 
 def _assigned_cpus() -> int:
-    if not ray.is_initialized():
-        return 1
     cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 1.0)
     return max(1, int(cpus))
 
 
-def _restore(trial: Trial) -> None:
+def _restore(trial: Trial) -> bool:
     ckpt = tune.get_checkpoint()
     if ckpt is None:
-        return
+        return False
     with ckpt.as_directory() as directory:
         trial.load_state(checkpoint.load(directory))
+    return True
 
 
-def _report(trial: Trial, metrics: dict[str, Any], with_checkpoint: bool) -> None:
-    if not with_checkpoint:
-        tune.report(metrics)
-        return
-    with tempfile.TemporaryDirectory(prefix="tuner-ckpt-") as directory:
-        checkpoint.save(directory, trial.state())
-        tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(directory))
+class Attempt:
+    """One attempt of a trial on one node: checkpoints, drain reaction, heartbeat."""
+
+    def __init__(self, trial: Trial, trial_id: str, cfg: CheckpointConfig) -> None:
+        context = ray.get_runtime_context()
+        self.trial, self.trial_id, self.cfg = trial, trial_id, cfg
+        self.node_id = context.get_node_id()
+        labels = {k: v[0] if isinstance(v, list) else v for k, v in context.get_node_labels().items()}
+        self.policy = CheckpointPolicy.for_node(cfg, labels)
+        self.watcher = preemption.DrainWatcher(self.node_id, cfg.drain_poll_interval_s).start()
+        self.checkpointed_at_s = trial.progress.train_time_s
+        self.drain_checkpointed = self.deadline_checkpointed = False
+        self.last_metrics: dict[str, Any] = {}
+        self.last_beat = 0.0
+
+    def account_restart(self) -> None:
+        """Charge the previous attempt's loss: redone training seconds, recovery time."""
+        beat = preemption.get_heartbeat(self.trial_id)
+        if beat is None:
+            return
+        p = self.trial.progress
+        for key in ("preemptions", "restarts", "lost_work_s", "recovery_s"):  # the heartbeat is newer
+            setattr(p, key, max(getattr(p, key), beat.get(key, 0)))
+        p.restarts += 1
+        p.lost_work_s += max(0.0, beat["train_time_s"] - p.train_time_s)
+        if preemption.node_lost(beat["node_id"]):
+            p.preemptions += 1
+            p.recovery_s += max(0.0, time.time() - beat["wall_s"])
+        log.warning(
+            "trial %s restarted (%s); lost %.1f s of training",
+            self.trial_id, "preemption" if p.preemptions > beat.get("preemptions", 0) else "error",
+            max(0.0, beat["train_time_s"] - p.train_time_s),
+        )  # fmt: skip
+        self.beat(force=True)
+
+    def beat(self, force: bool = False) -> None:
+        now = time.time()
+        if force or now - self.last_beat >= HEARTBEAT_EVERY_S:
+            self.last_beat = now
+            p = self.trial.progress
+            record = {"node_id": self.node_id, "wall_s": now, "train_time_s": p.train_time_s}
+            preemption.put_heartbeat(self.trial_id, {**record, **self.trial.interruption_metrics()})
+
+    def report(self, metrics: dict[str, Any], with_checkpoint: bool, reason: str = "") -> None:
+        metrics = {**metrics, "node_id": self.node_id}  # which node did this work (cost ledger)
+        if not with_checkpoint:
+            tune.report(metrics)
+            return
+        started = time.perf_counter()
+        with tempfile.TemporaryDirectory(prefix="tuner-ckpt-") as directory:
+            checkpoint.save(directory, self.trial.state())
+            metrics = {**metrics, "checkpoint_reason": reason, "checkpoint_interval_s": self.policy.interval_s or 0.0}
+            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(directory))
+        self.policy.observe_cost(time.perf_counter() - started)
+        self.checkpointed_at_s = self.trial.progress.train_time_s
+        self.beat(force=True)
+
+    def mid_epoch_checkpoint(self, reason: str) -> None:
+        if not self.last_metrics:  # Tune needs the search metric in every result
+            val_loss, val_acc = evaluate(self.trial.model, self.trial.x_val, self.trial.y_val)
+            self.trial.model.train()
+            self.last_metrics = {"val_loss": val_loss, "val_acc": val_acc, "best_val_acc": val_acc}
+        p = self.trial.progress
+        metrics = {**self.last_metrics, **self.trial.interruption_metrics(), "epoch": p.epoch, "mid_epoch": 1}
+        self.report({**metrics, "step": p.step, "train_time_s": p.train_time_s}, True, reason)
+
+    def after_step(self) -> None:
+        """At a step boundary: react to a drain, keep the checkpoint policy, heartbeat."""
+        w = self.watcher
+        if w.draining and not self.drain_checkpointed:
+            self.drain_checkpointed = True
+            self.mid_epoch_checkpoint("drain")
+        elif w.draining and w.deadline_s and not self.deadline_checkpointed:
+            if w.deadline_s - time.time() <= self.cfg.final_margin_s:
+                self.deadline_checkpointed = True
+                self.mid_epoch_checkpoint("deadline")
+                self.hold(until_s=w.deadline_s + HOLD_GRACE_S)
+        elif self.policy.due_mid_epoch(self.trial.progress.train_time_s - self.checkpointed_at_s):
+            self.mid_epoch_checkpoint("interval")
+        self.beat()
+
+    def hold(self, until_s: float) -> None:
+        """Do no work the node's loss would discard; train on if the node survives."""
+        while time.time() < until_s:
+            time.sleep(0.5)
+            self.beat()
+
+    def end_epoch(self, metrics: dict[str, Any]) -> None:
+        self.last_metrics = metrics
+        since = self.trial.progress.train_time_s - self.checkpointed_at_s
+        due = self.trial.done or self.policy.due_at_epoch_end(self.trial.progress.epoch, since)
+        self.report(metrics, due, reason="epoch" if due else "")
+
+    def close(self) -> None:
+        self.watcher.stop()
+        preemption.clear_heartbeat(self.trial_id)
 
 
-def train(params: dict[str, Any], workload: WorkloadConfig) -> None:
-    """Ray Tune function trainable: ``tune.with_parameters(train, workload=...)``."""
+def train(params: dict[str, Any], workload: WorkloadConfig, checkpoint_cfg: Optional[CheckpointConfig] = None) -> None:
+    """Ray Tune function trainable: ``tune.with_parameters(train, workload=..., checkpoint_cfg=...)``."""
     torch.set_num_threads(_assigned_cpus())
     trial = Trial(params, workload, load(workload.data), _device())
     _restore(trial)
+    attempt = Attempt(trial, tune.get_context().get_trial_id(), checkpoint_cfg or CheckpointConfig())
+    attempt.account_restart()
     while not trial.done:
-        metrics = trial.run_epoch()
-        epoch = trial.progress.epoch
-        due = epoch % workload.checkpoint_every_epochs == 0 or trial.done
-        _report(trial, metrics, with_checkpoint=due)
+        attempt.end_epoch(trial.run_epoch(attempt.after_step))
+    attempt.close()

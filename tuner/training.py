@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable, Optional
 
 import torch
 import torch.nn.functional as F
@@ -26,11 +26,17 @@ _SEED_STRIDE = 1_000_003  # keeps (seed, epoch) data orders distinct
 
 @dataclass
 class Progress:
-    """Where a trial is: epochs completed, best metric so far, training seconds spent."""
+    """Where a trial is, down to the step, and what interruptions have cost it so far."""
 
-    epoch: int = 0
+    epoch: int = 0  # epochs completed
+    step: int = 0  # steps completed in the current epoch
+    epoch_loss_sum: float = 0.0  # of the current epoch's completed steps
     best_val_acc: float = 0.0
-    train_time_s: float = 0.0
+    train_time_s: float = 0.0  # training + evaluation seconds behind this state
+    preemptions: int = 0  # restores after the trial's node was lost
+    restarts: int = 0  # restores for any reason
+    lost_work_s: float = 0.0  # training seconds redone after restores
+    recovery_s: float = 0.0  # seconds from losing a node to training again, summed
 
 
 def _epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
@@ -91,34 +97,45 @@ class Trial:
         self.progress = Progress(**state["progress"])
         checkpoint.set_rng_state(state["rng"])
 
-    def train_epoch(self) -> float:
-        """One pass over the training data in this epoch's order; returns mean loss."""
+    def train_epoch(self, after_step: Optional[Callable[[], None]] = None) -> float:
+        """Finish the current epoch in its fixed order; returns its mean training loss.
+
+        Resumes mid-epoch when the state was saved between steps; ``after_step``
+        runs at every step boundary (where a checkpoint is consistent).
+        """
         self.model.train()
-        order = _epoch_order(len(self.x_train), self.workload.seed, self.progress.epoch).to(self.device)
+        p = self.progress
+        order = _epoch_order(len(self.x_train), self.workload.seed, p.epoch).to(self.device)
         smoothing = float(self.params.get("label_smoothing", 0.0))
-        loss_sum = 0.0
-        for step in range(self.steps_per_epoch):
-            idx = order[step * self.batch_size : (step + 1) * self.batch_size]
+        while p.step < self.steps_per_epoch:
+            start = time.perf_counter()
+            idx = order[p.step * self.batch_size : (p.step + 1) * self.batch_size]
             loss = F.cross_entropy(self.model(self.x_train[idx]), self.y_train[idx], label_smoothing=smoothing)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
             self.schedule.step()
-            loss_sum += loss.item() * len(idx)
-        self.progress.epoch += 1
-        return loss_sum / len(self.x_train)
+            p.epoch_loss_sum += loss.item() * len(idx)
+            p.step += 1
+            p.train_time_s += time.perf_counter() - start
+            if after_step is not None:
+                after_step()
+        mean_loss = p.epoch_loss_sum / len(self.x_train)
+        p.epoch, p.step, p.epoch_loss_sum = p.epoch + 1, 0, 0.0
+        return mean_loss
 
     @property
     def done(self) -> bool:
         return self.progress.epoch >= self.workload.epochs
 
-    def run_epoch(self) -> dict[str, float]:
-        """Train one epoch, evaluate, update progress; return the epoch's metrics."""
-        start = time.perf_counter()
-        train_loss = self.train_epoch()
+    def run_epoch(self, after_step: Optional[Callable[[], None]] = None) -> dict[str, float]:
+        """Finish the epoch, evaluate, update progress; return the epoch's metrics."""
+        trained_before = self.progress.train_time_s
+        train_loss = self.train_epoch(after_step)
+        eval_start = time.perf_counter()
         val_loss, val_acc = evaluate(self.model, self.x_val, self.y_val)
-        elapsed = time.perf_counter() - start
-        self.progress.train_time_s += elapsed
+        self.progress.train_time_s += time.perf_counter() - eval_start
+        elapsed = self.progress.train_time_s - trained_before
         self.progress.best_val_acc = max(self.progress.best_val_acc, val_acc)
         return {
             "epoch": self.progress.epoch,
@@ -129,4 +146,14 @@ class Trial:
             "lr": self.schedule.get_last_lr()[0],
             "epoch_time_s": elapsed,
             "train_time_s": self.progress.train_time_s,
+            **self.interruption_metrics(),
+        }
+
+    def interruption_metrics(self) -> dict[str, float]:
+        p = self.progress
+        return {
+            "preemptions": p.preemptions,
+            "restarts": p.restarts,
+            "lost_work_s": p.lost_work_s,
+            "recovery_s": p.recovery_s,
         }

@@ -1,0 +1,230 @@
+"""Preemption on a real multi-node Ray cluster: notices drain nodes, trials move on.
+
+Nodes are real raylets (``ray.cluster_utils.Cluster``); each spot worker gets the
+real agent process (``python -m tuner.agent``) polling a fake metadata server on
+127.0.0.1; nodes are killed with ``remove_node(allow_graceful=False)``.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+import ray
+from ray.cluster_utils import Cluster
+from ray.tune import Callback
+
+from tests.conftest import cli_env
+from tests.fake_metadata import FakeMetadata
+from tuner import preemption
+from tuner.config import (
+    CheckpointConfig,
+    Config,
+    ResourcesConfig,
+    RunSettings,
+    SchedulerConfig,
+    SearchConfig,
+    StorageConfig,
+    TrackingConfig,
+    TuneSettings,
+    WorkloadConfig,
+)
+from tuner.run import build_tuner
+
+pytestmark = pytest.mark.slow
+
+EPOCHS = 12
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[Cluster]:
+    """A head that runs no trials; tests add and remove their own worker nodes."""
+    c = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})
+    ray.init(address=c.address)
+    try:
+        yield c
+    finally:
+        ray.shutdown()
+        c.shutdown()
+
+
+def add_workers(cluster: Cluster, n: int) -> list:
+    nodes = [cluster.add_node(num_cpus=1) for _ in range(n)]
+    cluster.wait_for_nodes()
+    return nodes
+
+
+def remove_workers(cluster: Cluster) -> None:
+    for node in list(cluster.worker_nodes):
+        cluster.remove_node(node, allow_graceful=False)
+
+
+@dataclass
+class Recorder(Callback):
+    """Every result the driver receives, in order."""
+
+    results: list[dict[str, Any]] = field(default_factory=list)
+
+    def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
+        self.results.append(dict(result))
+
+
+def settings(tmp_path: Path, space: str = "tests.spaces:fixed_resnet", max_failures: int = 0, **ckpt: Any) -> Config:
+    search = SearchConfig(
+        name="preempt",
+        space=space,
+        workload=WorkloadConfig(model="resnet", epochs=EPOCHS, seed=0),
+        tune=TuneSettings(num_samples=1, max_concurrent_trials=1),
+        scheduler=SchedulerConfig(grace_period=EPOCHS),
+        resources=ResourcesConfig(cpu=1),
+    )
+    return Config(
+        name=f"preempt-{tmp_path.name}",
+        search=search,
+        storage=StorageConfig(path=str(tmp_path / "ray_results")),
+        tracking=TrackingConfig(enabled=False),
+        run=RunSettings(max_failures=max_failures),
+        checkpoint=CheckpointConfig(final_margin_s=2.0, **ckpt),
+    )
+
+
+def start_agent(provider: str, url: str, address: str, node_id: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "tuner.agent", "--provider", provider, "--endpoint", url,
+         "--address", address, "--node-id", node_id, "--interval-s", "0.2"],
+        env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+
+
+def wait_for(predicate, timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.1)
+
+
+def node_of(results: list[dict]) -> str:
+    return results[-1]["node_id"]
+
+
+@ray.remote(num_cpus=1)
+class Busy:
+    """Work on the node, so that a drained node stays up (an idle one exits at once)."""
+
+    def ping(self) -> str:
+        return ray.get_runtime_context().get_node_id()
+
+
+@pytest.mark.parametrize("provider", ["aws", "gcp", "azure"])
+def test_agent_drains_its_node_for_each_provider(cluster: Cluster, provider: str) -> None:
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    (node,) = add_workers(cluster, 1)
+    busy = Busy.options(scheduling_strategy=NodeAffinitySchedulingStrategy(node.node_id, soft=False)).remote()
+    assert ray.get(busy.ping.remote()) == node.node_id
+    fake = FakeMetadata(provider).start()
+    agent = start_agent(provider, fake.url, cluster.address, node.node_id)
+    try:
+        time.sleep(1.5)
+        assert node.node_id not in preemption.draining_nodes()
+        fake.mode = "malformed"  # never a false drain
+        time.sleep(1.0)
+        assert node.node_id not in preemption.draining_nodes() and agent.poll() is None
+        fake.mode, fake.terminate_at = "ok", time.time() + 30
+        wait_for(lambda: node.node_id in preemption.draining_nodes(), 10, "the drain")
+        deadline_ms = preemption.draining_nodes()[node.node_id]
+        assert deadline_ms / 1000 == pytest.approx(fake.terminate_at, abs=2)
+    finally:
+        agent.terminate()
+        out = agent.communicate(timeout=10)[0]
+        fake.stop()
+        ray.kill(busy)
+        remove_workers(cluster)
+    assert agent.returncode == 0, out
+    assert "draining this Ray node" in out and "terminate notice" in out
+
+
+def run_search(cfg: Config, chaos) -> tuple[Any, Recorder]:
+    recorder = Recorder()
+    thread = threading.Thread(target=chaos, args=(recorder,), daemon=True)
+    thread.start()
+    results = build_tuner(cfg, resume=False, callbacks=[recorder]).fit()
+    thread.join(60)
+    return results, recorder
+
+
+def test_notice_checkpoints_at_once_and_trial_moves_without_a_failure(cluster: Cluster, tmp_path: Path) -> None:
+    """max_failures=0: a preempted trial still resumes on the other node and finishes."""
+    nodes = add_workers(cluster, 2)
+    by_id = {n.node_id: n for n in nodes}
+    fake = FakeMetadata("aws").start()
+    agents: list[subprocess.Popen] = []
+    notice_s = 6.0
+
+    def chaos(recorder: Recorder) -> None:
+        wait_for(lambda: any(r["epoch"] >= 2 for r in recorder.results), 120, "two epochs")
+        victim = node_of(recorder.results)
+        agents.append(start_agent("aws", fake.url, cluster.address, victim))
+        time.sleep(1.0)
+        fake.terminate_at = time.time() + notice_s
+        time.sleep(max(0.0, fake.terminate_at - time.time()))
+        cluster.remove_node(by_id[victim], allow_graceful=False)  # the instance goes away at the deadline
+
+    try:
+        results, recorder = run_search(settings(tmp_path, max_failures=0), chaos)
+    finally:
+        for agent in agents:
+            agent.terminate()
+        fake.stop()
+        remove_workers(cluster)
+    (result,) = list(results)
+    assert result.error is None, result.error
+    final = result.metrics
+    assert final["epoch"] == EPOCHS and final["preemptions"] == 1
+    reasons = [r.get("checkpoint_reason") for r in recorder.results if r.get("mid_epoch")]
+    assert reasons[:2] == ["drain", "deadline"], reasons
+    assert len({r["node_id"] for r in recorder.results}) == 2  # it moved
+    # Lost work: at most one training step (the trial held still after its last checkpoint).
+    epoch_rows = [r for r in recorder.results if not r.get("mid_epoch")]
+    step_s = max(r["epoch_time_s"] for r in epoch_rows) / 45  # 1437 images / batch 32 = 45 steps
+    assert final["lost_work_s"] <= step_s, (final["lost_work_s"], step_s)
+    assert final["recovery_s"] < 30
+
+
+def test_hard_kill_resumes_from_last_periodic_checkpoint(cluster: Cluster, tmp_path: Path) -> None:
+    nodes = add_workers(cluster, 2)
+    by_id = {n.node_id: n for n in nodes}
+
+    def chaos(recorder: Recorder) -> None:
+        wait_for(lambda: any(r["epoch"] >= 3 for r in recorder.results), 120, "three epochs")
+        time.sleep(0.4)  # mid-epoch: some work since the last checkpoint is lost
+        cluster.remove_node(by_id[node_of(recorder.results)], allow_graceful=False)
+
+    try:
+        results, recorder = run_search(settings(tmp_path, max_failures=1), chaos)
+    finally:
+        remove_workers(cluster)
+    (result,) = list(results)
+    assert result.error is None, result.error
+    final = result.metrics
+    assert final["epoch"] == EPOCHS and final["preemptions"] == 1
+    epochs_after = [r["epoch"] for r in recorder.results if r["node_id"] != recorder.results[0]["node_id"]]
+    assert epochs_after[0] >= 3  # resumed from a checkpoint, not from scratch
+    interval_s = max(r["epoch_time_s"] for r in recorder.results if not r.get("mid_epoch"))
+    assert 0 < final["lost_work_s"] <= interval_s + 1.0
+
+
+def test_application_error_fails_the_trial(cluster: Cluster, tmp_path: Path) -> None:
+    add_workers(cluster, 1)
+    try:
+        results, _ = run_search(settings(tmp_path, space="tests.spaces:invalid_resnet"), lambda r: None)
+    finally:
+        remove_workers(cluster)
+    (result,) = list(results)
+    assert result.error is not None and "6n+2" in str(result.error)

@@ -1,0 +1,53 @@
+import math
+
+import pytest
+
+from tuner.config import CheckpointConfig
+from tuner.labels import INSTANCE_TYPE
+from tuner.policy import CheckpointPolicy, advisor_rate_per_h, young_daly_interval_s
+
+
+def test_young_daly_formula_and_bounds() -> None:
+    rate_per_h = 0.36  # one interruption per 10,000 s
+    assert young_daly_interval_s(2.0, rate_per_h, 1, 1e9) == pytest.approx(math.sqrt(2 * 2.0 * 10_000))
+    assert young_daly_interval_s(2.0, rate_per_h, 500, 1e9) == 500
+    assert young_daly_interval_s(2.0, rate_per_h, 1, 100) == 100
+
+
+def test_advisor_buckets() -> None:
+    # us-east-1 in the shipped snapshot: g5.xlarge ">20%", g4dn.xlarge "15-20%"
+    assert advisor_rate_per_h("g5.xlarge") == pytest.approx(0.25 / 730)
+    assert advisor_rate_per_h("g4dn.xlarge") == pytest.approx(0.175 / 730)
+    assert advisor_rate_per_h("no-such.type") is None
+
+
+def test_adaptive_interval_shorter_for_riskier_bucket() -> None:
+    """>20 % bucket gets a shorter interval than a <5 % bucket, for the same checkpoint cost."""
+    from tuner.policy import _advisor
+
+    risky = next(k for k, v in _advisor().items() if v == ">20%")
+    safe = next(k for k, v in _advisor().items() if v == "<5%")
+    cfg = CheckpointConfig(policy="adaptive", min_interval_s=1, max_interval_s=1e9)
+    policies = []
+    for region, itype in (risky, safe):
+        policy = CheckpointPolicy.for_node(cfg, {INSTANCE_TYPE: itype, "ray.io/availability-region": region})
+        policy.observe_cost(5.0)
+        policies.append(policy)
+    assert policies[0].interval_s < policies[1].interval_s
+    assert policies[0].interval_s == pytest.approx(math.sqrt(2 * 5.0 / (0.25 / 730 / 3600)))
+
+
+def test_adaptive_decisions() -> None:
+    policy = CheckpointPolicy.for_node(
+        CheckpointConfig(policy="adaptive", interruption_rate_per_h=36.0, min_interval_s=1), {}
+    )
+    assert policy.due_at_epoch_end(1, 0.1)  # first checkpoint measures C
+    policy.observe_cost(0.5)
+    assert policy.interval_s == pytest.approx(math.sqrt(2 * 0.5 / 0.01))  # 10 s
+    assert not policy.due_mid_epoch(5) and policy.due_mid_epoch(10.5)
+
+
+def test_periodic_decisions() -> None:
+    policy = CheckpointPolicy.for_node(CheckpointConfig(every_epochs=2, every_s=30), {})
+    assert not policy.due_at_epoch_end(1, 5) and policy.due_at_epoch_end(2, 5)
+    assert policy.due_mid_epoch(31) and not policy.due_mid_epoch(29)

@@ -1,0 +1,87 @@
+"""When a trial checkpoints: periodic, or adaptive from the node's interruption rate.
+
+Adaptive uses Young/Daly's first-order optimum T = sqrt(2 C / lambda): C is the
+measured time to write a checkpoint, lambda the node's interruption rate. Lambda
+comes from the config, else from the AWS Spot Advisor bucket of the node's
+instance type (shipped in ``tuner/catalog``). A drain notice always checkpoints
+at once, whatever the policy (``tuner.trainable``).
+"""
+
+from __future__ import annotations
+
+import csv
+import functools
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+from tuner.config import CheckpointConfig
+
+log = logging.getLogger(__name__)
+
+SPOT_ADVISOR_CSV = Path(__file__).parent / "catalog" / "aws-spot-advisor-gpu.csv"
+HOURS_PER_MONTH = 730.0
+# Spot Advisor buckets (% of instances interrupted per month) -> their midpoint.
+BUCKET_MONTHLY_FRACTION = {"<5%": 0.025, "5-10%": 0.075, "10-15%": 0.125, "15-20%": 0.175, ">20%": 0.25}
+DEFAULT_REGION = "us-east-1"
+
+
+@functools.lru_cache(maxsize=1)
+def _advisor() -> dict[tuple[str, str], str]:
+    with SPOT_ADVISOR_CSV.open() as f:
+        return {(row["region"], row["instance_type"]): row["interruption_frequency"] for row in csv.DictReader(f)}
+
+
+def advisor_rate_per_h(instance_type: str, region: Optional[str] = None) -> Optional[float]:
+    """Interruptions per instance-hour implied by the Spot Advisor bucket, or None if unknown."""
+    bucket = _advisor().get((region or DEFAULT_REGION, instance_type))
+    return None if bucket is None else BUCKET_MONTHLY_FRACTION[bucket] / HOURS_PER_MONTH
+
+
+def young_daly_interval_s(checkpoint_cost_s: float, rate_per_h: float, lower_s: float, upper_s: float) -> float:
+    """sqrt(2 C / lambda), clamped to [lower_s, upper_s]."""
+    rate_per_s = rate_per_h / 3600.0
+    return min(upper_s, max(lower_s, math.sqrt(2.0 * max(checkpoint_cost_s, 1e-3) / rate_per_s)))
+
+
+@dataclass
+class CheckpointPolicy:
+    """Decides at step and epoch boundaries whether a checkpoint is due."""
+
+    cfg: CheckpointConfig
+    rate_per_h: Optional[float] = None  # adaptive: the interruption rate in force
+    last_cost_s: float = 0.0  # measured time of the last checkpoint write
+    interval_s: Optional[float] = None  # adaptive: the chosen interval, reported as a metric
+
+    @classmethod
+    def for_node(cls, cfg: CheckpointConfig, labels: dict[str, str]) -> "CheckpointPolicy":
+        from tuner import labels as node_labels
+
+        rate = cfg.interruption_rate_per_h
+        if rate is None and cfg.policy == "adaptive":
+            itype = labels.get(node_labels.INSTANCE_TYPE, cfg.assumed_instance_type)
+            region = labels.get(node_labels.REGION)
+            rate = advisor_rate_per_h(itype, region) or advisor_rate_per_h(cfg.assumed_instance_type)
+        return cls(cfg, rate)
+
+    def observe_cost(self, seconds: float) -> None:
+        self.last_cost_s = seconds
+        if self.cfg.policy == "adaptive" and self.rate_per_h:
+            interval = young_daly_interval_s(seconds, self.rate_per_h, self.cfg.min_interval_s, self.cfg.max_interval_s)
+            if self.interval_s is None or abs(interval - self.interval_s) > 0.1 * self.interval_s:
+                log.info(
+                    "adaptive checkpoint interval %.0f s (C=%.2f s, lambda=%.2e /h)", interval, seconds, self.rate_per_h
+                )
+            self.interval_s = interval
+
+    def due_mid_epoch(self, seconds_since_checkpoint: float) -> bool:
+        if self.cfg.policy == "adaptive":
+            return self.interval_s is not None and seconds_since_checkpoint >= self.interval_s
+        return self.cfg.every_s is not None and seconds_since_checkpoint >= self.cfg.every_s
+
+    def due_at_epoch_end(self, epoch: int, seconds_since_checkpoint: float) -> bool:
+        if self.cfg.policy == "adaptive":  # the first checkpoint measures C
+            return self.interval_s is None or seconds_since_checkpoint >= self.interval_s
+        return epoch % self.cfg.every_epochs == 0 or self.due_mid_epoch(seconds_since_checkpoint)
