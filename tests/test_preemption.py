@@ -8,7 +8,7 @@ import time
 import pytest
 
 from tests.conftest import free_port
-from tests.fake_metadata import FakeMetadata
+from tuner.chaos import MetadataServer as FakeMetadata
 from tuner import preemption
 from tuner.preemption import Agent, DrainWatcher, MetadataError, MetadataUnavailable, make_source
 

@@ -26,7 +26,7 @@ from tuner.training import Trial, evaluate
 
 log = logging.getLogger(__name__)
 
-HEARTBEAT_EVERY_S = 1.0
+HEARTBEAT_EVERY_S = 0.5  # lost work is measured to this resolution
 HOLD_GRACE_S = 30.0  # a drained node that outlives its deadline by this much: train on
 
 

@@ -21,7 +21,7 @@ from ray.cluster_utils import Cluster
 from ray.tune import Callback
 
 from tests.conftest import cli_env
-from tests.fake_metadata import FakeMetadata
+from tuner.chaos import MetadataServer, NodeChaos
 from tuner import preemption
 from tuner.config import (
     CheckpointConfig,
@@ -36,6 +36,7 @@ from tuner.config import (
     WorkloadConfig,
 )
 from tuner.run import build_tuner
+from tuner.trainable import HEARTBEAT_EVERY_S
 
 pytestmark = pytest.mark.slow
 
@@ -128,7 +129,7 @@ def test_agent_drains_its_node_for_each_provider(cluster: Cluster, provider: str
     (node,) = add_workers(cluster, 1)
     busy = Busy.options(scheduling_strategy=NodeAffinitySchedulingStrategy(node.node_id, soft=False)).remote()
     assert ray.get(busy.ping.remote()) == node.node_id
-    fake = FakeMetadata(provider).start()
+    fake = MetadataServer(provider).start()
     agent = start_agent(provider, fake.url, cluster.address, node.node_id)
     try:
         time.sleep(1.5)
@@ -161,28 +162,18 @@ def run_search(cfg: Config, chaos) -> tuple[Any, Recorder]:
 
 def test_notice_checkpoints_at_once_and_trial_moves_without_a_failure(cluster: Cluster, tmp_path: Path) -> None:
     """max_failures=0: a preempted trial still resumes on the other node and finishes."""
-    nodes = add_workers(cluster, 2)
-    by_id = {n.node_id: n for n in nodes}
-    fake = FakeMetadata("aws").start()
-    agents: list[subprocess.Popen] = []
-    notice_s = 6.0
+    chaos = NodeChaos(cluster, provider="aws")
 
-    def chaos(recorder: Recorder) -> None:
+    def inject(recorder: Recorder) -> None:
         wait_for(lambda: any(r["epoch"] >= 2 for r in recorder.results), 120, "two epochs")
-        victim = node_of(recorder.results)
-        agents.append(start_agent("aws", fake.url, cluster.address, victim))
-        time.sleep(1.0)
-        fake.terminate_at = time.time() + notice_s
-        time.sleep(max(0.0, fake.terminate_at - time.time()))
-        cluster.remove_node(by_id[victim], allow_graceful=False)  # the instance goes away at the deadline
+        chaos.preempt(node_of(recorder.results), notice_s=6.0)
 
     try:
-        results, recorder = run_search(settings(tmp_path, max_failures=0), chaos)
+        for _ in range(2):
+            chaos.add_node(num_cpus=1)
+        results, recorder = run_search(settings(tmp_path, max_failures=0), inject)
     finally:
-        for agent in agents:
-            agent.terminate()
-        fake.stop()
-        remove_workers(cluster)
+        chaos.close()
     (result,) = list(results)
     assert result.error is None, result.error
     final = result.metrics
@@ -198,26 +189,29 @@ def test_notice_checkpoints_at_once_and_trial_moves_without_a_failure(cluster: C
 
 
 def test_hard_kill_resumes_from_last_periodic_checkpoint(cluster: Cluster, tmp_path: Path) -> None:
+    """No notice: the trial resumes from its last periodic checkpoint; lost work <= one interval."""
     nodes = add_workers(cluster, 2)
     by_id = {n.node_id: n for n in nodes}
+    every = 3
 
     def chaos(recorder: Recorder) -> None:
-        wait_for(lambda: any(r["epoch"] >= 3 for r in recorder.results), 120, "three epochs")
-        time.sleep(0.4)  # mid-epoch: some work since the last checkpoint is lost
+        wait_for(lambda: any(r["epoch"] >= every for r in recorder.results), 120, "the first checkpoint")
+        time.sleep(1.5 * recorder.results[-1]["epoch_time_s"] + 0.5)  # well into the next interval
         cluster.remove_node(by_id[node_of(recorder.results)], allow_graceful=False)
 
     try:
-        results, recorder = run_search(settings(tmp_path, max_failures=1), chaos)
+        results, recorder = run_search(settings(tmp_path, max_failures=1, every_epochs=every), chaos)
     finally:
         remove_workers(cluster)
     (result,) = list(results)
     assert result.error is None, result.error
     final = result.metrics
     assert final["epoch"] == EPOCHS and final["preemptions"] == 1
-    epochs_after = [r["epoch"] for r in recorder.results if r["node_id"] != recorder.results[0]["node_id"]]
-    assert epochs_after[0] >= 3  # resumed from a checkpoint, not from scratch
-    interval_s = max(r["epoch_time_s"] for r in recorder.results if not r.get("mid_epoch"))
-    assert 0 < final["lost_work_s"] <= interval_s + 1.0
+    first_node = recorder.results[0]["node_id"]
+    epochs_after = [r["epoch"] for r in recorder.results if r["node_id"] != first_node]
+    assert epochs_after[0] > 1 and epochs_after[0] % every == 1  # right after a checkpoint, not from scratch
+    interval_s = every * max(r["epoch_time_s"] for r in recorder.results)
+    assert 0.5 <= final["lost_work_s"] <= interval_s + HEARTBEAT_EVERY_S, final["lost_work_s"]
 
 
 def test_application_error_fails_the_trial(cluster: Cluster, tmp_path: Path) -> None:

@@ -1,7 +1,10 @@
-"""A local cloud metadata server speaking the AWS IMDSv2, GCP and Azure shapes.
+"""Spot interruptions on this machine: a local metadata service and a node-chaos driver.
 
-Tests set ``notice`` (and ``mode`` for failures) while the agent polls it, the way
-a real instance's metadata service changes when a spot interruption is scheduled.
+:class:`MetadataServer` speaks the AWS IMDSv2, GCP and Azure shapes on 127.0.0.1;
+setting ``terminate_at`` schedules an interruption the way a real instance's
+metadata changes. :class:`NodeChaos` gives each worker node of a local Ray cluster
+its own metadata server and real agent (``python -m tuner.agent``), and preempts
+nodes with or without notice. Tests, benchmarks and the local twin use it.
 """
 
 from __future__ import annotations
@@ -12,11 +15,14 @@ import time
 from datetime import datetime, timezone
 from email.utils import format_datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Optional
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from typing import Any, Optional
 
 
-class FakeMetadata:
-    """State of the fake service; ``mode`` is ok | 500 | malformed | slow."""
+class MetadataServer:
+    """State of the service; ``mode`` is ok | 500 | malformed | slow (failures to inject)."""
 
     def __init__(self, provider: str) -> None:
         self.provider = provider
@@ -32,7 +38,7 @@ class FakeMetadata:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.server.server_address[1]}"
 
-    def start(self) -> "FakeMetadata":
+    def start(self) -> "MetadataServer":
         self.thread.start()
         return self
 
@@ -126,3 +132,68 @@ class FakeMetadata:
                 pass
 
         return Handler
+
+
+@dataclass
+class ChaosNode:
+    node: Any  # ray._private.node.Node
+    metadata: MetadataServer
+    agent: subprocess.Popen
+
+    @property
+    def node_id(self) -> str:
+        return self.node.node_id
+
+
+@dataclass
+class NodeChaos:
+    """Worker nodes of a ``ray.cluster_utils.Cluster``, each with a metadata server and agent."""
+
+    cluster: Any
+    provider: str = "aws"
+    agent_interval_s: float = 0.2
+    nodes: dict[str, ChaosNode] = field(default_factory=dict)
+    log: list[dict[str, Any]] = field(default_factory=list)  # what was done, when
+
+    def add_node(self, **node_args: Any) -> ChaosNode:
+        node = self.cluster.add_node(**node_args)
+        self.cluster.wait_for_nodes()
+        metadata = MetadataServer(self.provider).start()
+        agent = subprocess.Popen(
+            [sys.executable, "-m", "tuner.agent", "--provider", self.provider, "--endpoint", metadata.url,
+             "--address", self.cluster.address, "--node-id", node.node_id, "--interval-s", str(self.agent_interval_s)],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )  # fmt: skip
+        self.nodes[node.node_id] = ChaosNode(node, metadata, agent)
+        return self.nodes[node.node_id]
+
+    def _remove(self, node_id: str, what: str) -> None:
+        chaos_node = self.nodes.pop(node_id)
+        self.cluster.remove_node(chaos_node.node, allow_graceful=False)
+        self._stop(chaos_node)
+        self.log.append({"event": what, "node_id": node_id, "time_s": time.time()})
+
+    def preempt(self, node_id: str, notice_s: float) -> None:
+        """Give the node an interruption notice, then take it away at the deadline (blocks)."""
+        chaos_node = self.nodes[node_id]
+        chaos_node.metadata.terminate_at = time.time() + notice_s
+        self.log.append({"event": "notice", "node_id": node_id, "time_s": time.time()})
+        time.sleep(notice_s)
+        self._remove(node_id, "preempted")
+
+    def kill(self, node_id: str) -> None:
+        """Take the node away with no notice."""
+        self._remove(node_id, "killed")
+
+    @staticmethod
+    def _stop(chaos_node: ChaosNode) -> None:
+        chaos_node.agent.terminate()
+        try:
+            chaos_node.agent.communicate(timeout=10)
+        except subprocess.TimeoutExpired:
+            chaos_node.agent.kill()
+        chaos_node.metadata.stop()
+
+    def close(self) -> None:
+        for node_id in list(self.nodes):
+            self._remove(node_id, "removed")
