@@ -29,6 +29,12 @@ class MetadataServer:
         self.mode = "ok"
         self.terminate_at: Optional[float] = None  # unix time of a scheduled interruption
         self.rebalance = False
+        self.instance = {  # what IMDS tells a booting node (cluster/node_start.sh reads it)
+            "instance-type": "g5.xlarge",
+            "placement/availability-zone": "us-east-1a",
+            "placement/region": "us-east-1",
+            "instance-life-cycle": "spot",
+        }
         self.tokens: set[str] = set()
         self.requests: list[str] = []
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
@@ -100,6 +106,8 @@ class MetadataServer:
                 return 404, ""
             when = datetime.fromtimestamp(self.terminate_at, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
             return 200, json.dumps({"action": "terminate", "time": when})
+        if path.removeprefix("/latest/meta-data/") in self.instance:
+            return 200, self.instance[path.removeprefix("/latest/meta-data/")]
         if path == "/latest/meta-data/events/recommendations/rebalance":
             if not self.rebalance:
                 return 404, ""

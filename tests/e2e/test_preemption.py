@@ -76,7 +76,7 @@ class Recorder(Callback):
         self.results.append(dict(result))
 
 
-def settings(tmp_path: Path, space: str = "tests.spaces:fixed_resnet", max_failures: int = 0, **ckpt: Any) -> Config:
+def settings(tmp_path: Path, space: str = "search_spaces.fixed:resnet8", max_failures: int = 0, **ckpt: Any) -> Config:
     search = SearchConfig(
         name="preempt",
         space=space,
