@@ -10,6 +10,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -189,8 +190,9 @@ FAST = ["cluster.include_dashboard=false", "cluster.num_cpus=2"]
 def run_cli(
     args: list[str], env: Optional[dict[str, str]] = None, timeout_s: float = 600
 ) -> subprocess.CompletedProcess:
-    """``python -m tuner.run ARGS`` in a subprocess, as a user would run it."""
-    return subprocess.run(
-        [sys.executable, "-m", "tuner.run", *args],
-        cwd=REPO, env=cli_env(env), capture_output=True, text=True, timeout=timeout_s,
-    )  # fmt: skip
+    """``python -m tuner.run ARGS`` in a subprocess, as a user would run it (from a scratch directory)."""
+    with tempfile.TemporaryDirectory(prefix="tuner-cli-") as cwd:
+        return subprocess.run(
+            [sys.executable, "-m", "tuner.run", *args],
+            cwd=cwd, env=cli_env(env), capture_output=True, text=True, timeout=timeout_s,
+        )  # fmt: skip

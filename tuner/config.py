@@ -154,6 +154,10 @@ class ClusterConfig:
     include_dashboard: bool = True
     dashboard_host: str = "127.0.0.1"  # Ray's dashboard has no auth: never bind it publicly
     dashboard_port: int = 8265
+    launcher_config: Optional[str] = None  # a `ray up` YAML: trials must fit one of its worker types
+    max_workers_per_type: int = 2  # local_spot: cap per worker type on this machine
+    idle_timeout_minutes: float = 0.5  # local_spot: idle workers are removed after this
+    keep_running: bool = False  # local_spot: leave the cluster up after the search (dashboard)
 
 
 @dataclass
@@ -214,6 +218,12 @@ class Config:
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     run: RunSettings = field(default_factory=RunSettings)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+
+    def __post_init__(self) -> None:
+        _require(
+            self.cluster.name != "aws" or self.storage.kind == "s3",
+            "cluster=aws needs shared checkpoint storage: add storage=s3 storage.bucket=NAME",
+        )
 
 
 def register() -> None:

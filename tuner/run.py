@@ -178,6 +178,7 @@ def execute(settings: Config) -> int:
     from ray import tune
 
     from tuner import storage
+    from tuner.cluster import connect
     from tuner.console import ProgressPrinter
     from tuner.tracking import MLflowTracker, ui_command
 
@@ -188,6 +189,8 @@ def execute(settings: Config) -> int:
     path = storage.experiment_path(settings.storage, settings.name)
     resume = tune.Tuner.can_restore(path)
 
+    context, twin = connect(settings.cluster, search.resources)
+    dashboard_url = context.dashboard_url or None
     callbacks: list[Any] = [ProgressPrinter(search.metric, search.workload.epochs, search.tune.num_samples)]
     tracker: Optional[MLflowTracker] = None
     if settings.tracking.enabled:
@@ -196,22 +199,6 @@ def execute(settings: Config) -> int:
             callbacks.append(tracker)
         else:
             tracker = None
-
-    cluster = settings.cluster
-    init_kwargs: dict[str, Any] = {"address": cluster.address, "logging_level": logging.WARNING, "log_to_driver": False}
-    if cluster.address is None:
-        init_kwargs.update(
-            num_cpus=cluster.num_cpus,
-            num_gpus=cluster.num_gpus,
-            include_dashboard=cluster.include_dashboard,
-            dashboard_host=cluster.dashboard_host,
-            dashboard_port=cluster.dashboard_port,
-        )
-    import optuna
-
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    context = ray.init(**init_kwargs)
-    dashboard_url = context.dashboard_url or None
     print(
         f"{'Resuming' if resume else 'Starting'} search {settings.name!r}: {search.tune.num_samples} trials, "
         f"<= {search.workload.epochs} epochs each, {search.tune.max_concurrent_trials} at a time"
@@ -235,6 +222,8 @@ def execute(settings: Config) -> int:
         return status
     finally:
         ray.shutdown()
+        if twin is not None:
+            twin.stop()
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")

@@ -19,6 +19,7 @@ import torch
 from ray import tune
 
 from tuner import checkpoint, preemption
+from tuner import labels as node_labels
 from tuner.config import CheckpointConfig, WorkloadConfig
 from tuner.data import load
 from tuner.policy import CheckpointPolicy
@@ -60,6 +61,14 @@ class Attempt:
         self.node_id = context.get_node_id()
         labels = {k: v[0] if isinstance(v, list) else v for k, v in context.get_node_labels().items()}
         self.policy = CheckpointPolicy.for_node(cfg, labels)
+        # Where this work ran, in every result: the cost ledger prices it, users can filter on it.
+        self.where = {
+            "node_id": self.node_id,
+            "node_group": labels.get(node_labels.NODE_GROUP, ""),
+            "instance_type": labels.get(node_labels.INSTANCE_TYPE, ""),
+            "market": labels.get(node_labels.MARKET, ""),
+            "zone": labels.get(node_labels.ZONE, ""),
+        }
         self.watcher = preemption.DrainWatcher(self.node_id, cfg.drain_poll_interval_s).start()
         self.checkpointed_at_s = trial.progress.train_time_s
         self.drain_checkpointed = self.deadline_checkpointed = False
@@ -95,7 +104,7 @@ class Attempt:
             preemption.put_heartbeat(self.trial_id, {**record, **self.trial.interruption_metrics()})
 
     def report(self, metrics: dict[str, Any], with_checkpoint: bool, reason: str = "") -> None:
-        metrics = {**metrics, "node_id": self.node_id}  # which node did this work (cost ledger)
+        metrics = {**metrics, **self.where}
         if not with_checkpoint:
             tune.report(metrics)
             return

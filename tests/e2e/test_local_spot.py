@@ -1,0 +1,112 @@
+"""cluster=local_spot: the twin of cluster/aws.yaml under Ray's fake multi-node autoscaler.
+
+The CLI starts the twin; trials request fake GPUs; the autoscaler launches spot worker
+types for them; a worker raylet is killed mid-trial and the trial finishes elsewhere.
+The twin calls `ray stop --force` at the end: these tests must not overlap other Ray
+clusters on the machine (pytest runs tests one at a time).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from tests.conftest import cli_env, run_cli
+
+pytestmark = pytest.mark.slow
+
+ARGS = [
+    "+search=mlp", "cluster=local_spot", "cluster.include_dashboard=false", "cluster.max_workers_per_type=1",
+    "tracking=none", "search.resources.cpu=1", "search.resources.gpu=1", "search.tune.num_samples=3",
+    "search.tune.max_concurrent_trials=2", "search.workload.epochs=30", "search.scheduler.grace_period=30",
+]  # fmt: skip
+
+
+def results_of(experiment: Path) -> list[dict]:
+    rows = []
+    for path in experiment.glob("trial_*/result.json"):
+        rows += [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return rows
+
+
+def kill_worker_raylet(node_group_prefix: str = "spot_") -> str:
+    """SIGKILL the raylet of one live worker node of the twin, the way a spot instance vanishes."""
+    import ray
+
+    ray.init(address="auto", log_to_driver=False, logging_level="ERROR")
+    try:
+        node = next(
+            n for n in ray.nodes()
+            if n["Alive"] and n["Labels"].get("ray.io/node-group", "").startswith(node_group_prefix)
+        )  # fmt: skip
+    finally:
+        ray.shutdown()
+    port = f"--node_manager_port={node['NodeManagerPort']}"
+    (raylet,) = [p for p in psutil.process_iter(["name", "cmdline"]) if port in (p.info["cmdline"] or [])]
+    raylet.kill()
+    return node["NodeID"]
+
+
+def test_autoscaled_spot_workers_run_every_trial_and_survive_a_lost_node(tmp_path: Path) -> None:
+    cmd = [sys.executable, "-m", "tuner.run", *ARGS, f"output_dir={tmp_path}"]
+    driver = subprocess.Popen(cmd, cwd=tmp_path, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              text=True)  # fmt: skip
+    lines: list[str] = []
+    killed: list[str] = []
+
+    def read() -> None:
+        assert driver.stdout is not None
+        for line in driver.stdout:
+            lines.append(line)
+            if not killed and re.search(r"epoch +3/30", line):
+                killed.append(kill_worker_raylet())
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    try:
+        driver.wait(timeout=600)
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+        reader.join(10)
+        subprocess.run([str(Path(sys.executable).parent / "ray"), "stop", "--force"], capture_output=True)
+    out = "".join(lines)
+    assert driver.returncode == 0, out[-4000:]
+    assert killed, "no worker was killed"
+    assert "3 of 3 trials finished, 0 failed." in out
+    assert "retry" in out  # the trial on the lost node was resumed
+    rows = results_of(tmp_path / "ray_results" / "mlp")
+    groups = {r["node_group"] for r in rows}
+    assert all(g.startswith(("spot_", "ondemand_")) for g in groups), groups  # never the head
+    assert len(groups) >= 2, groups  # the autoscaler launched more than one worker type
+    assert all(r["market"] in ("spot", "on-demand") and r["instance_type"] for r in rows)
+    lost = [r for r in rows if r["node_id"] == killed[0]]
+    resumed_trials = {r["trial_id"] for r in lost}
+    for trial in resumed_trials:
+        epochs = [r["epoch"] for r in rows if r["trial_id"] == trial and not r.get("mid_epoch")]
+        assert max(epochs) == 30 and any(r["node_id"] != killed[0] for r in rows if r["trial_id"] == trial)
+
+
+def test_trial_bigger_than_every_worker_type_fails_fast(tmp_path: Path) -> None:
+    started = time.monotonic()
+    proc = run_cli(["+search=mlp", "cluster=local_spot", "search.resources.gpu=8", f"output_dir={tmp_path}"])
+    assert proc.returncode == 2 and "no worker type fits a trial needing cpu=1 gpu=8" in proc.stderr
+    assert time.monotonic() - started < 60  # an error, not a hang
+
+
+def test_aws_cluster_needs_s3(tmp_path: Path) -> None:
+    proc = run_cli(["+search=mlp", "cluster=aws", f"output_dir={tmp_path}"])
+    assert proc.returncode == 2 and "cluster=aws needs shared checkpoint storage" in proc.stderr
+
+
+def test_unknown_cluster_name() -> None:
+    proc = run_cli(["+search=mlp", "cluster=gke"])
+    assert proc.returncode == 1 and "Could not find 'cluster/gke'" in proc.stderr

@@ -1,0 +1,170 @@
+"""Where trials run: this machine, a running cluster, or the local twin of cluster/aws.yaml.
+
+The twin (``cluster=local_spot``) takes the worker types of the AWS cluster config
+(names, resources, labels, min/max) and starts them under Ray's fake multi-node
+autoscaler on this machine, with fake GPUs: autoscaling, node loss and
+preemption then run for real, without a cloud. One source of truth: the twin is
+generated from ``cluster/aws.yaml`` each time, never written by hand.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any, Optional
+
+import yaml
+
+from tuner import labels
+from tuner.config import ClusterConfig, ConfigError, ResourcesConfig
+
+REPO = Path(__file__).resolve().parent.parent
+HEAD_TYPE = "ray.head.default"
+# On one machine a killed raylet is noticed by GCS health checks: 1 s x 3 instead of Ray's slower default.
+FAST_FAILURE_DETECTION = {"health_check_period_ms": 1000, "health_check_failure_threshold": 3}
+
+
+def load_launcher_config(path: str) -> dict[str, Any]:
+    full = Path(path) if Path(path).is_absolute() else REPO / path
+    try:
+        return yaml.safe_load(full.read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"cluster.launcher_config={path!r} cannot be read: {exc}") from exc
+
+
+def worker_types(launcher: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    head = launcher["head_node_type"]
+    return {name: t for name, t in launcher["available_node_types"].items() if name != head}
+
+
+def twin_config(launcher: dict[str, Any], cfg: ClusterConfig) -> dict[str, Any]:
+    """A fake_multinode autoscaler config with the launcher config's worker types."""
+    zones = launcher["provider"].get("availability_zone", "local-a").split(",")
+    region = launcher["provider"].get("region", "local")
+    types: dict[str, Any] = {}
+    for i, (name, node_type) in enumerate(sorted(worker_types(launcher).items())):
+        node_labels = {
+            **node_type.get("labels", {}),
+            labels.ZONE: zones[i % len(zones)],  # AWS reads it from IMDS at boot; the twin spreads types
+            labels.REGION: region,
+        }
+        types[name] = {
+            "resources": dict(node_type["resources"]),
+            "labels": node_labels,
+            "node_config": {},
+            "min_workers": node_type.get("min_workers", 0),
+            "max_workers": min(node_type.get("max_workers", 1), cfg.max_workers_per_type),
+        }
+    types[HEAD_TYPE] = {"resources": {"CPU": 0}, "node_config": {}, "max_workers": 0}
+    return {
+        "cluster_name": f"{launcher['cluster_name']}-local",
+        "max_workers": sum(t["max_workers"] for t in types.values()),
+        "upscaling_speed": launcher.get("upscaling_speed", 1.0),
+        "idle_timeout_minutes": cfg.idle_timeout_minutes,
+        "provider": {
+            "type": "fake_multinode",
+            "use_node_id_as_ip": True,
+            "disable_node_updaters": True,
+            "disable_launch_config_check": True,
+        },
+        "auth": {"ssh_user": "ubuntu"},
+        "available_node_types": types,
+        "head_node_type": HEAD_TYPE,
+        "file_mounts": {},
+        "cluster_synced_files": [],
+        "file_mounts_sync_continuously": False,
+        "rsync_exclude": [],
+        "rsync_filter": [],
+        "initialization_commands": [],
+        "setup_commands": [],
+        "head_setup_commands": [],
+        "worker_setup_commands": [],
+        "head_start_ray_commands": [],
+        "worker_start_ray_commands": [],
+    }
+
+
+def check_fits(launcher: dict[str, Any], resources: ResourcesConfig) -> None:
+    """Refuse, before anything starts, a trial no worker type can ever hold (it would wait forever)."""
+    need = {"CPU": resources.cpu, "GPU": resources.gpu}
+    for node_type in worker_types(launcher).values():
+        have = node_type.get("resources", {})
+        if all(have.get(k, 0) >= v for k, v in need.items() if v):
+            return
+    offered = ", ".join(f"{n}={t.get('resources')}" for n, t in worker_types(launcher).items())
+    raise ConfigError(
+        f"no worker type fits a trial needing cpu={resources.cpu} gpu={resources.gpu} (types: {offered}): "
+        "lower search.resources or add a node type"
+    )
+
+
+class LocalTwin:
+    """Start the twin with ``ray start --head --autoscaling-config`` and stop it after."""
+
+    def __init__(self, config: dict[str, Any], cfg: ClusterConfig) -> None:
+        self.config, self.cfg = config, cfg
+        self._dir = Path(tempfile.mkdtemp(prefix="tuner-twin-"))
+        self.address: Optional[str] = None
+
+    def _ray(self, *args: str, env: Optional[dict[str, str]] = None) -> None:
+        ray_bin = shutil.which("ray", path=str(Path(sys.executable).parent)) or "ray"
+        subprocess.run([ray_bin, *args], check=True, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+    def start(self) -> str:
+        path = self._dir / "autoscaler.json"
+        path.write_text(json.dumps(self.config))
+        # Fake nodes are local raylets; the fake provider stops every Ray process on `ray stop --force`.
+        env = {**os.environ, "RAY_FAKE_CLUSTER": "1", "AUTOSCALER_UPDATE_INTERVAL_S": "1"}
+        self._ray(
+            "start", "--head", f"--autoscaling-config={path}", "--num-cpus=0", "--num-gpus=0",
+            f"--dashboard-host={self.cfg.dashboard_host}", f"--dashboard-port={self.cfg.dashboard_port}",
+            "--include-dashboard=true" if self.cfg.include_dashboard else "--include-dashboard=false",
+            "--system-config=" + json.dumps(FAST_FAILURE_DETECTION, separators=(",", ":")),
+            env=env,
+        )  # fmt: skip
+        self.address = "auto"
+        return self.address
+
+    def stop(self) -> None:
+        if self.cfg.keep_running:
+            print("local_spot cluster left running (cluster.keep_running=true): stop it with `ray stop --force`")
+            return
+        self._ray("stop", "--force")
+        shutil.rmtree(self._dir, ignore_errors=True)
+
+
+def connect(cfg: ClusterConfig, resources: ResourcesConfig) -> tuple[Any, Optional[LocalTwin]]:
+    """``ray.init`` for this cluster config (starting the twin first); returns (context, twin)."""
+    import logging
+
+    import ray
+
+    launcher = load_launcher_config(cfg.launcher_config) if cfg.launcher_config else None
+    if launcher is not None:
+        check_fits(launcher, resources)
+    twin = None
+    address = cfg.address
+    if cfg.name == "local_spot":
+        assert launcher is not None, "cluster=local_spot needs cluster.launcher_config"
+        twin = LocalTwin(twin_config(launcher, cfg), cfg)
+        address = twin.start()
+    kwargs: dict[str, Any] = {"address": address, "logging_level": logging.WARNING, "log_to_driver": False}
+    if address is None:
+        kwargs.update(
+            num_cpus=cfg.num_cpus,
+            num_gpus=cfg.num_gpus,
+            include_dashboard=cfg.include_dashboard,
+            dashboard_host=cfg.dashboard_host,
+            dashboard_port=cfg.dashboard_port,
+        )
+    try:
+        return ray.init(**kwargs), twin
+    except Exception:
+        if twin is not None:
+            twin.stop()
+        raise
