@@ -136,6 +136,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=40)
     parser.add_argument("--checkpoint-every", type=int, default=4, help="periodic checkpoint every N epochs")
     parser.add_argument("--notice-s", type=float, default=4.0, help="notice time (time-compressed: AWS gives 120 s)")
+    parser.add_argument("--out", help="also write the JSON report to this file")
     args = parser.parse_args()
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "_system_config": FAST_FAILURE_DETECTION})
     ray.init(address=cluster.address, logging_level="ERROR", log_to_driver=False)
@@ -151,7 +152,10 @@ def main() -> None:
     for key in ("with_notice", "without_notice"):
         report[key]["wall_vs_baseline"] = report[key]["wall_s"] / report["baseline"]["wall_s"]
         report[key]["same_final_val_acc_as_baseline"] = report[key]["final_val_acc"] == report["baseline"]["final_val_acc"]
-    print(json.dumps(report, indent=2))
+    text = json.dumps(report, indent=2)
+    if args.out:  # Ray's own node-death messages also reach stdout; the file holds only the report
+        Path(args.out).write_text(text + "\n")
+    print(text)
 
 
 if __name__ == "__main__":

@@ -158,6 +158,7 @@ class ClusterConfig:
     max_workers_per_type: int = 2  # local_spot: cap per worker type on this machine
     idle_timeout_minutes: float = 0.5  # local_spot: idle workers are removed after this
     keep_running: bool = False  # local_spot: leave the cluster up after the search (dashboard)
+    head_instance_type: Optional[str] = None  # priced into the campaign total (None: this machine, not billed)
 
 
 @dataclass
@@ -209,6 +210,37 @@ class RunSettings:
 
 
 @dataclass
+class PricingConfig:
+    """Where prices come from (``tuner.pricing``)."""
+
+    source: str = "catalog"  # catalog (shipped, offline) | aws (EC2 spot history + Pricing API, cached)
+    cache_ttl_s: float = 3600.0
+
+    def __post_init__(self) -> None:
+        _require(self.source in ("catalog", "aws"), f"pricing.source={self.source!r}: use catalog or aws")
+
+
+@dataclass
+class CostConfig:
+    """How the cost ledger prices trials (``tuner.cost``)."""
+
+    region: str = "us-east-1"  # for nodes without a region label
+    assumed_instance_type: str = "g5.xlarge"  # nodes without an instance-type label (local runs)
+    assumed_market: str = "spot"
+
+    def __post_init__(self) -> None:
+        _require(self.assumed_market in ("spot", "on-demand"), "cost.assumed_market: use spot or on-demand")
+
+
+@dataclass
+class BudgetConfig:
+    max_usd: Optional[float] = None  # stop starting trials once committed + projected spend would exceed it
+
+    def __post_init__(self) -> None:
+        _require(self.max_usd is None or self.max_usd > 0, f"budget.max_usd={self.max_usd}: must be > 0")
+
+
+@dataclass
 class Config:
     output_dir: str = "outputs"
     name: str = "${search.name}"  # experiment name: the same name resumes the same search
@@ -218,6 +250,9 @@ class Config:
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     run: RunSettings = field(default_factory=RunSettings)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    pricing: PricingConfig = field(default_factory=PricingConfig)
+    cost: CostConfig = field(default_factory=CostConfig)
+    budget: BudgetConfig = field(default_factory=BudgetConfig)
 
     def __post_init__(self) -> None:
         _require(

@@ -11,6 +11,7 @@ import importlib
 import logging
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Any, Callable, NoReturn, Optional
 
@@ -79,7 +80,7 @@ def trial_dirname(trial: Any) -> str:
     return f"trial_{trial.trial_id}"
 
 
-def build_tuner(settings: Config, resume: bool, callbacks: list[Any]):
+def build_tuner(settings: Config, resume: bool, callbacks: list[Any], stopper: Any = None):
     """A new Tuner, or the one saved at the experiment path (errored trials resumed)."""
     from optuna.samplers import TPESampler
     from ray import tune
@@ -98,8 +99,9 @@ def build_tuner(settings: Config, resume: bool, callbacks: list[Any]):
     path = storage.experiment_path(settings.storage, settings.name)
     if resume:
         tuner = tune.Tuner.restore(path, trainable=trainable, resume_errored=True)
-        # RunConfig is restored from the bucket; callbacks are this process's own.
-        tuner._local_tuner.get_run_config().callbacks = callbacks
+        # RunConfig is restored from the bucket; callbacks and the stopper are this process's own.
+        run_config = tuner._local_tuner.get_run_config()
+        run_config.callbacks, run_config.stop = callbacks, stopper
         return tuner
     searcher = OptunaSearch(
         space=load_space(search.space),
@@ -132,13 +134,21 @@ def build_tuner(settings: Config, resume: bool, callbacks: list[Any]):
             failure_config=tune.FailureConfig(max_failures=run.max_failures),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=run.num_to_keep),
             callbacks=callbacks,
+            stop=stopper,
             verbose=run.verbose,
         ),
     )
 
 
-def summarize(results: Any, settings: Config, dashboard_url: Optional[str], tracking_cmd: Optional[str]) -> int:
-    """Print the best trials, the best config and where to look; return the exit status."""
+def summarize(
+    results: Any,
+    settings: Config,
+    ledger: Any,
+    totals: dict[str, float],
+    dashboard_url: Optional[str],
+    tracking_cmd: Optional[str],
+) -> int:
+    """Print the best trials with their cost, the best config and where to look; return the exit status."""
     from tuner.console import format_params, results_table
 
     search = settings.search
@@ -153,6 +163,7 @@ def summarize(results: Any, settings: Config, dashboard_url: Optional[str], trac
             best_key: r.metrics.get(best_key, r.metrics[search.metric]),
             "epochs": r.metrics.get("epoch"),
             "train_s": r.metrics.get("train_time_s"),
+            **cost_columns(ledger, r.metrics.get("trial_id", "")),
             **{k: v for k, v in r.config.items()},
         }
         for r in ranked[:TABLE_ROWS]
@@ -163,6 +174,7 @@ def summarize(results: Any, settings: Config, dashboard_url: Optional[str], trac
         best = ranked[0]
         print(f"\nbest trial {best.metrics.get('trial_id')}: {best_key} {best.metrics.get(best_key):.4f}  config: {format_params(best.config)}")
         print(f"best checkpoint: {best.checkpoint.path if best.checkpoint else '(none)'}")
+    print(cost_summary(ledger, totals))
     if tracking_cmd:
         print(f"MLflow:         {tracking_cmd}")
     if dashboard_url:
@@ -172,13 +184,44 @@ def summarize(results: Any, settings: Config, dashboard_url: Optional[str], trac
     return 0 if done else EXIT_TRIALS_FAILED
 
 
+def cost_columns(ledger: Any, trial_id: str) -> dict[str, Any]:
+    cost = ledger.cost_of(trial_id)
+    if not cost.priced:
+        return {"cost_usd": "unpriced", "on_demand_usd": "unpriced", "saved_%": ""}
+    return {"cost_usd": cost.cost_usd, "on_demand_usd": cost.on_demand_cost_usd, "saved_%": round(cost.savings_pct, 1)}
+
+
+def cost_summary(ledger: Any, totals: dict[str, float]) -> str:
+    """One paragraph: spend, baseline, savings, what preemptions cost, and any caveat."""
+    lines = [
+        f"cost: ${totals['cost_usd']:.4f} vs ${totals['on_demand_cost_usd']:.4f} on-demand "
+        f"({totals['savings_pct']:.1f}% saved), {totals['gpu_hours']:.4f} GPU-hours, "
+        f"{int(totals['preemptions'])} preemptions costing ${totals['lost_work_cost_usd']:.4f} of redone work"
+    ]
+    if "head_cost_usd" in totals:
+        lines.append(f"      head ${totals['head_cost_usd']:.4f}, campaign ${totals['campaign_cost_usd']:.4f}")
+    if totals.get("head_unpriced"):
+        lines.append(f"      head {ledger.head_instance_type}: unpriced (not in the price catalog; pricing.source=aws)")
+    if "utilization_pct" in totals:
+        lines.append(f"      cluster utilization {totals['utilization_pct']:.0f}% (trial-attributed / node cost)")
+    if totals["unpriced_trials"]:
+        lines.append(f"      {int(totals['unpriced_trials'])} trial(s) UNPRICED: instance type or price unknown")
+    if ledger.assumed_used:
+        lines.append(
+            f"      nodes without instance labels were priced as one {ledger.cfg.assumed_instance_type} "
+            f"({ledger.cfg.assumed_market}, {ledger.cfg.region}) per trial: a local run, not a bill"
+        )
+    return "\n".join(lines)
+
+
 def execute(settings: Config) -> int:
     """Start Ray, run (or resume) the search, report. Raises ConfigError on bad input."""
     import ray
     from ray import tune
 
-    from tuner import storage
+    from tuner import pricing, storage
     from tuner.cluster import connect
+    from tuner.cost import BudgetStopper, CostLedger
     from tuner.console import ProgressPrinter
     from tuner.tracking import MLflowTracker, ui_command
 
@@ -191,10 +234,13 @@ def execute(settings: Config) -> int:
 
     context, twin = connect(settings.cluster, search.resources)
     dashboard_url = context.dashboard_url or None
-    callbacks: list[Any] = [ProgressPrinter(search.metric, search.workload.epochs, search.tune.num_samples)]
+    prices = pricing.make_source(settings.pricing.source, Path(settings.output_dir) / "price_cache", settings.pricing.cache_ttl_s)
+    ledger = CostLedger(settings.cost, search.resources, prices, settings.cluster.head_instance_type)
+    stopper = BudgetStopper(ledger, settings.budget.max_usd, search.workload.epochs) if settings.budget.max_usd else None
+    callbacks: list[Any] = [ProgressPrinter(search.metric, search.workload.epochs, search.tune.num_samples), ledger]
     tracker: Optional[MLflowTracker] = None
     if settings.tracking.enabled:
-        tracker = MLflowTracker(settings.tracking, path, search_params(settings), resume=resume)
+        tracker = MLflowTracker(settings.tracking, path, search_params(settings), resume=resume, ledger=ledger)
         if tracker.connect():
             callbacks.append(tracker)
         else:
@@ -206,14 +252,18 @@ def execute(settings: Config) -> int:
     print(f"experiment: {path}")
     if dashboard_url:
         print(f"Ray dashboard: http://{dashboard_url}")
+    started = time.time()
     try:
-        results = build_tuner(settings, resume, callbacks).fit()
-        status = summarize(
-            results, settings, dashboard_url, ui_command(settings.tracking.tracking_uri) if tracker else None
-        )
+        results = build_tuner(settings, resume, callbacks, stopper).fit()
+        totals = ledger.totals(time.time() - started)
+        tracking_cmd = ui_command(settings.tracking.tracking_uri) if tracker else None
+        status = summarize(results, settings, ledger, totals, dashboard_url, tracking_cmd)
+        if stopper is not None and stopper.tripped:
+            print(f"budget: stopped at ${ledger.committed_usd():.4f} of budget.max_usd={settings.budget.max_usd}: "
+                  "no new trials were started; running trials stopped after their checkpoint")  # fmt: skip
         if tracker is not None:
             best = results.get_best_result() if status == 0 else None
-            summary = {"trials": len(results), "errors": len(results.errors)}
+            summary = {"trials": len(results), "errors": len(results.errors), **totals}
             if best is not None:
                 summary[f"best_{search.metric}"] = best.metrics.get(f"best_{search.metric}", best.metrics[search.metric])
             tracker.close(summary, "FINISHED" if status == 0 else "FAILED")

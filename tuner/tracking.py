@@ -47,8 +47,11 @@ def ui_command(tracking_uri: str) -> str:
 class MLflowTracker(Callback):
     """Mirror a Tune experiment into MLflow from the driver."""
 
-    def __init__(self, cfg: TrackingConfig, experiment_path: str, params: dict[str, Any], resume: bool) -> None:
+    def __init__(
+        self, cfg: TrackingConfig, experiment_path: str, params: dict[str, Any], resume: bool, ledger: Any = None
+    ) -> None:
         self.cfg = cfg
+        self.ledger = ledger  # a tuner.cost.CostLedger: its per-trial costs go on the child runs
         self.experiment_path = experiment_path
         self.params = params
         self.resume = resume
@@ -173,6 +176,12 @@ class MLflowTracker(Callback):
         if ckpt is not None:
             scheme = "s3://" if type(ckpt.filesystem).__name__ == "S3FileSystem" else ""
             self._call("tag checkpoint", lambda: self.client.set_tag(run_id, TAG_CHECKPOINT, scheme + ckpt.path))
+        if self.ledger is not None:
+            from mlflow.entities import Metric, RunTag
+
+            metrics = [Metric(k, v, 0, 0) for k, v in self.ledger.trial_metrics(trial.trial_id).items()]
+            tags = [RunTag(k, v) for k, v in self.ledger.trial_tags(trial.trial_id).items()]
+            self._call("log trial cost", lambda: self.client.log_batch(run_id, metrics=metrics, tags=tags))
         self._call("close trial run", lambda: self.client.set_terminated(run_id, status))
 
     def on_trial_complete(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
@@ -182,11 +191,22 @@ class MLflowTracker(Callback):
         self._finish(trial, "FAILED")
 
     def close(self, summary: dict[str, float], status: str) -> None:
-        """Log the search's totals on the parent run and close it."""
+        """Log the search's totals (and the cost ledger as CSV + plot) on the parent run and close it."""
         if self.client is None or self.parent_id is None:
             return
+        import tempfile
+        from pathlib import Path
+
         from mlflow.entities import Metric
 
+        parent = self.parent_id
         metrics = [Metric(k, float(v), 0, 0) for k, v in summary.items()]
-        self._call("log summary", lambda: self.client.log_batch(self.parent_id, metrics=metrics))
-        self._call("close search run", lambda: self.client.set_terminated(self.parent_id, status))
+        self._call("log summary", lambda: self.client.log_batch(parent, metrics=metrics))
+        if self.ledger is not None and self.ledger.trials:
+            with tempfile.TemporaryDirectory() as d:
+                ledger_csv, plot = Path(d) / "cost_ledger.csv", Path(d) / "accuracy_vs_cost.png"
+                ledger_csv.write_text(self.ledger.csv())
+                self.ledger.plot(str(plot))
+                for path in (ledger_csv, plot):
+                    self._call("log artifact", lambda p=path: self.client.log_artifact(parent, str(p)))
+        self._call("close search run", lambda: self.client.set_terminated(parent, status))

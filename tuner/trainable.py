@@ -68,6 +68,8 @@ class Attempt:
             "instance_type": labels.get(node_labels.INSTANCE_TYPE, ""),
             "market": labels.get(node_labels.MARKET, ""),
             "zone": labels.get(node_labels.ZONE, ""),
+            "region": labels.get(node_labels.REGION, ""),
+            "attempt_started_s": time.time(),
         }
         self.watcher = preemption.DrainWatcher(self.node_id, cfg.drain_poll_interval_s).start()
         self.checkpointed_at_s = trial.progress.train_time_s
@@ -104,7 +106,7 @@ class Attempt:
             preemption.put_heartbeat(self.trial_id, {**record, **self.trial.interruption_metrics()})
 
     def report(self, metrics: dict[str, Any], with_checkpoint: bool, reason: str = "") -> None:
-        metrics = {**metrics, **self.where}
+        metrics = {**metrics, **self.where, "wall_s": time.time()}
         if not with_checkpoint:
             tune.report(metrics)
             return
