@@ -52,6 +52,7 @@ def twin_config(launcher: dict[str, Any], cfg: ClusterConfig) -> dict[str, Any]:
             **node_type.get("labels", {}),
             labels.ZONE: zones[i % len(zones)],  # AWS reads it from IMDS at boot; the twin spreads types
             labels.REGION: region,
+            labels.NODE_GROUP: name,  # the fake provider does not set it; trials report it
         }
         types[name] = {
             "resources": dict(node_type["resources"]),
@@ -98,7 +99,7 @@ def check_fits(launcher: dict[str, Any], resources: ResourcesConfig) -> None:
             return
     offered = ", ".join(f"{n}={t.get('resources')}" for n, t in worker_types(launcher).items())
     raise ConfigError(
-        f"no worker type fits a trial needing cpu={resources.cpu} gpu={resources.gpu} (types: {offered}): "
+        f"no worker type fits a trial needing cpu={resources.cpu:g} gpu={resources.gpu:g} (types: {offered}): "
         "lower search.resources or add a node type"
     )
 

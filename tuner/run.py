@@ -154,7 +154,7 @@ def summarize(
     search = settings.search
     assert search is not None
     best_key = f"best_{search.metric}" if search.mode == "max" else search.metric
-    done = [r for r in results if r.error is None and r.metrics]
+    done = [r for r in results if r.error is None and search.metric in (r.metrics or {})]
     errors = [r for r in results if r.error is not None]
     ranked = sorted(done, key=lambda r: r.metrics.get(best_key, r.metrics[search.metric]), reverse=search.mode == "max")
     rows = [
