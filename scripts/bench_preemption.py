@@ -23,55 +23,15 @@ from typing import Any
 
 import ray
 from ray.cluster_utils import Cluster
-from ray.tune import Callback
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tuner.chaos import NodeChaos  # noqa: E402
+from tuner.chaos import NodeChaos, ResultRecorder, experiment  # noqa: E402
 from tuner.cluster import FAST_FAILURE_DETECTION  # noqa: E402
-from tuner.config import (  # noqa: E402
-    CheckpointConfig,
-    Config,
-    ResourcesConfig,
-    RunSettings,
-    SchedulerConfig,
-    SearchConfig,
-    StorageConfig,
-    TrackingConfig,
-    TuneSettings,
-    WorkloadConfig,
-)
+from tuner.config import CheckpointConfig, RunSettings  # noqa: E402
 from tuner.run import build_tuner  # noqa: E402
 
-BATCH_SIZE = 32
 STEPS_PER_EPOCH = 45  # 1437 training images / 32
-
-
-class Recorder(Callback):
-    def __init__(self) -> None:
-        self.results: list[dict[str, Any]] = []
-
-    def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
-        self.results.append(dict(result))
-
-
-def settings(root: str, name: str, epochs: int, every: int) -> Config:
-    search = SearchConfig(
-        name=name,
-        space="search_spaces.fixed:resnet8",
-        workload=WorkloadConfig(model="resnet", epochs=epochs, seed=0),
-        tune=TuneSettings(num_samples=1, max_concurrent_trials=1),
-        scheduler=SchedulerConfig(grace_period=epochs),
-        resources=ResourcesConfig(cpu=1),
-    )
-    return Config(
-        name=name,
-        search=search,
-        storage=StorageConfig(path=root),
-        tracking=TrackingConfig(enabled=False),
-        run=RunSettings(max_failures=-1),
-        checkpoint=CheckpointConfig(every_epochs=every, final_margin_s=1.5),
-    )
 
 
 def run(
@@ -81,7 +41,7 @@ def run(
     chaos = NodeChaos(cluster)
     for _ in range(2 + k):  # spare capacity for every preemption (nodes can only be added from the main thread)
         chaos.add_node(num_cpus=1)
-    recorder = Recorder()
+    recorder = ResultRecorder()
     at_epochs = [round(epochs * (i + 1) / (2 * k)) + 1 for i in range(k)]  # in the first half, mid-interval
 
     finished = threading.Event()
@@ -103,7 +63,12 @@ def run(
     started = time.perf_counter()
     injector = threading.Thread(target=inject, daemon=True)
     injector.start()
-    (result,) = list(build_tuner(settings(root, name, epochs, args.checkpoint_every), resume=False, callbacks=[recorder]).fit())
+    cfg = experiment(
+        name, root, epochs,
+        run=RunSettings(max_failures=-1),  # preemptions are free anyway; this also retries errors
+        checkpoint=CheckpointConfig(every_epochs=args.checkpoint_every, final_margin_s=1.5),
+    )  # fmt: skip
+    (result,) = list(build_tuner(cfg, resume=False, callbacks=[recorder]).fit())
     wall_s = time.perf_counter() - started
     finished.set()
     injector.join()

@@ -10,15 +10,28 @@ nodes with or without notice. Tests, benchmarks and the local twin use it.
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import threading
 import time
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from email.utils import format_datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-import subprocess
-import sys
-from dataclasses import dataclass, field
 from typing import Any, Optional
+
+from ray.tune import Callback
+
+from tuner.config import (
+    Config,
+    ResourcesConfig,
+    SchedulerConfig,
+    SearchConfig,
+    StorageConfig,
+    TrackingConfig,
+    TuneSettings,
+    WorkloadConfig,
+)
 
 
 class MetadataServer:
@@ -147,6 +160,7 @@ class ChaosNode:
     node: Any  # ray._private.node.Node
     metadata: MetadataServer
     agent: subprocess.Popen
+    output: str = ""  # what the agent logged, once stopped
 
     @property
     def node_id(self) -> str:
@@ -197,7 +211,7 @@ class NodeChaos:
     def _stop(chaos_node: ChaosNode) -> None:
         chaos_node.agent.terminate()
         try:
-            chaos_node.agent.communicate(timeout=10)
+            chaos_node.output = chaos_node.agent.communicate(timeout=10)[0]
         except subprocess.TimeoutExpired:
             chaos_node.agent.kill()
         chaos_node.metadata.stop()
@@ -205,3 +219,36 @@ class NodeChaos:
     def close(self) -> None:
         for node_id in list(self.nodes):
             self._remove(node_id, "removed")
+
+
+class ResultRecorder(Callback):
+    """Every result the driver receives, in order: what a fault-injection run is judged on."""
+
+    def __init__(self) -> None:
+        self.results: list[dict[str, Any]] = []
+
+    def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
+        self.results.append(dict(result))
+
+
+def experiment(
+    name: str,
+    root: str,
+    epochs: int,
+    space: str = "search_spaces.fixed:resnet8",
+    model: str = "resnet",
+    num_samples: int = 1,
+    concurrency: int = 1,
+    **fields: Any,
+) -> Config:
+    """A small search config built in code (no tracking unless given), for chaos runs and benchmarks."""
+    search = SearchConfig(
+        name=name,
+        space=space,
+        workload=WorkloadConfig(model=model, epochs=epochs, seed=0),
+        tune=TuneSettings(num_samples=num_samples, max_concurrent_trials=concurrency),
+        scheduler=SchedulerConfig(grace_period=epochs),  # no early stopping: runs compare epoch for epoch
+        resources=ResourcesConfig(cpu=1),
+    )
+    fields.setdefault("tracking", TrackingConfig(enabled=False))
+    return Config(name=name, search=search, storage=StorageConfig(path=root), **fields)

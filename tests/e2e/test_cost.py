@@ -10,18 +10,8 @@ from mlflow.tracking import MlflowClient
 from ray.cluster_utils import Cluster
 
 from tests.e2e.test_cli import runs_of
-from tuner.config import (
-    BudgetConfig,
-    ClusterConfig,
-    Config,
-    ResourcesConfig,
-    SchedulerConfig,
-    SearchConfig,
-    StorageConfig,
-    TrackingConfig,
-    TuneSettings,
-    WorkloadConfig,
-)
+from tuner.chaos import experiment
+from tuner.config import BudgetConfig, ClusterConfig, Config, TrackingConfig
 from tuner.labels import INSTANCE_TYPE, MARKET, REGION, ZONE
 from tuner.run import execute
 
@@ -29,16 +19,10 @@ pytestmark = pytest.mark.slow
 
 
 def settings(tmp_path: Path, address: str, **overrides) -> Config:
-    search = SearchConfig(
-        name="costed", space="search_spaces.mlp:space",
-        workload=WorkloadConfig(model="mlp", epochs=3, seed=0),
-        tune=TuneSettings(num_samples=4, max_concurrent_trials=2),
-        scheduler=SchedulerConfig(grace_period=3), resources=ResourcesConfig(cpu=1),
-    )  # fmt: skip
-    return Config(
-        output_dir=str(tmp_path), name=f"costed-{tmp_path.name}", search=search,
+    return experiment(
+        f"costed-{tmp_path.name}", str(tmp_path / "ray_results"), 3, space="search_spaces.mlp:space", model="mlp",
+        num_samples=4, concurrency=2, output_dir=str(tmp_path),
         cluster=ClusterConfig(address=address, head_instance_type="g6.xlarge"),
-        storage=StorageConfig(path=str(tmp_path / "ray_results")),
         tracking=TrackingConfig(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db", experiment_name="costed"),
         **overrides,
     )  # fmt: skip
