@@ -43,13 +43,33 @@ def _assigned_cpus() -> int:
     return max(1, int(cpus))
 
 
-def _restore(trial: Trial) -> bool:
-    ckpt = tune.get_checkpoint()
+def _older_checkpoints(ckpt: tune.Checkpoint) -> list[tune.Checkpoint]:
+    """The trial's other kept checkpoints (``checkpoint_NNNNNN`` siblings), newest first."""
+    import pyarrow.fs
+
+    parent, name = ckpt.path.rstrip("/").rsplit("/", 1)
+    siblings = ckpt.filesystem.get_file_info(pyarrow.fs.FileSelector(parent))
+    older = [i.base_name for i in siblings if i.type == pyarrow.fs.FileType.Directory
+             and i.base_name.startswith("checkpoint_") and i.base_name < name]  # fmt: skip
+    return [tune.Checkpoint(f"{parent}/{n}", filesystem=ckpt.filesystem) for n in sorted(older, reverse=True)]
+
+
+def restore(trial: Trial, ckpt: Optional[tune.Checkpoint]) -> Optional[tune.Checkpoint]:
+    """Load the newest intact checkpoint: a corrupt one (bad checksum, missing file) falls back to the one before."""
     if ckpt is None:
-        return False
-    with ckpt.as_directory() as directory:
-        trial.load_state(checkpoint.load(directory))
-    return True
+        return None
+    for candidate in [ckpt, *_older_checkpoints(ckpt)]:
+        try:
+            with candidate.as_directory() as directory:
+                trial.load_state(checkpoint.load(directory))
+        except checkpoint.CorruptCheckpointError as exc:
+            log.warning("%s; trying the previous checkpoint", exc)
+            continue
+        if candidate is not ckpt:
+            log.warning("restored %s instead of the corrupt newest checkpoint %s", candidate.path, ckpt.path)
+        return candidate
+    log.error("no intact checkpoint for this trial under %s: starting it from scratch", ckpt.path)
+    return None
 
 
 class Attempt:
@@ -164,7 +184,7 @@ def train(params: dict[str, Any], workload: WorkloadConfig, checkpoint_cfg: Opti
     """Ray Tune function trainable: ``tune.with_parameters(train, workload=..., checkpoint_cfg=...)``."""
     torch.set_num_threads(_assigned_cpus())
     trial = Trial(params, workload, load(workload.data), _device())
-    _restore(trial)
+    restore(trial, tune.get_checkpoint())
     attempt = Attempt(trial, tune.get_context().get_trial_id(), checkpoint_cfg or CheckpointConfig())
     attempt.account_restart()
     while not trial.done:
