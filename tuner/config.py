@@ -194,6 +194,7 @@ class TrackingConfig:
     tracking_uri: str = "sqlite:///${output_dir}/mlflow.db"
     experiment_name: str = "${name}"
     request_timeout_s: int = 5
+    artifact_location: str = "${output_dir}/mlartifacts"  # for a local (sqlite/file) store; servers use their own
 
 
 @dataclass

@@ -228,7 +228,7 @@ class CostLedger(Callback):
             "preemptions": float(sum(t.preemptions for t in self.trials.values())),
             "unpriced_trials": float(len(costs) - len(priced)),
         }
-        node_cost = self._node_cost()
+        node_cost = 0.0 if self.assumed_used else self._node_cost()  # one assumed node per trial: no sharing
         if node_cost:
             totals["utilization_pct"] = 100.0 * spot / node_cost
         if self.head_instance_type:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+from pathlib import Path
 from typing import Any, Callable, Optional
 
 from ray.tune import Callback
@@ -90,8 +91,12 @@ class MLflowTracker(Callback):
         try:
             client = MlflowClient(tracking_uri=self.cfg.tracking_uri)
             experiment = client.get_experiment_by_name(self.cfg.experiment_name)
+            local_store = not self.cfg.tracking_uri.startswith(("http://", "https://", "databricks"))
+            artifacts = Path(self.cfg.artifact_location).absolute().as_uri() if local_store else None
             self.experiment_id = (
-                experiment.experiment_id if experiment else client.create_experiment(self.cfg.experiment_name)
+                experiment.experiment_id
+                if experiment
+                else client.create_experiment(self.cfg.experiment_name, artifact_location=artifacts)
             )
         except Exception as exc:
             log.warning(
@@ -195,7 +200,6 @@ class MLflowTracker(Callback):
         if self.client is None or self.parent_id is None:
             return
         import tempfile
-        from pathlib import Path
 
         from mlflow.entities import Metric
 

@@ -23,7 +23,8 @@ def settings(tmp_path: Path, address: str, **overrides) -> Config:
         f"costed-{tmp_path.name}", str(tmp_path / "ray_results"), 3, space="search_spaces.mlp:space", model="mlp",
         num_samples=4, concurrency=2, output_dir=str(tmp_path),
         cluster=ClusterConfig(address=address, head_instance_type="g6.xlarge"),
-        tracking=TrackingConfig(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db", experiment_name="costed"),
+        tracking=TrackingConfig(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db", experiment_name="costed",
+                                artifact_location=str(tmp_path / "mlartifacts")),
         **overrides,
     )  # fmt: skip
 

@@ -65,13 +65,32 @@ def kill_worker_raylet(node_group_prefix: str = "spot_") -> str:
     return node["NodeID"]
 
 
+def wait_until_only_the_head_is_left(timeout_s: float) -> bool:
+    """True once every worker node has been removed by the autoscaler (idle timeout: 30 s)."""
+    import ray
+
+    ray.init(address="auto", log_to_driver=False, logging_level="ERROR")
+    try:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            alive = [n for n in ray.nodes() if n["Alive"] and n["Labels"].get("ray.io/node-group")]
+            if not alive:
+                return True
+            time.sleep(2)
+        return False
+    finally:
+        ray.shutdown()
+
+
 def test_autoscaled_spot_workers_run_every_trial_and_survive_a_lost_node(tmp_path: Path) -> None:
-    cmd = [sys.executable, "-m", "tuner.run", *ARGS, f"output_dir={tmp_path}"]
+    # keep_running: the twin outlives the driver so the test can watch idle workers go away.
+    cmd = [sys.executable, "-m", "tuner.run", *ARGS, f"output_dir={tmp_path}", "cluster.keep_running=true"]
     driver = subprocess.Popen(cmd, cwd=tmp_path, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                               text=True)  # fmt: skip
     lines: list[str] = []
     killed: list[str] = []
     errors: list[BaseException] = []
+    killed_at: list[float] = []
 
     def read() -> None:
         assert driver.stdout is not None
@@ -80,6 +99,7 @@ def test_autoscaled_spot_workers_run_every_trial_and_survive_a_lost_node(tmp_pat
             if not killed and not errors and re.search(rf"epoch +2/{EPOCHS}", line):
                 try:
                     killed.append(kill_worker_raylet())
+                    killed_at.append(time.time())
                 except BaseException as exc:  # surfaced by the assertion below
                     errors.append(exc)
 
@@ -87,10 +107,11 @@ def test_autoscaled_spot_workers_run_every_trial_and_survive_a_lost_node(tmp_pat
     reader.start()
     try:
         driver.wait(timeout=600)
+        reader.join(10)
+        idle_workers_gone = wait_until_only_the_head_is_left(timeout_s=150)
     finally:
         if driver.poll() is None:
             driver.kill()
-        reader.join(10)
         subprocess.run([str(Path(sys.executable).parent / "ray"), "stop", "--force"], capture_output=True)
     out = "".join(lines)
     assert driver.returncode == 0, out[-4000:]
@@ -102,6 +123,9 @@ def test_autoscaled_spot_workers_run_every_trial_and_survive_a_lost_node(tmp_pat
     assert all(g.startswith(("spot_", "ondemand_")) for g in groups), groups  # never the head
     assert len(groups) >= 2, groups  # the autoscaler launched more than one worker type
     assert all(r["market"] in ("spot", "on-demand") and r["instance_type"] for r in rows)
+    before = {r["node_id"] for r in rows if r["wall_s"] <= killed_at[0]}
+    assert {r["node_id"] for r in rows} - before, "no replacement node was launched"
+    assert idle_workers_gone, "idle workers were not removed after the idle timeout"
     lost = [r for r in rows if r["node_id"] == killed[0]]
     resumed_trials = {r["trial_id"] for r in lost}
     for trial in resumed_trials:
