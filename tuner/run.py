@@ -149,7 +149,7 @@ def summarize(
     tracking_cmd: Optional[str],
 ) -> int:
     """Print the best trials with their cost, the best config and where to look; return the exit status."""
-    from tuner.console import format_params, results_table
+    from tuner.console import cost_columns, cost_summary, format_params, results_table
 
     search = settings.search
     assert search is not None
@@ -182,36 +182,6 @@ def summarize(
     for r in errors[:3]:
         print(f"failed trial {r.path}: {str(r.error).splitlines()[0][:200]}", file=sys.stderr)
     return 0 if done else EXIT_TRIALS_FAILED
-
-
-def cost_columns(ledger: Any, trial_id: str) -> dict[str, Any]:
-    cost = ledger.cost_of(trial_id)
-    if not cost.priced:
-        return {"cost_usd": "unpriced", "on_demand_usd": "unpriced", "saved_%": ""}
-    return {"cost_usd": cost.cost_usd, "on_demand_usd": cost.on_demand_cost_usd, "saved_%": round(cost.savings_pct, 1)}
-
-
-def cost_summary(ledger: Any, totals: dict[str, float]) -> str:
-    """One paragraph: spend, baseline, savings, what preemptions cost, and any caveat."""
-    lines = [
-        f"cost: ${totals['cost_usd']:.4f} vs ${totals['on_demand_cost_usd']:.4f} on-demand "
-        f"({totals['savings_pct']:.1f}% saved), {totals['gpu_hours']:.4f} GPU-hours, "
-        f"{int(totals['preemptions'])} preemptions costing ${totals['lost_work_cost_usd']:.4f} of redone work"
-    ]
-    if "head_cost_usd" in totals:
-        lines.append(f"      head ${totals['head_cost_usd']:.4f}, campaign ${totals['campaign_cost_usd']:.4f}")
-    if totals.get("head_unpriced"):
-        lines.append(f"      head {ledger.head_instance_type}: unpriced (not in the price catalog; pricing.source=aws)")
-    if "utilization_pct" in totals:
-        lines.append(f"      cluster utilization {totals['utilization_pct']:.0f}% (trial-attributed / node cost)")
-    if totals["unpriced_trials"]:
-        lines.append(f"      {int(totals['unpriced_trials'])} trial(s) UNPRICED: instance type or price unknown")
-    if ledger.assumed_used:
-        lines.append(
-            f"      nodes without instance labels were priced as one {ledger.cfg.assumed_instance_type} "
-            f"({ledger.cfg.assumed_market}, {ledger.cfg.region}) per trial: a local run, not a bill"
-        )
-    return "\n".join(lines)
 
 
 def execute(settings: Config) -> int:
