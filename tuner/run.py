@@ -199,6 +199,7 @@ def execute(settings: Config) -> int:
     assert search is not None
     load_space(search.space)
     storage.check(settings.storage)
+    storage.keep_credentials_out_of_ray()
     path = storage.experiment_path(settings.storage, settings.name)
     resume = tune.Tuner.can_restore(path)
 

@@ -75,3 +75,19 @@ def experiment_path(cfg: StorageConfig, name: str) -> str:
     base, _, query = storage_path(cfg).partition("?")
     path = f"{base.rstrip('/')}/{name}"
     return f"{path}?{query}" if query else path
+
+
+AWS_SECRET_ENV = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN")
+
+
+def keep_credentials_out_of_ray() -> None:
+    """Stop Ray Tune from copying AWS credentials into every trial's runtime_env.
+
+    Ray's runtime-env agent writes runtime_envs to its log in plain text, so the
+    copy would put the secret key on disk. Trials get credentials where the
+    driver does instead: a local cluster's workers inherit the driver's
+    environment, a cloud worker has its instance profile.
+    """
+    from ray.tune.execution import class_cache
+
+    class_cache.ENV_VARS_TO_PROPAGATE = frozenset(class_cache.ENV_VARS_TO_PROPAGATE) - set(AWS_SECRET_ENV)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -82,6 +83,11 @@ def test_s3_storage_holds_checkpoints_and_experiment_state(s3_server, tmp_path: 
     for key in keys:
         assert secret not in client.get_object(Bucket=bucket, Key=key)["Body"].read(), key
     assert s3_server.secret_key not in proc.stdout + proc.stderr
+    # ... nor in anything written locally: MLflow's store and artifacts, Hydra's config and logs, Ray's logs.
+    for root in (tmp_path, Path("/tmp/ray/session_latest/logs")):
+        for path in root.rglob("*"):
+            if path.is_file():
+                assert secret not in path.read_bytes(), path
 
 
 def test_tracking_server(mlflow_server, tmp_path: Path) -> None:
@@ -103,18 +109,12 @@ def test_unreachable_tracking_server_warns_once_and_search_completes(tmp_path: P
     assert "2 of 2 trials finished" in proc.stdout
 
 
-def test_killed_driver_resumes_whole_search(tmp_path: Path) -> None:
-    """SIGKILL the driver mid-search; the same command finishes it with exactly num_samples trials."""
-    num_samples, epochs = 5, 25
-    args = [
-        "+search=mlp", f"output_dir={tmp_path}", *FAST, f"search.tune.num_samples={num_samples}",
-        "search.tune.max_concurrent_trials=1", f"search.workload.epochs={epochs}",
-        f"search.scheduler.grace_period={epochs}",  # no early stopping: every trial runs all epochs
-    ]  # fmt: skip
-    cmd = [sys.executable, "-m", "tuner.run", *args]
+def kill_driver_mid_search(args: list[str], env: dict[str, str] | None = None) -> tuple[set[str], str]:
+    """Run the CLI; SIGKILL it (and its Ray processes: the head is gone) once two trials have
+    finished and a third has trained a few epochs. Returns (finished trial ids, interrupted trial id)."""
     driver = subprocess.Popen(
-        cmd, cwd=REPO, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        start_new_session=True,
+        [sys.executable, "-m", "tuner.run", *args], cwd=REPO, env=cli_env(env),
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
     )  # fmt: skip
     finished: set[str] = set()
     running: dict[str, int] = {}
@@ -133,14 +133,13 @@ def test_killed_driver_resumes_whole_search(tmp_path: Path) -> None:
     driver.wait()
     time.sleep(1)
     try:
-        os.killpg(driver.pid, signal.SIGKILL)  # the head machine is gone: so are its Ray processes
+        os.killpg(driver.pid, signal.SIGKILL)
     except ProcessLookupError:
         pass
-    interrupted = next(iter(running))
+    return finished, next(iter(running))
 
-    proc = run_cli(args)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    out = proc.stdout
+
+def assert_resumed(out: str, finished: set[str], interrupted: str, num_samples: int, epochs: int) -> None:
     assert "Resuming search 'mlp'" in out
     assert f"{num_samples} of {num_samples} trials finished, 0 failed." in out
     for trial_id in finished:
@@ -148,4 +147,35 @@ def test_killed_driver_resumes_whole_search(tmp_path: Path) -> None:
     resumed_epochs = [int(e) for e in re.findall(rf"{interrupted}  epoch +(\d+)/", out)]
     assert resumed_epochs and resumed_epochs[0] > 1, "interrupted trial restarted from scratch"
     assert resumed_epochs[-1] == epochs
+
+
+def long_search(tmp_path: Path, num_samples: int, epochs: int) -> list[str]:
+    return [
+        "+search=mlp", f"output_dir={tmp_path}", *FAST, f"search.tune.num_samples={num_samples}",
+        "search.tune.max_concurrent_trials=1", f"search.workload.epochs={epochs}",
+        f"search.scheduler.grace_period={epochs}",  # no early stopping: every trial runs all epochs
+    ]  # fmt: skip
+
+
+def test_killed_driver_resumes_whole_search(tmp_path: Path) -> None:
+    """SIGKILL the driver mid-search; the same command finishes it with exactly num_samples trials."""
+    num_samples, epochs = 5, 25
+    args = long_search(tmp_path, num_samples, epochs)
+    finished, interrupted = kill_driver_mid_search(args)
+    proc = run_cli(args)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert_resumed(proc.stdout, finished, interrupted, num_samples, epochs)
     assert_tracked(f"sqlite:///{tmp_path}/mlflow.db", "mlp", num_trials=num_samples, epochs=epochs)
+
+
+def test_head_loss_restores_from_the_bucket_alone(s3_server, tmp_path: Path) -> None:
+    """The head dies with its disk: the same command on a new head resumes from S3 alone."""
+    num_samples, epochs = 4, 25
+    bucket = s3_server.make_bucket()
+    s3 = ["storage=s3", f"storage.bucket={bucket}", f"storage.endpoint_url={s3_server.endpoint_url}"]
+    args = [*long_search(tmp_path / "head", num_samples, epochs), *s3]
+    finished, interrupted = kill_driver_mid_search(args, env=s3_server.env)
+    shutil.rmtree(tmp_path / "head")  # the local experiment directory, MLflow store, logs: all gone
+    proc = run_cli(args, env=s3_server.env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert_resumed(proc.stdout, finished, interrupted, num_samples, epochs)
