@@ -156,10 +156,8 @@ class MLflowServer:
     proc: subprocess.Popen
 
 
-@pytest.fixture(scope="session")
-def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MLflowServer]:
-    workdir = tmp_path_factory.mktemp("mlflow-server")
-    port = free_port()
+def start_mlflow_server(workdir: Path, port: int) -> subprocess.Popen:
+    """``mlflow server`` on 127.0.0.1 with a sqlite store in ``workdir`` (restartable on the same data)."""
     log = (workdir / "server.log").open("ab")
     proc = subprocess.Popen(
         [
@@ -169,8 +167,15 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MLflowSe
         ],
         stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=workdir,
     )  # fmt: skip
+    wait_for_port(port, proc, timeout_s=120)
+    return proc
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MLflowServer]:
+    port = free_port()
+    proc = start_mlflow_server(tmp_path_factory.mktemp("mlflow-server"), port)
     try:
-        wait_for_port(port, proc, timeout_s=120)
         yield MLflowServer(f"http://127.0.0.1:{port}", proc)
     finally:
         stop(proc)

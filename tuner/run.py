@@ -238,8 +238,10 @@ def execute(settings: Config) -> int:
             if best is not None:
                 summary[f"best_{search.metric}"] = best.metrics.get(f"best_{search.metric}", best.metrics[search.metric])
             tracker.close(summary, "FINISHED" if status == 0 else "FAILED")
-            if tracker.failed_calls:
-                print(f"warning: {tracker.failed_calls} MLflow updates could not be logged (server unreachable)")
+            if tracker.unsent:
+                counts = {what: tracker.unsent.count(what) for what in dict.fromkeys(tracker.unsent)}
+                missing = ", ".join(f"{n} x {what}" for what, n in counts.items())
+                print(f"warning: MLflow unreachable at the end; not logged: {missing}")
         return status
     finally:
         ray.shutdown()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+from collections import deque
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -60,32 +61,50 @@ class MLflowTracker(Callback):
         self.parent_id: Optional[str] = None
         self.experiment_id: Optional[str] = None
         self._children: dict[str, str] = {}
-        self.failed_calls = 0
-        self._warned = False
+        # Updates wait here, in order, while the server is unreachable; sent when it is back.
+        self._outbox: deque[tuple[str, Optional[Trial], Callable[[str], Any]]] = deque()
+        self._down = False
+
+    def __getstate__(self) -> dict[str, Any]:  # Tune pickles its callbacks with the experiment
+        return {**self.__dict__, "client": None, "_outbox": deque()}
 
     # -- plumbing ---------------------------------------------------------------
-    def _call(self, what: str, fn: Callable[[], Any]) -> Any:
-        """Run one MLflow call; on failure warn once, count it, and carry on."""
+    @property
+    def unsent(self) -> list[str]:
+        """What could not be logged (after :meth:`close`: lost for good)."""
+        return [what for what, _, _ in self._outbox]
+
+    def _submit(self, what: str, trial: Optional[Trial], op: Callable[[str], Any]) -> None:
+        """Queue one update of the parent run (trial None) or of a trial's run; send all that can go."""
         if self.client is None:
-            return None
-        try:
-            return fn()
-        except Exception as exc:  # any transport or server error must not stop tuning
-            self.failed_calls += 1
-            if not self._warned:
-                self._warned = True
-                log.warning(
-                    "MLflow at %s failed (%s: %s); tuning continues, tracking updates are being skipped",
-                    self.cfg.tracking_uri,
-                    what,
-                    str(exc).splitlines()[0][:200],
-                )
-            return None
+            return
+        self._outbox.append((what, trial, op))
+        self._flush()
+
+    def _flush(self) -> bool:
+        while self._outbox:
+            what, trial, op = self._outbox[0]
+            try:
+                op(self.parent_id if trial is None else self._child(trial))
+            except Exception as exc:  # any transport or server error must not stop tuning
+                if not self._down:
+                    self._down = True
+                    log.warning(
+                        "MLflow at %s is unreachable (%s: %s); tuning continues, updates are kept until it is back",
+                        self.cfg.tracking_uri, what, str(exc).splitlines()[0][:200],
+                    )  # fmt: skip
+                return False
+            self._outbox.popleft()
+        if self._down:
+            self._down = False
+            log.warning("MLflow at %s is back: sent the updates kept during the outage", self.cfg.tracking_uri)
+        return True
 
     def connect(self) -> bool:
         """Open the store and the parent run; False (with one warning) when unreachable."""
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", str(self.cfg.request_timeout_s))
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
+        logging.getLogger("urllib3.connectionpool").setLevel(logging.ERROR)  # one warning of ours, not one per retry
         from mlflow.tracking import MlflowClient
 
         try:
@@ -112,9 +131,9 @@ class MLflowTracker(Callback):
                 self.experiment_id, run_name=self.cfg.experiment_name, tags={TAG_EXPERIMENT: self.experiment_path}
             )
             self.parent_id = run.info.run_id
-            self._call("log search params", lambda: self._log_params(self.parent_id, self.params))
+            self._submit("log search params", None, lambda rid: self._log_params(rid, self.params))
         else:
-            self._call("reopen parent run", lambda: client.update_run(self.parent_id, status="RUNNING"))
+            self._submit("reopen search run", None, lambda rid: client.update_run(rid, status="RUNNING"))
         return True
 
     def _find_parent(self) -> Optional[str]:
@@ -131,63 +150,48 @@ class MLflowTracker(Callback):
 
         self.client.log_batch(run_id, params=[Param(k, str(v)[:6000]) for k, v in params.items()])
 
-    def _child(self, trial: Trial) -> Optional[str]:
-        if trial.trial_id in self._children:
-            return self._children[trial.trial_id]
-
-        def find_or_create() -> str:
+    def _child(self, trial: Trial) -> str:
+        """The trial's run: found again by tag after a retry or a driver restart, else created."""
+        if trial.trial_id not in self._children:
             runs = self.client.search_runs(
                 [self.experiment_id],
                 filter_string=f"tags.`{TAG_TRIAL}` = '{trial.trial_id}' and tags.`{TAG_PARENT}` = '{self.parent_id}'",
                 max_results=1,
             )
             if runs:
-                return runs[0].info.run_id
-            run = self.client.create_run(
-                self.experiment_id,
-                run_name=str(trial),
-                tags={TAG_TRIAL: trial.trial_id, TAG_PARENT: self.parent_id},
-            )
-            self._log_params(run.info.run_id, trial.config)
-            return run.info.run_id
-
-        run_id = self._call("open trial run", find_or_create)
-        if run_id:
+                run_id = runs[0].info.run_id
+            else:
+                run_id = self.client.create_run(
+                    self.experiment_id, run_name=str(trial), tags={TAG_TRIAL: trial.trial_id, TAG_PARENT: self.parent_id}
+                ).info.run_id
+                self._log_params(run_id, trial.config)
             self._children[trial.trial_id] = run_id
-        return run_id
+        return self._children[trial.trial_id]
 
     # -- Tune callback hooks ----------------------------------------------------
     def on_trial_start(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
-        run_id = self._child(trial)
-        if run_id:
-            self._call("mark trial running", lambda: self.client.update_run(run_id, status="RUNNING"))
+        self._submit("mark trial running", trial, lambda rid: self.client.update_run(rid, status="RUNNING"))
 
     def on_trial_result(self, iteration: int, trials: list[Trial], trial: Trial, result: dict, **info: Any) -> None:
-        run_id = self._child(trial)
-        if not run_id:
-            return
         from mlflow.entities import Metric
 
         step = int(result.get("epoch", result.get("training_iteration", 0)))
         ts = int(result.get("timestamp", 0) * 1000)
         metrics = [Metric(k, v, ts, step) for k, v in _numeric(result).items()]
-        self._call("log metrics", lambda: self.client.log_batch(run_id, metrics=metrics))
+        self._submit("log metrics", trial, lambda rid: self.client.log_batch(rid, metrics=metrics))
 
     def _finish(self, trial: Trial, status: str) -> None:
-        run_id = self._child(trial)
-        if not run_id:
-            return
         ckpt = trial.checkpoint
         if ckpt is not None:
-            scheme = "s3://" if type(ckpt.filesystem).__name__ == "S3FileSystem" else ""
-            self._call("tag checkpoint", lambda: self.client.set_tag(run_id, TAG_CHECKPOINT, scheme + ckpt.path))
+            uri = ("s3://" if type(ckpt.filesystem).__name__ == "S3FileSystem" else "") + ckpt.path
+            self._submit("tag checkpoint", trial, lambda rid: self.client.set_tag(rid, TAG_CHECKPOINT, uri))
         if self.ledger is not None:
             from mlflow.entities import Metric, RunTag
 
             metrics = [Metric(k, v, 0, 0) for k, v in self.ledger.trial_metrics(trial.trial_id).items()]
             tags = [RunTag(k, v) for k, v in self.ledger.trial_tags(trial.trial_id).items()]
-            self._call("log trial cost", lambda: self.client.log_batch(run_id, metrics=metrics, tags=tags))
-        self._call("close trial run", lambda: self.client.set_terminated(run_id, status))
+            self._submit("log trial cost", trial, lambda rid: self.client.log_batch(rid, metrics=metrics, tags=tags))
+        self._submit("close trial run", trial, lambda rid: self.client.set_terminated(rid, status))
 
     def on_trial_complete(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
         self._finish(trial, "FINISHED")
@@ -203,14 +207,13 @@ class MLflowTracker(Callback):
 
         from mlflow.entities import Metric
 
-        parent = self.parent_id
         metrics = [Metric(k, float(v), 0, 0) for k, v in summary.items()]
-        self._call("log summary", lambda: self.client.log_batch(parent, metrics=metrics))
+        self._submit("log search totals", None, lambda rid: self.client.log_batch(rid, metrics=metrics))
         if self.ledger is not None and self.ledger.trials:
             with tempfile.TemporaryDirectory() as d:
                 ledger_csv, plot = Path(d) / "cost_ledger.csv", Path(d) / "accuracy_vs_cost.png"
                 ledger_csv.write_text(self.ledger.csv())
                 self.ledger.plot(str(plot))
                 for path in (ledger_csv, plot):
-                    self._call("log artifact", lambda p=path: self.client.log_artifact(parent, str(p)))
-        self._call("close search run", lambda: self.client.set_terminated(parent, status))
+                    self._submit(f"log {path.name}", None, lambda rid, p=path: self.client.log_artifact(rid, str(p)))
+        self._submit("close search run", None, lambda rid: self.client.set_terminated(rid, status))

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import FAST, REPO, cli_env, run_cli
+from tests.conftest import FAST, REPO, cli_env, free_port, run_cli, start_mlflow_server, stop
 from tuner.run import available_searches
 from tuner.tracking import TAG_CHECKPOINT, TAG_PARENT, TAG_TRIAL
 
@@ -98,9 +98,50 @@ def test_tracking_server(mlflow_server, tmp_path: Path) -> None:
     assert_tracked(mlflow_server.uri, name, num_trials=2, epochs=2)
 
 
-def test_unreachable_tracking_server_warns_once_and_search_completes(tmp_path: Path) -> None:
-    from tests.conftest import free_port
+def test_mlflow_outage_mid_search_loses_nothing(tmp_path: Path) -> None:
+    """Stop the tracking server mid-search, start it again: every update kept meanwhile reaches it."""
+    port, workdir = free_port(), tmp_path / "mlflow"
+    workdir.mkdir()
+    server = start_mlflow_server(workdir, port)
+    uri = f"http://127.0.0.1:{port}"
+    num_samples, epochs = 6, 40  # long enough to outlast the outage and the server's restart
+    args = [*long_search(tmp_path / "run", num_samples, epochs), f"tracking.tracking_uri={uri}", "name=outage"]
+    driver = subprocess.Popen(
+        [sys.executable, "-m", "tuner.run", *args], cwd=REPO, env=cli_env(),
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    lines: list[str] = []
+    try:
+        assert driver.stdout is not None
+        for line in driver.stdout:
+            lines.append(line)
+            if re.search(r"trial +1/\d+ \w+  epoch +3/", line):
+                break
+        stop(server)  # the outage: trials keep reporting meanwhile
+        time.sleep(8)
+        server = start_mlflow_server(workdir, port)
+        lines += driver.stdout.readlines()
+        driver.wait(timeout=300)
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+        out = "".join(lines)
+    try:
+        assert driver.returncode == 0, out[-3000:]
+        assert f"MLflow at {uri} is unreachable" in out and f"MLflow at {uri} is back" in out, [
+            line for line in out.splitlines() if "tuner" in line or "MLflow" in line
+        ]
+        assert "not logged" not in out
+        assert_tracked(uri, "outage", num_trials=num_samples, epochs=epochs)
+        client = MlflowClient(tracking_uri=uri)
+        for child in runs_of(uri, "outage")[1]:
+            steps = {m.step for m in client.get_metric_history(child.info.run_id, "val_acc")}
+            assert steps == set(range(1, epochs + 1)), "epochs logged during the outage are missing"
+    finally:
+        stop(server)
 
+
+def test_unreachable_tracking_server_warns_once_and_search_completes(tmp_path: Path) -> None:
     uri = f"http://127.0.0.1:{free_port()}"
     proc = run_cli(["+search=mlp", f"output_dir={tmp_path}", *FAST, *TINY, f"tracking.tracking_uri={uri}"])
     assert proc.returncode == 0, proc.stderr[-3000:]
