@@ -10,11 +10,12 @@ nodes with or without notice. Tests, benchmarks and the local twin use it.
 from __future__ import annotations
 
 import json
+import random
 import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from email.utils import format_datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -251,4 +252,94 @@ def experiment(
         resources=ResourcesConfig(cpu=1),
     )
     fields.setdefault("tracking", TrackingConfig(enabled=False))
-    return Config(name=name, search=search, storage=StorageConfig(path=root), **fields)
+    fields.setdefault("storage", StorageConfig(path=root))
+    return Config(name=name, search=search, **fields)
+
+
+def _final_results(results: list[dict[str, Any]], epochs: int) -> dict[str, dict[str, Any]]:
+    """Each trial's last full-epoch result, keyed by its hyperparameters (trial ids differ run to run)."""
+    final = {}
+    for r in results:
+        if not r.get("mid_epoch") and r.get("epoch") == epochs:
+            final[json.dumps(r["config"], sort_keys=True)] = r
+    return final
+
+
+def node_chaos(
+    cluster: Any,
+    cfg: Config,
+    kills: int,
+    seed: int = 0,
+    notice_fraction: float = 0.5,
+    notice_s: float = 4.0,
+    mean_interval_s: float = 6.0,
+    workers: int = 3,
+) -> dict[str, Any]:
+    """Run ``cfg`` twice on ``cluster``: undisturbed, then with ``kills`` worker nodes taken away at random
+    (fixed seed; some with a spot notice first), each replaced. Every search runs through the real driver.
+
+    Returns the figures of the chaos run and ``data_lost``: trials that did not finish, or finished with
+    other final metrics than the undisturbed run. Requires the search's trials to come from seeded
+    random sampling (num_samples <= searcher.n_startup_trials) so that both runs train the same configs.
+    """
+    from tuner.run import execute
+
+    assert cfg.search is not None and cfg.search.tune.num_samples <= cfg.search.searcher.n_startup_trials
+    epochs = cfg.search.workload.epochs
+    rng = random.Random(seed)
+    runs: dict[str, ResultRecorder] = {}
+    chaos = NodeChaos(cluster)
+    events: list[str] = []
+    for name in ("undisturbed", "chaos"):
+        for _ in range(workers + (kills if name == "chaos" else 0)):  # replacements wait as spare nodes
+            chaos.add_node(num_cpus=1)
+        recorder = runs[name] = ResultRecorder()
+        done = threading.Event()
+
+        def inject(recorder: ResultRecorder = recorder, done: threading.Event = done) -> None:
+            while len(events) < kills:
+                if done.wait(rng.uniform(0.5, 1.5) * mean_interval_s):
+                    return
+                latest = {r["trial_id"]: r for r in recorder.results}
+                busy = sorted({r["node_id"] for r in latest.values() if r["epoch"] < epochs} & set(chaos.nodes))
+                if not busy:
+                    continue
+                victim = rng.choice(busy)
+                if rng.random() < notice_fraction:
+                    events.append("notice")
+                    chaos.preempt(victim, notice_s)
+                else:
+                    events.append("kill")
+                    chaos.kill(victim)
+
+        run_name = f"{cfg.name}-{name}"
+        run_cfg = replace(
+            cfg,
+            name=run_name,
+            cluster=replace(cfg.cluster, address=cluster.address),
+            tracking=replace(cfg.tracking, experiment_name=run_name),
+        )
+        injector = threading.Thread(target=inject, daemon=True) if name == "chaos" else None
+        if injector:
+            injector.start()
+        status = execute(run_cfg, observers=[recorder])
+        done.set()
+        if injector:
+            injector.join()
+        chaos.close()
+        if status != 0:
+            raise RuntimeError(f"{name} run exited with status {status}")
+    baseline = _final_results(runs["undisturbed"].results, epochs)
+    disturbed = _final_results(runs["chaos"].results, epochs)
+    keys = ("val_acc", "val_loss", "train_loss")
+    lost = [k for k, r in baseline.items() if k not in disturbed or any(disturbed[k][m] != r[m] for m in keys)]
+    last = {r["trial_id"]: r for r in runs["chaos"].results}
+    return {
+        "kills": len(events),
+        "notices": events.count("notice"),
+        "trials": cfg.search.tune.num_samples,
+        "trials_finished": len(disturbed),
+        "preemptions_seen_by_trials": int(sum(r.get("preemptions", 0) for r in last.values())),
+        "lost_work_s": round(sum(r.get("lost_work_s", 0.0) for r in last.values()), 2),
+        "data_lost": len(lost),
+    }

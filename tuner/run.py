@@ -13,7 +13,7 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable, NoReturn, Optional
+from typing import Any, Callable, NoReturn, Optional, Sequence
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
@@ -184,8 +184,11 @@ def summarize(
     return 0 if done else EXIT_TRIALS_FAILED
 
 
-def execute(settings: Config) -> int:
-    """Start Ray, run (or resume) the search, report. Raises ConfigError on bad input."""
+def execute(settings: Config, observers: Sequence[Any] = ()) -> int:
+    """Start Ray, run (or resume) the search, report. Raises ConfigError on bad input.
+
+    ``observers``: extra Tune callbacks (fault injection and benchmarks watch results through them).
+    """
     import ray
     from ray import tune
 
@@ -209,6 +212,7 @@ def execute(settings: Config) -> int:
     ledger = CostLedger(settings.cost, search.resources, prices, settings.cluster.head_instance_type)
     stopper = BudgetStopper(ledger, settings.budget.max_usd, search.workload.epochs) if settings.budget.max_usd else None
     callbacks: list[Any] = [ProgressPrinter(search.metric, search.workload.epochs, search.tune.num_samples), ledger]
+    callbacks += observers
     tracker: Optional[MLflowTracker] = None
     if settings.tracking.enabled:
         tracker = MLflowTracker(settings.tracking, path, search_params(settings), resume=resume, ledger=ledger)
