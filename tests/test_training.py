@@ -1,5 +1,6 @@
 """The training loop: full-state checkpoints make a resumed trial bit-identical."""
 
+import pytest
 import torch
 
 from tuner import checkpoint
@@ -22,38 +23,29 @@ def run(trial: Trial, epochs: int) -> list[tuple[float, float, float]]:
     return out
 
 
-def test_resume_after_epoch_k_matches_uninterrupted(tmp_path) -> None:
+@pytest.mark.parametrize(
+    "model,params,epochs,k",
+    [
+        ("resnet", PARAMS, 4, 2),
+        ("mlp", MLP_PARAMS, 3, 1),  # dropout draws from torch's RNG: its state must travel too
+    ],
+)
+def test_resume_after_epoch_k_matches_uninterrupted(tmp_path, model: str, params: dict, epochs: int, k: int) -> None:
     torch.set_num_threads(1)
-    workload = WorkloadConfig(model="resnet", epochs=4, seed=7)
+    workload = WorkloadConfig(model=model, epochs=epochs, seed=7)
     data = load(workload.data)
     cpu = torch.device("cpu")
-    straight = run(Trial(PARAMS, workload, data, cpu), 4)
+    straight = run(Trial(params, workload, data, cpu), epochs)
 
-    first = Trial(PARAMS, workload, data, cpu)
-    head = run(first, 2)
+    first = Trial(params, workload, data, cpu)
+    head = run(first, k)
     checkpoint.save(tmp_path, first.state())
     del first
     torch.manual_seed(12345)  # a fresh process would not share the old RNG position
-    resumed = Trial(PARAMS, workload, data, cpu)
+    resumed = Trial(params, workload, data, cpu)
     resumed.load_state(checkpoint.load(tmp_path))
-    assert resumed.progress.epoch == 2
-    assert head + run(resumed, 2) == straight  # exact, not approximate
-
-
-def test_rng_state_restored_for_dropout(tmp_path) -> None:
-    """Dropout draws from torch's RNG: its state must travel with the checkpoint."""
-    torch.set_num_threads(1)
-    workload = WorkloadConfig(model="mlp", epochs=3, seed=3)
-    data = load(workload.data)
-    cpu = torch.device("cpu")
-    straight = run(Trial(MLP_PARAMS, workload, data, cpu), 3)
-    first = Trial(MLP_PARAMS, workload, data, cpu)
-    head = run(first, 1)
-    checkpoint.save(tmp_path, first.state())
-    torch.manual_seed(999)
-    resumed = Trial(MLP_PARAMS, workload, data, cpu)
-    resumed.load_state(checkpoint.load(tmp_path))
-    assert head + run(resumed, 2) == straight
+    assert resumed.progress.epoch == k
+    assert head + run(resumed, epochs - k) == straight  # exact, not approximate
 
 
 def test_resnet_learns_digits() -> None:
