@@ -36,7 +36,8 @@ def s3_client(cfg: StorageConfig):  # -> botocore client
     import boto3
     from botocore.config import Config as BotoConfig
 
-    return boto3.client(
+    # A fresh session: boto3's default one caches the first credentials it resolved in this process.
+    return boto3.session.Session().client(
         "s3",
         endpoint_url=cfg.endpoint_url,
         region_name=cfg.region,
