@@ -41,7 +41,7 @@ def test_random_node_kills_lose_nothing(s3_server, tmp_path: Path, monkeypatch: 
         cluster.shutdown()
     assert report["kills"] == 3 and report["data_lost"] == 0 and report["trials_finished"] == 4, report
     # A kill can land on a node whose trial is just finishing, so not every kill preempts a trial.
-    assert 1 <= report["preemptions_seen_by_trials"] <= report["kills"], report
+    assert report["kills"] >= report["preemptions_seen_by_trials"] >= 1, report
     _, children = runs_of(uri, "chaos-chaos")
     assert len(children) == 4 and len({c.data.tags["tuner.trial_id"] for c in children}) == 4
     assert sum(c.data.metrics["preemptions"] for c in children) == report["preemptions_seen_by_trials"]
