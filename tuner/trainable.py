@@ -107,7 +107,8 @@ class Attempt:
             setattr(p, key, max(getattr(p, key), beat.get(key, 0)))
         p.restarts += 1
         p.lost_work_s += max(0.0, beat["train_time_s"] - p.train_time_s)
-        if preemption.node_lost(beat["node_id"]):
+        # An application error says so in its last heartbeat; a process that just vanished lost its node.
+        if not beat.get("error") and (beat.get("node_id") != self.node_id or preemption.node_lost(beat["node_id"])):
             p.preemptions += 1
             p.recovery_s += max(0.0, time.time() - beat["wall_s"])
         log.warning(
@@ -117,12 +118,12 @@ class Attempt:
         )  # fmt: skip
         self.beat(force=True)
 
-    def beat(self, force: bool = False) -> None:
+    def beat(self, force: bool = False, error: bool = False) -> None:
         now = time.time()
         if force or now - self.last_beat >= HEARTBEAT_EVERY_S:
             self.last_beat = now
             p = self.trial.progress
-            record = {"node_id": self.node_id, "wall_s": now, "train_time_s": p.train_time_s}
+            record = {"node_id": self.node_id, "wall_s": now, "train_time_s": p.train_time_s, "error": error}
             preemption.put_heartbeat(self.trial_id, {**record, **self.trial.interruption_metrics()})
 
     def report(self, metrics: dict[str, Any], with_checkpoint: bool, reason: str = "") -> None:
@@ -187,6 +188,10 @@ def train(params: dict[str, Any], workload: WorkloadConfig, checkpoint_cfg: Opti
     restore(trial, tune.get_checkpoint())
     attempt = Attempt(trial, tune.get_context().get_trial_id(), checkpoint_cfg or CheckpointConfig())
     attempt.account_restart()
-    while not trial.done:
-        attempt.end_epoch(trial.run_epoch(attempt.after_step))
+    try:
+        while not trial.done:
+            attempt.end_epoch(trial.run_epoch(attempt.after_step))
+    except Exception:
+        attempt.beat(force=True, error=True)  # the next attempt must not count this as a preemption
+        raise
     attempt.close()
