@@ -137,7 +137,7 @@ class CostLedger(Callback):
     def set_state(self, state: dict) -> None:
         self.trials, self.assumed_used = state["trials"], state["assumed_used"]
 
-    def _interval(self, result: dict[str, Any]) -> Optional[Interval]:
+    def _interval(self, result: dict[str, Any]) -> Interval:
         itype = result.get("instance_type") or ""
         assumed = not itype
         if assumed:
@@ -165,10 +165,7 @@ class CostLedger(Callback):
         ledger = self.trials.setdefault(trial.trial_id, TrialLedger())
         key = f"{result['node_id']}@{result.get('attempt_started_s', 0)}"
         if key not in ledger.intervals:
-            fresh = self._interval(result)
-            if fresh is None:
-                return
-            ledger.intervals[key] = fresh
+            ledger.intervals[key] = self._interval(result)
         interval = ledger.intervals[key]
         interval.end_s = max(interval.end_s, float(result["wall_s"]))
         lost = float(result.get("lost_work_s", 0.0))

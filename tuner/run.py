@@ -8,7 +8,6 @@ and one line that says what to fix.
 from __future__ import annotations
 
 import importlib
-import logging
 import os
 import sys
 import time
@@ -20,8 +19,6 @@ from omegaconf import DictConfig, OmegaConf
 
 from tuner import config as config_mod
 from tuner.config import Config, ConfigError
-
-log = logging.getLogger("tuner")
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 EXIT_BAD_INPUT = 2
