@@ -43,10 +43,11 @@ def main() -> None:
                                 mean_interval_s=args.interval_s, workers=2)  # fmt: skip
         finally:
             cluster.shutdown()
-    print("| kills | notices | trials finished | preemptions seen | lost work (s) | data lost |")
-    print("|---|---|---|---|---|---|")
+    print("| kills | notices | trials finished | trials interrupted | preemptions seen | lost work (s) | data lost |")
+    print("|---|---|---|---|---|---|---|")
     print(f"| {report['kills']} | {report['notices']} | {report['trials_finished']}/{report['trials']} | "
-          f"{report['preemptions_seen_by_trials']} | {report['lost_work_s']} | {report['data_lost']} |")  # fmt: skip
+          f"{report['trials_interrupted']} | {report['preemptions_seen_by_trials']} | {report['lost_work_s']} | "
+          f"{report['data_lost']} |")  # fmt: skip
     print(json.dumps(report))
 
 

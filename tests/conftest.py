@@ -66,6 +66,7 @@ class S3Server:
     workdir: Path
     port: int
     proc: Optional[subprocess.Popen] = None
+    ports: Optional[dict[str, int]] = None  # kept across restarts: the data dir remembers them
 
     @property
     def env(self) -> dict[str, str]:
@@ -88,7 +89,8 @@ class S3Server:
         )
 
     def start(self) -> None:
-        ports = {name: free_port() for name in ("master", "volume", "filer")}
+        """Start (or restart, on the same ports and data) the server; return once it answers."""
+        ports = self.ports = self.ports or {name: free_port() for name in ("master", "volume", "filer")}
         log = (self.workdir / "weed.log").open("ab")
         self.proc = subprocess.Popen(
             [

@@ -265,6 +265,23 @@ def _final_results(results: list[dict[str, Any]], epochs: int) -> dict[str, dict
     return final
 
 
+def interrupted_trials(log: list[dict[str, Any]], results: list[dict[str, Any]], epochs: int) -> int:
+    """How many (node removal, trial) pairs interrupted a trial: its last result before the removal came
+    from that node and its final result came after it. Each must show up as one preemption."""
+    count = 0
+    finished_at = {r["trial_id"]: r["wall_s"] for r in results if not r.get("mid_epoch") and r["epoch"] == epochs}
+    for event in (e for e in log if e["event"] in ("preempted", "killed")):
+        before: dict[str, dict[str, Any]] = {}
+        for r in results:
+            if r["wall_s"] < event["time_s"]:
+                before[r["trial_id"]] = r
+        count += sum(
+            1 for trial_id, r in before.items()
+            if r["node_id"] == event["node_id"] and finished_at.get(trial_id, float("inf")) > event["time_s"]
+        )  # fmt: skip
+    return count
+
+
 def node_chaos(
     cluster: Any,
     cfg: Config,
@@ -290,6 +307,7 @@ def node_chaos(
     runs: dict[str, ResultRecorder] = {}
     chaos = NodeChaos(cluster)
     events: list[str] = []
+    removals: list[dict[str, Any]] = []
     for name in ("undisturbed", "chaos"):
         for _ in range(workers + (kills if name == "chaos" else 0)):  # replacements wait as spare nodes
             chaos.add_node(num_cpus=1)
@@ -326,6 +344,7 @@ def node_chaos(
         done.set()
         if injector:
             injector.join()
+            removals = list(chaos.log)
         chaos.close()
         if status != 0:
             raise RuntimeError(f"{name} run exited with status {status}")
@@ -339,6 +358,7 @@ def node_chaos(
         "notices": events.count("notice"),
         "trials": cfg.search.tune.num_samples,
         "trials_finished": len(disturbed),
+        "trials_interrupted": interrupted_trials(removals, runs["chaos"].results, epochs),
         "preemptions_seen_by_trials": int(sum(r.get("preemptions", 0) for r in last.values())),
         "lost_work_s": round(sum(r.get("lost_work_s", 0.0) for r in last.values()), 2),
         "data_lost": len(lost),

@@ -27,6 +27,7 @@ class ProgressPrinter(Callback):
         self.metric, self.max_epochs, self.num_samples = metric, max_epochs, num_samples
         self._stream = stream
         self._index: dict[str, int] = {}
+        self._upload_failing: set[str] = set()
 
     def __getstate__(self) -> dict[str, Any]:  # Tune pickles callbacks; streams don't pickle
         return {k: v for k, v in self.__dict__.items() if k != "_stream"}
@@ -44,6 +45,7 @@ class ProgressPrinter(Callback):
 
     def on_trial_result(self, iteration: int, trials: list[Trial], trial: Trial, result: dict, **info: Any) -> None:
         epoch = result.get("epoch", result.get("training_iteration"))
+        self._upload_state(trial, result)
         if result.get("mid_epoch"):
             self._print(
                 trial,
@@ -57,6 +59,15 @@ class ProgressPrinter(Callback):
             f"  val_loss {_fmt(result.get('val_loss'))}  train_loss {_fmt(result.get('train_loss'))}"
             f"  {_fmt(result.get('epoch_time_s', 0.0))} s/epoch",
         )
+
+    def _upload_state(self, trial: Trial, result: dict) -> None:
+        """Say once when a trial's checkpoints stop reaching storage, and once when they do again."""
+        if result.get("upload_failures") and trial.trial_id not in self._upload_failing:
+            self._upload_failing.add(trial.trial_id)
+            self._print(trial, "WARNING checkpoint upload failed: storage unreachable? training goes on, retrying")
+        elif not result.get("upload_failures") and trial.trial_id in self._upload_failing:
+            self._upload_failing.discard(trial.trial_id)
+            self._print(trial, f"checkpoint upload works again (checkpoint at epoch {result.get('epoch')})")
 
     def on_trial_complete(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
         last = trial.last_result or {}

@@ -85,12 +85,12 @@ def build_tuner(settings: Config, resume: bool, callbacks: list[Any], stopper: A
     from ray.tune.search.optuna import OptunaSearch
 
     from tuner import storage
-    from tuner.trainable import train
+    from tuner.trainable import train, trainable_class
 
     search = settings.search
     assert search is not None
     trainable = tune.with_resources(
-        tune.with_parameters(train, workload=search.workload, checkpoint_cfg=settings.checkpoint),
+        trainable_class(tune.with_parameters(train, workload=search.workload, checkpoint_cfg=settings.checkpoint)),
         {"cpu": search.resources.cpu, "gpu": search.resources.gpu},
     )
     path = storage.experiment_path(settings.storage, settings.name)
@@ -200,6 +200,7 @@ def execute(settings: Config, observers: Sequence[Any] = ()) -> int:
     load_space(search.space)
     storage.check(settings.storage)
     storage.keep_credentials_out_of_ray()
+    storage.shorten_ray_storage_errors()
     path = storage.experiment_path(settings.storage, settings.name)
     resume = tune.Tuner.can_restore(path)
 

@@ -6,6 +6,7 @@ environment or the instance profile.
 
 from __future__ import annotations
 
+import logging
 import os
 from urllib.parse import urlencode, urlparse
 
@@ -92,3 +93,28 @@ def keep_credentials_out_of_ray() -> None:
     from ray.tune.execution import class_cache
 
     class_cache.ENV_VARS_TO_PROPAGATE = frozenset(class_cache.ENV_VARS_TO_PROPAGATE) - set(AWS_SECRET_ENV)
+
+
+# Ray logs every failed upload of the experiment state with a full traceback, every few seconds.
+RAY_STORAGE_LOGGERS = ("ray.train._internal.storage", "ray.train._internal.syncer", "ray.tune.execution.experiment_state")
+
+
+class OneLineStorageErrors(logging.Filter):
+    """Shorten Ray's storage tracebacks to what failed and why; Ray retries the sync by itself."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if not (record.exc_info or "Traceback" in message):
+            return True
+        detail = message.strip().splitlines()[-1]
+        if record.exc_info and record.exc_info[1] is not None:
+            exc = record.exc_info[1]
+            detail = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
+        what = message.strip().splitlines()[0].rstrip(":")
+        record.msg, record.args, record.exc_info, record.exc_text = f"{what}: {detail} (retried at the next sync)", (), None, None
+        return True
+
+
+def shorten_ray_storage_errors() -> None:
+    for name in RAY_STORAGE_LOGGERS:
+        logging.getLogger(name).addFilter(OneLineStorageErrors())

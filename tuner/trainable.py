@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import tempfile
 import time
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import ray
 import torch
@@ -29,6 +29,9 @@ log = logging.getLogger(__name__)
 
 HEARTBEAT_EVERY_S = 0.5  # lost work is measured to this resolution
 HOLD_GRACE_S = 30.0  # a drained node that outlives its deadline by this much: train on
+UPLOAD_RETRY_S = 2.0  # first wait after a failed checkpoint upload; doubles up to the cap
+UPLOAD_RETRY_MAX_S = 15.0
+FINAL_UPLOAD_TIMEOUT_S = 900.0  # a finished trial waits this long for storage to take its last checkpoint
 
 
 def _device() -> torch.device:
@@ -43,15 +46,54 @@ def _assigned_cpus() -> int:
     return max(1, int(cpus))
 
 
-def _older_checkpoints(ckpt: tune.Checkpoint) -> list[tune.Checkpoint]:
-    """The trial's other kept checkpoints (``checkpoint_NNNNNN`` siblings), newest first."""
+def _kept_checkpoints(parent: str, filesystem: Any) -> list[str]:
+    """Paths of the ``checkpoint_NNNNNN`` directories under a trial's directory, newest first."""
     import pyarrow.fs
 
-    parent, name = ckpt.path.rstrip("/").rsplit("/", 1)
-    siblings = ckpt.filesystem.get_file_info(pyarrow.fs.FileSelector(parent))
-    older = [i.base_name for i in siblings if i.type == pyarrow.fs.FileType.Directory
-             and i.base_name.startswith("checkpoint_") and i.base_name < name]  # fmt: skip
-    return [tune.Checkpoint(f"{parent}/{n}", filesystem=ckpt.filesystem) for n in sorted(older, reverse=True)]
+    infos = filesystem.get_file_info(pyarrow.fs.FileSelector(parent, allow_not_found=True))
+    names = [i.base_name for i in infos if i.type == pyarrow.fs.FileType.Directory and i.base_name.startswith("checkpoint_")]
+    return [f"{parent}/{name}" for name in sorted(names, reverse=True)]
+
+
+def _older_checkpoints(ckpt: tune.Checkpoint) -> list[tune.Checkpoint]:
+    """The trial's other kept checkpoints (``checkpoint_NNNNNN`` siblings), newest first."""
+    parent = ckpt.path.rstrip("/").rsplit("/", 1)[0]
+    older = [p for p in _kept_checkpoints(parent, ckpt.filesystem) if p < ckpt.path.rstrip("/")]
+    return [tune.Checkpoint(p, filesystem=ckpt.filesystem) for p in older]
+
+
+def existing_checkpoint(recorded: Any) -> Any:
+    """The checkpoint Tune recorded for a trial, or the trial's newest complete one if that is gone.
+
+    Tune deletes checkpoints beyond ``num_to_keep`` as new ones arrive; a driver killed
+    before it saved its state again restores a trial from a checkpoint deleted meanwhile.
+    """
+    import pyarrow.fs
+    from ray.train._internal.session import _TrainingResult
+
+    ckpt = recorded.checkpoint if isinstance(recorded, _TrainingResult) else None
+    if ckpt is None or ckpt.filesystem.get_file_info(ckpt.path).type != pyarrow.fs.FileType.NotFound:
+        return recorded
+    parent = ckpt.path.rstrip("/").rsplit("/", 1)[0]
+    for path in _kept_checkpoints(parent, ckpt.filesystem):
+        if ckpt.filesystem.get_file_info(f"{path}/{checkpoint.MANIFEST_FILE}").is_file:
+            log.warning("checkpoint %s is gone (deleted after the driver last saved its state); using %s", ckpt.path, path)
+            return _TrainingResult(checkpoint=tune.Checkpoint(path, filesystem=ckpt.filesystem), metrics=recorded.metrics)
+    return recorded  # nothing better: Tune reports the missing checkpoint
+
+
+def trainable_class(fn: Callable[[dict[str, Any]], None]) -> type:
+    """Tune's trainable class for ``fn`` that restores from an existing checkpoint (see above)."""
+    from ray.tune.trainable.function_trainable import wrap_function
+
+    base = wrap_function(fn)
+
+    class SpotTrainable(base):  # type: ignore[misc, valid-type]
+        def restore(self, checkpoint_path: Any) -> Any:
+            return super().restore(existing_checkpoint(checkpoint_path))
+
+    SpotTrainable.__name__ = SpotTrainable.__qualname__ = base.__name__
+    return SpotTrainable
 
 
 def restore(trial: Trial, ckpt: Optional[tune.Checkpoint]) -> Optional[tune.Checkpoint]:
@@ -96,6 +138,8 @@ class Attempt:
         self.drain_checkpointed = self.deadline_checkpointed = False
         self.last_metrics: dict[str, Any] = {}
         self.last_beat = 0.0
+        self.upload_failures = 0  # consecutive; > 0 means the newest state is not in storage yet
+        self.upload_retry_at_s = 0.0
 
     def account_restart(self) -> None:
         """Charge the previous attempt's loss: redone training seconds, recovery time."""
@@ -127,18 +171,52 @@ class Attempt:
             preemption.put_heartbeat(self.trial_id, {**record, **self.trial.interruption_metrics()})
 
     def report(self, metrics: dict[str, Any], with_checkpoint: bool, reason: str = "") -> None:
-        metrics = {**metrics, **self.where, "wall_s": time.time()}
-        if not with_checkpoint:
-            tune.report(metrics)
-            return
+        """An epoch's result; with its checkpoint when due and storage takes it, never dropped."""
+        if with_checkpoint and time.time() >= self.upload_retry_at_s:
+            if self.report_with_checkpoint(metrics, reason):
+                return
+        tune.report({**metrics, **self.where, "wall_s": time.time(), "upload_failures": self.upload_failures})
+
+    def report_final(self, metrics: dict[str, Any]) -> None:
+        """The last result goes with its checkpoint: wait out a storage outage (bounded) rather than end without it."""
+        give_up_at_s = time.time() + FINAL_UPLOAD_TIMEOUT_S
+        while True:
+            self.hold(until_s=self.upload_retry_at_s)
+            if self.report_with_checkpoint(metrics, "final"):
+                return
+            if time.time() > give_up_at_s:
+                log.error("trial %s: storage unreachable; finishing without its last checkpoint", self.trial_id)
+                self.report(metrics, with_checkpoint=False)
+                return
+
+    def report_with_checkpoint(self, metrics: dict[str, Any], reason: str) -> bool:
+        """Upload a checkpoint with the result; False (and a retry scheduled) while storage is unreachable."""
         started = time.perf_counter()
-        with tempfile.TemporaryDirectory(prefix="tuner-ckpt-") as directory:
-            checkpoint.save(directory, self.trial.state())
-            metrics = {**metrics, "checkpoint_reason": reason, "checkpoint_interval_s": self.policy.interval_s or 0.0}
-            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(directory))
+        metrics = {
+            **metrics, **self.where, "wall_s": time.time(), "checkpoint_reason": reason,
+            "checkpoint_interval_s": self.policy.interval_s or 0.0, "upload_failures": 0,
+        }  # fmt: skip
+        try:
+            with tempfile.TemporaryDirectory(prefix="tuner-ckpt-") as directory:
+                checkpoint.save(directory, self.trial.state())
+                tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(directory))
+        except (OSError, RuntimeError) as exc:  # pyarrow's S3 errors; Ray's "Unable to set up cluster storage"
+            self.upload_failures += 1
+            wait_s = min(UPLOAD_RETRY_MAX_S, UPLOAD_RETRY_S * 2 ** (self.upload_failures - 1))
+            self.upload_retry_at_s = time.time() + wait_s
+            first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            log.warning(
+                "trial %s: checkpoint upload failed (%s); training goes on, retrying in %.0f s",
+                self.trial_id, first_line, wait_s,
+            )  # fmt: skip
+            return False
+        if self.upload_failures:
+            log.warning("trial %s: checkpoint upload works again after %d failures", self.trial_id, self.upload_failures)
+        self.upload_failures = 0
         self.policy.observe_cost(time.perf_counter() - started)
         self.checkpointed_at_s = self.trial.progress.train_time_s
         self.beat(force=True)
+        return True
 
     def mid_epoch_checkpoint(self, reason: str) -> None:
         if not self.last_metrics:  # Tune needs the search metric in every result
@@ -147,7 +225,8 @@ class Attempt:
             self.last_metrics = {"val_loss": val_loss, "val_acc": val_acc, "best_val_acc": val_acc}
         p = self.trial.progress
         metrics = {**self.last_metrics, **self.trial.interruption_metrics(), "epoch": p.epoch, "mid_epoch": 1}
-        self.report({**metrics, "step": p.step, "train_time_s": p.train_time_s}, True, reason)
+        # A mid-epoch result only carries its checkpoint: if storage refuses it, there is nothing to report.
+        self.report_with_checkpoint({**metrics, "step": p.step, "train_time_s": p.train_time_s}, reason)
 
     def after_step(self) -> None:
         """At a step boundary: react to a drain, keep the checkpoint policy, heartbeat."""
@@ -160,6 +239,8 @@ class Attempt:
                 self.deadline_checkpointed = True
                 self.mid_epoch_checkpoint("deadline")
                 self.hold(until_s=w.deadline_s + HOLD_GRACE_S)
+        elif self.upload_failures and time.time() >= self.upload_retry_at_s:
+            self.mid_epoch_checkpoint("retry")
         elif self.policy.due_mid_epoch(self.trial.progress.train_time_s - self.checkpointed_at_s):
             self.mid_epoch_checkpoint("interval")
         self.beat()
@@ -172,8 +253,11 @@ class Attempt:
 
     def end_epoch(self, metrics: dict[str, Any]) -> None:
         self.last_metrics = metrics
+        if self.trial.done:
+            self.report_final(metrics)
+            return
         since = self.trial.progress.train_time_s - self.checkpointed_at_s
-        due = self.trial.done or self.policy.due_at_epoch_end(self.trial.progress.epoch, since)
+        due = self.policy.due_at_epoch_end(self.trial.progress.epoch, since)
         self.report(metrics, due, reason="epoch" if due else "")
 
     def close(self) -> None:

@@ -3,8 +3,8 @@
 Worker raylets are taken away at random (fixed seed), some after a spot notice, during
 a real search with checkpoints in S3 (SeaweedFS) and MLflow tracking; spare nodes
 replace them. Every trial must reach its last epoch with exactly the final metrics of
-an undisturbed run, with one MLflow child run each, and the trials must have counted
-every preemption.
+an undisturbed run, with one MLflow child run each, and each trial a removal interrupted
+must have counted exactly one preemption.
 """
 
 from __future__ import annotations
@@ -40,8 +40,9 @@ def test_random_node_kills_lose_nothing(s3_server, tmp_path: Path, monkeypatch: 
     finally:
         cluster.shutdown()
     assert report["kills"] == 3 and report["data_lost"] == 0 and report["trials_finished"] == 4, report
-    # A kill can land on a node whose trial is just finishing, so not every kill preempts a trial.
-    assert report["kills"] >= report["preemptions_seen_by_trials"] >= 1, report
+    # Every trial a removal interrupted counted exactly one preemption (a kill may land on a node
+    # whose trial just finished: that interrupts nothing).
+    assert report["preemptions_seen_by_trials"] == report["trials_interrupted"] >= 2, report
     _, children = runs_of(uri, "chaos-chaos")
     assert len(children) == 4 and len({c.data.tags["tuner.trial_id"] for c in children}) == 4
     assert sum(c.data.metrics["preemptions"] for c in children) == report["preemptions_seen_by_trials"]

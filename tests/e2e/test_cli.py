@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -15,6 +17,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from tests.conftest import FAST, REPO, cli_env, free_port, run_cli, start_mlflow_server, stop
+from tuner import checkpoint
 from tuner.run import available_searches
 from tuner.tracking import TAG_CHECKPOINT, TAG_PARENT, TAG_TRIAL
 
@@ -209,6 +212,46 @@ def test_killed_driver_resumes_whole_search(tmp_path: Path) -> None:
     assert_tracked(f"sqlite:///{tmp_path}/mlflow.db", "mlp", num_trials=num_samples, epochs=epochs)
 
 
+KILL_POINTS = REPO / "tests" / "e2e" / "killpoints"
+
+
+@pytest.mark.parametrize(
+    "point, nth, s3",
+    [
+        ("checkpoint_upload", 30, True),  # trial 2 is mid-way through uploading its 10th checkpoint to S3
+        ("searcher_update", 2, False),  # Optuna was just told trial 2's result; nothing about it is saved
+    ],
+)
+def test_driver_killed_at_a_precise_point_resumes(point: str, nth: int, s3: bool, s3_server, tmp_path: Path) -> None:
+    num_samples, epochs = 4, 20
+    args = long_search(tmp_path, num_samples, epochs)
+    env: dict[str, str] = {}
+    if s3:
+        bucket = s3_server.make_bucket()
+        args += ["storage=s3", f"storage.bucket={bucket}", f"storage.endpoint_url={s3_server.endpoint_url}"]
+        env = s3_server.env
+    kill_dir = tmp_path / "kill"
+    kill_dir.mkdir()
+    killed = subprocess.run(
+        [sys.executable, "-m", "tuner.run", *args], cwd=REPO, capture_output=True, text=True, timeout=300,
+        env=cli_env({**env, "PYTHONPATH": str(KILL_POINTS), "TUNER_KILL_AT": f"{point}:{nth}",
+                     "TUNER_KILL_DIR": str(kill_dir)}),
+        start_new_session=True,
+    )  # fmt: skip
+    assert killed.returncode == -signal.SIGKILL and (kill_dir / "killed").exists(), killed.stdout[-2000:]
+    finished = set(re.findall(r"trial +\d+/\d+ (\w+)  done", killed.stdout))
+    proc = run_cli(args, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = proc.stdout
+    assert "Resuming search 'mlp'" in out and f"{num_samples} of {num_samples} trials finished, 0 failed." in out
+    for trial_id in finished:
+        assert f"{trial_id}  start" not in out, f"finished trial {trial_id} was run again"
+    for trial_id in set(re.findall(r"trial +\d+/\d+ (\w+)  epoch", killed.stdout)) - finished:
+        resumed = [int(e) for e in re.findall(rf"{trial_id}  epoch +(\d+)/", out)]
+        assert not resumed or resumed[0] > 1, f"interrupted trial {trial_id} restarted from scratch"
+    assert_tracked(f"sqlite:///{tmp_path}/mlflow.db", "mlp", num_trials=num_samples, epochs=epochs)
+
+
 def test_head_loss_restores_from_the_bucket_alone(s3_server, tmp_path: Path) -> None:
     """The head dies with its disk: the same command on a new head resumes from S3 alone."""
     num_samples, epochs = 4, 25
@@ -220,3 +263,61 @@ def test_head_loss_restores_from_the_bucket_alone(s3_server, tmp_path: Path) -> 
     proc = run_cli(args, env=s3_server.env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert_resumed(proc.stdout, finished, interrupted, num_samples, epochs)
+
+
+def test_s3_outage_mid_search_loses_nothing(s3_server, tmp_path: Path) -> None:
+    """Stop the S3 server for ~30 s mid-search, start it again: training goes on, uploads resume,
+    and every trial's results and last checkpoint end up in the bucket."""
+    num_samples, epochs, outage_s = 3, 60, 30
+    bucket = s3_server.make_bucket()
+    args = [
+        *long_search(tmp_path, num_samples, epochs), "storage=s3", f"storage.bucket={bucket}",
+        f"storage.endpoint_url={s3_server.endpoint_url}", "storage.prefix=team", "checkpoint.every_epochs=2",
+        "name=outage",
+    ]  # fmt: skip
+    driver = subprocess.Popen(
+        [sys.executable, "-m", "tuner.run", *args], cwd=REPO, env=cli_env(s3_server.env),
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    lines: list[str] = []
+    epochs_during_outage = 0
+    try:
+        assert driver.stdout is not None
+        for line in driver.stdout:
+            lines.append(line)
+            if re.search(r"trial +1/\d+ \w+  epoch +3/", line):
+                break
+        s3_server.stop()
+        back_at = time.monotonic() + outage_s
+        for line in driver.stdout:  # the search goes on meanwhile
+            lines.append(line)
+            epochs_during_outage += bool(re.search(r"trial +\d+/\d+ \w+  epoch", line))
+            if time.monotonic() > back_at:
+                break
+    finally:
+        s3_server.start()  # the session's server must come back for the other tests, whatever happened
+    try:
+        lines += driver.stdout.readlines()
+        driver.wait(timeout=300)
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+    out = "".join(lines)
+    assert driver.returncode == 0, out[-3000:]
+    assert epochs_during_outage >= 5, "training stalled while S3 was down"
+    assert "WARNING checkpoint upload failed" in out and "checkpoint upload works again" in out
+    assert "Traceback" not in out, "storage errors should be one line each"
+    assert f"{num_samples} of {num_samples} trials finished, 0 failed." in out
+    # Every result and every trial's final checkpoint are in the bucket.
+    client, keys = s3_server.client(), s3_server.keys(bucket)
+    trials = sorted({k.split("/")[2] for k in keys if k.startswith("team/outage/trial_")})
+    assert len(trials) == num_samples, keys
+    for trial in trials:
+        results = client.get_object(Bucket=bucket, Key=f"team/outage/{trial}/result.json")["Body"].read().decode()
+        epochs_seen = {json.loads(r)["epoch"] for r in results.splitlines() if not json.loads(r).get("mid_epoch")}
+        assert epochs_seen == set(range(1, epochs + 1)), f"{trial}: results lost"
+        newest = max(k for k in keys if k.startswith(f"team/outage/{trial}/checkpoint_") and k.endswith("manifest.json"))
+        with tempfile.TemporaryDirectory() as directory:
+            for name in (checkpoint.MANIFEST_FILE, checkpoint.STATE_FILE):
+                client.download_file(bucket, newest.replace(checkpoint.MANIFEST_FILE, name), f"{directory}/{name}")
+            assert checkpoint.load(directory)["progress"]["epoch"] == epochs, f"{trial}: last checkpoint lost"

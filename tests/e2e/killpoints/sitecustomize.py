@@ -1,0 +1,73 @@
+"""SIGKILL a search's driver at a precise point, the way a crash or an OOM kill would land there.
+
+Loaded into every Python process of a test search (driver and Ray workers) through
+PYTHONPATH. ``TUNER_KILL_AT=POINT:N`` kills the whole process group (the driver and its
+local Ray cluster: the head is gone) the N-th time, counted across processes, that POINT
+is reached; ``TUNER_KILL_DIR`` holds the counters.
+
+- ``checkpoint_upload``: a trial is uploading a checkpoint; half its files are in storage.
+- ``searcher_update``: the driver has told the Optuna searcher a trial's result; nothing
+  about it is saved yet.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+
+POINT, _, NTH = os.environ.get("TUNER_KILL_AT", "").partition(":")
+# The first process (the driver) names its process group; Ray's processes inherit the variable.
+PGID_ENV = "TUNER_KILL_PGID"
+
+
+def _reached(point: str) -> bool:
+    """True the N-th time ``point`` is reached in any process (an O_EXCL file per arrival)."""
+    if point != POINT:
+        return False
+    for i in range(1, int(NTH) + 1):
+        try:
+            os.close(os.open(os.path.join(os.environ["TUNER_KILL_DIR"], f"{point}.{i}"), os.O_CREAT | os.O_EXCL))
+            return i == int(NTH)
+        except FileExistsError:
+            continue
+    return False
+
+
+def _kill() -> None:
+    open(os.path.join(os.environ["TUNER_KILL_DIR"], "killed"), "w").close()
+    os.killpg(int(os.environ[PGID_ENV]), signal.SIGKILL)
+
+
+def _install() -> None:
+    if POINT == "checkpoint_upload":
+        from ray.train._internal import storage
+
+        original = storage.StorageContext.persist_current_checkpoint
+
+        def persist_current_checkpoint(self, checkpoint):
+            if not _reached(POINT):
+                return original(self, checkpoint)
+            self.storage_filesystem.create_dir(self.checkpoint_fs_path)
+            first = sorted(os.listdir(checkpoint.path))[0]
+            with open(os.path.join(checkpoint.path, first), "rb") as src:
+                with self.storage_filesystem.open_output_stream(f"{self.checkpoint_fs_path}/{first}") as dst:
+                    dst.write(src.read())
+            _kill()
+
+        storage.StorageContext.persist_current_checkpoint = persist_current_checkpoint
+    elif POINT == "searcher_update":
+        from ray.tune.search.optuna import OptunaSearch
+
+        original = OptunaSearch.on_trial_complete
+
+        def on_trial_complete(self, trial_id, result=None, error=False):
+            original(self, trial_id, result=result, error=error)
+            if _reached(POINT):
+                _kill()
+
+        OptunaSearch.on_trial_complete = on_trial_complete
+
+
+if POINT:
+    os.environ.setdefault(PGID_ENV, str(os.getpgrp()))
+    _install()
