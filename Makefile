@@ -12,10 +12,17 @@ $(VENV)/.installed: pyproject.toml
 
 setup: $(VENV)/.installed
 
+# Headless Chromium renders the operations report in its test (Debian's package).
+CHROMIUM := /usr/bin/chromium
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+$(CHROMIUM):
+	$(SUDO) apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends chromium
+
 run: setup  ## the default search on this machine: make run ARGS="cluster=... storage=s3 ..."
 	$(PY) -m tuner.run +search=resnet $(ARGS)
 
-test: setup  ## the whole suite, slow multi-node tests included
+test: setup $(CHROMIUM)  ## the whole suite, slow multi-node tests included
 	$(PY) -m pytest $(ARGS)
 
 clean:

@@ -127,7 +127,10 @@ class CheckpointConfig:
     every_s: Optional[float] = None  # periodic: also after this many training seconds, mid-epoch
     min_interval_s: float = 60.0  # adaptive: bounds on the chosen interval
     max_interval_s: float = 14400.0
-    interruption_rate_per_h: Optional[float] = None  # adaptive: lambda; None = the node's Spot Advisor bucket
+    interruption_rate_per_h: Optional[float] = None  # adaptive: lambda; None = observed rate, else Spot Advisor bucket
+    observed_rates: Optional[str] = None  # adaptive: interruption_rates.csv from `python -m tuner.report`
+    min_observed_node_hours: float = 100.0  # adaptive: an observed rate is used once this many node-hours back it
+    observed_rates_per_h: dict[str, float] = field(default_factory=dict)  # "type@zone" -> lambda; the driver fills it
     assumed_instance_type: str = "g5.xlarge"  # adaptive: for nodes without an instance-type label
     final_margin_s: float = 10.0  # on a drain with a deadline: checkpoint again this long before it
     drain_poll_interval_s: float = 0.5  # how often a trial asks the GCS whether its node is draining
@@ -141,6 +144,7 @@ class CheckpointConfig:
             self.interruption_rate_per_h is None or self.interruption_rate_per_h > 0,
             "checkpoint.interruption_rate_per_h must be > 0",
         )
+        _require(self.min_observed_node_hours >= 0, "checkpoint.min_observed_node_hours must be >= 0")
 
 
 @dataclass
@@ -242,6 +246,32 @@ class BudgetConfig:
 
 
 @dataclass
+class PriceGuardConfig:
+    """Spot price limits checked during a search (``tuner.price_guard``); the cluster's max price is the hard ceiling."""
+
+    enabled: bool = False
+    interval_s: float = 300.0  # how often current spot prices are checked
+    max_usd_per_hour: dict[str, float] = field(default_factory=dict)  # per instance type
+    max_fraction_of_on_demand: Optional[float] = None  # for watched types without their own limit
+    instance_types: list[str] = field(default_factory=list)  # watched; empty = the limited types, else the cluster's
+    region: str = "us-east-1"
+    zones: list[str] = field(default_factory=list)  # empty = the whole region
+    enforce: bool = False  # keep new trials off a type while it is over its limit (a label selector)
+
+    def __post_init__(self) -> None:
+        _require(self.interval_s > 0, "price_guard.interval_s must be > 0")
+        _require(all(v > 0 for v in self.max_usd_per_hour.values()), "price_guard.max_usd_per_hour: limits must be > 0")
+        _require(
+            self.max_fraction_of_on_demand is None or self.max_fraction_of_on_demand > 0,
+            "price_guard.max_fraction_of_on_demand must be > 0",
+        )
+        _require(
+            not self.enabled or bool(self.max_usd_per_hour) or self.max_fraction_of_on_demand is not None,
+            "price_guard.enabled needs a limit: price_guard.max_usd_per_hour or price_guard.max_fraction_of_on_demand",
+        )
+
+
+@dataclass
 class Config:
     output_dir: str = "outputs"
     name: str = "${search.name}"  # experiment name: the same name resumes the same search
@@ -254,6 +284,7 @@ class Config:
     pricing: PricingConfig = field(default_factory=PricingConfig)
     cost: CostConfig = field(default_factory=CostConfig)
     budget: BudgetConfig = field(default_factory=BudgetConfig)
+    price_guard: PriceGuardConfig = field(default_factory=PriceGuardConfig)
 
     def __post_init__(self) -> None:
         _require(
@@ -262,14 +293,33 @@ class Config:
         )
 
 
+@dataclass
+class ReportConfig:
+    """``python -m tuner.report``: the spot operations report over an MLflow store."""
+
+    output_dir: str = "outputs"
+    # The store the searches logged to; the report is logged there too, as tracking.experiment_name.
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    experiments: list[str] = field(default_factory=list)  # MLflow experiments to include; empty = all
+    since_days: Optional[float] = None  # only searches started in the last N days; None = all
+    min_node_hours: float = 100.0  # a rate with fewer node-hours behind it is marked as a small sample
+    min_projection_days: float = 1.0  # the monthly projection extrapolates from at least this many days
+
+    def __post_init__(self) -> None:
+        _require(self.since_days is None or self.since_days > 0, f"since_days={self.since_days}: must be > 0")
+        _require(self.min_node_hours >= 0, "min_node_hours must be >= 0")
+        _require(self.min_projection_days > 0, "min_projection_days must be > 0")
+
+
 def register() -> None:
     """Register the schema that ``conf/config.yaml`` names first in its defaults."""
     from hydra.core.config_store import ConfigStore
 
     ConfigStore.instance().store(name="base_config", node=Config)
+    ConfigStore.instance().store(name="report_config", node=ReportConfig)
 
 
-def to_settings(cfg: DictConfig | Any) -> Config:
+def to_settings(cfg: DictConfig | Any) -> Any:
     """Resolve and instantiate the dataclasses, running every semantic check."""
     try:
         settings = OmegaConf.to_object(cfg)
@@ -277,5 +327,5 @@ def to_settings(cfg: DictConfig | Any) -> Config:
         raise
     except Exception as exc:  # omegaconf reports missing/unresolvable values here
         raise ConfigError(str(exc).splitlines()[0]) from exc
-    assert isinstance(settings, Config)
+    assert isinstance(settings, (Config, ReportConfig))
     return settings

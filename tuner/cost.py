@@ -46,6 +46,8 @@ class Interval:
     node_gpus: float
     assumed: bool = False  # no instance label: priced as the assumed type
     lost_s: float = 0.0  # seconds of this stay whose work was redone elsewhere
+    epochs: int = 0  # epoch results reported from this stay
+    preempted: bool = False  # the stay ended with the node taken away (the trial counted a preemption)
 
     @property
     def seconds(self) -> float:
@@ -174,7 +176,12 @@ class CostLedger(Callback):
             previous.end_s += lost - ledger.lost_work_s
             previous.lost_s += lost - ledger.lost_work_s
         ledger.lost_work_s = max(ledger.lost_work_s, lost)
-        ledger.preemptions = int(result.get("preemptions", ledger.preemptions))
+        preemptions = int(result.get("preemptions", ledger.preemptions))
+        if preemptions > ledger.preemptions and ledger.last_attempt and ledger.last_attempt != key:
+            ledger.intervals[ledger.last_attempt].preempted = True
+        ledger.preemptions = preemptions
+        if not result.get("mid_epoch") and result.get("epoch"):
+            interval.epochs += 1
         ledger.val_acc = max(ledger.val_acc, float(result.get("best_val_acc", result.get("val_acc", 0.0)) or 0.0))
         ledger.last_attempt = key
 
@@ -252,13 +259,14 @@ class CostLedger(Callback):
         out = io.StringIO()
         writer = csv.writer(out)
         writer.writerow(["trial_id", "node_id", "instance_type", "market", "region", "zone", "start_s", "end_s",
-                         "seconds", "share", "lost_s", "assumed", "cost_usd", "on_demand_cost_usd"])  # fmt: skip
+                         "seconds", "share", "lost_s", "assumed", "epochs", "preempted", "cost_usd",
+                         "on_demand_cost_usd"])  # fmt: skip
         for trial_id, ledger in sorted(self.trials.items()):
             for i in ledger.intervals.values():
                 p = price(i, self.prices)
                 writer.writerow([trial_id, i.node_id, i.instance_type, i.market, i.region, i.zone, f"{i.start_s:.3f}",
                                  f"{i.end_s:.3f}", f"{i.seconds:.3f}", f"{i.share:.4f}", f"{i.lost_s:.3f}", i.assumed,
-                                 "" if p is None else f"{p.cost_usd:.6f}",
+                                 i.epochs, i.preempted, "" if p is None else f"{p.cost_usd:.6f}",
                                  "" if p is None else f"{p.on_demand_cost_usd:.6f}"])  # fmt: skip
         return out.getvalue()
 

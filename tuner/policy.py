@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from tuner.config import CheckpointConfig
+from tuner.config import CheckpointConfig, ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +38,22 @@ def advisor_rate_per_h(instance_type: str, region: Optional[str] = None) -> Opti
     """Interruptions per instance-hour implied by the Spot Advisor bucket, or None if unknown."""
     bucket = _advisor().get((region or DEFAULT_REGION, instance_type))
     return None if bucket is None else BUCKET_MONTHLY_FRACTION[bucket] / HOURS_PER_MONTH
+
+
+def load_observed_rates(path: str, min_node_hours: float) -> dict[str, float]:
+    """Interruptions per node-hour by ``type@zone`` (zone ``*``: all zones) from the report's
+    interruption_rates.csv, for rows with at least ``min_node_hours`` behind them. With no
+    preemption seen, half of one is assumed so that the interval stays finite."""
+    try:
+        with open(path, newline="") as f:
+            rows = list(csv.DictReader(f))
+        return {
+            f"{row['instance_type']}@{row['zone']}": max(float(row["preemptions"]), 0.5) / float(row["node_hours"])
+            for row in rows
+            if float(row["node_hours"]) >= max(min_node_hours, 1e-9)
+        }
+    except (OSError, KeyError, ValueError) as exc:
+        raise ConfigError(f"checkpoint.observed_rates={path!r} is not a readable interruption_rates.csv ({exc})") from exc
 
 
 def young_daly_interval_s(checkpoint_cost_s: float, rate_per_h: float, lower_s: float, upper_s: float) -> float:
@@ -62,8 +78,13 @@ class CheckpointPolicy:
         rate = cfg.interruption_rate_per_h
         if rate is None and cfg.policy == "adaptive":
             itype = labels.get(node_labels.INSTANCE_TYPE, cfg.assumed_instance_type)
-            region = labels.get(node_labels.REGION)
-            rate = advisor_rate_per_h(itype, region) or advisor_rate_per_h(cfg.assumed_instance_type)
+            region, zone = labels.get(node_labels.REGION), labels.get(node_labels.ZONE, "-")
+            observed = cfg.observed_rates_per_h
+            rate = observed.get(f"{itype}@{zone}", observed.get(f"{itype}@*"))
+            if rate is not None:
+                log.info("interruption rate for %s in %s: %.3g /h observed", itype, zone, rate)
+            else:
+                rate = advisor_rate_per_h(itype, region) or advisor_rate_per_h(cfg.assumed_instance_type)
         return cls(cfg, rate)
 
     def observe_cost(self, seconds: float) -> None:

@@ -7,6 +7,7 @@ and one line that says what to fix.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import os
 import sys
@@ -84,14 +85,16 @@ def build_tuner(settings: Config, resume: bool, callbacks: list[Any], stopper: A
     from ray.tune.schedulers import ASHAScheduler
     from ray.tune.search.optuna import OptunaSearch
 
-    from tuner import storage
+    from tuner import price_guard, storage
     from tuner.trainable import train, trainable_class
 
     search = settings.search
     assert search is not None
+    bundle = {"CPU": search.resources.cpu, "GPU": search.resources.gpu}
+    guarded = settings.price_guard.enabled and settings.price_guard.enforce
     trainable = tune.with_resources(
         trainable_class(tune.with_parameters(train, workload=search.workload, checkpoint_cfg=settings.checkpoint)),
-        {"cpu": search.resources.cpu, "gpu": search.resources.gpu},
+        functools.partial(price_guard.trial_resources, bundle) if guarded else bundle,
     )
     path = storage.experiment_path(settings.storage, settings.name)
     if resume:
@@ -181,6 +184,25 @@ def summarize(
     return 0 if done else EXIT_TRIALS_FAILED
 
 
+def make_price_guard(settings: Config, tracker: Any) -> Any:
+    """The guard watches the limited types, else the given ones, else the cluster config's worker types."""
+    from tuner import pricing
+    from tuner.cluster import load_launcher_config, worker_types
+    from tuner.price_guard import PriceGuard
+
+    cfg = settings.price_guard
+    watched = cfg.instance_types or sorted(cfg.max_usd_per_hour)
+    if not watched and settings.cluster.launcher_config:
+        launcher = load_launcher_config(settings.cluster.launcher_config)
+        watched = sorted({t["node_config"]["InstanceType"] for t in worker_types(launcher).values()})
+    if not watched:
+        raise ConfigError("price_guard: nothing to watch: set price_guard.instance_types or price_guard.max_usd_per_hour")
+    cache = Path(settings.output_dir) / "price_cache"
+    prices = pricing.make_source(settings.pricing.source, cache, min(settings.pricing.cache_ttl_s, cfg.interval_s))
+    print(f"price guard: watching {', '.join(watched)} every {cfg.interval_s:g} s" + (" (enforced)" if cfg.enforce else ""))
+    return PriceGuard(cfg, prices, watched, notify=tracker.record_event if tracker else None)
+
+
 def execute(settings: Config, observers: Sequence[Any] = ()) -> int:
     """Start Ray, run (or resume) the search, report. Raises ConfigError on bad input.
 
@@ -189,7 +211,7 @@ def execute(settings: Config, observers: Sequence[Any] = ()) -> int:
     import ray
     from ray import tune
 
-    from tuner import pricing, storage
+    from tuner import policy, pricing, storage
     from tuner.cluster import connect
     from tuner.cost import BudgetStopper, CostLedger
     from tuner.console import ProgressPrinter
@@ -199,6 +221,10 @@ def execute(settings: Config, observers: Sequence[Any] = ()) -> int:
     assert search is not None
     load_space(search.space)
     storage.check(settings.storage)
+    if settings.checkpoint.observed_rates:
+        settings.checkpoint.observed_rates_per_h = policy.load_observed_rates(
+            settings.checkpoint.observed_rates, settings.checkpoint.min_observed_node_hours
+        )
     storage.keep_credentials_out_of_ray()
     storage.shorten_ray_storage_errors()
     path = storage.experiment_path(settings.storage, settings.name)
@@ -218,6 +244,8 @@ def execute(settings: Config, observers: Sequence[Any] = ()) -> int:
             callbacks.append(tracker)
         else:
             tracker = None
+    if settings.price_guard.enabled:
+        callbacks.append(make_price_guard(settings, tracker))
     print(
         f"{'Resuming' if resume else 'Starting'} search {settings.name!r}: {search.tune.num_samples} trials, "
         f"<= {search.workload.epochs} epochs each, {search.tune.max_concurrent_trials} at a time"

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import time
 from collections import deque
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -192,6 +193,14 @@ class MLflowTracker(Callback):
             tags = [RunTag(k, v) for k, v in self.ledger.trial_tags(trial.trial_id).items()]
             self._submit("log trial cost", trial, lambda rid: self.client.log_batch(rid, metrics=metrics, tags=tags))
         self._submit("close trial run", trial, lambda rid: self.client.set_terminated(rid, status))
+
+    def record_event(self, tags: dict[str, str], metrics: dict[str, float]) -> None:
+        """Tags and timestamped metrics on the parent run (e.g. price guard events)."""
+        from mlflow.entities import Metric, RunTag
+
+        now_ms = int(time.time() * 1000)
+        batch = {"metrics": [Metric(k, v, now_ms, 0) for k, v in metrics.items()], "tags": [RunTag(k, v) for k, v in tags.items()]}
+        self._submit("log event", None, lambda rid: self.client.log_batch(rid, **batch))
 
     def on_trial_complete(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
         self._finish(trial, "FINISHED")
