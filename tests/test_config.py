@@ -98,3 +98,20 @@ def test_space_must_import_and_suggest() -> None:
         load_space("search_spaces.nope:space")
     with pytest.raises(ConfigError, match="suggests no hyperparameters"):
         check_space(lambda trial: None, "x:empty")
+
+
+def test_price_guard_limits_are_typed() -> None:
+    settings = to_settings(compose_cfg("+search=mlp", "price_guard.enabled=true", "+price_guard.max_usd_per_hour={g5.xlarge:0.6}"))
+    assert settings.price_guard.max_usd_per_hour == {"g5.xlarge": 0.6}
+    with pytest.raises(ConfigCompositionException):
+        compose_cfg("+search=mlp", "+price_guard.max_usd_per_hour={g5.xlarge:cheap}")
+    with pytest.raises(ConfigError, match="needs a limit"):
+        to_settings(compose_cfg("+search=mlp", "price_guard.enabled=true"))
+
+
+def test_report_config_composes() -> None:
+    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
+        cfg = to_settings(compose(config_name="report", overrides=["since_days=7", "experiments=[resnet]"]))
+    assert cfg.since_days == 7 and cfg.experiments == ["resnet"] and cfg.tracking.experiment_name == "tuner-reports"
+    with pytest.raises(ConfigCompositionException), initialize_config_dir(config_dir=CONF, version_base="1.3"):
+        compose(config_name="report", overrides=["since_dayz=7"])

@@ -251,7 +251,7 @@ class PriceGuardConfig:
 
     enabled: bool = False
     interval_s: float = 300.0  # how often current spot prices are checked
-    max_usd_per_hour: dict[str, float] = field(default_factory=dict)  # per instance type
+    max_usd_per_hour: dict[str, float] = field(default_factory=dict)  # per type: +price_guard.max_usd_per_hour={g5.xlarge:0.6}
     max_fraction_of_on_demand: Optional[float] = None  # for watched types without their own limit
     instance_types: list[str] = field(default_factory=list)  # watched; empty = the limited types, else the cluster's
     region: str = "us-east-1"
@@ -260,7 +260,7 @@ class PriceGuardConfig:
 
     def __post_init__(self) -> None:
         _require(self.interval_s > 0, "price_guard.interval_s must be > 0")
-        _require(all(v > 0 for v in self.max_usd_per_hour.values()), "price_guard.max_usd_per_hour: limits must be > 0")
+        _require(all(v > 0 for v in (self.max_usd_per_hour or {}).values()), "price_guard.max_usd_per_hour: limits must be > 0")
         _require(
             self.max_fraction_of_on_demand is None or self.max_fraction_of_on_demand > 0,
             "price_guard.max_fraction_of_on_demand must be > 0",

@@ -266,8 +266,8 @@ class CostLedger(Callback):
                 p = price(i, self.prices)
                 writer.writerow([trial_id, i.node_id, i.instance_type, i.market, i.region, i.zone, f"{i.start_s:.3f}",
                                  f"{i.end_s:.3f}", f"{i.seconds:.3f}", f"{i.share:.4f}", f"{i.lost_s:.3f}", i.assumed,
-                                 i.epochs, i.preempted, "" if p is None else f"{p.cost_usd:.6f}",
-                                 "" if p is None else f"{p.on_demand_cost_usd:.6f}"])  # fmt: skip
+                                 i.epochs, i.preempted, "" if p is None else f"{p.cost_usd:.8g}",
+                                 "" if p is None else f"{p.on_demand_cost_usd:.8g}"])  # fmt: skip
         return out.getvalue()
 
     def plot(self, path: str) -> None:

@@ -67,6 +67,7 @@ class PriceGuard(Callback):
         self.cfg, self.prices, self.watched, self.notify, self.clock = cfg, prices, watched, notify, clock
         self.last_check_s: Optional[float] = None
         self.blocked: set[str] = set()
+        self.last_checks: list[PriceCheck] = []
         self.events: list[dict[str, Any]] = []
         _BLOCKED.clear()
 
@@ -74,8 +75,9 @@ class PriceGuard(Callback):
         return {k: v for k, v in self.__dict__.items() if k not in ("prices", "notify", "clock")}
 
     def limit(self, instance_type: str) -> Optional[float]:
-        if instance_type in self.cfg.max_usd_per_hour:
-            return self.cfg.max_usd_per_hour[instance_type]
+        limits = self.cfg.max_usd_per_hour or {}
+        if instance_type in limits:
+            return limits[instance_type]
         if self.cfg.max_fraction_of_on_demand is not None:
             on_demand = self.prices.on_demand(instance_type, self.cfg.region)
             return None if on_demand is None else on_demand * self.cfg.max_fraction_of_on_demand
@@ -94,7 +96,7 @@ class PriceGuard(Callback):
         """Check every watched type now; block and unblock; record what changed."""
         now = self.clock()
         self.last_check_s = now
-        checks = [PriceCheck(t, self.current(t, now), self.limit(t)) for t in self.watched]
+        checks = self.last_checks = [PriceCheck(t, self.current(t, now), self.limit(t)) for t in self.watched]
         for c in checks:
             if c.over and c.instance_type not in self.blocked:
                 self.blocked.add(c.instance_type)

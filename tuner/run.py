@@ -191,7 +191,7 @@ def make_price_guard(settings: Config, tracker: Any) -> Any:
     from tuner.price_guard import PriceGuard
 
     cfg = settings.price_guard
-    watched = cfg.instance_types or sorted(cfg.max_usd_per_hour)
+    watched = cfg.instance_types or sorted(cfg.max_usd_per_hour or {})
     if not watched and settings.cluster.launcher_config:
         launcher = load_launcher_config(settings.cluster.launcher_config)
         watched = sorted({t["node_config"]["InstanceType"] for t in worker_types(launcher).values()})

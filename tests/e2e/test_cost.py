@@ -1,17 +1,21 @@
-"""The cost ledger end to end: labelled nodes, the real driver, MLflow child costs add up to the parent's."""
+"""The cost ledger, the price guard and the operations report end to end: labelled nodes, the real
+driver, MLflow child costs add up to the parent's."""
 
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
 from ray.cluster_utils import Cluster
 
+from tests.conftest import REPO
 from tests.e2e.test_cli import runs_of
 from tuner.chaos import experiment
-from tuner.config import BudgetConfig, ClusterConfig, Config, TrackingConfig
+from tuner.config import BudgetConfig, ClusterConfig, Config, PriceGuardConfig, TrackingConfig
 from tuner.labels import INSTANCE_TYPE, MARKET, REGION, ZONE
 from tuner.run import execute
 
@@ -76,3 +80,39 @@ def test_budget_stops_starting_trials(labelled_cluster, tmp_path: Path, capsys) 
     assert "budget: stopped at $" in out
     started = int(re.search(r"\d+ of (\d+) trials finished", out).group(1))
     assert started < 8  # no new trials once the budget was reached
+
+
+def test_price_guard_keeps_new_trials_off_an_expensive_type_and_the_report_reads_it_all(
+    labelled_cluster, tmp_path: Path, capsys
+) -> None:
+    """g5.xlarge is over its limit from the start: every trial runs on g6.xlarge. A second, unguarded
+    search uses both types; `python -m tuner.report` then reads both searches from the store."""
+    guard = PriceGuardConfig(enabled=True, max_usd_per_hour={"g5.xlarge": 0.01}, enforce=True, interval_s=60)
+    assert execute(settings(tmp_path, labelled_cluster.address, price_guard=guard)) == 0
+    out = capsys.readouterr().out
+    assert "price guard: watching g5.xlarge every 60 s (enforced)" in out
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    (guarded,), children = runs_of(uri, "costed")
+    assert {c.data.tags["tuner.instance_types"] for c in children} == {"g6.xlarge"}
+    assert re.match(r"over: \$0\.4\d+/h vs limit \$0\.0100/h", guarded.data.tags["tuner.price_guard.g5.xlarge"])
+    assert guarded.data.metrics["price_guard_over.g5.xlarge"] == 1.0
+
+    second = settings(tmp_path, labelled_cluster.address)
+    second.name = f"{second.name}-2"
+    assert execute(second) == 0
+    proc = subprocess.run(
+        [sys.executable, "-m", "tuner.report", f"tracking.tracking_uri={uri}", f"output_dir={tmp_path / 'report'}",
+         f"tracking.artifact_location={tmp_path / 'mlartifacts'}"],
+        cwd=REPO, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    client = MlflowClient(tracking_uri=uri)
+    parents = [r for r in runs_of(uri, "costed")[0]]
+    assert len(parents) == 2
+    total = sum(p.data.metrics["cost_usd"] for p in parents)
+    (report_run,) = client.search_runs([client.get_experiment_by_name("tuner-reports").experiment_id])
+    assert report_run.data.metrics["cost_usd"] == pytest.approx(total, rel=1e-4)
+    assert report_run.data.metrics["searches"] == 2
+    rates = (tmp_path / "report" / "interruption_rates.csv").read_text()
+    assert "g6.xlarge,use1-az2," in rates and "g5.xlarge,use1-az1," in rates
+    assert re.search(r"g6\.xlarge +use1-az2 +\d+ +[\d.]+ +0 +0\.0000 +small", proc.stdout), proc.stdout
