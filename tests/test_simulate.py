@@ -1,0 +1,85 @@
+"""The spot-market simulator on hand-made markets (exact numbers) and on the shipped real traces."""
+
+from __future__ import annotations
+
+import pytest
+
+from tuner.config import CampaignProfile, StrategyConfig
+from tuner.simulate import evaluate, interruption_rate_per_h, replay
+from tuner.traces import MARKETS, Market, ZoneTrace, aws_v100, cluster_events, gcp_h100
+
+TICK_S = 600.0
+PROFILE = CampaignProfile(trials=1, epochs=6, epoch_s=600.0, checkpoint_s=0.0, restart_s=0.0, concurrency=1)
+PERIODIC = dict(checkpoint="periodic", every_s=1500.0, zones="one", fallback=False)
+
+
+def market(*zones: tuple[str, float]) -> Market:
+    """Zones from strings of 1 (available) / 0, at a spot price; on-demand $3/h."""
+    traces = [ZoneTrace(f"z{i}", [c == "1" for c in avail], [price] * len(avail), 3.0) for i, (avail, price) in enumerate(zones)]
+    return Market("hand", "test GPU", TICK_S, 0.0, traces, notice_s=120.0)
+
+
+def test_undisturbed_campaign_costs_exactly_its_gpu_hours_at_spot() -> None:
+    out = replay(market(("1" * 10, 1.0)), PROFILE, StrategyConfig(**PERIODIC), 0)
+    assert out.cost_usd == pytest.approx(1.0) and out.on_demand_cost_usd == pytest.approx(3.0)  # 1 GPU-hour
+    assert out.makespan_s == pytest.approx(3600) and out.preemptions == 0 and out.vs_ideal == pytest.approx(1.0)
+
+
+def test_preemption_without_notice_loses_the_work_since_the_last_checkpoint() -> None:
+    # Available 3 ticks (1800 s trained, checkpoint at 1500 s), gone 2 ticks, back.
+    m = market(("1110011111", 1.0))
+    out = replay(m, PROFILE, StrategyConfig(notice=False, **PERIODIC), 0)
+    assert out.preemptions == 1 and out.lost_work_s == pytest.approx(300.0)
+    assert out.makespan_s == pytest.approx(5 * TICK_S + 2100)  # 3 ticks, 2 waiting, then 1800 + 300 redone
+    assert out.cost_usd == pytest.approx((1800 + 2100) / 3600)  # paid while running, not while waiting
+    with_notice = replay(m, PROFILE, StrategyConfig(notice=True, **PERIODIC), 0)
+    assert with_notice.lost_work_s == 0 and with_notice.makespan_s == pytest.approx(5 * TICK_S + 1800)
+
+
+def test_checkpoint_writes_and_restarts_take_time() -> None:
+    profile = CampaignProfile(trials=1, epochs=6, epoch_s=600.0, checkpoint_s=60.0, restart_s=120.0, concurrency=1)
+    out = replay(market(("1" * 10, 1.0)), profile, StrategyConfig(**PERIODIC), 0)
+    assert out.makespan_s == pytest.approx(120 + 3600 + 2 * 60)  # checkpoints at 1500 s and 3000 s of training
+
+
+def test_diversification_moves_to_the_cheapest_zone_with_capacity() -> None:
+    m = market(("1100000000", 1.0), ("1111111111", 2.0))
+    one = replay(m, PROFILE, StrategyConfig(**PERIODIC), 0)
+    assert one.makespan_s > 6 * TICK_S and not one.met_deadline  # waits for its zone: never back in this trace...
+    all_zones = replay(m, PROFILE, StrategyConfig(**{**PERIODIC, "zones": "all"}), 0)
+    assert all_zones.preemptions == 1 and all_zones.makespan_s == pytest.approx(2 * TICK_S + 2400)
+    assert all_zones.cost_usd == pytest.approx(1200 / 3600 * 1.0 + 2400 / 3600 * 2.0)
+
+
+def test_fallback_to_on_demand_keeps_the_deadline() -> None:
+    m = market(("1000000000000000", 1.0))
+    late = replay(m, PROFILE, StrategyConfig(**PERIODIC), 0)
+    kept = replay(m, PROFILE, StrategyConfig(**{**PERIODIC, "fallback": True, "deadline_factor": 1.5}), 0)
+    assert kept.met_deadline and kept.on_demand_s > 0 and kept.makespan_s <= 1.5 * 3600
+    assert kept.cost_usd > late.cost_usd  # on-demand is dearer, but the campaign ends in time
+
+
+def test_interruption_rate_from_the_trace_before_the_start() -> None:
+    m = market(("10" * 100, 1.0))  # a drop every other tick: 1 per 600 available seconds
+    assert interruption_rate_per_h(m, 0, 150) == pytest.approx(6.0, rel=0.05)
+
+
+def test_real_traces_load_as_published() -> None:
+    aws, gcp, events = aws_v100(), gcp_h100(), cluster_events()
+    assert [z.name for z in aws.zones] == ["us-east-1a", "us-east-2a", "us-west-2b"] and aws.ticks == 20158
+    assert aws.tick_s == pytest.approx(195, abs=2) and aws.zones[0].on_demand_usd_per_gpu_hour == 3.06
+    assert len(gcp.zones) == 7 and gcp.tick_s == 600 and (aws.notice_s, gcp.notice_s) == (120, 30)
+    us_central = next(z for z in gcp.zones if z.name == "us-central1-b")
+    assert us_central.on_demand_usd_per_gpu_hour == pytest.approx(82.52543396 / 8)
+    assert 0.9 < sum(us_central.available) / len(us_central.available) < 0.92  # 1 = preempted, inverted
+    assert len(events.zones) <= 40 and events.capacity_per_zone == 1
+    assert max(sum(z.available[k] for z in events.zones) for k in range(events.ticks)) <= 32
+
+
+def test_default_strategy_captures_most_of_the_savings_on_every_market() -> None:
+    """Issue #7's savings target, on the shipped traces, for the default resnet campaign profile."""
+    for name, build in MARKETS.items():
+        s = evaluate(build(), CampaignProfile(), StrategyConfig(), starts=48)
+        assert s.vs_ideal <= 1.10 and s.makespan_ratio <= 1.25 and s.met_deadline_pct == 100, (name, s.row())
+    assert evaluate(aws_v100(), CampaignProfile(), StrategyConfig(), 48).savings_pct >= 63
+    assert evaluate(gcp_h100(), CampaignProfile(), StrategyConfig(), 48).savings_pct >= 70
