@@ -32,6 +32,7 @@ def test_preemption_without_notice_loses_the_work_since_the_last_checkpoint() ->
     assert out.preemptions == 1 and out.lost_work_s == pytest.approx(300.0)
     assert out.makespan_s == pytest.approx(5 * TICK_S + 2100)  # 3 ticks, 2 waiting, then 1800 + 300 redone
     assert out.cost_usd == pytest.approx((1800 + 2100) / 3600)  # paid while running, not while waiting
+    assert out.recovery_s == pytest.approx(2 * TICK_S)  # waited two ticks for the zone
     with_notice = replay(m, PROFILE, StrategyConfig(notice=True, **PERIODIC), 0)
     assert with_notice.lost_work_s == 0 and with_notice.makespan_s == pytest.approx(5 * TICK_S + 1800)
 

@@ -363,3 +363,73 @@ def node_chaos(
         "lost_work_s": round(sum(r.get("lost_work_s", 0.0) for r in last.values()), 2),
         "data_lost": len(lost),
     }
+
+
+class TraceInjector:
+    """Worker nodes that come and go as a spot trace says, time-compressed (runs in the main thread).
+
+    Zone ``i`` of ``market`` is one node slot (capacity 1): while the trace says available,
+    a node of ``num_cpus`` is up there; when it turns unavailable the node is taken away,
+    after a notice ``notice_ticks`` ticks ahead if given. A tick of the trace lasts
+    ``tick_s`` real seconds. Nodes are added from the calling thread: Ray's node start
+    needs the main thread.
+    """
+
+    def __init__(self, chaos: NodeChaos, market: Any, zones: list[int], first_tick: int, tick_s: float,
+                 notice_ticks: Optional[int] = None, num_cpus: int = 1) -> None:  # fmt: skip
+        self.chaos, self.market, self.zones, self.first_tick = chaos, market, zones, first_tick
+        self.tick_s, self.notice_ticks, self.num_cpus = tick_s, notice_ticks, num_cpus
+        self.node_of: dict[int, str] = {}
+        self.pending: dict[int, float] = {}  # zone -> removal time of a node under notice
+        self.removals = 0
+
+    def available(self, zone: int, tick: int) -> bool:
+        trace = self.market.zones[zone].available
+        return tick >= len(trace) or trace[tick]
+
+    def start(self) -> None:
+        """The nodes of the zones available at the first tick."""
+        for zone in self.zones:
+            if self.available(zone, self.first_tick):
+                self.node_of[zone] = self.chaos.add_node(num_cpus=self.num_cpus).node_id
+
+    def run(self, ticks: int, stop: threading.Event) -> None:
+        """Follow ``ticks`` ticks of the trace from the first (absolute schedule: node starts take time)."""
+        origin = time.monotonic()
+        for step in range(1, ticks + 1):
+            tick = self.first_tick + step
+            while (wait := origin + step * self.tick_s - time.monotonic()) > 0:
+                self._remove_due()
+                if stop.wait(min(wait, 0.05)):
+                    return
+            self._remove_due()
+            for zone in self.zones:
+                up, noticed = zone in self.node_of, zone in self.pending
+                if up and not noticed and not self.available(zone, tick):
+                    self._take(zone, "killed")  # no notice (or none in time)
+                elif up and not noticed and self.notice_ticks and not self.available(zone, tick + self.notice_ticks) \
+                        and all(self.available(zone, tick + d) for d in range(self.notice_ticks)):
+                    node_id = self.node_of[zone]
+                    self.chaos.nodes[node_id].metadata.terminate_at = time.time() + self.notice_ticks * self.tick_s
+                    self.chaos.log.append({"event": "notice", "node_id": node_id, "time_s": time.time()})
+                    self.pending[zone] = time.monotonic() + self.notice_ticks * self.tick_s
+                elif not up and self.available(zone, tick):
+                    self.node_of[zone] = self.chaos.add_node(num_cpus=self.num_cpus).node_id
+
+    def _remove_due(self) -> None:
+        for zone, at in list(self.pending.items()):
+            if time.monotonic() >= at:
+                del self.pending[zone]
+                self._take(zone, "preempted")
+
+    def _take(self, zone: int, how: str) -> None:
+        node_id = self.node_of.pop(zone)
+        self.chaos._remove(node_id, how)
+        self.removals += 1
+
+    def restore_all(self) -> None:
+        """Every zone up again (after the traced window): the campaign may finish."""
+        self._remove_due()
+        for zone in self.zones:
+            if zone not in self.node_of and zone not in self.pending:
+                self.node_of[zone] = self.chaos.add_node(num_cpus=self.num_cpus).node_id

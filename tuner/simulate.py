@@ -45,6 +45,8 @@ class Stream:
     on_demand_s: float = 0.0
     preemptions: int = 0
     lost_s: float = 0.0
+    preempted_at_s: Optional[float] = None  # when the last preemption hit, until training resumes
+    recovery_s: float = 0.0  # waiting for capacity + restarting, summed over preemptions
 
 
 @dataclass
@@ -60,6 +62,7 @@ class Outcome:
     lost_work_s: float
     on_demand_s: float
     met_deadline: bool
+    recovery_s: float = 0.0
 
     @property
     def savings_pct(self) -> float:
@@ -183,6 +186,7 @@ def replay(market: Market, profile: CampaignProfile, strategy: StrategyConfig, s
                 s.work_left_s += lost
                 s.lost_s += lost
                 s.since_checkpoint_s, s.restart_left_s, s.debt_s, s.mode = 0.0, 0.0, 0.0, "wait"
+                s.preempted_at_s = t
                 used_by[s.zone] -= 1
             slowdown = 1.0 + profile.checkpoint_s / s.interval_s
             slack_s = deadline_s - (t + dt + profile.restart_s + s.work_left_s * slowdown)
@@ -202,7 +206,11 @@ def replay(market: Market, profile: CampaignProfile, strategy: StrategyConfig, s
                         if strategy.checkpoint == "adaptive":
                             s.interval_s = _checkpoint_interval_s(profile, strategy, market, s.zone, tick)
             if s.mode in ("start", "run", "on_demand"):
+                restart_before_s = s.restart_left_s
                 used = _advance(s, dt, profile)
+                if s.preempted_at_s is not None and s.restart_left_s <= 0:
+                    s.recovery_s += t + restart_before_s - s.preempted_at_s  # training again from here
+                    s.preempted_at_s = None
                 if s.mode == "on_demand":
                     price = on_demand_price
                     s.on_demand_s += used
@@ -227,6 +235,7 @@ def replay(market: Market, profile: CampaignProfile, strategy: StrategyConfig, s
         ideal_usd=work_h * ideal_price, makespan_s=makespan_s, on_demand_makespan_s=on_demand_makespan_s,
         preemptions=sum(s.preemptions for s in streams), lost_work_s=sum(s.lost_s for s in streams),
         on_demand_s=sum(s.on_demand_s for s in streams), met_deadline=makespan_s <= deadline_s + 1e-6,
+        recovery_s=sum(s.recovery_s for s in streams),
     )  # fmt: skip
 
 

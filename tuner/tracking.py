@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import threading
 import time
 from collections import deque
 from pathlib import Path
@@ -29,6 +30,7 @@ TAG_CHECKPOINT = "tuner.checkpoint"
 TAG_PARENT = "mlflow.parentRunId"
 # Numeric results worth a chart; Tune's bookkeeping fields are left out.
 EPOCH_KEYS = ("train_loss", "val_loss", "val_acc", "best_val_acc", "lr", "epoch_time_s", "train_time_s")
+RETRY_S = 2.0  # while MLflow is unreachable, the sender tries again this often
 INTERRUPTION_KEYS = ("preemptions", "restarts", "lost_work_s", "recovery_s", "checkpoint_interval_s")
 
 
@@ -62,12 +64,16 @@ class MLflowTracker(Callback):
         self.parent_id: Optional[str] = None
         self.experiment_id: Optional[str] = None
         self._children: dict[str, str] = {}
-        # Updates wait here, in order, while the server is unreachable; sent when it is back.
+        # Updates wait here, in order, until the sender thread gets them through (the driver's loop never
+        # waits on MLflow); while the server is unreachable they stay, and go when it is back.
         self._outbox: deque[tuple[str, Optional[Trial], Callable[[str], Any]]] = deque()
         self._down = False
+        self._sender: Optional[threading.Thread] = None
+        self._wake = threading.Event()
+        self._stopping = False
 
     def __getstate__(self) -> dict[str, Any]:  # Tune pickles its callbacks with the experiment
-        return {**self.__dict__, "client": None, "_outbox": deque()}
+        return {**self.__dict__, "client": None, "_outbox": deque(), "_sender": None, "_wake": None}
 
     # -- plumbing ---------------------------------------------------------------
     @property
@@ -80,7 +86,24 @@ class MLflowTracker(Callback):
         if self.client is None:
             return
         self._outbox.append((what, trial, op))
-        self._flush()
+        if self._sender is None:
+            self._flush()
+        else:
+            self._wake.set()
+
+    def _send(self) -> None:
+        """The sender thread: flush on every new update, retry every RETRY_S while the server is down."""
+        while not self._stopping:
+            self._wake.wait(RETRY_S)
+            self._wake.clear()
+            self._flush()
+
+    def _stop_sender(self) -> None:
+        if self._sender is not None:
+            self._stopping = True
+            self._wake.set()
+            self._sender.join()
+            self._sender = None
 
     def _flush(self) -> bool:
         while self._outbox:
@@ -135,6 +158,8 @@ class MLflowTracker(Callback):
             self._submit("log search params", None, lambda rid: self._log_params(rid, self.params))
         else:
             self._submit("reopen search run", None, lambda rid: client.update_run(rid, status="RUNNING"))
+        self._sender = threading.Thread(target=self._send, name="mlflow-sender", daemon=True)
+        self._sender.start()
         return True
 
     def _find_parent(self) -> Optional[str]:
@@ -214,6 +239,7 @@ class MLflowTracker(Callback):
             return
         import tempfile
 
+        self._stop_sender()  # what is still queued goes out now, in order, from this thread
         from mlflow.entities import Metric
 
         metrics = [Metric(k, float(v), 0, 0) for k, v in summary.items()]

@@ -1,0 +1,133 @@
+"""Overhead: the platform against plain Ray Tune + OptunaSearch on the same search and seed.
+
+    python scripts/bench_overhead.py [--repeats 3] [--trials 8] [--epochs 20]
+
+Both run on one local Ray cluster (started once), alternating, `--repeats` times each:
+- plain: a function trainable that trains the same model (``tuner.training.Trial``) and
+  reports every epoch with a checkpoint; Tune's OptunaSearch (TPE, same seed) and ASHA;
+  no callbacks.
+- platform: ``tuner.run.execute``: the same search plus the drain watcher and heartbeats
+  in every trial, the cost ledger, progress lines and MLflow tracking (one sqlite store,
+  its tables created once beforehand, untimed).
+Each wall time covers connecting to the cluster, the search and the summary. Prints
+JSON with the median of each and their ratio (target <= 1.05).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import ray
+from ray.cluster_utils import Cluster
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from tuner import checkpoint  # noqa: E402
+from tuner.chaos import experiment  # noqa: E402
+from tuner.config import ClusterConfig, Config, TrackingConfig  # noqa: E402
+from tuner.run import execute, load_space  # noqa: E402
+from mlflow.tracking import MlflowClient  # noqa: E402
+
+
+def plain_train(config: dict[str, Any], workload: Any) -> None:
+    """What a user writes without the platform: train, report, checkpoint every epoch."""
+    import torch
+    from ray import tune
+
+    from tuner.data import load
+    from tuner.training import Trial
+
+    torch.set_num_threads(1)
+    trial = Trial(config, workload, load(workload.data), torch.device("cpu"))
+    ckpt = tune.get_checkpoint()
+    if ckpt is not None:
+        with ckpt.as_directory() as directory:
+            trial.load_state(checkpoint.load(directory))
+    while not trial.done:
+        metrics = trial.run_epoch(lambda: None)
+        with tempfile.TemporaryDirectory() as directory:
+            checkpoint.save(directory, trial.state())
+            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(directory))
+
+
+def plain(cfg: Config, address: str) -> float:
+    from optuna.samplers import TPESampler
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler
+    from ray.tune.search.optuna import OptunaSearch
+
+    search = cfg.search
+    started = time.perf_counter()
+    ray.init(address=address, logging_level="ERROR", log_to_driver=False)
+    tuner = tune.Tuner(
+        tune.with_resources(tune.with_parameters(plain_train, workload=search.workload), {"cpu": 1}),
+        tune_config=tune.TuneConfig(
+            metric=search.metric, mode=search.mode, num_samples=search.tune.num_samples,
+            max_concurrent_trials=search.tune.max_concurrent_trials,
+            search_alg=OptunaSearch(space=load_space(search.space), metric=search.metric, mode=search.mode,
+                                    sampler=TPESampler(seed=search.searcher.seed, n_startup_trials=search.searcher.n_startup_trials)),
+            scheduler=ASHAScheduler(time_attr="epoch", max_t=search.workload.epochs, grace_period=search.scheduler.grace_period,
+                                    reduction_factor=search.scheduler.reduction_factor),
+        ),
+        run_config=tune.RunConfig(name=cfg.name, storage_path=cfg.storage.path, verbose=0,
+                                  checkpoint_config=tune.CheckpointConfig(num_to_keep=cfg.run.num_to_keep)),
+    )  # fmt: skip
+    results = tuner.fit()
+    assert not results.errors, results.errors
+    ray.shutdown()
+    return time.perf_counter() - started
+
+
+def platform(cfg: Config) -> float:
+    started = time.perf_counter()
+    assert execute(cfg) == 0
+    return time.perf_counter() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--trials", type=int, default=8)
+    parser.add_argument("--epochs", type=int, default=20)
+    args = parser.parse_args()
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 2})
+    walls: dict[str, list[float]] = {"plain": [], "platform": []}
+    try:
+        with tempfile.TemporaryDirectory() as root, contextlib.redirect_stdout(sys.stderr):
+            store = f"sqlite:///{root}/mlflow.db"
+            MlflowClient(tracking_uri=store).search_experiments()  # creates the store's tables: once per store, untimed
+            for i in range(args.repeats):
+                def cfg(kind: str) -> Config:
+                    c = experiment(
+                        f"{kind}{i}", f"{root}/{kind}{i}", args.epochs, space="search_spaces.mlp:space", model="mlp",
+                        num_samples=args.trials, concurrency=2, output_dir=f"{root}/{kind}{i}",
+                        cluster=ClusterConfig(address=cluster.address),
+                        tracking=TrackingConfig(tracking_uri=store, experiment_name=f"{kind}{i}", artifact_location=f"{root}/art"),
+                    )  # fmt: skip
+                    c.search.scheduler.grace_period, c.search.scheduler.reduction_factor = 2, 2  # ASHA on, as in the searches
+                    return c
+
+                walls["plain"].append(plain(cfg("plain"), cluster.address))
+                walls["platform"].append(platform(cfg("platform")))
+    finally:
+        cluster.shutdown()
+    medians = {k: statistics.median(v) for k, v in walls.items()}
+    print(json.dumps({
+        **vars(args), "search": "mlp (digits), TPE seed 0 + ASHA, 2 trials at a time, 1 CPU each",
+        "walls_s": {k: [round(x, 2) for x in v] for k, v in walls.items()},
+        "median_s": {k: round(v, 2) for k, v in medians.items()},
+        "platform_vs_plain": round(medians["platform"] / medians["plain"], 3),
+        "target": 1.05,
+    }, indent=1))  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,101 @@
+"""The simulator against reality: worker nodes come and go as the real 32-node spot trace says
+(time-compressed), under a real search through the CLI; the simulator, given the same trace
+window and campaign profile, must predict the preemptions and the time they cost within 20 %."""
+
+from __future__ import annotations
+
+import re
+import statistics
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+from ray.cluster_utils import Cluster
+
+from tests.conftest import REPO, cli_env
+from tests.e2e.test_cli import runs_of
+from tuner.chaos import NodeChaos, TraceInjector
+from tuner.cluster import FAST_FAILURE_DETECTION
+from tuner.config import CampaignProfile, StrategyConfig
+from tuner.simulate import replay
+from tuner.traces import Market, ZoneTrace, cluster_events
+
+pytestmark = pytest.mark.slow
+
+SLOTS = [10, 9]  # two node slots of the trace: 5 drops between ticks 40 and 165, well apart
+FIRST_TICK, TICKS = 40, 125
+TICK_S = 1.0  # one minute of the trace per second
+EPOCHS = 240  # ResNet-8 epochs per trial (~0.4 s each here): the trials outlast the traced window
+# Restart = a replacement node's raylet up, the trial scheduled there, its process started and its
+# checkpoint restored: calibrated on this 2-core machine (scripts/bench_preemption.py measures it).
+RESTART_S = 9.0
+TOLERANCE = 0.20
+
+
+def window(market: Market) -> Market:
+    """The traced slots over the window, then up for good (as the injector leaves them)."""
+    zones = [
+        ZoneTrace(z.name, z.available[FIRST_TICK : FIRST_TICK + TICKS + 1] + [True] * 100_000, [1.0] * (TICKS + 100_001), 3.0)
+        for z in (market.zones[i] for i in SLOTS)
+    ]
+    return Market("window", market.gpu, TICK_S, 0.0, zones, notice_s=0.0, capacity_per_zone=1)
+
+
+def test_simulator_predicts_the_measured_preemptions_and_lost_time(tmp_path: Path) -> None:
+    market = cluster_events()
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "_system_config": FAST_FAILURE_DETECTION})
+    chaos = NodeChaos(cluster)
+    injector = TraceInjector(chaos, market, SLOTS, FIRST_TICK, TICK_S)
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    try:
+        injector.start()
+        driver = subprocess.Popen(
+            [sys.executable, "-m", "tuner.run", "+search=resnet", "search.space=search_spaces.fixed:resnet8",
+             "search.tune.num_samples=2", "search.tune.max_concurrent_trials=2", f"search.workload.epochs={EPOCHS}",
+             f"search.scheduler.grace_period={EPOCHS}", f"cluster.address={cluster.address}", f"output_dir={tmp_path}",
+             "run.max_failures=-1", "name=validation"],
+            cwd=REPO, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )  # fmt: skip
+        lines: list[str] = []
+        started, done = threading.Event(), threading.Event()
+
+        def read() -> None:
+            assert driver.stdout is not None
+            for line in driver.stdout:
+                lines.append(line)
+                if len(re.findall(r"trial +\d+/2 \w+  start", "".join(lines))) == 2:
+                    started.set()
+            done.set()
+
+        threading.Thread(target=read, daemon=True).start()
+        assert started.wait(120), "".join(lines)[-2000:]
+        injector.run(TICKS, stop=done)  # the trace clock starts with the trials
+        injector.restore_all()
+        driver.wait(timeout=600)
+    finally:
+        chaos.close()
+        cluster.shutdown()
+    out = "".join(lines)
+    assert driver.returncode == 0, out[-3000:]
+    assert "2 of 2 trials finished, 0 failed." in out
+
+    client = MlflowClient(tracking_uri=uri)
+    _, children = runs_of(uri, "validation")
+    measured = {key: sum(c.data.metrics.get(key, 0.0) for c in children) for key in ("preemptions", "lost_work_s", "recovery_s")}
+    epoch_s = statistics.median(
+        m.value for c in children for m in client.get_metric_history(c.info.run_id, "epoch_time_s")
+    )  # fmt: skip
+    profile = CampaignProfile(trials=2, epochs=EPOCHS, epoch_s=epoch_s, checkpoint_s=0.0, restart_s=RESTART_S, concurrency=2)
+    strategy = StrategyConfig(checkpoint="periodic", every_s=epoch_s, notice=False, zones="all", fallback=False)
+    predicted = replay(window(market), profile, strategy, 0)
+    report = {"measured": measured, "predicted": {"preemptions": predicted.preemptions, "lost_work_s": predicted.lost_work_s,
+              "recovery_s": predicted.recovery_s}, "removals": injector.removals, "epoch_s": epoch_s}  # fmt: skip
+    print(report)
+    assert injector.removals == 5, report
+    assert abs(measured["preemptions"] - predicted.preemptions) <= TOLERANCE * predicted.preemptions, report
+    lost_measured = measured["lost_work_s"] + measured["recovery_s"]
+    lost_predicted = predicted.lost_work_s + predicted.recovery_s
+    assert abs(lost_measured - lost_predicted) <= TOLERANCE * lost_predicted, report

@@ -1,0 +1,39 @@
+"""``python -m tuner.plan`` end to end: the table, the plot, the CSV and the MLflow run; bad input."""
+
+from __future__ import annotations
+
+import csv
+import subprocess
+import sys
+from pathlib import Path
+
+from mlflow.tracking import MlflowClient
+
+from tests.conftest import REPO, cli_env
+
+
+def test_plan_cli_writes_tables_plot_and_mlflow_run(tmp_path: Path) -> None:
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    proc = subprocess.run(
+        [sys.executable, "-m", "tuner.plan", f"output_dir={tmp_path}", "starts=4", f"tracking.tracking_uri={uri}"],
+        cwd=tmp_path, env=cli_env(), capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    for market in ("aws-v100", "gcp-h100", "aws-p3-32node"):
+        assert f"\n{market} (" in proc.stdout
+    rows = list(csv.DictReader((tmp_path / "plan.csv").open()))
+    assert len(rows) == 3 * 5 and {r["strategy"] for r in rows} >= {"spot-naive", "platform"}
+    assert (tmp_path / "plan.png").stat().st_size > 10_000
+    client = MlflowClient(tracking_uri=uri)
+    (run,) = client.search_runs([client.get_experiment_by_name("tuner-plans").experiment_id])
+    assert run.data.params["profile.trials"] == "64" and "aws-v100.platform.savings_pct" in run.data.metrics
+    assert {a.path for a in client.list_artifacts(run.info.run_id)} == {"plan.csv", "plan.png"}
+
+
+def test_plan_bad_input_is_one_line(tmp_path: Path) -> None:
+    for args, message in ((["markets=[nope]"], "markets=['nope']: choose from"),
+                          (["profile.trials=0"], "profile: trials, epochs, concurrency must be > 0"),
+                          (["profile.trails=3"], "Key 'trails' not in 'CampaignProfile'")):  # fmt: skip
+        proc = subprocess.run([sys.executable, "-m", "tuner.plan", f"output_dir={tmp_path}", "tracking=none", *args],
+                              cwd=REPO, env=cli_env(), capture_output=True, text=True, timeout=120)  # fmt: skip
+        assert proc.returncode != 0 and message in proc.stderr, proc.stderr[-1000:]
