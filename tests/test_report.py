@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tuner.config import CheckpointConfig, ReportConfig, TrackingConfig
+from tuner.config import CheckpointConfig, ConfigError, ReportConfig, TrackingConfig
 from tuner.policy import CheckpointPolicy, advisor_rate_per_h, load_observed_rates
 from tuner.report import ANY_ZONE, LEDGER_ARTIFACT, RATES_CSV, run_report
 from tuner.tracking import TAG_EXPERIMENT
@@ -95,7 +95,7 @@ def test_experiment_and_window_filters(store: str, tmp_path: Path) -> None:
     assert [s.experiment for s in only_mlp.searches] == ["mlp"] and only_mlp.cost_usd == pytest.approx(0.40)
     assert only_mlp.span_days == 1.0  # one search of an hour: the projection's floor
     assert run_report(report_cfg(tmp_path, store, since_days=0.5)).searches == []  # both started days ago
-    with pytest.raises(Exception, match=r"experiments=\['nope'\]: not in"):
+    with pytest.raises(ConfigError, match=r"experiments=\[.nope.\]: not in"):
         run_report(report_cfg(tmp_path, store, experiments=["nope"]))
 
 
@@ -132,6 +132,6 @@ def test_observed_rates_feed_the_adaptive_policy(store: str, tmp_path: Path) -> 
     assert CheckpointPolicy.for_node(cfg, labels).rate_per_h == pytest.approx(1 / 6)
     labels["tuner.io/instance-type"] = "g6e.xlarge"  # never observed: the Spot Advisor bucket
     assert CheckpointPolicy.for_node(cfg, labels).rate_per_h == advisor_rate_per_h("g6e.xlarge")
-    with pytest.raises(Exception, match="not a readable interruption_rates.csv"):
+    with pytest.raises(ConfigError, match="not a readable interruption_rates.csv"):
         load_observed_rates(str(tmp_path / "missing.csv"), 1.0)
 
