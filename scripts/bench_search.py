@@ -1,9 +1,9 @@
 """Search efficiency: TPE + ASHA against random search without early stopping, same trial budget.
 
-    python scripts/bench_search.py [--seeds 0 1 2] [--trials 16] [--epochs 20] [--target 0.98]
+    python scripts/bench_search.py [--model mlp|resnet] [--seeds 0 1 2] [--trials 16] [--epochs 20] [--target 0.98]
 
-Both run through the platform (``tuner.run.execute``) on the MLP/digits search, 2 trials
-at a time, for each seed: TPE (seeded, 4 random start-up trials) with ASHA (grace 2,
+Both run through the platform (``tuner.run.execute``) on the MLP (or ResNet) digits search,
+2 trials at a time, for each seed: TPE (seeded, 4 random start-up trials) with ASHA (grace 2,
 reduction 2) vs random sampling (the same sampler with every trial a start-up trial)
 with no early stopping. Compute to target = the training seconds all trials had spent
 when a first result reached ``--target`` validation accuracy (on a GPU: GPU-hours).
@@ -39,8 +39,8 @@ def compute_to_target(results: list[dict[str, Any]], target: float) -> Optional[
 
 
 def search(root: str, name: str, seed: int, args: argparse.Namespace, tpe_asha: bool) -> dict[str, Any]:
-    cfg: Config = experiment(name, f"{root}/{name}", args.epochs, space="search_spaces.mlp:space", model="mlp",
-                             num_samples=args.trials, concurrency=2, output_dir=f"{root}/{name}")  # fmt: skip
+    cfg: Config = experiment(name, f"{root}/{name}", args.epochs, space=f"search_spaces.{args.model}:space",
+                             model=args.model, num_samples=args.trials, concurrency=2, output_dir=f"{root}/{name}")  # fmt: skip
     s = cfg.search
     s.searcher.seed = seed
     s.searcher.n_startup_trials = 4 if tpe_asha else args.trials  # all start-up trials = random sampling
@@ -59,6 +59,7 @@ def search(root: str, name: str, seed: int, args: argparse.Namespace, tpe_asha: 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", choices=["mlp", "resnet"], default="mlp")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--trials", type=int, default=16)
     parser.add_argument("--epochs", type=int, default=20)
@@ -76,7 +77,7 @@ def main() -> None:
 
     tpe, rnd = median("tpe_asha"), median("random_no_stopping")
     print(json.dumps({
-        **vars(args), "search": "mlp (digits), 2 trials at a time, 1 CPU each", "runs": runs,
+        **vars(args), "search": f"{args.model} (digits), 2 trials at a time, 1 CPU each", "runs": runs,
         "median_compute_to_target_s": {"tpe_asha": tpe, "random_no_stopping": rnd},
         "tpe_asha_vs_random": None if None in (tpe, rnd) else round(tpe / rnd, 3), "target_ratio": 0.5,
     }, indent=1))  # fmt: skip
