@@ -247,14 +247,12 @@ def plots(report: Report) -> dict[str, bytes]:
     save("interruptions.png", fig)
 
     fig, ax = plt.subplots(figsize=(8, 4))
-    times, spot, od = [], [0.0], [0.0]
-    if report.searches:
-        times.append(datetime.fromtimestamp(report.searches[0].start_s))
+    times = [datetime.fromtimestamp(t) for t in [report.searches[0].start_s] + [s.end_s for s in report.searches]] if report.searches else []
+    spot, od = [0.0], [0.0]  # cumulative, from the first search's start
     for s in report.searches:
-        times.append(datetime.fromtimestamp(s.end_s))
         spot.append(spot[-1] + sum(float(r["cost_usd"] or 0) for r in s.rows))
         od.append(od[-1] + sum(float(r["on_demand_cost_usd"] or 0) for r in s.rows))
-    spot, od = spot[: len(times)], od[: len(times)]
+    spot, od = spot[: len(times)], od[: len(times)]  # no searches: nothing to draw
     ax.step(times, od, where="post", color="0.5", label="on-demand")
     ax.step(times, spot, where="post", color="tab:blue", label="spot (paid)")
     ax.fill_between(times, spot, od, step="post", color="tab:green", alpha=0.2, label="saved")
