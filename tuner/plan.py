@@ -29,7 +29,11 @@ def plan(cfg: PlanConfig) -> dict[str, list[Summary]]:
     unknown = [m for m in cfg.markets if m not in MARKETS]
     if unknown:
         raise ConfigError(f"markets={unknown}: choose from {', '.join(MARKETS)}")
-    return {m: [evaluate(MARKETS[m](), cfg.profile, s, cfg.starts) for s in cfg.strategies] for m in cfg.markets}
+    results = {}
+    for name in cfg.markets:
+        market = MARKETS[name]()  # parsing a trace takes a while: once per market, not per strategy
+        results[name] = [evaluate(market, cfg.profile, s, cfg.starts) for s in cfg.strategies]
+    return results
 
 
 def plot(results: dict[str, list[Summary]], path: Path) -> None:
@@ -63,12 +67,10 @@ def plot(results: dict[str, list[Summary]], path: Path) -> None:
 def log_to_mlflow(cfg: PlanConfig, results: dict[str, list[Summary]], files: list[Path]) -> str:
     from mlflow.tracking import MlflowClient
 
+    from tuner.tracking import experiment_id
+
     client = MlflowClient(tracking_uri=cfg.tracking.tracking_uri)
-    experiment = client.get_experiment_by_name(cfg.tracking.experiment_name)
-    local = not cfg.tracking.tracking_uri.startswith(("http://", "https://"))
-    experiment_id = experiment.experiment_id if experiment else client.create_experiment(
-        cfg.tracking.experiment_name, artifact_location=Path(cfg.tracking.artifact_location).resolve().as_uri() if local else None)  # fmt: skip
-    run = client.create_run(experiment_id, run_name=f"plan-{time.strftime('%Y-%m-%d_%H-%M')}")
+    run = client.create_run(experiment_id(client, cfg.tracking), run_name=f"plan-{time.strftime('%Y-%m-%d_%H-%M')}")
     for key, value in {**vars(cfg.profile), "starts": cfg.starts}.items():
         client.log_param(run.info.run_id, f"profile.{key}", value)
     from mlflow.entities import Metric
@@ -103,7 +105,7 @@ def run_plan(cfg: PlanConfig) -> dict[str, list[Summary]]:
         writer = csv.DictWriter(f, fieldnames=["market", *COLUMNS])
         writer.writeheader()
         for market, summaries in results.items():
-            print(f"\n{market} ({MARKETS[market]().gpu}):")
+            print(f"\n{market} ({summaries[0].gpu}):")
             print(results_table([s.row() for s in summaries], COLUMNS))
             writer.writerows({"market": market, **s.row()} for s in summaries)
     plot(results, png_path)

@@ -317,12 +317,10 @@ def write_rates_csv(report: Report, path: Path) -> None:
 def log_to_mlflow(cfg: ReportConfig, report: Report, out_dir: Path) -> Optional[str]:
     from mlflow.tracking import MlflowClient
 
+    from tuner.tracking import experiment_id
+
     client = MlflowClient(tracking_uri=cfg.tracking.tracking_uri)
-    experiment = client.get_experiment_by_name(cfg.tracking.experiment_name)
-    experiment_id = experiment.experiment_id if experiment else client.create_experiment(
-        cfg.tracking.experiment_name, artifact_location=None if cfg.tracking.tracking_uri.startswith("http")
-        else Path(cfg.tracking.artifact_location).resolve().as_uri())  # fmt: skip
-    run = client.create_run(experiment_id, run_name=f"report-{time.strftime('%Y-%m-%d_%H-%M')}")
+    run = client.create_run(experiment_id(client, cfg.tracking), run_name=f"report-{time.strftime('%Y-%m-%d_%H-%M')}")
     metrics = {"cost_usd": report.cost_usd, "on_demand_cost_usd": report.on_demand_usd, "savings_pct": report.savings_pct,
                "monthly_usd": report.monthly_usd, "monthly_on_demand_usd": report.monthly_on_demand_usd,
                "searches": float(len(report.searches))}  # fmt: skip

@@ -87,6 +87,7 @@ class Summary:
 
     strategy: str
     market: str
+    gpu: str
     runs: int
     cost_usd: float
     on_demand_cost_usd: float
@@ -246,7 +247,7 @@ def evaluate(market: Market, profile: CampaignProfile, strategy: StrategyConfig,
     mean = statistics.fmean  # means: rare preemptions would vanish in a median
 
     return Summary(
-        strategy=strategy.name, market=market.name, runs=len(outcomes),
+        strategy=strategy.name, market=market.name, gpu=market.gpu, runs=len(outcomes),
         cost_usd=mean([o.cost_usd for o in outcomes]), on_demand_cost_usd=mean([o.on_demand_cost_usd for o in outcomes]),
         savings_pct=mean([o.savings_pct for o in outcomes]), ideal_savings_pct=mean([o.ideal_savings_pct for o in outcomes]),
         vs_ideal=mean([o.vs_ideal for o in outcomes]), makespan_h=mean([o.makespan_s for o in outcomes]) / 3600.0,

@@ -42,6 +42,16 @@ def _numeric(result: dict[str, Any]) -> dict[str, float]:
     }
 
 
+def experiment_id(client: Any, cfg: TrackingConfig) -> str:
+    """``cfg.experiment_name``'s id, creating it if missing (artifacts beside a local store; servers keep their own)."""
+    experiment = client.get_experiment_by_name(cfg.experiment_name)
+    if experiment is not None:
+        return experiment.experiment_id
+    local_store = not cfg.tracking_uri.startswith(("http://", "https://", "databricks"))
+    artifacts = Path(cfg.artifact_location).absolute().as_uri() if local_store else None
+    return client.create_experiment(cfg.experiment_name, artifact_location=artifacts)
+
+
 def ui_command(tracking_uri: str) -> str:
     """The command that opens the MLflow UI on this store."""
     if tracking_uri.startswith(("http://", "https://")):
@@ -133,14 +143,7 @@ class MLflowTracker(Callback):
 
         try:
             client = MlflowClient(tracking_uri=self.cfg.tracking_uri)
-            experiment = client.get_experiment_by_name(self.cfg.experiment_name)
-            local_store = not self.cfg.tracking_uri.startswith(("http://", "https://", "databricks"))
-            artifacts = Path(self.cfg.artifact_location).absolute().as_uri() if local_store else None
-            self.experiment_id = (
-                experiment.experiment_id
-                if experiment
-                else client.create_experiment(self.cfg.experiment_name, artifact_location=artifacts)
-            )
+            self.experiment_id = experiment_id(client, self.cfg)
         except Exception as exc:
             log.warning(
                 "MLflow at %s is unreachable (%s); the search runs without tracking",
