@@ -100,6 +100,21 @@ def test_space_must_import_and_suggest() -> None:
         check_space(lambda trial: None, "x:empty")
 
 
+def test_benchmark_space_draws_build_models() -> None:
+    """The wide MLP space of scripts/bench_search.py: every random draw is a model that runs."""
+    import optuna
+    import torch
+
+    from tuner import models
+
+    space = load_space("search_spaces.mlp:wide")
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    for _ in range(20):
+        trial = study.ask()
+        space(trial)
+        assert models.build("mlp", trial.params, (1, 8, 8), 10)(torch.zeros(2, 1, 8, 8)).shape == (2, 10)
+
+
 def test_price_guard_limits_are_typed() -> None:
     settings = to_settings(compose_cfg("+search=mlp", "price_guard.enabled=true", "+price_guard.max_usd_per_hour={g5.xlarge:0.6}"))
     assert settings.price_guard.max_usd_per_hour == {"g5.xlarge": 0.6}

@@ -4,7 +4,8 @@
 setting ``terminate_at`` schedules an interruption the way a real instance's
 metadata changes. :class:`NodeChaos` gives each worker node of a local Ray cluster
 its own metadata server and real agent (``python -m tuner.agent``), and preempts
-nodes with or without notice. Tests, benchmarks and the local twin use it.
+nodes with or without notice. :class:`TraceInjector` makes the local twin's spot
+capacity follow a real trace. Tests and benchmarks use them.
 """
 
 from __future__ import annotations
@@ -366,21 +367,19 @@ def node_chaos(
 
 
 class TraceInjector:
-    """Worker nodes that come and go as a spot trace says, time-compressed (runs in the main thread).
+    """Spot capacity of the local twin (``cluster=local_spot``) that comes and goes as a trace says,
+    time-compressed.
 
-    Zone ``i`` of ``market`` is one node slot (capacity 1): while the trace says available,
-    a node of ``num_cpus`` is up there; when it turns unavailable the node is taken away,
-    after a notice ``notice_ticks`` ticks ahead if given. A tick of the trace lasts
-    ``tick_s`` real seconds. Nodes are added from the calling thread: Ray's node start
-    needs the main thread.
+    Trace zone ``z`` stands for worker type ``node_types[z]`` with capacity 1: the type's maximum is
+    1 while the zone is available and 0 while it is not, so the twin's own autoscaler terminates the
+    node (the trial on it is lost) and launches a new one for waiting trials once capacity is back,
+    as EC2 does with spot capacity. A tick of the trace lasts ``tick_s`` real seconds.
     """
 
-    def __init__(self, chaos: NodeChaos, market: Any, zones: list[int], first_tick: int, tick_s: float,
-                 notice_ticks: Optional[int] = None, num_cpus: int = 1) -> None:  # fmt: skip
-        self.chaos, self.market, self.zones, self.first_tick = chaos, market, zones, first_tick
-        self.tick_s, self.notice_ticks, self.num_cpus = tick_s, notice_ticks, num_cpus
-        self.node_of: dict[int, str] = {}
-        self.pending: dict[int, float] = {}  # zone -> removal time of a node under notice
+    def __init__(self, twin: Any, node_types: dict[int, str], market: Any, first_tick: int, tick_s: float) -> None:
+        self.twin, self.node_types, self.market = twin, node_types, market
+        self.first_tick, self.tick_s = first_tick, tick_s
+        self.open: set[int] = set()
         self.removals = 0
 
     def available(self, zone: int, tick: int) -> bool:
@@ -388,48 +387,29 @@ class TraceInjector:
         return tick >= len(trace) or trace[tick]
 
     def start(self) -> None:
-        """The nodes of the zones available at the first tick."""
-        for zone in self.zones:
-            if self.available(zone, self.first_tick):
-                self.node_of[zone] = self.chaos.add_node(num_cpus=self.num_cpus).node_id
+        """Capacity as at the first tick (call before the twin starts)."""
+        for zone in self.node_types:
+            self._set(zone, self.available(zone, self.first_tick))
 
     def run(self, ticks: int, stop: threading.Event) -> None:
-        """Follow ``ticks`` ticks of the trace from the first (absolute schedule: node starts take time)."""
+        """Follow ``ticks`` ticks of the trace from the first, on an absolute schedule."""
         origin = time.monotonic()
         for step in range(1, ticks + 1):
-            tick = self.first_tick + step
-            while (wait := origin + step * self.tick_s - time.monotonic()) > 0:
-                self._remove_due()
-                if stop.wait(min(wait, 0.05)):
-                    return
-            self._remove_due()
-            for zone in self.zones:
-                up, noticed = zone in self.node_of, zone in self.pending
-                if up and not noticed and not self.available(zone, tick):
-                    self._take(zone, "killed")  # no notice (or none in time)
-                elif up and not noticed and self.notice_ticks and not self.available(zone, tick + self.notice_ticks) \
-                        and all(self.available(zone, tick + d) for d in range(self.notice_ticks)):
-                    node_id = self.node_of[zone]
-                    self.chaos.nodes[node_id].metadata.terminate_at = time.time() + self.notice_ticks * self.tick_s
-                    self.chaos.log.append({"event": "notice", "node_id": node_id, "time_s": time.time()})
-                    self.pending[zone] = time.monotonic() + self.notice_ticks * self.tick_s
-                elif not up and self.available(zone, tick):
-                    self.node_of[zone] = self.chaos.add_node(num_cpus=self.num_cpus).node_id
-
-    def _remove_due(self) -> None:
-        for zone, at in list(self.pending.items()):
-            if time.monotonic() >= at:
-                del self.pending[zone]
-                self._take(zone, "preempted")
-
-    def _take(self, zone: int, how: str) -> None:
-        node_id = self.node_of.pop(zone)
-        self.chaos._remove(node_id, how)
-        self.removals += 1
+            if stop.wait(max(0.0, origin + step * self.tick_s - time.monotonic())):
+                return
+            for zone in self.node_types:
+                self._set(zone, self.available(zone, self.first_tick + step))
 
     def restore_all(self) -> None:
-        """Every zone up again (after the traced window): the campaign may finish."""
-        self._remove_due()
-        for zone in self.zones:
-            if zone not in self.node_of and zone not in self.pending:
-                self.node_of[zone] = self.chaos.add_node(num_cpus=self.num_cpus).node_id
+        """Every zone available again (after the traced window): the campaign may finish."""
+        for zone in self.node_types:
+            self._set(zone, True)
+
+    def _set(self, zone: int, available: bool) -> None:
+        if available != (zone in self.open):
+            self.twin.set_max_workers(self.node_types[zone], int(available))
+            if available:
+                self.open.add(zone)
+            else:
+                self.open.discard(zone)
+                self.removals += 1

@@ -116,9 +116,27 @@ class LocalTwin:
         ray_bin = shutil.which("ray", path=str(Path(sys.executable).parent)) or "ray"
         subprocess.run([ray_bin, *args], check=True, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
+    @property
+    def config_path(self) -> Path:
+        return self._dir / "autoscaler.json"
+
+    def _write_config(self) -> None:
+        staged = self.config_path.with_suffix(".tmp")
+        staged.write_text(json.dumps(self.config))
+        staged.replace(self.config_path)  # atomic: the autoscaler never reads half a file
+
+    def set_max_workers(self, node_type: str, count: int) -> None:
+        """How many nodes of ``node_type`` the twin's "cloud" offers now. The autoscaler re-reads its
+        config every update: nodes over the new maximum are terminated (spot capacity reclaimed), and
+        pending trials get a node of that type again once capacity is back."""
+        types = self.config["available_node_types"]
+        types[node_type]["max_workers"] = count
+        self.config["max_workers"] = sum(t["max_workers"] for t in types.values())
+        self._write_config()
+
     def start(self) -> str:
-        path = self._dir / "autoscaler.json"
-        path.write_text(json.dumps(self.config))
+        path = self.config_path
+        self._write_config()
         # Fake nodes are local raylets; the fake provider stops every Ray process on `ray stop --force`.
         env = {**os.environ, "RAY_FAKE_CLUSTER": "1", "AUTOSCALER_UPDATE_INTERVAL_S": "1"}
         self._ray(

@@ -1,6 +1,8 @@
-"""The simulator against reality: worker nodes come and go as the real 32-node spot trace says
-(time-compressed), under a real search through the CLI; the simulator, given the same trace
-window and campaign profile, must predict the preemptions and the time they cost within 20 %."""
+"""The simulator against reality: on the local twin of cluster/aws.yaml (``cluster=local_spot``),
+spot capacity comes and goes as the real 32-node trace says (time-compressed), under a real
+search through the CLI: two worker types stand for two trace slots, and the twin's own
+autoscaler terminates and relaunches their nodes. The simulator, given the same trace window
+and campaign profile, must predict the preemptions and the time they cost within 20 %."""
 
 from __future__ import annotations
 
@@ -13,24 +15,23 @@ from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
-from ray.cluster_utils import Cluster
 
 from tests.conftest import REPO, cli_env
 from tests.e2e.test_cli import runs_of
-from tuner.chaos import NodeChaos, TraceInjector
-from tuner.cluster import FAST_FAILURE_DETECTION
-from tuner.config import CampaignProfile, StrategyConfig
+from tuner.chaos import TraceInjector
+from tuner.cluster import HEAD_TYPE, LocalTwin, load_launcher_config, twin_config
+from tuner.config import CampaignProfile, ClusterConfig, StrategyConfig
 from tuner.simulate import replay
 from tuner.traces import Market, ZoneTrace, cluster_events
 
 pytestmark = pytest.mark.slow
 
-SLOTS = [10, 9]  # two node slots of the trace: 5 drops between ticks 40 and 165, well apart
+SLOTS = {10: "spot_g5", 9: "spot_g6"}  # two slots of the trace: 5 drops between ticks 40 and 165
 FIRST_TICK, TICKS = 40, 125
 TICK_S = 1.0  # one minute of the trace per second
 EPOCHS = 240  # ResNet-8 epochs per trial (~0.4 s each here): the trials outlast the traced window
-# Restart = a replacement node's raylet up, the trial scheduled there, its process started and its
-# checkpoint restored: calibrated on this 2-core machine (scripts/bench_preemption.py measures it).
+# Restart = the autoscaler seeing capacity back and launching a node, its raylet up, the trial
+# scheduled there, its process started and its checkpoint restored: calibrated on this 2-core machine.
 RESTART_S = 9.0
 TOLERANCE = 0.20
 
@@ -44,18 +45,30 @@ def window(market: Market) -> Market:
     return Market("window", market.gpu, TICK_S, 0.0, zones, notice_s=0.0, capacity_per_zone=1)
 
 
+def local_spot_twin() -> LocalTwin:
+    """The twin as ``cluster=local_spot`` builds it, with only the two traced spot types offered."""
+    cfg = ClusterConfig(name="local_spot", launcher_config="cluster/aws.yaml", max_workers_per_type=1,
+                        include_dashboard=False)  # fmt: skip
+    twin = LocalTwin(twin_config(load_launcher_config(cfg.launcher_config), cfg), cfg)
+    for name, node_type in twin.config["available_node_types"].items():
+        if name not in SLOTS.values() and name != HEAD_TYPE:
+            node_type["max_workers"] = 0
+    return twin
+
+
 def test_simulator_predicts_the_measured_preemptions_and_lost_time(tmp_path: Path) -> None:
     market = cluster_events()
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "_system_config": FAST_FAILURE_DETECTION})
-    chaos = NodeChaos(cluster)
-    injector = TraceInjector(chaos, market, SLOTS, FIRST_TICK, TICK_S)
+    twin = local_spot_twin()
+    injector = TraceInjector(twin, SLOTS, market, FIRST_TICK, TICK_S)
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     try:
         injector.start()
+        twin.start()
         driver = subprocess.Popen(
             [sys.executable, "-m", "tuner.run", "+search=resnet", "search.space=search_spaces.fixed:resnet8",
              "search.tune.num_samples=2", "search.tune.max_concurrent_trials=2", f"search.workload.epochs={EPOCHS}",
-             f"search.scheduler.grace_period={EPOCHS}", f"cluster.address={cluster.address}", f"output_dir={tmp_path}",
+             f"search.scheduler.grace_period={EPOCHS}", "search.resources.gpu=1", "cluster.address=auto",
+             f"output_dir={tmp_path}",
              "run.max_failures=-1", "name=validation"],
             cwd=REPO, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         )  # fmt: skip
@@ -76,8 +89,7 @@ def test_simulator_predicts_the_measured_preemptions_and_lost_time(tmp_path: Pat
         injector.restore_all()
         driver.wait(timeout=600)
     finally:
-        chaos.close()
-        cluster.shutdown()
+        twin.stop()
     out = "".join(lines)
     assert driver.returncode == 0, out[-3000:]
     assert "2 of 2 trials finished, 0 failed." in out
