@@ -31,8 +31,9 @@ FIRST_TICK, TICKS = 40, 125
 TICK_S = 1.0  # one minute of the trace per second
 EPOCHS = 240  # ResNet-8 epochs per trial (~0.4 s each here): the trials outlast the traced window
 # Restart = the autoscaler seeing capacity back and launching a node, its raylet up, the trial
-# scheduled there, its process started and its checkpoint restored: calibrated on this 2-core machine.
-RESTART_S = 9.0
+# scheduled there, its process started and its checkpoint restored: calibrated on this 2-core
+# machine (two runs of this test measured 9.5 and 11.2 s per preemption beyond the trace's wait).
+RESTART_S = 10.0
 TOLERANCE = 0.20
 
 
