@@ -157,6 +157,9 @@ class MetadataServer:
         return Handler
 
 
+AGENT_START_TIMEOUT_S = 60.0
+
+
 @dataclass
 class ChaosNode:
     node: Any  # ray._private.node.Node
@@ -195,11 +198,22 @@ class NodeChaos:
         chaos_node = self.nodes.pop(node_id)
         self.cluster.remove_node(chaos_node.node, allow_graceful=False)
         self._stop(chaos_node)
-        self.log.append({"event": what, "node_id": node_id, "time_s": time.time()})
+        self.log.append({"event": what, "node_id": node_id, "time_s": time.time(), "agent_output": chaos_node.output})
+
+    @staticmethod
+    def _wait_until_watched(chaos_node: ChaosNode) -> None:
+        """Block until the node's agent has polled its metadata once. On a real instance the agent starts
+        at boot, long before any notice; here a loaded machine can take seconds to start it."""
+        deadline = time.monotonic() + AGENT_START_TIMEOUT_S
+        while not chaos_node.metadata.requests:
+            if chaos_node.agent.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"the agent of node {chaos_node.node_id} is not watching its metadata")
+            time.sleep(0.05)
 
     def preempt(self, node_id: str, notice_s: float) -> None:
         """Give the node an interruption notice, then take it away at the deadline (blocks)."""
         chaos_node = self.nodes[node_id]
+        self._wait_until_watched(chaos_node)
         chaos_node.metadata.terminate_at = time.time() + notice_s
         self.log.append({"event": "notice", "node_id": node_id, "time_s": time.time()})
         time.sleep(notice_s)

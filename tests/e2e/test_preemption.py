@@ -127,7 +127,8 @@ def test_notice_checkpoints_at_once_and_trial_moves_without_a_failure(cluster: C
     (result,) = list(results)
     assert result.error is None, result.error
     final = result.metrics
-    assert final["epoch"] == EPOCHS and final["preemptions"] == 1
+    agents = [e.get("agent_output", "")[-1500:] for e in chaos.log]  # what the agents saw, if it went wrong
+    assert final["epoch"] == EPOCHS and final["preemptions"] == 1, agents
     reasons = [r.get("checkpoint_reason") for r in recorder.results if r.get("mid_epoch")]
     assert reasons[:2] == ["drain", "deadline"], reasons
     assert len({r["node_id"] for r in recorder.results}) == 2  # it moved
