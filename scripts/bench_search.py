@@ -46,7 +46,7 @@ def compute_to_target(results: list[dict[str, Any]], target: float) -> Optional[
 
 
 def search(root: str, name: str, seed: int, args: argparse.Namespace, tpe_asha: bool) -> dict[str, Any]:
-    cfg: Config = experiment(name, f"{root}/{name}", args.epochs, space=args.space or f"search_spaces.{args.model}:space",
+    cfg: Config = experiment(name, f"{root}/{name}", args.epochs, space=args.space,
                              model=args.model, num_samples=args.trials, concurrency=2, output_dir=f"{root}/{name}")  # fmt: skip
     s = cfg.search
     s.searcher.seed = seed
@@ -82,8 +82,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--targets", type=float, nargs="+", default=[0.96, 0.97, 0.975, 0.98])
     args = parser.parse_args()
-    if args.space is None and args.model == "mlp":
-        args.space = "search_spaces.mlp:wide"
+    args.space = args.space or ("search_spaces.mlp:wide" if args.model == "mlp" else f"search_spaces.{args.model}:space")
     runs: dict[str, list[dict[str, Any]]] = {"tpe_asha": [], "random_no_stopping": []}
     with tempfile.TemporaryDirectory() as root, contextlib.redirect_stdout(sys.stderr):
         for seed in args.seeds:
@@ -97,7 +96,7 @@ def main() -> None:
         by_target[target] = {"median_compute_to_target_s": {"tpe_asha": tpe, "random_no_stopping": rnd},
                              "tpe_asha_vs_random": ratio}  # fmt: skip
     print(json.dumps({
-        **vars(args), "search": f"{args.model} over {args.space or 'its own space'} (digits), 2 trials at a time, 1 CPU each",
+        **vars(args), "search": f"{args.model} over {args.space} (digits), 2 trials at a time, 1 CPU each",
         "runs": runs, "by_target": by_target, "target_ratio": 0.5,
     }, indent=1))  # fmt: skip
 

@@ -19,9 +19,9 @@ import io
 import logging
 import os
 import time
-from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime
+from itertools import accumulate
 from pathlib import Path
 from typing import Any, Optional
 
@@ -47,6 +47,10 @@ class Search:
     start_s: float
     end_s: float
     rows: list[dict[str, Any]]
+
+    def total(self, column: str) -> float:
+        """A cost column summed over the search's ledger rows (unpriced rows count 0)."""
+        return sum(float(r[column] or 0) for r in self.rows)
 
 
 @dataclass
@@ -247,12 +251,13 @@ def plots(report: Report) -> dict[str, bytes]:
     save("interruptions.png", fig)
 
     fig, ax = plt.subplots(figsize=(8, 4))
-    times = [datetime.fromtimestamp(t) for t in [report.searches[0].start_s] + [s.end_s for s in report.searches]] if report.searches else []
-    spot, od = [0.0], [0.0]  # cumulative, from the first search's start
-    for s in report.searches:
-        spot.append(spot[-1] + sum(float(r["cost_usd"] or 0) for r in s.rows))
-        od.append(od[-1] + sum(float(r["on_demand_cost_usd"] or 0) for r in s.rows))
-    spot, od = spot[: len(times)], od[: len(times)]  # no searches: nothing to draw
+    searches = report.searches
+    times = [datetime.fromtimestamp(t) for t in [s.start_s for s in searches[:1]] + [s.end_s for s in searches]]
+
+    def cumulative(column: str) -> list[float]:  # from 0 at the first search's start; no searches: nothing
+        return list(accumulate((s.total(column) for s in searches), initial=0.0))[: len(times)]
+
+    spot, od = cumulative("cost_usd"), cumulative("on_demand_cost_usd")
     ax.step(times, od, where="post", color="0.5", label="on-demand")
     ax.step(times, spot, where="post", color="tab:blue", label="spot (paid)")
     ax.fill_between(times, spot, od, step="post", color="tab:green", alpha=0.2, label="saved")
@@ -265,8 +270,7 @@ def plots(report: Report) -> dict[str, bytes]:
     fig, ax = plt.subplots(figsize=(8, 4))
     names, pct = [], []
     for s in report.searches:
-        c = sum(float(r["cost_usd"] or 0) for r in s.rows)
-        o = sum(float(r["on_demand_cost_usd"] or 0) for r in s.rows)
+        c, o = s.total("cost_usd"), s.total("on_demand_cost_usd")
         names.append(f"{s.experiment}\n{s.run_id[:6]}")
         pct.append(100.0 * (1 - c / o) if o > 0 else 0.0)
     ax.bar(names, pct, color="tab:green")

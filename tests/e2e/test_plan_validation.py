@@ -51,9 +51,8 @@ def local_spot_twin() -> LocalTwin:
     cfg = ClusterConfig(name="local_spot", launcher_config="cluster/aws.yaml", max_workers_per_type=1,
                         include_dashboard=False)  # fmt: skip
     twin = LocalTwin(twin_config(load_launcher_config(cfg.launcher_config), cfg), cfg)
-    for name, node_type in twin.config["available_node_types"].items():
-        if name not in SLOTS.values() and name != HEAD_TYPE:
-            node_type["max_workers"] = 0
+    for name in set(twin.config["available_node_types"]) - set(SLOTS.values()) - {HEAD_TYPE}:
+        twin.set_max_workers(name, 0)
     return twin
 
 
