@@ -113,6 +113,7 @@ def main() -> None:
                         tracking=TrackingConfig(tracking_uri=store, experiment_name=f"{kind}{i}", artifact_location=f"{root}/art"),
                     )  # fmt: skip
                     c.search.scheduler.grace_period, c.search.scheduler.reduction_factor = 2, 2  # ASHA on, as in the searches
+                    c.search.searcher.n_startup_trials = 4  # so that TPE models within 8 trials
                     return c
 
                 walls["plain"].append(plain(cfg("plain"), cluster.address))
