@@ -162,6 +162,22 @@ class MetadataServer:
 AGENT_START_TIMEOUT_S = 60.0
 
 
+def nodes_in_use(resource: str = "CPU") -> dict[str, dict[str, Any]]:
+    """Live nodes with some of ``resource`` taken right now, by node id (needs a connected driver).
+
+    What the GCS last heard from each raylet (about a second old): a trial's latest result can be
+    much older, and its node idle since, when the trial was restarted elsewhere.
+    """
+    import ray
+    from ray._private.state import available_resources_per_node
+
+    free = available_resources_per_node()
+    return {
+        n["NodeID"]: n for n in ray.nodes()
+        if n["Alive"] and n["Resources"].get(resource, 0) > free.get(n["NodeID"], {}).get(resource, 0)
+    }  # fmt: skip
+
+
 @dataclass
 class ChaosNode:
     node: Any  # ray._private.node.Node
@@ -199,8 +215,9 @@ class NodeChaos:
     def _remove(self, node_id: str, what: str) -> None:
         chaos_node = self.nodes.pop(node_id)
         self.cluster.remove_node(chaos_node.node, allow_graceful=False)
+        removed_at_s = time.time()  # before the agent is stopped, which can take seconds
         self._stop(chaos_node)
-        self.log.append({"event": what, "node_id": node_id, "time_s": time.time(), "agent_output": chaos_node.output})
+        self.log.append({"event": what, "node_id": node_id, "time_s": removed_at_s, "agent_output": chaos_node.output})
 
     @staticmethod
     def _wait_until_watched(chaos_node: ChaosNode) -> None:
@@ -282,21 +299,36 @@ def _final_results(results: list[dict[str, Any]], epochs: int) -> dict[str, dict
     return final
 
 
-def interrupted_trials(log: list[dict[str, Any]], results: list[dict[str, Any]], epochs: int) -> int:
-    """How many (node removal, trial) pairs interrupted a trial: its last result before the removal came
-    from that node and its final result came after it. Each must show up as one preemption."""
-    count = 0
+REMOVALS = ("preempted", "killed")  # log events that take a node away during a run ("removed": after it)
+
+
+def interruptions_by_trial(log: list[dict[str, Any]], results: list[dict[str, Any]], epochs: int) -> dict[str, int]:
+    """How many node removals interrupted each trial: its last result before the removal came from
+    that node and its final result came after it. Each must show up as one preemption."""
+    counts: dict[str, int] = {}
     finished_at = {r["trial_id"]: r["wall_s"] for r in results if not r.get("mid_epoch") and r["epoch"] == epochs}
-    for event in (e for e in log if e["event"] in ("preempted", "killed")):
+    for event in (e for e in log if e["event"] in REMOVALS):
         before: dict[str, dict[str, Any]] = {}
         for r in results:
             if r["wall_s"] < event["time_s"]:
                 before[r["trial_id"]] = r
-        count += sum(
-            1 for trial_id, r in before.items()
-            if r["node_id"] == event["node_id"] and finished_at.get(trial_id, float("inf")) > event["time_s"]
-        )  # fmt: skip
-    return count
+        for trial_id, r in before.items():
+            if r["node_id"] == event["node_id"] and finished_at.get(trial_id, float("inf")) > event["time_s"]:
+                counts[trial_id] = counts.get(trial_id, 0) + 1
+    return counts
+
+
+def timeline(log: list[dict[str, Any]], results: list[dict[str, Any]]) -> dict[str, Any]:
+    """Where each trial ran and when each node went, in seconds from the first result: what explains
+    a mismatch between removals and counted preemptions."""
+    origin = min((r["wall_s"] for r in results), default=0.0)
+    placements: dict[str, list[list[Any]]] = {}
+    for r in results:
+        runs_on = placements.setdefault(r["trial_id"], [])
+        if not runs_on or runs_on[-1][0] != r["node_id"][:8]:
+            runs_on.append([r["node_id"][:8], round(r["wall_s"] - origin, 1), r["epoch"]])
+    removals = [[e["event"], e["node_id"][:8], round(e["time_s"] - origin, 1)] for e in log if e["event"] in REMOVALS]
+    return {"placements": placements, "removals": removals}
 
 
 def node_chaos(
@@ -336,7 +368,8 @@ def node_chaos(
                 if done.wait(rng.uniform(0.5, 1.5) * mean_interval_s):
                     return
                 latest = {r["trial_id"]: r for r in recorder.results}
-                busy = sorted({r["node_id"] for r in latest.values() if r["epoch"] < epochs} & set(chaos.nodes))
+                running = {r["node_id"] for r in latest.values() if r["epoch"] < epochs} & set(chaos.nodes)
+                busy = sorted(running & set(nodes_in_use())) if running else []
                 if not busy:
                     continue
                 victim = rng.choice(busy)
@@ -370,13 +403,18 @@ def node_chaos(
     keys = ("val_acc", "val_loss", "train_loss")
     lost = [k for k, r in baseline.items() if k not in disturbed or any(disturbed[k][m] != r[m] for m in keys)]
     last = {r["trial_id"]: r for r in runs["chaos"].results}
+    interrupted = interruptions_by_trial(removals, runs["chaos"].results, epochs)
+    seen = {trial_id: int(r.get("preemptions", 0)) for trial_id, r in last.items()}
     return {
         "kills": len(events),
         "notices": events.count("notice"),
         "trials": cfg.search.tune.num_samples,
         "trials_finished": len(disturbed),
-        "trials_interrupted": interrupted_trials(removals, runs["chaos"].results, epochs),
-        "preemptions_seen_by_trials": int(sum(r.get("preemptions", 0) for r in last.values())),
+        "trials_interrupted": sum(interrupted.values()),
+        "preemptions_seen_by_trials": sum(seen.values()),
+        # trial id: [removals that interrupted it, preemptions it counted]; a mismatch names its trial
+        "by_trial": {trial_id: [interrupted.get(trial_id, 0), seen[trial_id]] for trial_id in sorted(seen)},
+        **timeline(removals, runs["chaos"].results),
         "lost_work_s": round(sum(r.get("lost_work_s", 0.0) for r in last.values()), 2),
         "data_lost": len(lost),
     }

@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import cli_env, run_cli
+from tuner.chaos import nodes_in_use
 
 pytestmark = pytest.mark.slow
 
@@ -43,16 +44,12 @@ def kill_worker_raylet(node_group_prefix: str = "spot_") -> str:
     """SIGKILL the raylet of one live worker node of the twin that is running a trial (one of its GPUs
     is taken: killing an idle node would interrupt nothing), the way a spot instance vanishes."""
     import ray
-    from ray._private.state import available_resources_per_node
 
     ray.init(address="auto", log_to_driver=False, logging_level="ERROR")
     try:
-        free = available_resources_per_node()
         node = next(
-            n for n in ray.nodes()
-            if n["Alive"] and n["Labels"].get("ray.io/node-group", "").startswith(node_group_prefix)
-            and n["Resources"].get("GPU", 0) > free.get(n["NodeID"], {}).get("GPU", 0)
-        )  # fmt: skip
+            n for n in nodes_in_use("GPU").values() if n["Labels"].get("ray.io/node-group", "").startswith(node_group_prefix)
+        )
     finally:
         ray.shutdown()
     flag = f"--node_id={node['NodeID']}".encode()
