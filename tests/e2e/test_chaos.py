@@ -3,8 +3,8 @@
 Worker raylets are taken away at random (fixed seed), some after a spot notice, during
 a real search with checkpoints in S3 (SeaweedFS) and MLflow tracking; spare nodes
 replace them. Every trial must reach its last epoch with exactly the final metrics of
-an undisturbed run, with one MLflow child run each, and each trial a removal interrupted
-must have counted exactly one preemption.
+an undisturbed run, with one MLflow child run each, and each trial must have counted
+one preemption per removal that interrupted it.
 """
 
 from __future__ import annotations
