@@ -2,7 +2,7 @@
 # Start Ray on an AWS node, labelled from the instance metadata (IMDSv2) so that
 # placement and the cost ledger know each node's zone, instance type and market.
 # Usage: node_start.sh head|worker [--agent on|off]
-#   worker --agent on: also start the spot-notice agent (python -m tuner.agent) on spot instances.
+#   worker --agent on: also start the spot-notice agent (python -m tuner.spot.agent) on spot instances.
 # TUNER_IMDS_URL points it at another metadata service; TUNER_DRY_RUN=1 prints the commands.
 set -euo pipefail
 role=${1:?usage: node_start.sh head|worker [--agent on|off]}
@@ -26,7 +26,7 @@ if [ "$role" = head ]; then
 else
   $run ray start --address="${RAY_HEAD_IP:?set by the cluster launcher}:6379" --labels="$labels"
   if [ "$agent" = on ] && [ "$market" = spot ]; then
-    agent_cmd=(python3 -m tuner.agent --provider aws --endpoint "$imds")
+    agent_cmd=(python3 -m tuner.spot.agent --provider aws --endpoint "$imds")
     if [ -n "$run" ]; then echo "${agent_cmd[@]}"; else nohup "${agent_cmd[@]}" >/tmp/tuner-agent.log 2>&1 & fi
   fi
 fi

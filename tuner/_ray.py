@@ -1,0 +1,87 @@
+"""Every private Ray API the platform uses, in one place, each with the reason no public one serves.
+
+Ray 2.60 exposes node draining only through its GCS client and a hidden CLI, and Tune
+offers no public way to give a restored experiment this process's callbacks. If a Ray
+upgrade moves or changes any of these, ``tests/test_ray_private.py`` fails and names the
+call; nothing else in the package imports a private Ray module.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+DRAIN_REASON = "DRAIN_NODE_REASON_PREEMPTION"
+
+
+def drain_node(gcs_address: str, node_id: str, message: str, deadline_s: Optional[float]) -> tuple[bool, str]:
+    """Ask the GCS to drain ``node_id`` for preemption (the RPC Ray's own autoscaler sends).
+
+    Private: ``ray drain-node`` is a hidden CLI over this same call, and the agent must not
+    become a Ray driver (a job per node) to call anything else. Returns (accepted, error)."""
+    import ray
+    from ray.core.generated import autoscaler_pb2
+
+    deadline_ms = int(deadline_s * 1000) if deadline_s else 0
+    client = ray._raylet.GcsClient(address=gcs_address)
+    accepted, error = client.drain_node(node_id, autoscaler_pb2.DrainNodeReason.Value(DRAIN_REASON), message, deadline_ms)
+    return bool(accepted), str(error)
+
+
+def draining_nodes() -> dict[str, int]:
+    """``{node_id_hex: deadline_ms}`` of nodes being drained (0 = no deadline).
+
+    Private: the public state API (``ray.util.state``) needs the dashboard, which a cluster
+    may run without, and does not report the drain deadline."""
+    from ray._private.state import state
+
+    return dict(state.get_draining_nodes())
+
+
+def node_info(gcs_address: str) -> dict[str, dict[str, Any]]:
+    """``{node_id_hex: {"ip", "alive", "labels"}}`` from the GCS, without connecting as a driver.
+
+    Private for the same reason as :func:`drain_node`: the agent is not a Ray driver."""
+    import ray
+
+    client = ray._raylet.GcsClient(address=gcs_address)
+    return {
+        node_id.hex(): {"ip": info.node_manager_address, "alive": info.state == 0, "labels": dict(info.labels)}
+        for node_id, info in client.get_all_node_info().items()
+    }
+
+
+def bootstrap_address(address: str) -> str:
+    """``"auto"`` or ``host:port`` to the GCS address, as ``ray start`` and ``ray.init`` resolve it.
+
+    Private: the public resolution happens only inside ``ray.init``."""
+    from ray._private import services
+
+    return str(services.canonicalize_bootstrap_address_or_die(address))
+
+
+def free_resources_per_node() -> dict[str, dict[str, float]]:
+    """Resources free right now per live node (what the GCS last heard from each raylet).
+
+    Private: ``ray.available_resources()`` sums over the cluster; fault injection must know
+    which node a trial holds resources on now."""
+    from ray._private.state import available_resources_per_node
+
+    return dict(available_resources_per_node())
+
+
+def stop_propagating_env(names: frozenset[str]) -> None:
+    """Stop Ray Tune from copying these environment variables into every trial's runtime_env.
+
+    Private: Tune keeps the list in a module constant; Ray's runtime-env agent writes
+    runtime_envs to its log in plain text, so a copied AWS secret would end up on disk."""
+    from ray.tune.execution import class_cache
+
+    class_cache.ENV_VARS_TO_PROPAGATE = frozenset(class_cache.ENV_VARS_TO_PROPAGATE) - names
+
+
+def restored_run_config(tuner: Any) -> Any:
+    """The RunConfig a restored ``Tuner`` will run with, to give it this process's callbacks.
+
+    Private: ``Tuner.restore`` unpickles the callbacks of the run that was interrupted and
+    takes no new ones; Tune's own advice is to pass them again, which it has no argument for."""
+    return tuner._local_tuner.get_run_config()

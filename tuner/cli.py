@@ -1,0 +1,38 @@
+"""What every command (``tuner.run``, ``tuner.plan``, ``tuner.report``) does with bad input and logging."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import NoReturn
+
+EXIT_BAD_INPUT = 2
+
+
+def fail(message: str) -> NoReturn:
+    """One line on stderr that says what to fix, and exit status 2."""
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(EXIT_BAD_INPUT)
+
+
+def quiet_libraries() -> None:
+    """Only the platform's own lines reach the console: Hydra's logging lets third-party INFO through."""
+    logging.getLogger().setLevel(logging.WARNING)
+    logging.getLogger("tuner").setLevel(logging.INFO)
+    # Tune's advice on Ctrl-C names a Python API; the driver prints the command that resumes instead.
+    logging.getLogger("ray.tune.tune").addFilter(lambda record: "Tuner.restore(" not in record.getMessage())
+    logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
+
+
+CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+
+
+def available_searches() -> list[str]:
+    """The searches Hydra can see: the built-in ones and those under any --config-dir."""
+    from hydra.core.hydra_config import HydraConfig
+
+    dirs = [CONF_DIR]
+    if HydraConfig.initialized():
+        dirs += [Path(s.path) for s in HydraConfig.get().runtime.config_sources if s.provider == "command-line"]
+    return sorted({p.stem for d in dirs for p in (d / "search").glob("*.yaml")})

@@ -1,0 +1,74 @@
+"""Connecting the driver to where trials run: this machine, a running cluster, or the local twin.
+
+A user's trainer and space live in the user's own repository, not in this package. On a
+cluster whose nodes do not share the driver's disk, their top-level packages travel to
+the workers through Ray's ``runtime_env`` (``py_modules``), unless the driver already runs
+as a Ray job with a working directory (``ray job submit --working-dir .``), which ships
+them itself. Code installed on every node (site-packages, this project) is not shipped.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+from pathlib import Path
+from typing import Any, Iterable, Optional
+
+from tuner.cluster.launcher import REPO, load_launcher_config
+from tuner.cluster.twin import LocalTwin, twin_config
+from tuner.config import ClusterConfig
+
+JOB_ENV = "RAY_JOB_CONFIG_JSON_ENV_VAR"  # set by Ray's job supervisor in a submitted job's driver
+
+
+def package_dir(spec: str) -> Optional[Path]:
+    """The directory of the top-level package a ``module:function`` spec lives in, if it must be shipped."""
+    top = importlib.import_module(spec.partition(":")[0].split(".")[0])
+    where = getattr(top, "__file__", None)
+    if where is None or Path(where).name != "__init__.py":
+        return None  # a namespace package or a single-file module: only packages can be shipped
+    root = Path(where).resolve().parent
+    installed = {"site-packages", "dist-packages"} & set(root.parts) or REPO in root.parents
+    return None if installed else root
+
+
+def code_runtime_env(specs: Iterable[str]) -> Optional[dict[str, Any]]:
+    """``runtime_env`` that ships the user's packages behind ``specs`` to the cluster's workers."""
+    if JOB_ENV in os.environ:
+        return None
+    dirs = sorted({str(d) for d in map(package_dir, specs) if d is not None})
+    return {"py_modules": dirs} if dirs else None
+
+
+def connect(cfg: ClusterConfig, code: Iterable[str] = ()) -> tuple[Any, Optional[LocalTwin]]:
+    """``ray.init`` for this cluster config (starting the twin first); returns (context, twin)."""
+    import ray
+
+    twin = None
+    address = cfg.address
+    if cfg.name == "local_spot":
+        if cfg.launcher_config is None:
+            raise ValueError("cluster=local_spot needs cluster.launcher_config")
+        twin = LocalTwin(twin_config(load_launcher_config(cfg.launcher_config), cfg), cfg)
+        address = twin.start()
+    kwargs: dict[str, Any] = {"address": address, "logging_level": logging.WARNING, "log_to_driver": False}
+    if address is None:
+        kwargs.update(
+            num_cpus=cfg.num_cpus,
+            num_gpus=cfg.num_gpus,
+            include_dashboard=cfg.include_dashboard,
+            dashboard_host=cfg.dashboard_host,
+            dashboard_port=cfg.dashboard_port,
+        )
+    else:  # the workers may not share this disk: ship the user's code
+        runtime_env = code_runtime_env(code)
+        if runtime_env:
+            print(f"shipping to the cluster (runtime_env py_modules): {', '.join(runtime_env['py_modules'])}")
+            kwargs["runtime_env"] = runtime_env
+    try:
+        return ray.init(**kwargs), twin
+    except Exception:
+        if twin is not None:
+            twin.stop()
+        raise

@@ -1,0 +1,61 @@
+"""The schema of ``python -m tuner.plan``: a campaign profile and the strategies to replay it under."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from tuner.config.base import require
+from tuner.config.platform import POLICIES, TrackingConfig
+
+
+@dataclass
+class CampaignProfile:
+    """A tuning campaign as the simulator sees it (``tuner.simulate``)."""
+
+    trials: int = 64
+    epochs: int = 50  # epochs each trial trains (after early stopping, on average)
+    epoch_s: float = 30.0  # one epoch on one GPU of the market's type
+    checkpoint_s: float = 5.0  # one checkpoint write (training stalls meanwhile)
+    restart_s: float = 90.0  # get a node, start the trial process, restore its checkpoint
+    concurrency: int = 8  # trials at a time, one GPU each
+
+    def __post_init__(self) -> None:
+        require(min(self.trials, self.epochs, self.concurrency) > 0, "profile: trials, epochs, concurrency must be > 0")
+        require(self.epoch_s > 0 and self.checkpoint_s >= 0 and self.restart_s >= 0, "profile: times must be >= 0")
+
+
+@dataclass
+class StrategyConfig:
+    """How a campaign uses spot capacity."""
+
+    name: str = "platform"
+    checkpoint: str = "adaptive"  # periodic | adaptive (Young/Daly from the zone's observed interruption rate)
+    every_s: float = 600.0  # periodic: training seconds between checkpoints
+    min_interval_s: float = 60.0  # adaptive: bounds on the interval
+    max_interval_s: float = 14400.0
+    notice: bool = True  # checkpoint on the interruption notice
+    zones: str = "all"  # one (each stream keeps to one zone) | all (the cheapest zone with capacity)
+    fallback: bool = True  # on-demand once waiting for spot would miss the deadline
+    deadline_factor: float = 1.5  # deadline = this x the on-demand makespan (fallback keeps it)
+
+    def __post_init__(self) -> None:
+        require(self.checkpoint in POLICIES, f"strategy {self.name}: checkpoint {' | '.join(POLICIES)}")
+        require(self.zones in ("one", "all"), f"strategy {self.name}: zones one | all")
+        require(self.every_s > 0 and 0 < self.min_interval_s <= self.max_interval_s, f"strategy {self.name}: intervals > 0")
+        require(self.deadline_factor >= 1.0, f"strategy {self.name}: deadline_factor must be >= 1")
+
+
+@dataclass
+class PlanConfig:
+    """``python -m tuner.plan``: a campaign replayed over real spot traces under several strategies."""
+
+    output_dir: str = "outputs"
+    markets: list[str] = field(default_factory=lambda: ["aws-v100", "gcp-h100", "aws-p3-32node"])
+    profile: CampaignProfile = field(default_factory=CampaignProfile)
+    strategies: list[StrategyConfig] = field(default_factory=lambda: [StrategyConfig()])
+    starts: int = 48  # start times spread over each trace; the table shows means
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+
+    def __post_init__(self) -> None:
+        require(self.starts > 0, "starts must be > 0")
+        require(len({s.name for s in self.strategies}) == len(self.strategies), "strategies need distinct names")

@@ -1,0 +1,202 @@
+"""The platform's schema: where trials run, where state lives, tracking, checkpoints, cost.
+
+Each node mirrors the keyword arguments of the API it feeds (``ray.init``, ``RunConfig``,
+``FailureConfig``, ``CheckpointConfig``); the defaults here are the only ones, and the
+YAML files in ``conf/`` select and override them.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Optional
+
+from tuner.config.base import require
+from tuner.config.search import SearchConfig
+
+_BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]$")
+POLICIES = ("periodic", "adaptive")
+STORAGE_KINDS = ("local", "s3")
+PRICE_SOURCES = ("catalog", "aws")
+MARKETS = ("spot", "on-demand")
+
+
+@dataclass
+class CheckpointConfig:
+    """When trials checkpoint (``tuner.trial.policy``); a drain notice always checkpoints at once."""
+
+    policy: str = "periodic"  # periodic | adaptive (Young/Daly: sqrt(2 C / lambda))
+    every_reports: int = 1  # periodic: with every N-th report
+    every_s: Optional[float] = None  # periodic: also after this many training seconds, between reports
+    min_interval_s: float = 60.0  # adaptive: bounds on the chosen interval
+    max_interval_s: float = 14400.0
+    interruption_rate_per_h: Optional[float] = None  # adaptive: lambda; None = observed rate, else Spot Advisor bucket
+    observed_rates: Optional[str] = None  # adaptive: interruption_rates.csv from `python -m tuner.report`
+    min_observed_node_hours: float = 100.0  # adaptive: an observed rate is used once this many node-hours back it
+    observed_rates_per_h: dict[str, float] = field(default_factory=dict)  # "type@zone" -> lambda; the driver fills it
+    final_margin_s: float = 10.0  # on a drain with a deadline: checkpoint again this long before it
+    drain_poll_interval_s: float = 0.5  # how often a trial asks the GCS whether its node is draining
+
+    def __post_init__(self) -> None:
+        require(self.policy in POLICIES, f"checkpoint.policy={self.policy!r}: use {' or '.join(POLICIES)}")
+        require(self.every_reports > 0, "checkpoint.every_reports must be > 0")
+        require(self.every_s is None or self.every_s > 0, "checkpoint.every_s must be > 0")
+        require(0 < self.min_interval_s <= self.max_interval_s, "checkpoint: need 0 < min_interval_s <= max_interval_s")
+        require(
+            self.interruption_rate_per_h is None or self.interruption_rate_per_h > 0,
+            "checkpoint.interruption_rate_per_h must be > 0",
+        )
+        require(self.min_observed_node_hours >= 0, "checkpoint.min_observed_node_hours must be >= 0")
+
+@dataclass
+class ClusterConfig:
+    """Where trials run; keyword arguments of ``ray.init``."""
+
+    name: str = "local"
+    address: Optional[str] = None  # None starts Ray on this machine; "auto" joins a running cluster
+    num_cpus: Optional[int] = None
+    num_gpus: Optional[int] = None
+    include_dashboard: bool = True
+    dashboard_host: str = "127.0.0.1"  # Ray's dashboard has no auth: never bind it publicly
+    dashboard_port: int = 8265
+    launcher_config: Optional[str] = None  # a `ray up` YAML: trials must fit one of its worker types
+    max_workers_per_type: int = 2  # local_spot: cap per worker type on this machine
+    idle_timeout_minutes: float = 0.5  # local_spot: idle workers are removed after this
+    keep_running: bool = False  # local_spot: leave the cluster up after the search (dashboard)
+    head_instance_type: Optional[str] = None  # priced into the campaign total (None: this machine, not billed)
+
+@dataclass
+class StorageConfig:
+    """Where checkpoints and experiment state live (``RunConfig.storage_path``)."""
+
+    kind: str = "local"  # local | s3
+    path: str = "${output_dir}/ray_results"  # local directory (kind=local)
+    bucket: Optional[str] = None  # kind=s3
+    prefix: str = "tuner"
+    endpoint_url: Optional[str] = None  # S3-compatible server; None = AWS
+    region: Optional[str] = None
+
+    def __post_init__(self) -> None:
+        require(self.kind in STORAGE_KINDS, f"storage.kind={self.kind!r}: use {' or '.join(STORAGE_KINDS)}")
+        if self.kind == "s3":
+            require(bool(self.bucket), "storage.bucket is required with storage=s3 (e.g. storage.bucket=my-ckpts)")
+            require(
+                bool(_BUCKET_RE.match(self.bucket or "")),
+                f"storage.bucket={self.bucket!r} is not a valid S3 bucket name (3-63 chars: a-z 0-9 . -)",
+            )
+            require(
+                self.endpoint_url is None or re.match(r"^https?://[^/\s]+/?$", self.endpoint_url) is not None,
+                f"storage.endpoint_url={self.endpoint_url!r}: write it as http(s)://host:port",
+            )
+
+@dataclass
+class TrackingConfig:
+    """MLflow tracking; ``tracking_uri`` is any MLflow URI (sqlite file, http server)."""
+
+    enabled: bool = True
+    tracking_uri: str = "sqlite:///${output_dir}/mlflow.db"
+    experiment_name: str = "${name}"
+    request_timeout_s: int = 5
+    artifact_location: str = "${output_dir}/mlartifacts"  # for a local (sqlite/file) store; servers use their own
+
+@dataclass
+class RunSettings:
+    """Keyword arguments of ``RunConfig``/``FailureConfig``/``CheckpointConfig``."""
+
+    max_failures: int = 2  # application errors per trial; preemptions are not counted
+    num_to_keep: int = 2  # checkpoints kept per trial
+    verbose: int = 0  # Tune's own console output; our progress lines replace it
+
+    def __post_init__(self) -> None:
+        require(self.max_failures >= -1, "run.max_failures must be >= -1 (-1 = retry forever)")
+        require(self.num_to_keep > 0, "run.num_to_keep must be > 0")
+
+@dataclass
+class PricingConfig:
+    """Where prices come from (``tuner.pricing``)."""
+
+    source: str = "catalog"  # catalog (shipped, offline) | aws (EC2 spot history + Pricing API, cached)
+    cache_ttl_s: float = 3600.0
+    region: str = "us-east-1"  # for nodes without a region label, and for the price guard
+
+    def __post_init__(self) -> None:
+        require(self.source in PRICE_SOURCES, f"pricing.source={self.source!r}: use {' or '.join(PRICE_SOURCES)}")
+
+@dataclass
+class CostConfig:
+    """How the cost ledger prices trials (``tuner.cost``)."""
+
+    assumed_instance_type: str = "g5.xlarge"  # nodes without an instance-type label (local runs; adaptive policy)
+    assumed_market: str = "spot"
+
+    def __post_init__(self) -> None:
+        require(self.assumed_market in MARKETS, f"cost.assumed_market: use {' or '.join(MARKETS)}")
+
+@dataclass
+class BudgetConfig:
+    """``tuner.cost.budget``: a ceiling on a search's spend."""
+
+    max_usd: Optional[float] = None  # stop starting trials once committed + projected spend would exceed it
+
+    def __post_init__(self) -> None:
+        require(self.max_usd is None or self.max_usd > 0, f"budget.max_usd={self.max_usd}: must be > 0")
+
+@dataclass
+class PriceGuardConfig:
+    """Spot price limits checked during a search (``tuner.price_guard``); the cluster's max price is the hard ceiling."""
+
+    enabled: bool = False
+    interval_s: float = 300.0  # how often current spot prices are checked
+    max_usd_per_hour: dict[str, float] = field(default_factory=dict)  # per type: +price_guard.max_usd_per_hour={g5.xlarge:0.6}
+    max_fraction_of_on_demand: Optional[float] = None  # for watched types without their own limit
+    instance_types: list[str] = field(default_factory=list)  # watched; empty = the limited types, else the cluster's
+    zones: list[str] = field(default_factory=list)  # empty = the whole region
+    enforce: bool = False  # keep new trials off a type while it is over its limit (a label selector)
+
+    def __post_init__(self) -> None:
+        require(self.interval_s > 0, "price_guard.interval_s must be > 0")
+        require(all(v > 0 for v in (self.max_usd_per_hour or {}).values()), "price_guard.max_usd_per_hour: limits must be > 0")
+        require(
+            self.max_fraction_of_on_demand is None or self.max_fraction_of_on_demand > 0,
+            "price_guard.max_fraction_of_on_demand must be > 0",
+        )
+        require(
+            not self.enabled or bool(self.max_usd_per_hour) or self.max_fraction_of_on_demand is not None,
+            "price_guard.enabled needs a limit: price_guard.max_usd_per_hour or price_guard.max_fraction_of_on_demand",
+        )
+
+
+@dataclass
+class LivenessConfig:
+    """How the driver tells a search that cannot progress from one that waits (``tuner.run.liveness``)."""
+
+    stall_timeout_s: float = 45.0  # nothing running or pending, trials left, the searcher suggests none: exit
+    status_interval_s: float = 60.0  # while trials wait for capacity: a line saying what they wait for
+
+    def __post_init__(self) -> None:
+        require(self.stall_timeout_s > 0 and self.status_interval_s > 0, "liveness: timeouts must be > 0")
+
+
+@dataclass
+class Config:
+    """``python -m tuner.run``: one search and the platform around it."""
+
+    output_dir: str = "outputs"
+    name: str = "${search.name}"  # experiment name: the same name resumes the same search
+    search: Optional[SearchConfig] = None  # appended with +search=NAME
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
+    storage: StorageConfig = field(default_factory=StorageConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    run: RunSettings = field(default_factory=RunSettings)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    pricing: PricingConfig = field(default_factory=PricingConfig)
+    cost: CostConfig = field(default_factory=CostConfig)
+    budget: BudgetConfig = field(default_factory=BudgetConfig)
+    price_guard: PriceGuardConfig = field(default_factory=PriceGuardConfig)
+    liveness: LivenessConfig = field(default_factory=LivenessConfig)
+
+    def __post_init__(self) -> None:
+        require(
+            self.cluster.name != "aws" or self.storage.kind == "s3",
+            "cluster=aws needs shared checkpoint storage: add storage=s3 storage.bucket=NAME",
+        )

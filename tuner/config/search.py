@@ -1,0 +1,111 @@
+"""The schema of a search (``+search=NAME``): trainer, space, objective, budget, searcher, scheduler."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from omegaconf import MISSING
+
+from tuner.config.base import require
+from tuner.config.targets import builds
+
+MODES = ("min", "max")
+# Passed by the driver from the search itself (metric, mode, time_attr, max_t), never set in a scheduler node.
+FROM_SEARCH = ("metric", "mode", "time_attr", "max_t")
+
+# Selectable with search/scheduler=NAME and search/searcher=NAME (conf/config.yaml picks the defaults).
+SCHEDULERS: dict[str, type] = {
+    # reduction_factor 3 (Ray: 4): the platform's searches and benchmarks were tuned and measured at 3.
+    "asha": builds("ray.tune.schedulers.ASHAScheduler", exclude=FROM_SEARCH, reduction_factor=3),
+    "hyperband": builds("ray.tune.schedulers.HyperBandScheduler", exclude=FROM_SEARCH),
+    # grace_period in time_attr units (Ray's default, 60, assumes seconds).
+    "median": builds("ray.tune.schedulers.MedianStoppingRule", exclude=FROM_SEARCH, grace_period=1.0),
+    "fifo": builds("ray.tune.schedulers.FIFOScheduler"),
+}
+SAMPLERS: dict[str, type] = {
+    # seed 0 (Optuna: None): a search run twice suggests the same trials.
+    "tpe": builds("optuna.samplers.TPESampler", seed=0),
+    "random": builds("optuna.samplers.RandomSampler", seed=0),
+    "cmaes": builds("optuna.samplers.CmaEsSampler", seed=0),
+    "gp": builds("optuna.samplers.GPSampler", seed=0),
+    "nsga2": builds("optuna.samplers.NSGAIISampler", seed=0),
+    "qmc": builds("optuna.samplers.QMCSampler", seed=0),
+}
+
+
+@dataclass
+class TuneSettings:
+    """Keyword arguments of ``ray.tune.TuneConfig`` (metric and mode come from the search)."""
+
+    num_samples: int = 8
+    max_concurrent_trials: int = 2
+
+    def __post_init__(self) -> None:
+        require(self.num_samples > 0, f"search.tune.num_samples={self.num_samples}: must be > 0")
+        require(self.max_concurrent_trials > 0, "search.tune.max_concurrent_trials must be > 0")
+
+
+@dataclass
+class ResourcesConfig:
+    """Resources per trial (per worker when ``workers`` > 1): GPU may be fractional.
+
+    ``workers``: 1 runs the trainer in the trial's own process; N or [min, max] runs it on
+    N (elastic: between min and max) Ray Train workers, each with ``cpu``/``gpu``."""
+
+    cpu: float = 1.0
+    gpu: float = 0.0
+    workers: Any = 1  # an integer, or [min, max]
+
+    def __post_init__(self) -> None:
+        require(self.cpu > 0 and self.gpu >= 0, "search.resources: cpu must be > 0 and gpu >= 0")
+        low, high = self.width
+        require(1 <= low <= high, f"search.resources.workers={self.workers}: need 1 <= min <= max")
+
+    @property
+    def width(self) -> tuple[int, int]:
+        """(min, max) workers."""
+        w = self.workers
+        if isinstance(w, int) and not isinstance(w, bool):
+            return w, w
+        if isinstance(w, (list, tuple)) and len(w) == 2 and all(isinstance(x, int) and not isinstance(x, bool) for x in w):
+            return int(w[0]), int(w[1])
+        require(False, f"search.resources.workers={w!r}: write an integer or [min, max]")
+        raise AssertionError  # unreachable: require raised
+
+    @property
+    def bundle(self) -> dict[str, float]:
+        """One worker's (or the single trial process's) resources, as Ray names them."""
+        return {"CPU": self.cpu, "GPU": self.gpu}
+
+
+@dataclass
+class SearchConfig:
+    """One search: whose training function, over which space, optimising what, with which budget."""
+
+    name: str = MISSING
+    trainer: str = MISSING  # "module:function", called as fn(config, settings) (tuner.session inside)
+    space: str = MISSING  # "module:function", a define-by-run Optuna space (pure: no training)
+    metric: str = MISSING  # a key the trainer reports; what the searcher and scheduler optimise
+    mode: str = MISSING  # min | max
+    time_attr: str = "iteration"  # the trainer's progress key (the scheduler's time); iteration = reports so far
+    max_t: int = MISSING  # a trial's budget in time_attr units: its last report has time_attr >= max_t
+    workload: Any = field(default_factory=dict)  # the trainer's settings (typed when it declares a dataclass)
+    tune: TuneSettings = field(default_factory=TuneSettings)
+    scheduler: Any = None  # a Tune scheduler node (_target_): search/scheduler=asha|hyperband|median|fifo
+    searcher: Any = None  # an Optuna sampler node (_target_): search/searcher=tpe|random|cmaes|gp|nsga2|qmc
+    resources: ResourcesConfig = field(default_factory=ResourcesConfig)
+
+    def __post_init__(self) -> None:
+        require(self.mode in MODES, f"search.mode={self.mode!r}: use min or max")
+        require(":" in self.space, f"search.space={self.space!r}: write it as module:function")
+        require(":" in self.trainer, f"search.trainer={self.trainer!r}: write it as module:function")
+        require(self.max_t > 0, f"search.max_t={self.max_t}: must be > 0")
+
+
+def register_groups(store: Any) -> None:
+    for name, node in SCHEDULERS.items():
+        store.store(group="search/scheduler", name=name, node=node)
+    for name, node in SAMPLERS.items():
+        store.store(group="search/searcher", name=name, node=node)
+

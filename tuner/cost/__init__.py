@@ -1,0 +1,1 @@
+"""Cost: prices, the per-trial cost ledger, the budget and the price guard."""

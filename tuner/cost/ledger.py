@@ -1,0 +1,318 @@
+"""The cost ledger: what every trial cost on the nodes it ran on, next to on-demand.
+
+Every result a trial reports says where it ran (node id, instance type, market,
+zone: Ray node labels) and when. Per trial and node attempt that gives an
+interval; its cost is the node's price over the interval (price changes
+integrated) times the trial's share of the node (GPUs used / GPUs on the node, or
+the CPU share on CPU-only nodes). The baseline is the same intervals at the
+on-demand price of the same instance type; savings % = 1 - cost / on-demand.
+Work redone after a preemption (lost work) lengthens the lost attempt's interval:
+it was paid for, and it is reported as ``lost_work_cost_usd``.
+
+Nodes without an instance-type label (a plain local run) are costed as one whole
+``assumed_instance_type`` per trial, and the summary says so. Each stay also records the
+trial's progress on it (in the search's ``time_attr`` units), so that the report can say
+what a unit of training cost on each instance type.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+from dataclasses import asdict, dataclass, field
+from typing import Any, Optional
+
+from ray.tune import Callback
+from ray.tune.experiment import Trial
+
+from tuner.config import CostConfig, SearchConfig
+from tuner.cost.pricing import PriceSource, integrate_usd
+from tuner.trial.runtime import CHECKPOINT_ONLY
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Interval:
+    """A trial's stay on one node (one attempt)."""
+
+    node_id: str
+    instance_type: str
+    market: str
+    region: str
+    zone: str
+    start_s: float
+    end_s: float
+    share: float  # of the node's price charged to this trial
+    node_gpus: float
+    assumed: bool = False  # no instance label: priced as the assumed type
+    lost_s: float = 0.0  # seconds of this stay whose work was redone elsewhere
+    progress: float = 0.0  # new time_attr units reached during this stay (redone ones not counted again)
+    preempted: bool = False  # the stay ended with the node taken away (the trial counted a preemption)
+
+    @property
+    def seconds(self) -> float:
+        return max(0.0, self.end_s - self.start_s)
+
+
+@dataclass
+class Priced:
+    cost_usd: float
+    on_demand_cost_usd: float
+    lost_work_cost_usd: float
+
+
+def price(interval: Interval, prices: PriceSource) -> Optional[Priced]:
+    """Cost of one interval, or None when a price is unknown (never $0)."""
+    on_demand_rate = prices.on_demand(interval.instance_type, interval.region)
+    if on_demand_rate is None or interval.seconds == 0:
+        return None if on_demand_rate is None else Priced(0.0, 0.0, 0.0)
+    on_demand = on_demand_rate * interval.seconds / 3600.0
+    if interval.market == "spot":
+        history = prices.spot_history(
+            interval.instance_type, interval.region, interval.zone, interval.start_s, interval.end_s
+        )
+        cost = integrate_usd(history, interval.start_s, interval.end_s)
+        if cost is None:
+            return None
+    else:
+        cost = on_demand
+    lost = cost * interval.lost_s / interval.seconds
+    return Priced(cost * interval.share, on_demand * interval.share, lost * interval.share)
+
+
+@dataclass
+class TrialCost:
+    cost_usd: float = 0.0
+    on_demand_cost_usd: float = 0.0
+    lost_work_cost_usd: float = 0.0
+    gpu_hours: float = 0.0
+    priced: bool = True
+    instance_types: str = ""
+    markets: str = ""
+
+    @property
+    def savings_pct(self) -> float:
+        return 100.0 * (1.0 - self.cost_usd / self.on_demand_cost_usd) if self.on_demand_cost_usd > 0 else 0.0
+
+
+def trial_cost(intervals: list[Interval], prices: PriceSource) -> TrialCost:
+    out = TrialCost(
+        instance_types=",".join(sorted({i.instance_type for i in intervals})),
+        markets=",".join(sorted({i.market for i in intervals})),
+    )
+    for interval in intervals:
+        out.gpu_hours += interval.seconds * interval.share * interval.node_gpus / 3600.0
+        priced = price(interval, prices)
+        if priced is None:
+            out.priced = False
+            continue
+        out.cost_usd += priced.cost_usd
+        out.on_demand_cost_usd += priced.on_demand_cost_usd
+        out.lost_work_cost_usd += priced.lost_work_cost_usd
+    return out
+
+
+@dataclass
+class TrialLedger:
+    intervals: dict[str, Interval] = field(default_factory=dict)  # per attempt
+    last_attempt: Optional[str] = None
+    lost_work_s: float = 0.0
+    preemptions: int = 0
+    reached: float = 0.0  # the highest time_attr value reported
+    best: Optional[float] = None  # the best value of the search's metric reported
+
+
+class CostLedger(Callback):
+    """Builds each trial's intervals from its results; prices them on demand."""
+
+    def __init__(self, cfg: CostConfig, region: str, search: SearchConfig, prices: PriceSource,
+                 head_instance_type: Optional[str] = None) -> None:  # fmt: skip
+        self.cfg, self.region, self.prices = cfg, region, prices
+        self.resources, self.metric, self.mode, self.time_attr = search.resources, search.metric, search.mode, search.time_attr
+        self.head_instance_type = head_instance_type
+        self.trials: dict[str, TrialLedger] = {}
+        self.assumed_used = False
+
+    # Tune saves and restores callback state with the experiment (driver restarts).
+    def get_state(self) -> Optional[dict]:
+        return {"trials": self.trials, "assumed_used": self.assumed_used}
+
+    def set_state(self, state: dict) -> None:
+        self.trials, self.assumed_used = state["trials"], state["assumed_used"]
+
+    def _interval(self, result: dict[str, Any]) -> Interval:
+        itype = result.get("instance_type") or ""
+        assumed = not itype
+        if assumed:
+            itype, market, region, zone = self.cfg.assumed_instance_type, self.cfg.assumed_market, self.region, ""
+        else:
+            market, zone = result.get("market") or "on-demand", result.get("zone") or ""
+            region = result.get("region") or self.region
+        shape = self.prices.shape(itype)
+        if shape is None:
+            share, gpus = 1.0, 0.0
+        elif assumed:
+            share, gpus = 1.0, shape.gpus
+        elif self.resources.gpu > 0 and shape.gpus > 0:
+            share, gpus = self.resources.gpu / shape.gpus, shape.gpus
+        else:
+            share, gpus = self.resources.cpu / max(shape.vcpus, 1.0), shape.gpus
+        self.assumed_used |= assumed
+        start = float(result.get("attempt_started_s", result["wall_s"]))
+        return Interval(result["node_id"], itype, market, region, zone, start, float(result["wall_s"]),
+                        min(share, 1.0), gpus, assumed)  # fmt: skip
+
+    def on_trial_result(self, iteration: int, trials: list[Trial], trial: Trial, result: dict, **info: Any) -> None:
+        if "wall_s" not in result or "node_id" not in result:
+            return
+        ledger = self.trials.setdefault(trial.trial_id, TrialLedger())
+        key = f"{result['node_id']}@{result.get('attempt_started_s', 0)}"
+        if key not in ledger.intervals:
+            ledger.intervals[key] = self._interval(result)
+        interval = ledger.intervals[key]
+        interval.end_s = max(interval.end_s, float(result["wall_s"]))
+        lost = float(result.get("lost_work_s", 0.0))
+        if lost > ledger.lost_work_s and ledger.last_attempt and ledger.last_attempt != key:
+            previous = ledger.intervals[ledger.last_attempt]  # the redone work ran (and was paid) there
+            previous.end_s += lost - ledger.lost_work_s
+            previous.lost_s += lost - ledger.lost_work_s
+        ledger.lost_work_s = max(ledger.lost_work_s, lost)
+        preemptions = int(result.get("preemptions", ledger.preemptions))
+        if preemptions > ledger.preemptions and ledger.last_attempt and ledger.last_attempt != key:
+            ledger.intervals[ledger.last_attempt].preempted = True
+        ledger.preemptions = preemptions
+        if not result.get(CHECKPOINT_ONLY):
+            reached = float(result.get(self.time_attr, 0.0))
+            interval.progress += max(0.0, reached - ledger.reached)
+            ledger.reached = max(ledger.reached, reached)
+            if self.metric in result:
+                value = float(result[self.metric])
+                better = ledger.best is None or (value > ledger.best if self.mode == "max" else value < ledger.best)
+                ledger.best = value if better else ledger.best
+        ledger.last_attempt = key
+
+    # -- views ------------------------------------------------------------------
+    def best(self, trial_id: str, default: Optional[float] = None) -> Optional[float]:
+        """The best value of the search's metric the trial reported."""
+        ledger = self.trials.get(trial_id)
+        return default if ledger is None or ledger.best is None else ledger.best
+
+    def best_overall(self) -> Optional[float]:
+        values = [t.best for t in self.trials.values() if t.best is not None]
+        return (max(values) if self.mode == "max" else min(values)) if values else None
+
+    def cost_of(self, trial_id: str) -> TrialCost:
+        ledger = self.trials.get(trial_id)
+        return trial_cost(list(ledger.intervals.values()), self.prices) if ledger else TrialCost(priced=False)
+
+    def trial_metrics(self, trial_id: str) -> dict[str, float]:
+        cost, ledger = self.cost_of(trial_id), self.trials.get(trial_id, TrialLedger())
+        metrics = {
+            "gpu_hours": cost.gpu_hours,
+            "preemptions": float(ledger.preemptions),
+            "lost_work_s": ledger.lost_work_s,
+        }
+        if cost.priced:
+            metrics.update(
+                cost_usd=cost.cost_usd,
+                on_demand_cost_usd=cost.on_demand_cost_usd,
+                savings_pct=cost.savings_pct,
+                lost_work_cost_usd=cost.lost_work_cost_usd,
+            )
+        return metrics
+
+    def trial_tags(self, trial_id: str) -> dict[str, str]:
+        cost = self.cost_of(trial_id)
+        tags = {"tuner.instance_types": cost.instance_types, "tuner.markets": cost.markets}
+        if not cost.priced:
+            tags["tuner.unpriced"] = "true"
+        if self.assumed_used:
+            tags["tuner.assumed_instance_type"] = self.cfg.assumed_instance_type
+        return tags
+
+    def committed_usd(self) -> float:
+        return sum(self.cost_of(t).cost_usd for t in self.trials)
+
+    def totals(self, wall_s: float) -> dict[str, float]:
+        costs = {t: self.cost_of(t) for t in self.trials}
+        priced = [c for c in costs.values() if c.priced]
+        spot = sum(c.cost_usd for c in priced)
+        on_demand = sum(c.on_demand_cost_usd for c in priced)
+        totals = {
+            "cost_usd": spot,
+            "on_demand_cost_usd": on_demand,
+            "savings_pct": 100.0 * (1 - spot / on_demand) if on_demand > 0 else 0.0,
+            "lost_work_cost_usd": sum(c.lost_work_cost_usd for c in priced),
+            "gpu_hours": sum(c.gpu_hours for c in costs.values()),
+            "preemptions": float(sum(t.preemptions for t in self.trials.values())),
+            "unpriced_trials": float(len(costs) - len(priced)),
+        }
+        node_cost = 0.0 if self.assumed_used else self._node_cost()  # one assumed node per trial: no sharing
+        if node_cost:
+            totals["utilization_pct"] = 100.0 * spot / node_cost
+        if self.head_instance_type:
+            head_rate = self.prices.on_demand(self.head_instance_type, self.region)
+            if head_rate is None:
+                totals["head_unpriced"] = 1.0
+            else:
+                totals["head_cost_usd"] = head_rate * wall_s / 3600.0
+                totals["campaign_cost_usd"] = spot + totals["head_cost_usd"]
+        return totals
+
+    def _node_cost(self) -> float:
+        """Whole-node cost over each node's observed lifetime (first to last interval on it)."""
+        nodes: dict[str, Interval] = {}
+        for ledger in self.trials.values():
+            for interval in ledger.intervals.values():
+                seen = nodes.setdefault(interval.node_id, Interval(**{**asdict(interval), "share": 1.0, "lost_s": 0.0}))
+                seen.start_s, seen.end_s = min(seen.start_s, interval.start_s), max(seen.end_s, interval.end_s)
+        priced = [price(i, self.prices) for i in nodes.values()]
+        return sum(p.cost_usd for p in priced if p is not None)
+
+    def csv(self) -> str:
+        """Every interval of every trial, priced: the ledger as an MLflow artifact."""
+        out = io.StringIO()
+        writer = csv.writer(out)
+        writer.writerow(["trial_id", "node_id", "instance_type", "market", "region", "zone", "start_s", "end_s",
+                         "seconds", "share", "lost_s", "assumed", "unit", "progress", "preempted", "cost_usd",
+                         "on_demand_cost_usd"])  # fmt: skip
+        for trial_id, ledger in sorted(self.trials.items()):
+            for i in ledger.intervals.values():
+                p = price(i, self.prices)
+                writer.writerow([trial_id, i.node_id, i.instance_type, i.market, i.region, i.zone, f"{i.start_s:.3f}",
+                                 f"{i.end_s:.3f}", f"{i.seconds:.3f}", f"{i.share:.4f}", f"{i.lost_s:.3f}", i.assumed,
+                                 self.time_attr, f"{i.progress:g}", i.preempted, "" if p is None else f"{p.cost_usd:.8g}",
+                                 "" if p is None else f"{p.on_demand_cost_usd:.8g}"])  # fmt: skip
+        return out.getvalue()
+
+    def plot(self, path: str) -> None:
+        """The search's metric (each trial's best) against its cost, Pareto front marked, on-demand cost beside."""
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        points = [(self.cost_of(t), ledger.best) for t, ledger in self.trials.items() if ledger.best is not None]
+        points = [(c, acc) for c, acc in points if c.priced]
+        fig, ax = plt.subplots(figsize=(7, 4.5))
+        for c, acc in points:
+            ax.plot([c.cost_usd, c.on_demand_cost_usd], [acc, acc], color="0.85", zorder=1)
+        ax.scatter([c.on_demand_cost_usd for c, _ in points], [a for _, a in points], marker="o",
+                   facecolors="none", edgecolors="0.5", label="same trial at on-demand price", zorder=2)  # fmt: skip
+        ax.scatter([c.cost_usd for c, _ in points], [a for _, a in points], color="tab:blue", label="trial (spot)", zorder=3)
+        sign = 1.0 if self.mode == "max" else -1.0
+        front: list[tuple[float, float]] = []
+        for c, acc in sorted(points, key=lambda p: p[0].cost_usd):
+            if not front or sign * acc > sign * front[-1][1]:
+                front.append((c.cost_usd, acc))
+        if front:
+            ax.step(*zip(*front), where="post", color="tab:red", label="Pareto front", zorder=4)
+        ax.set_xlabel("cost (USD)")
+        ax.set_ylabel(f"best {self.metric}")
+        ax.set_title(f"{self.metric} vs cost per trial" + (" (assumed instance prices)" if self.assumed_used else ""))
+        ax.legend(loc="best")
+        fig.tight_layout()
+        fig.savefig(path, dpi=120)
+        plt.close(fig)

@@ -1,0 +1,1 @@
+"""The spot operations report across searches (``python -m tuner.report``)."""

@@ -1,0 +1,140 @@
+"""From a composed search to a Tune experiment: trainable, searcher, scheduler, run config."""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import inspect
+from typing import Any, Callable
+
+from tuner.config import Config, ConfigError, SearchConfig
+from tuner.trial.runtime import Objective
+from tuner.trial.trainable import TrialSpec
+
+
+def load_space(spec: str) -> Callable[..., Any]:
+    """Import ``module:function``; the function is the define-by-run Optuna space."""
+    module_name, _, attr = spec.partition(":")
+    try:
+        fn = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as exc:
+        raise ConfigError(f"search.space={spec!r} cannot be imported ({exc})") from exc
+    if not callable(fn):
+        raise ConfigError(f"search.space={spec!r} is not a function")
+    check_space(fn, spec)
+    return fn  # type: ignore[no-any-return]
+
+
+def check_space(space: Callable[..., Any], spec: str) -> None:
+    """Refuse a space that suggests nothing: Optuna would tune an empty config."""
+    import optuna
+
+    try:
+        space(optuna.trial.FixedTrial({}))
+    except ValueError:  # FixedTrial raises on the first suggest_* call: the space suggests something
+        return
+    raise ConfigError(f"search.space={spec!r} suggests no hyperparameters: add trial.suggest_* calls")
+
+
+def objective(search: SearchConfig) -> Objective:
+    return Objective(search.metric, search.mode, search.time_attr, search.max_t)
+
+
+def trial_spec(settings: Config, trainer_settings: Any) -> TrialSpec:
+    search = settings.search
+    assert search is not None
+    return TrialSpec(
+        trainer=search.trainer,
+        settings=trainer_settings,
+        objective=objective(search),
+        checkpoint=settings.checkpoint,
+        assumed_instance_type=settings.cost.assumed_instance_type,
+        workers=search.resources.width,
+        worker_resources=search.resources.bundle,
+    )
+
+
+def search_alg(search: SearchConfig) -> Any:
+    """Optuna (the configured sampler) over the search's space, ``max_concurrent_trials`` at a time."""
+    from hydra.utils import instantiate
+
+    from tuner.run.search import ConsistentSearch, OptunaSearcher
+
+    if search.searcher is None:
+        raise ConfigError("search.searcher is not set: choose one with search/searcher=tpe (or random, cmaes, gp, ...)")
+    sampler = instantiate(search.searcher)
+    searcher = OptunaSearcher(load_space(search.space), [search.metric], [search.mode], sampler,
+                              search.tune.max_concurrent_trials)  # fmt: skip
+    return ConsistentSearch(searcher)
+
+
+def scheduler(search: SearchConfig) -> Any:
+    """The configured Tune scheduler, given the search's time attribute and budget where it takes them."""
+    from hydra.utils import get_object, instantiate
+
+    if search.scheduler is None:
+        raise ConfigError("search.scheduler is not set: choose one with search/scheduler=asha (or hyperband, ...)")
+    accepts = inspect.signature(get_object(search.scheduler._target_)).parameters
+    given = {"time_attr": search.time_attr, "max_t": search.max_t}
+    return instantiate(search.scheduler, **{k: v for k, v in given.items() if k in accepts})
+
+
+def trial_dirname(trial: Any) -> str:
+    """Short trial directories (Tune's default embeds every hyperparameter)."""
+    return f"trial_{trial.trial_id}"
+
+
+def build_tuner(settings: Config, spec: TrialSpec, resume: bool, callbacks: list[Any], stopper: Any = None) -> Any:
+    """A new Tuner, or the one saved at the experiment path (errored trials resumed)."""
+    from ray import tune
+
+    from tuner import _ray
+    from tuner.cost import price_guard
+    from tuner.run import storage
+    from tuner.trial.trainable import run, trainable_class
+
+    search = settings.search
+    assert search is not None
+    bundle = search.resources.bundle
+    guarded = settings.price_guard.enabled and settings.price_guard.enforce
+    resources: Any = functools.partial(price_guard.trial_resources, bundle) if guarded else bundle
+    trainable = tune.with_resources(trainable_class(tune.with_parameters(run, spec=spec)), resources)
+    path = storage.experiment_path(settings.storage, settings.name)
+    if resume:
+        tuner = tune.Tuner.restore(path, trainable=trainable, resume_errored=True)
+        run_config = _ray.restored_run_config(tuner)  # this process's callbacks, not the pickled ones
+        run_config.callbacks, run_config.stop = callbacks, stopper
+        return tuner
+    run_settings = settings.run
+    return tune.Tuner(
+        trainable,
+        tune_config=tune.TuneConfig(
+            metric=search.metric,
+            mode=search.mode,
+            search_alg=search_alg(search),
+            scheduler=scheduler(search),
+            num_samples=search.tune.num_samples,
+            trial_dirname_creator=trial_dirname,
+        ),
+        run_config=tune.RunConfig(
+            name=settings.name,
+            storage_path=storage.storage_path(settings.storage),
+            failure_config=tune.FailureConfig(max_failures=run_settings.max_failures),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=run_settings.num_to_keep),
+            callbacks=callbacks,
+            stop=stopper,
+            verbose=run_settings.verbose,
+        ),
+    )
+
+
+def search_params(settings: Config) -> dict[str, Any]:
+    """Flat, secret-free description of the search for the MLflow parent run."""
+    from omegaconf import OmegaConf
+    from ray.tune.utils import flatten_dict
+
+    search = OmegaConf.to_container(OmegaConf.structured(settings.search))
+    flat: dict[str, Any] = flatten_dict({"search": search}, delimiter=".")
+    flat.update({"cluster": settings.cluster.name, "storage": settings.storage.kind})
+    return flat
+

@@ -1,0 +1,230 @@
+"""The driver: check the search, start Ray, run (or resume) the experiment, say how it went.
+
+Bad input raises :class:`~tuner.config.ConfigError` before anything starts. While the
+search runs, the console gets a line per trial result, MLflow a run per trial and the
+cost ledger every stay on a node. Afterwards: the best trials with their cost, where to
+look next, and an exit status (0 done, 1 every trial failed, 3 stalled, 130 interrupted).
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+from tuner.config import Config, ConfigError
+
+EXIT_TRIALS_FAILED = 1
+EXIT_STALLED = 3
+EXIT_INTERRUPTED = 130
+TABLE_ROWS = 5
+TUNE_ENV = {
+    # Our progress lines replace Tune's console output and its snapshot-frequency warning.
+    "RAY_AIR_NEW_OUTPUT": "0",
+    "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S": "0",
+    # A checkpoint taken before a trial's first report carries no metric yet; the trial session
+    # itself refuses a report without the search's metric (one line, naming what was reported).
+    "TUNE_DISABLE_STRICT_METRIC_CHECKING": "1",
+}
+
+
+def resume_command() -> str:
+    """The command that resumes this search: the one that started it."""
+    return "python -m tuner.run " + shlex.join(sys.argv[1:])
+
+
+def summarize(results: Any, settings: Config, ledger: Any, totals: dict[str, float], dashboard_url: Optional[str],
+              tracking_cmd: Optional[str]) -> int:  # fmt: skip
+    """Print the best trials with their cost, the best config and where to look; return the exit status."""
+    from tuner.run.console import cost_columns, cost_summary
+    from tuner.text import fmt, params, table
+
+    search = settings.search
+    assert search is not None
+    done = [r for r in results if r.error is None and search.metric in (r.metrics or {})]
+    errors = [r for r in results if r.error is not None]
+    best_key = f"best {search.metric}"
+
+    def best(r: Any) -> float:
+        return float(ledger.best(r.metrics["trial_id"], r.metrics[search.metric]))
+
+    ranked = sorted(done, key=best, reverse=search.mode == "max")
+    rows = [
+        {"trial": r.metrics["trial_id"], best_key: best(r), search.time_attr: r.metrics.get(search.time_attr),
+         "train_s": r.metrics.get("train_time_s"), **cost_columns(ledger, r.metrics["trial_id"]), **r.config}
+        for r in ranked[:TABLE_ROWS]
+    ]  # fmt: skip
+    print(f"\n{len(done)} of {len(results)} trials finished, {len(errors)} failed.")
+    if rows:
+        print(table(rows, list(rows[0])))
+        top = ranked[0]
+        print(f"\nbest trial {top.metrics['trial_id']}: {best_key} {fmt(best(top))}  config: {params(top.config)}")
+        print(f"best checkpoint: {top.checkpoint.path if top.checkpoint else '(none)'}")
+    print(cost_summary(ledger, totals))
+    if tracking_cmd:
+        print(f"MLflow:         {tracking_cmd}")
+    if dashboard_url:
+        print(f"Ray dashboard:  http://{dashboard_url}  (while this process runs)")
+    for r in errors[:3]:
+        print(f"failed trial {r.path}: {str(r.error).splitlines()[0][:200]}", file=sys.stderr)
+    return 0 if done else EXIT_TRIALS_FAILED
+
+
+def make_price_guard(settings: Config, tracker: Any) -> Any:
+    """The guard watches the limited types, else the given ones, else the cluster config's worker types."""
+    from tuner.cluster.launcher import load_launcher_config, worker_types
+    from tuner.cost import pricing
+    from tuner.cost.price_guard import PriceGuard
+
+    cfg = settings.price_guard
+    watched = cfg.instance_types or sorted(cfg.max_usd_per_hour or {})
+    if not watched and settings.cluster.launcher_config:
+        launcher = load_launcher_config(settings.cluster.launcher_config)
+        watched = sorted({t["node_config"]["InstanceType"] for t in worker_types(launcher).values()})
+    if not watched:
+        raise ConfigError("price_guard: nothing to watch: set price_guard.instance_types or price_guard.max_usd_per_hour")
+    cache = Path(settings.output_dir) / "price_cache"
+    prices = pricing.make_source(settings.pricing.source, cache, min(settings.pricing.cache_ttl_s, cfg.interval_s))
+    print(f"price guard: watching {', '.join(watched)} every {cfg.interval_s:g} s" + (" (enforced)" if cfg.enforce else ""))
+    return PriceGuard(cfg, settings.pricing.region, prices, watched, notify=tracker.record_event if tracker else None)
+
+
+def check_capacity(settings: Config) -> None:
+    """Refuse, before anything starts, a trial no node the cluster can ever provide would hold."""
+    import ray
+
+    from tuner.cluster.launcher import check_fits, load_launcher_config
+    from tuner.run.liveness import check_capacity as check_live_nodes
+
+    search = settings.search
+    assert search is not None
+    resources = search.resources
+    if settings.cluster.launcher_config:  # autoscaled: what the node types can hold
+        check_fits(load_launcher_config(settings.cluster.launcher_config), resources.bundle, resources.width[0])
+    else:  # fixed: what the nodes there are hold
+        where = "this machine" if settings.cluster.address is None else f"the cluster at {settings.cluster.address}"
+        check_live_nodes(resources.bundle, resources.width[0], ray.nodes(), where)
+
+
+def execute(settings: Config, observers: Sequence[Any] = ()) -> int:
+    """Start Ray, run (or resume) the search, report. Raises ConfigError on bad input.
+
+    ``observers``: extra Tune callbacks (fault injection and benchmarks watch results through them).
+    """
+    import ray
+    from ray import tune
+
+    from tuner.cluster.connect import connect
+    from tuner.cost import pricing
+    from tuner.cost.budget import BudgetStopper
+    from tuner.cost.ledger import CostLedger
+    from tuner.run import storage
+    from tuner.run.build import build_tuner, load_space, search_params, trial_spec
+    from tuner.run.console import ProgressPrinter
+    from tuner.run.liveness import SearchStalled, Watchdog
+    from tuner.run.tracking import MLflowTracker, ui_command
+    from tuner.trial import heartbeat, policy, trainer
+
+    search = settings.search
+    assert search is not None
+    for key, value in TUNE_ENV.items():
+        os.environ.setdefault(key, value)
+    trainer_settings = trainer.settings_for(trainer.load(search.trainer), search.workload)
+    load_space(search.space)
+    storage.check(settings.storage)
+    if settings.checkpoint.observed_rates:
+        settings.checkpoint.observed_rates_per_h = policy.load_observed_rates(
+            settings.checkpoint.observed_rates, settings.checkpoint.min_observed_node_hours
+        )
+    storage.keep_credentials_out_of_ray()
+    storage.shorten_ray_storage_errors()
+    path = storage.experiment_path(settings.storage, settings.name)
+    resume = tune.Tuner.can_restore(path)
+
+    context, twin = connect(settings.cluster, code=[search.trainer, search.space])
+    try:
+        check_capacity(settings)
+        heartbeat.start_store()
+        dashboard_url = context.dashboard_url or None
+        cache = Path(settings.output_dir) / "price_cache"
+        prices = pricing.make_source(settings.pricing.source, cache, settings.pricing.cache_ttl_s)
+        ledger = CostLedger(settings.cost, settings.pricing.region, search, prices, settings.cluster.head_instance_type)
+        stopper = BudgetStopper(ledger, settings.budget.max_usd, search.time_attr, search.max_t) if settings.budget.max_usd else None
+        watchdog = Watchdog(settings.liveness, search.tune.num_samples, ray.available_resources)
+        callbacks: list[Any] = [ProgressPrinter(search, ledger), ledger, watchdog, *observers]
+        tracker: Optional[MLflowTracker] = None
+        if settings.tracking.enabled:
+            tracker = MLflowTracker(settings.tracking, path, search_params(settings), resume, search.time_attr, ledger)
+            if tracker.connect():
+                callbacks.append(tracker)
+            else:
+                tracker = None
+        if settings.price_guard.enabled:
+            callbacks.append(make_price_guard(settings, tracker))
+        print(f"{'Resuming' if resume else 'Starting'} search {settings.name!r}: {search.tune.num_samples} trials, "
+              f"{search.time_attr} <= {search.max_t:g} each, {search.tune.max_concurrent_trials} at a time")  # fmt: skip
+        print(f"experiment: {path}")
+        if dashboard_url:
+            print(f"Ray dashboard: http://{dashboard_url}")
+        started = time.time()
+        tuner = build_tuner(settings, trial_spec(settings, trainer_settings), resume, callbacks, stopper)
+        try:
+            with second_interrupt_stops_at_once():
+                results = tuner.fit()
+        except SearchStalled as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            if tracker is not None:
+                tracker.close({}, "FAILED")
+            return EXIT_STALLED
+        if watchdog.unfinished and not (stopper is not None and stopper.tripped):
+            done = watchdog.statuses["TERMINATED"] + watchdog.statuses["ERROR"]
+            print(f"\nsearch interrupted: {done} of {search.tune.num_samples} trials done; the same command resumes it:\n"
+                  f"  {resume_command()}")  # fmt: skip
+            if tracker is not None:
+                tracker.close({}, "KILLED")
+            return EXIT_INTERRUPTED
+        totals = ledger.totals(time.time() - started)
+        tracking_cmd = ui_command(settings.tracking.tracking_uri) if tracker else None
+        status = summarize(results, settings, ledger, totals, dashboard_url, tracking_cmd)
+        if stopper is not None and stopper.tripped:
+            print(f"budget: stopped at ${ledger.committed_usd():.4g} of budget.max_usd={settings.budget.max_usd}: "
+                  "no new trials were started; running trials stopped after their checkpoint")  # fmt: skip
+        if tracker is not None:
+            summary = {"trials": len(results), "errors": len(results.errors), **totals}
+            if ledger.trials:
+                summary[f"best_{search.metric}"] = ledger.best_overall()
+            tracker.close(summary, "FINISHED" if status == 0 else "FAILED")
+            if tracker.unsent:
+                counts = {what: tracker.unsent.count(what) for what in dict.fromkeys(tracker.unsent)}
+                missing = ", ".join(f"{n} x {what}" for what, n in counts.items())
+                print(f"warning: MLflow unreachable at the end; not logged: {missing}")
+        return status
+    finally:
+        ray.shutdown()
+        if twin is not None:
+            twin.stop()
+
+
+class second_interrupt_stops_at_once:
+    """Ctrl-C once: Tune stops the search and saves its state (ours is the handler it restores after).
+    Ctrl-C again: stop at once; the state saved last is what the same command resumes from."""
+
+    def __enter__(self) -> None:
+        self._main = threading.current_thread() is threading.main_thread()  # signals go to the main thread only
+        if self._main:
+            self._previous = signal.getsignal(signal.SIGINT)
+            signal.signal(signal.SIGINT, self._now)
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._main:
+            signal.signal(signal.SIGINT, self._previous)
+
+    @staticmethod
+    def _now(signum: int, frame: Any) -> None:
+        print(f"\nstopped at once; the same command resumes from the state saved last:\n  {resume_command()}", flush=True)
+        os._exit(EXIT_INTERRUPTED)

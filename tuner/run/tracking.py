@@ -1,0 +1,260 @@
+"""MLflow tracking as a Tune callback: one parent run per search, one child run per trial.
+
+Runs are found again by tags (``tuner.experiment_path``, ``tuner.trial_id``), so a
+retried trial or a resumed search continues its own runs instead of duplicating
+them. Tracking is never fatal: an unreachable server gives one warning and the
+search goes on; the summary says how many updates were lost.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import threading
+import time
+from collections import deque
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+from ray.tune import Callback
+from ray.tune.experiment import Trial
+
+from tuner.config import TrackingConfig
+from tuner.trial.runtime import CHECKPOINT_ONLY, user_metrics
+
+log = logging.getLogger(__name__)
+
+TAG_EXPERIMENT = "tuner.experiment_path"
+TAG_TRIAL = "tuner.trial_id"
+TAG_CHECKPOINT = "tuner.checkpoint"
+TAG_PARENT = "mlflow.parentRunId"
+TAG_ERROR = "tuner.error"
+RETRY_S = 2.0  # while MLflow is unreachable, the sender tries again this often
+PLATFORM_METRICS = ("preemptions", "restarts", "lost_work_s", "recovery_s", "checkpoint_interval_s", "train_time_s")
+
+
+def _numeric(result: dict[str, Any]) -> dict[str, float]:
+    """Metrics to log: everything the trainer reported, and the platform's counters. A result that only
+    carries a checkpoint taken between reports repeats the last report's metrics: only its counters."""
+    values = {} if result.get(CHECKPOINT_ONLY) else user_metrics(result)
+    values.update({k: float(result[k]) for k in PLATFORM_METRICS if isinstance(result.get(k), (int, float))})
+    return {k: v for k, v in values.items() if math.isfinite(v)}
+
+
+def experiment_id(client: Any, cfg: TrackingConfig) -> str:
+    """``cfg.experiment_name``'s id, creating it if missing (artifacts beside a local store; servers keep their own)."""
+    experiment = client.get_experiment_by_name(cfg.experiment_name)
+    if experiment is not None:
+        return experiment.experiment_id
+    local_store = not cfg.tracking_uri.startswith(("http://", "https://", "databricks"))
+    artifacts = Path(cfg.artifact_location).absolute().as_uri() if local_store else None
+    return client.create_experiment(cfg.experiment_name, artifact_location=artifacts)
+
+
+def ui_command(tracking_uri: str) -> str:
+    """The command that opens the MLflow UI on this store."""
+    if tracking_uri.startswith(("http://", "https://")):
+        return f"open {tracking_uri}"
+    return f"mlflow ui --host 127.0.0.1 --backend-store-uri {tracking_uri}"
+
+
+class MLflowTracker(Callback):
+    """Mirror a Tune experiment into MLflow from the driver."""
+
+    def __init__(self, cfg: TrackingConfig, experiment_path: str, params: dict[str, Any], resume: bool,
+                 time_attr: str, ledger: Any = None) -> None:  # fmt: skip
+        self.cfg, self.time_attr = cfg, time_attr
+        self.ledger = ledger  # a tuner.cost.CostLedger: its per-trial costs go on the child runs
+        self.experiment_path = experiment_path
+        self.params = params
+        self.resume = resume
+        self.client: Any = None
+        self.parent_id: Optional[str] = None
+        self.experiment_id: Optional[str] = None
+        self._children: dict[str, str] = {}
+        # Updates wait here, in order, until the sender thread gets them through (the driver's loop never
+        # waits on MLflow); while the server is unreachable they stay, and go when it is back.
+        self._outbox: deque[tuple[str, Optional[Trial], Callable[[str], Any]]] = deque()
+        self._down = False
+        self._sender: Optional[threading.Thread] = None
+        self._wake = threading.Event()
+        self._stopping = False
+
+    def __getstate__(self) -> dict[str, Any]:  # Tune pickles its callbacks with the experiment
+        return {**self.__dict__, "client": None, "_outbox": deque(), "_sender": None, "_wake": None}
+
+    # -- plumbing ---------------------------------------------------------------
+    @property
+    def unsent(self) -> list[str]:
+        """What could not be logged (after :meth:`close`: lost for good)."""
+        return [what for what, _, _ in self._outbox]
+
+    def _submit(self, what: str, trial: Optional[Trial], op: Callable[[str], Any]) -> None:
+        """Queue one update of the parent run (trial None) or of a trial's run; send all that can go."""
+        if self.client is None:
+            return
+        self._outbox.append((what, trial, op))
+        if self._sender is None:
+            self._flush()
+        else:
+            self._wake.set()
+
+    def _send(self) -> None:
+        """The sender thread: flush on every new update, retry every RETRY_S while the server is down."""
+        while not self._stopping:
+            self._wake.wait(RETRY_S)
+            self._wake.clear()
+            self._flush()
+
+    def _stop_sender(self) -> None:
+        if self._sender is not None:
+            self._stopping = True
+            self._wake.set()
+            self._sender.join()
+            self._sender = None
+
+    def _flush(self) -> bool:
+        while self._outbox:
+            what, trial, op = self._outbox[0]
+            try:
+                op(self.parent_id if trial is None else self._child(trial))
+            except Exception as exc:  # any transport or server error must not stop tuning
+                if not self._down:
+                    self._down = True
+                    log.warning(
+                        "MLflow at %s is unreachable (%s: %s); tuning continues, updates are kept until it is back",
+                        self.cfg.tracking_uri, what, str(exc).splitlines()[0][:200],
+                    )  # fmt: skip
+                return False
+            self._outbox.popleft()
+        if self._down:
+            self._down = False
+            log.warning("MLflow at %s is back: sent the updates kept during the outage", self.cfg.tracking_uri)
+        return True
+
+    def connect(self) -> bool:
+        """Open the store and the parent run; False (with one warning) when unreachable."""
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", str(self.cfg.request_timeout_s))
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
+        logging.getLogger("urllib3.connectionpool").setLevel(logging.ERROR)  # one warning of ours, not one per retry
+        from mlflow.tracking import MlflowClient
+
+        try:
+            client = MlflowClient(tracking_uri=self.cfg.tracking_uri)
+            self.experiment_id = experiment_id(client, self.cfg)
+        except Exception as exc:
+            log.warning(
+                "MLflow at %s is unreachable (%s); the search runs without tracking",
+                self.cfg.tracking_uri,
+                str(exc).splitlines()[0][:200],
+            )
+            return False
+        self.client = client
+        self.parent_id = self._find_parent() if self.resume else None
+        if self.parent_id is None:
+            run = client.create_run(
+                self.experiment_id, run_name=self.cfg.experiment_name, tags={TAG_EXPERIMENT: self.experiment_path}
+            )
+            self.parent_id = run.info.run_id
+            self._submit("log search params", None, lambda rid: self._log_params(rid, self.params))
+        else:
+            self._submit("reopen search run", None, lambda rid: client.update_run(rid, status="RUNNING"))
+        self._sender = threading.Thread(target=self._send, name="mlflow-sender", daemon=True)
+        self._sender.start()
+        return True
+
+    def _find_parent(self) -> Optional[str]:
+        runs = self.client.search_runs(
+            [self.experiment_id],
+            filter_string=f"tags.`{TAG_EXPERIMENT}` = '{self.experiment_path}'",
+            order_by=["attributes.start_time DESC"],
+            max_results=1,
+        )
+        return runs[0].info.run_id if runs else None
+
+    def _log_params(self, run_id: str, params: dict[str, Any]) -> None:
+        from mlflow.entities import Param
+
+        self.client.log_batch(run_id, params=[Param(k, str(v)[:6000]) for k, v in params.items()])
+
+    def _child(self, trial: Trial) -> str:
+        """The trial's run: found again by tag after a retry or a driver restart, else created."""
+        if trial.trial_id not in self._children:
+            runs = self.client.search_runs(
+                [self.experiment_id],
+                filter_string=f"tags.`{TAG_TRIAL}` = '{trial.trial_id}' and tags.`{TAG_PARENT}` = '{self.parent_id}'",
+                max_results=1,
+            )
+            if runs:
+                run_id = runs[0].info.run_id
+            else:
+                run_id = self.client.create_run(
+                    self.experiment_id, run_name=str(trial), tags={TAG_TRIAL: trial.trial_id, TAG_PARENT: self.parent_id}
+                ).info.run_id
+                self._log_params(run_id, trial.config)
+            self._children[trial.trial_id] = run_id
+        return self._children[trial.trial_id]
+
+    # -- Tune callback hooks ----------------------------------------------------
+    def on_trial_start(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
+        self._submit("mark trial running", trial, lambda rid: self.client.update_run(rid, status="RUNNING"))
+
+    def on_trial_result(self, iteration: int, trials: list[Trial], trial: Trial, result: dict, **info: Any) -> None:
+        from mlflow.entities import Metric
+
+        step = int(result.get(self.time_attr, result.get("training_iteration", 0)))
+        ts = int(result.get("timestamp", 0) * 1000)
+        metrics = [Metric(k, v, ts, step) for k, v in _numeric(result).items()]
+        self._submit("log metrics", trial, lambda rid: self.client.log_batch(rid, metrics=metrics))
+
+    def _finish(self, trial: Trial, status: str) -> None:
+        ckpt = trial.checkpoint
+        if ckpt is not None:
+            uri = ("s3://" if type(ckpt.filesystem).__name__ == "S3FileSystem" else "") + ckpt.path
+            self._submit("tag checkpoint", trial, lambda rid: self.client.set_tag(rid, TAG_CHECKPOINT, uri))
+        if self.ledger is not None:
+            from mlflow.entities import Metric, RunTag
+
+            metrics = [Metric(k, v, 0, 0) for k, v in self.ledger.trial_metrics(trial.trial_id).items()]
+            tags = [RunTag(k, v) for k, v in self.ledger.trial_tags(trial.trial_id).items()]
+            self._submit("log trial cost", trial, lambda rid: self.client.log_batch(rid, metrics=metrics, tags=tags))
+        self._submit("close trial run", trial, lambda rid: self.client.set_terminated(rid, status))
+
+    def record_event(self, tags: dict[str, str], metrics: dict[str, float]) -> None:
+        """Tags and timestamped metrics on the parent run (e.g. price guard events)."""
+        from mlflow.entities import Metric, RunTag
+
+        now_ms = int(time.time() * 1000)
+        batch = {"metrics": [Metric(k, v, now_ms, 0) for k, v in metrics.items()], "tags": [RunTag(k, v) for k, v in tags.items()]}
+        self._submit("log event", None, lambda rid: self.client.log_batch(rid, **batch))
+
+    def on_trial_complete(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
+        self._finish(trial, "FINISHED")
+
+    def on_trial_error(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
+        from tuner.run.console import error_line
+
+        line = error_line(trial)
+        self._submit("tag error", trial, lambda rid: self.client.set_tag(rid, TAG_ERROR, line))
+        self._finish(trial, "FAILED")
+
+    def close(self, summary: dict[str, float], status: str) -> None:
+        """Log the search's totals (and the cost ledger as CSV + plot) on the parent run and close it."""
+        if self.client is None or self.parent_id is None:
+            return
+        import tempfile
+
+        self._stop_sender()  # what is still queued goes out now, in order, from this thread
+        from mlflow.entities import Metric
+
+        metrics = [Metric(k, float(v), 0, 0) for k, v in summary.items()]
+        self._submit("log search totals", None, lambda rid: self.client.log_batch(rid, metrics=metrics))
+        if self.ledger is not None and self.ledger.trials:
+            with tempfile.TemporaryDirectory() as d:
+                ledger_csv, plot = Path(d) / "cost_ledger.csv", Path(d) / "accuracy_vs_cost.png"
+                ledger_csv.write_text(self.ledger.csv())
+                self.ledger.plot(str(plot))
+                for path in (ledger_csv, plot):
+                    self._submit(f"log {path.name}", None, lambda rid, p=path: self.client.log_artifact(rid, str(p)))
+        self._submit("close search run", None, lambda rid: self.client.set_terminated(rid, status))

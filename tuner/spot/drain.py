@@ -1,0 +1,70 @@
+"""Draining Ray nodes for preemption, and a trial's view of whether its node is draining.
+
+A node drained with reason PREEMPTION and the notice's deadline (the DrainNode RPC Ray's
+own autoscaler uses) gets no new work, and Tune does not charge the failure of a trial
+whose node went that way to ``max_failures``. Inside a trial, :class:`DrainWatcher` asks
+the GCS about twice a second from a background thread, so the training loop reads a
+cached value at every step instead of sending an RPC per step.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Callable, Optional
+
+from tuner import _ray
+
+log = logging.getLogger(__name__)
+
+
+def drain_node(gcs_address: str, node_id: str, message: str, deadline_s: Optional[float]) -> bool:
+    """Ask the GCS to drain ``node_id`` for preemption; True when accepted."""
+    accepted, error = _ray.drain_node(gcs_address, node_id, message, deadline_s)
+    if not accepted:
+        log.error("drain of node %s refused: %s", node_id, error)
+    return accepted
+
+
+def draining_nodes() -> dict[str, int]:
+    """``{node_id_hex: deadline_ms}`` of nodes being drained (0 = no deadline)."""
+    return _ray.draining_nodes()
+
+
+def node_lost(node_id: str) -> bool:
+    """True when the node is dead or draining: a restart caused by it is a preemption."""
+    import ray
+
+    alive = {n["NodeID"]: n["Alive"] for n in ray.nodes()}
+    return not alive.get(node_id, False) or node_id in draining_nodes()
+
+
+class DrainWatcher:
+    """Caches whether a node is draining (``draining``) and its deadline (``deadline_s``)."""
+
+    def __init__(self, node_id: str, interval_s: float = 0.5, probe: Callable[[], dict[str, int]] = draining_nodes):
+        self.node_id, self.interval_s, self._probe = node_id, interval_s, probe
+        self.draining = False
+        self.deadline_s: Optional[float] = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="tuner-drain-watcher", daemon=True)
+
+    def start(self) -> "DrainWatcher":
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                nodes = self._probe()
+            except Exception as exc:  # the GCS may be briefly unreachable; keep the last answer
+                log.debug("draining-node probe failed: %s", exc)
+            else:
+                if self.node_id in nodes:
+                    deadline_ms = nodes[self.node_id]
+                    self.deadline_s = deadline_ms / 1000 if deadline_ms else None
+                    self.draining = True
+            self._stop.wait(self.interval_s)

@@ -1,0 +1,1 @@
+"""Fault injection for tests, benchmarks and ``scripts/chaos.py``: never imported by the product."""

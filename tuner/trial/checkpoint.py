@@ -1,0 +1,209 @@
+"""Checkpoints as directories with a checksum manifest written last.
+
+A checkpoint directory holds the user's payload (``state.pt``, written from a state dict,
+or the files of a directory a framework wrote), the platform's ``tuner.json`` (progress
+and interruption counters) and ``manifest.json`` with a SHA-256 per file. The manifest
+is written only after every other file is complete, so a checkpoint interrupted while
+being written has no manifest (or a mismatching one) and is refused on restore instead
+of silently loading half a model; the previous intact checkpoint is used instead.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import random
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping, Optional, Union
+
+import numpy as np
+import torch
+
+log = logging.getLogger(__name__)
+
+STATE_FILE = "state.pt"
+META_FILE = "tuner.json"
+MANIFEST_FILE = "manifest.json"
+FORMAT_VERSION = 2
+RESERVED = (META_FILE, MANIFEST_FILE)
+
+
+class CorruptCheckpointError(RuntimeError):
+    """A checkpoint whose files do not match its manifest (or that has none)."""
+
+
+class CheckpointStateError(TypeError):
+    """A state that cannot be written: the message says which and why."""
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """A verified checkpoint in a local directory (``path``) that lives as long as the trial attempt."""
+
+    path: str
+
+    def load(self) -> Any:
+        """The state given to ``report(checkpoint=...)``, ``step`` or ``save`` as a state dict.
+
+        Loaded with ``weights_only=False``: the state may hold any object ``torch.save``
+        writes, and the file is the trial's own, verified against its manifest."""
+        state_path = Path(self.path) / STATE_FILE
+        if not state_path.is_file():
+            raise FileNotFoundError(f"checkpoint {self.path} holds files, not a state dict: read them from .path")
+        return torch.load(state_path, map_location="cpu", weights_only=False)
+
+
+# -- RNG capture (offered to users: a bit-identical resume needs it) ----------------------------------
+def rng_state() -> dict[str, Any]:
+    """RNG states of Python, NumPy and torch (and CUDA when present), as plain tensors and numbers."""
+    np_state = np.random.get_state(legacy=False)
+    state: dict[str, Any] = {
+        "python": random.getstate(),
+        "numpy": {
+            "key": torch.from_numpy(np_state["state"]["key"].astype(np.int64)),
+            "pos": int(np_state["state"]["pos"]),
+            "has_gauss": int(np_state["has_gauss"]),
+            "gauss": float(np_state["gauss"]),
+        },
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: Mapping[str, Any]) -> None:
+    """Put back what :func:`rng_state` captured."""
+    random.setstate(state["python"])
+    np_s = state["numpy"]
+    np.random.set_state(
+        {
+            "bit_generator": "MT19937",
+            "state": {"key": np_s["key"].numpy().astype(np.uint32), "pos": np_s["pos"]},
+            "has_gauss": np_s["has_gauss"],
+            "gauss": np_s["gauss"],
+        }
+    )
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+# -- writing and verifying ----------------------------------------------------------------------------
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _fsync_write(path: Path, data: bytes) -> None:
+    with path.open("wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _payload_files(root: Path) -> list[Path]:
+    return sorted(p for p in root.rglob("*") if p.is_file() and p.relative_to(root).as_posix() not in RESERVED)
+
+
+def write(directory: Union[str, os.PathLike[str]], state: Union[Mapping[str, Any], str], meta: Mapping[str, Any]) -> None:
+    """Write ``state`` (a state dict, or the path of a directory to copy in), ``meta``, then the manifest."""
+    root = Path(directory)
+    root.mkdir(parents=True, exist_ok=True)
+    if isinstance(state, (str, os.PathLike)):
+        source = Path(state)
+        if not source.is_dir():
+            raise CheckpointStateError(f"checkpoint directory {source} does not exist")
+        clash = [name for name in RESERVED if (source / name).exists()]
+        if clash:
+            raise CheckpointStateError(f"checkpoint directory {source} holds {clash[0]}, a name the platform reserves")
+        shutil.copytree(source, root, dirs_exist_ok=True)
+    else:
+        try:
+            torch.save(state, root / STATE_FILE)
+        except Exception as exc:  # pickling errors come as TypeError, AttributeError, PicklingError, ...
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            raise CheckpointStateError(
+                f"checkpoint state cannot be saved by torch.save ({type(exc).__name__}: {first}): "
+                "keep tensors, numbers, strings and containers of them in it"
+            ) from exc
+    _fsync_write(root / META_FILE, json.dumps(meta).encode())
+    files = {p.relative_to(root).as_posix(): _sha256(p) for p in _payload_files(root)}
+    files[META_FILE] = _sha256(root / META_FILE)
+    _fsync_write(root / MANIFEST_FILE, json.dumps({"format": FORMAT_VERSION, "files": files}).encode())
+
+
+def verify(directory: Union[str, os.PathLike[str]]) -> None:
+    """Raise :class:`CorruptCheckpointError` unless every file in the manifest is there and matches."""
+    root = Path(directory)
+    manifest_path = root / MANIFEST_FILE
+    if not manifest_path.is_file():
+        raise CorruptCheckpointError(f"checkpoint {root} has no {MANIFEST_FILE} (incomplete write)")
+    try:
+        files = dict(json.loads(manifest_path.read_text())["files"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise CorruptCheckpointError(f"checkpoint {root}: unreadable manifest ({exc})") from exc
+    for name, expected in files.items():
+        path = root / name
+        if not path.is_file():
+            raise CorruptCheckpointError(f"checkpoint {root} is missing {name}")
+        if _sha256(path) != expected:
+            raise CorruptCheckpointError(f"checkpoint {root}: {name} does not match its checksum")
+
+
+def read_meta(directory: Union[str, os.PathLike[str]]) -> dict[str, Any]:
+    """The platform's record in a verified checkpoint (empty for one written by an older version)."""
+    path = Path(directory) / META_FILE
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+# -- finding the newest intact checkpoint in storage --------------------------------------------------
+def _kept(parent: str, filesystem: Any) -> list[str]:
+    """Paths of the ``checkpoint_NNNNNN`` directories under a trial's directory, newest first."""
+    import pyarrow.fs
+
+    infos = filesystem.get_file_info(pyarrow.fs.FileSelector(parent, allow_not_found=True))
+    names = [i.base_name for i in infos if i.type == pyarrow.fs.FileType.Directory and i.base_name.startswith("checkpoint_")]
+    return [f"{parent}/{name}" for name in sorted(names, reverse=True)]
+
+
+def candidates(recorded: Any) -> list[Any]:
+    """Checkpoints to try, newest first: the one Tune recorded and the older ones beside it; if the
+    recorded one is gone (deleted by ``num_to_keep`` after the driver last saved its state), every
+    one kept beside it."""
+    import pyarrow.fs
+    from ray import tune
+
+    path = recorded.path.rstrip("/")
+    parent = path.rsplit("/", 1)[0]
+    gone = recorded.filesystem.get_file_info(path).type == pyarrow.fs.FileType.NotFound
+    kept = [p for p in _kept(parent, recorded.filesystem) if gone or p <= path]
+    if gone and kept:
+        log.warning("checkpoint %s is gone (deleted after the driver last saved its state); trying %s", path, kept[0])
+    ordered = kept if gone else [path, *[p for p in kept if p != path]]
+    return [tune.Checkpoint(p, filesystem=recorded.filesystem) for p in ordered]
+
+
+def fetch_newest_intact(recorded: Any, into: Path) -> Optional[Path]:
+    """Download the newest intact candidate into ``into``; None when none is intact."""
+    for i, candidate in enumerate(candidates(recorded)):
+        local = into / f"restore-{i}"
+        try:
+            candidate.to_directory(str(local))
+            verify(local)
+        except (CorruptCheckpointError, OSError) as exc:
+            log.warning("%s; trying the previous checkpoint", exc)
+            shutil.rmtree(local, ignore_errors=True)
+            continue
+        if candidate.path.rstrip("/") != recorded.path.rstrip("/"):
+            log.warning("restored %s instead of the newest checkpoint %s", candidate.path, recorded.path)
+        return local
+    log.error("no intact checkpoint for this trial under %s: starting it from scratch", recorded.path)
+    return None

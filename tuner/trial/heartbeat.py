@@ -1,0 +1,120 @@
+"""A trial's heartbeat and what an interruption cost it.
+
+Every trial attempt records where it is (node, training seconds, counters) about twice a
+second in a small named actor that the driver pins to its own, on-demand, node: the
+record outlives the trial's node. The next attempt of the trial reads it to tell a
+preemption (the node is gone or draining) from an application error, and how many
+training seconds were lost (trained after the checkpoint it resumes from).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict, dataclass
+from typing import Any, Callable, Optional
+
+import ray
+
+log = logging.getLogger(__name__)
+
+STORE_NAME = "tuner-heartbeats"
+NAMESPACE = "tuner"
+EVERY_S = 0.5  # lost work is measured to this resolution
+READ_TIMEOUT_S = 10.0
+
+
+@dataclass
+class Progress:
+    """Training seconds behind a trial's state and what interruptions have cost it so far."""
+
+    train_time_s: float = 0.0  # seconds spent in the trainer (checkpoint writes and holds excluded)
+    reports: int = 0  # report() calls behind this state
+    preemptions: int = 0  # restarts after the trial's node was lost
+    restarts: int = 0  # restarts for any reason
+    lost_work_s: float = 0.0  # training seconds redone after restarts
+    recovery_s: float = 0.0  # seconds from losing a node to training again, summed
+
+    COUNTERS = ("preemptions", "restarts", "lost_work_s", "recovery_s")
+
+    def counters(self) -> dict[str, float]:
+        return {k: getattr(self, k) for k in self.COUNTERS}
+
+    @classmethod
+    def from_dict(cls, record: dict[str, Any]) -> "Progress":
+        return cls(**{k: v for k, v in record.items() if k in asdict(cls())})
+
+
+def account_restart(
+    progress: Progress, beat: dict[str, Any], node_id: str, now_s: float, node_lost: Callable[[str], bool]
+) -> tuple[Progress, bool, float]:
+    """Charge the previous attempt's loss to ``progress`` (restored from a checkpoint).
+
+    Returns (progress, preempted, seconds lost). The heartbeat is newer than any checkpoint,
+    so its counters win; an attempt that ended with an application error says so in its last
+    heartbeat, and one that vanished while its node was lost or drained was preempted."""
+    for key in Progress.COUNTERS:
+        setattr(progress, key, max(getattr(progress, key), beat.get(key, 0)))
+    lost_s = max(0.0, float(beat["train_time_s"]) - progress.train_time_s)
+    progress.restarts += 1
+    progress.lost_work_s += lost_s
+    preempted = not beat.get("error") and (beat.get("node_id") != node_id or node_lost(beat["node_id"]))
+    if preempted:
+        progress.preemptions += 1
+        progress.recovery_s += max(0.0, now_s - float(beat["wall_s"]))
+    return progress, preempted, lost_s
+
+
+@ray.remote(num_cpus=0)
+class HeartbeatStore:
+    """Latest heartbeat per trial id, in memory on the driver's node."""
+
+    def __init__(self) -> None:
+        self._beats: dict[str, dict[str, Any]] = {}
+
+    def put(self, trial_id: str, record: dict[str, Any]) -> None:
+        self._beats[trial_id] = record
+
+    def get(self, trial_id: str) -> Optional[dict[str, Any]]:
+        return self._beats.get(trial_id)
+
+    def clear(self, trial_id: str) -> None:
+        self._beats.pop(trial_id, None)
+
+
+def start_store() -> Any:
+    """Create (or find) the store on this process's node: the driver's, which is never spot."""
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+    return HeartbeatStore.options(  # type: ignore[attr-defined]
+        name=STORE_NAME, namespace=NAMESPACE, lifetime="detached", get_if_exists=True, scheduling_strategy=here
+    ).remote()
+
+
+class Heartbeat:
+    """A trial attempt's side of the store: rate-limited, fire-and-forget writes."""
+
+    def __init__(self, trial_id: str) -> None:
+        self.trial_id = trial_id
+        self.last_s = 0.0
+        try:
+            self._store: Any = ray.get_actor(STORE_NAME, namespace=NAMESPACE)
+        except ValueError:  # no driver of ours started it (a bare Tune run): no accounting, no failure
+            log.warning("no heartbeat store in this cluster: restarts and lost work are not measured")
+            self._store = None
+
+    def read(self) -> Optional[dict[str, Any]]:
+        if self._store is None:
+            return None
+        return ray.get(self._store.get.remote(self.trial_id), timeout=READ_TIMEOUT_S)
+
+    def beat(self, record: dict[str, Any], force: bool = False) -> None:
+        now = time.time()
+        if self._store is not None and (force or now - self.last_s >= EVERY_S):
+            self.last_s = now
+            self._store.put.remote(self.trial_id, {**record, "wall_s": now})
+
+    def clear(self) -> None:
+        if self._store is not None:
+            self._store.clear.remote(self.trial_id)

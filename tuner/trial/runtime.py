@@ -1,0 +1,341 @@
+"""The trial session behind ``tuner.session``: one per trial attempt and worker.
+
+It restores the newest intact checkpoint, charges the previous attempt's loss (from the
+heartbeat), decides when a checkpoint is due (a drain notice, the notice's deadline, the
+checkpoint policy, a failed upload to retry), writes checkpoints with their manifest,
+keeps storage outages from stopping training, measures the training seconds behind each
+state and adds where the work ran to every result. The trainer only sees the calls of
+``tuner.session``.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable, Mapping, Optional, Protocol, Union
+
+from ray.tune.result import AUTO_RESULT_KEYS
+
+from tuner.config import CheckpointConfig
+from tuner.spot import labels as node_labels
+from tuner.spot.drain import DrainWatcher, node_lost
+from tuner.trial import checkpoint as ckpt
+from tuner.trial.context import TrialContext
+from tuner.trial.heartbeat import Heartbeat, Progress, account_restart
+from tuner.trial.policy import CheckpointPolicy
+
+log = logging.getLogger(__name__)
+
+HOLD_GRACE_S = 30.0  # a drained node that outlives its deadline by this much: train on
+UPLOAD_RETRY_S = 2.0  # first wait after a failed checkpoint upload; doubles up to the cap
+UPLOAD_RETRY_MAX_S = 15.0
+FINAL_UPLOAD_TIMEOUT_S = 900.0  # the last checkpoint waits this long for storage to take it
+
+# Keys the platform adds to every result; a trainer may not report them itself.
+ITERATION = "iteration"  # report() calls so far (checkpoints between reports do not count)
+CHECKPOINT_ONLY = "checkpoint_only"  # 1 on a result that only carries a checkpoint taken between reports
+LOCATION = ("node_id", "node_group", "instance_type", "market", "zone", "region", "attempt_started_s")
+PLATFORM_KEYS = frozenset(
+    (ITERATION, CHECKPOINT_ONLY, "wall_s", "train_time_s", "upload_failures", "checkpoint_reason",
+     "checkpoint_interval_s", "world_size", *LOCATION, *Progress.COUNTERS)
+)  # fmt: skip
+
+TUNE_KEYS = frozenset(AUTO_RESULT_KEYS) | {"trial_id", "experiment_tag", "done", "should_checkpoint"}
+State = Union[Mapping[str, Any], str]
+
+
+def user_metrics(result: Mapping[str, Any]) -> dict[str, float]:
+    """What the trainer reported (numbers) in a result, without Tune's and the platform's own keys."""
+    return {k: float(v) for k, v in result.items()
+            if k not in PLATFORM_KEYS and k not in TUNE_KEYS and isinstance(v, (int, float)) and not isinstance(v, bool)}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Objective:
+    """What the search optimises, as the trial side needs it: the keys every report must carry."""
+
+    metric: str
+    mode: str
+    time_attr: str
+    max_t: float
+
+
+class Backend(Protocol):
+    """How results and checkpoints reach Tune: directly, or through Ray Train's workers."""
+
+    def recorded_checkpoint(self) -> Any: ...
+
+    def report(self, metrics: dict[str, Any], checkpoint_dir: Optional[str]) -> None: ...
+
+
+class TuneBackend:
+    """A single-worker trial: a Tune function trainable."""
+
+    def recorded_checkpoint(self) -> Any:
+        from ray import tune
+
+        return tune.get_checkpoint()
+
+    def report(self, metrics: dict[str, Any], checkpoint_dir: Optional[str]) -> None:
+        from ray import tune
+
+        tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None)
+
+
+_CURRENT: Optional["TrialSession"] = None
+
+
+def current() -> "TrialSession":
+    if _CURRENT is None:
+        raise RuntimeError("tuner.session works inside a trial only: run the trainer through `python -m tuner.run`")
+    return _CURRENT
+
+
+def first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0]}" if text else type(exc).__name__
+
+
+def numeric(metrics: Mapping[str, Any]) -> dict[str, float]:
+    """Metrics as floats; anything else is refused with the key that is wrong."""
+    out: dict[str, float] = {}
+    for key, value in metrics.items():
+        if not isinstance(key, str):
+            raise TypeError(f"tuner.session.report: metric names must be strings, got {key!r}")
+        if key in PLATFORM_KEYS:
+            raise ValueError(f"tuner.session.report: {key!r} is reported by the platform itself: rename your metric")
+        if isinstance(value, bool) or not hasattr(value, "__float__"):
+            raise TypeError(f"tuner.session.report: metric {key!r} is {type(value).__name__} {value!r:.40}: report numbers only")
+        try:
+            out[key] = float(value)
+        except (TypeError, ValueError) as exc:  # e.g. a tensor of more than one element
+            raise TypeError(f"tuner.session.report: metric {key!r} is not a single number ({first_line(exc)})") from exc
+    return out
+
+
+class TrialSession:
+    """One attempt of one trial on one worker."""
+
+    def __init__(self, objective: Objective, cfg: CheckpointConfig, context: TrialContext, backend: Backend,
+                 labels: Mapping[str, str], assumed_instance_type: str) -> None:  # fmt: skip
+        self.objective, self.cfg, self.context, self.backend = objective, cfg, context, backend
+        self.policy = CheckpointPolicy.for_node(cfg, dict(labels), assumed_instance_type)
+        self.where = {
+            "node_id": context.node_id,
+            "node_group": labels.get(node_labels.NODE_GROUP, ""),
+            "instance_type": labels.get(node_labels.INSTANCE_TYPE, ""),
+            "market": labels.get(node_labels.MARKET, ""),
+            "zone": labels.get(node_labels.ZONE, ""),
+            "region": labels.get(node_labels.REGION, ""),
+            "attempt_started_s": time.time(),
+        }
+        self.progress = Progress()
+        self.checkpoint: Optional[ckpt.Checkpoint] = None
+        self.last_metrics: dict[str, float] = {}
+        self.checkpointed_at_s = 0.0
+        self.drain_checkpointed = self.deadline_checkpointed = False
+        self.hooked = self.warned_unhooked = False  # the trainer calls step()/should_checkpoint()
+        self.upload_failures = 0  # consecutive; > 0 means the newest state is not in storage yet
+        self.upload_retry_at_s = 0.0
+        self._clock_s: Optional[float] = None  # perf_counter when the current training stretch began
+        self._dir = Path(tempfile.mkdtemp(prefix="tuner-trial-"))
+        self.watcher = DrainWatcher(context.node_id, cfg.drain_poll_interval_s)
+        self.heartbeat = Heartbeat(context.trial_id)
+
+    # -- lifecycle ------------------------------------------------------------------------------------
+    def __enter__(self) -> "TrialSession":
+        global _CURRENT
+        self.watcher.start()
+        self._restore()
+        _CURRENT = self
+        self._clock_s = time.perf_counter()
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        global _CURRENT
+        _CURRENT = None
+        self._pause()
+        if exc is not None:
+            self.beat(force=True, error=True)  # the next attempt must not count this as a preemption
+        else:
+            self.heartbeat.clear()
+        self.watcher.stop()
+        shutil.rmtree(self._dir, ignore_errors=True)
+
+    def _restore(self) -> None:
+        recorded = self.backend.recorded_checkpoint()
+        local = ckpt.fetch_newest_intact(recorded, self._dir) if recorded is not None else None
+        meta: dict[str, Any] = {}
+        if local is not None:
+            self.checkpoint = ckpt.Checkpoint(str(local))
+            meta = ckpt.read_meta(local)
+            self.progress = Progress.from_dict(meta.get("progress", {}))
+            self.last_metrics = dict(meta.get("metrics", {}))
+        self.checkpointed_at_s = self.progress.train_time_s
+        beat = self.heartbeat.read()
+        if beat is None:
+            return
+        if meta.get("trial_id", self.context.trial_id) != self.context.trial_id:
+            # Another trial's state (PBT's exploit): not a restart of this one; keep its own counters.
+            for key in Progress.COUNTERS:
+                setattr(self.progress, key, beat.get(key, 0))
+            return
+        self.progress, preempted, lost_s = account_restart(self.progress, beat, self.context.node_id, time.time(), node_lost)
+        log.warning("trial %s restarted (%s); lost %.1f s of training",
+                    self.context.trial_id, "preemption" if preempted else "error", lost_s)  # fmt: skip
+        self.beat(force=True)
+
+    # -- the training clock ---------------------------------------------------------------------------
+    def train_time_s(self) -> float:
+        running = time.perf_counter() - self._clock_s if self._clock_s is not None else 0.0
+        return self.progress.train_time_s + running
+
+    def _pause(self) -> None:
+        if self._clock_s is not None:
+            self.progress.train_time_s = self.train_time_s()
+            self._clock_s = None
+
+    def _resume(self) -> None:
+        if self._clock_s is None:
+            self._clock_s = time.perf_counter()
+
+    # -- the calls of tuner.session -------------------------------------------------------------------
+    def get_checkpoint(self) -> Optional[ckpt.Checkpoint]:
+        return self.checkpoint
+
+    def due(self) -> Optional[str]:
+        """Why a checkpoint is due now, or None."""
+        w, now = self.watcher, time.time()
+        if w.draining and not self.drain_checkpointed:
+            return "drain"
+        if w.draining and w.deadline_s and not self.deadline_checkpointed and w.deadline_s - now <= self.cfg.final_margin_s:
+            return "deadline"
+        if self.upload_failures and now >= self.upload_retry_at_s:
+            return "retry"
+        if self.policy.due_between_reports(self.train_time_s() - self.checkpointed_at_s):
+            return "interval"
+        return None
+
+    def should_checkpoint(self) -> bool:
+        self.hooked = True
+        self.beat()
+        return self.due() is not None
+
+    def step(self, state: Callable[[], State]) -> None:
+        self.hooked = True
+        reason = self.due()
+        if reason is not None:
+            self._checkpoint_between_reports(state(), reason)
+        self.beat()
+
+    def save(self, state: State) -> None:
+        self.hooked = True
+        self._checkpoint_between_reports(state, self.due() or "requested")
+
+    def report(self, metrics: Mapping[str, Any], checkpoint: Optional[State] = None) -> None:
+        values = numeric(metrics)
+        missing = [k for k in (self.objective.metric, self.objective.time_attr) if k not in values]
+        if missing:
+            raise ValueError(
+                f"tuner.session.report: {' and '.join(repr(k) for k in missing)} missing (reported: "
+                f"{', '.join(sorted(values)) or 'nothing'}): the search's metric and time_attr must be in every report"
+            )
+        if not self.hooked and not self.warned_unhooked:
+            self.warned_unhooked = True
+            log.warning("trial %s: the trainer never calls tuner.session.step() (or should_checkpoint()): a spot "
+                        "notice can only checkpoint at the next report", self.context.trial_id)  # fmt: skip
+        self.progress.reports += 1
+        self.last_metrics = values
+        final = values[self.objective.time_attr] >= self.objective.max_t
+        since_s = self.train_time_s() - self.checkpointed_at_s
+        due = final or self.due() is not None or self.policy.due_at_report(self.progress.reports, since_s)
+        if checkpoint is not None and due and (final or time.time() >= self.upload_retry_at_s):
+            if self._persist(checkpoint, "final" if final else "report", between_reports=False, wait=final):
+                return
+        self._send(self._result(between_reports=False), None)
+
+    # -- internals ------------------------------------------------------------------------------------
+    def _result(self, between_reports: bool, reason: str = "") -> dict[str, Any]:
+        p = self.progress
+        result: dict[str, Any] = {
+            **self.last_metrics, **self.where, **p.counters(), ITERATION: p.reports, "wall_s": time.time(),
+            "train_time_s": self.train_time_s(), "upload_failures": self.upload_failures,
+            "world_size": self.context.world_size,
+        }  # fmt: skip
+        if between_reports:
+            result[CHECKPOINT_ONLY] = 1
+        if reason:
+            result.update(checkpoint_reason=reason, checkpoint_interval_s=self.policy.interval_s or 0.0)
+        return result
+
+    def _send(self, result: dict[str, Any], checkpoint_dir: Optional[str]) -> None:
+        self._pause()
+        try:
+            self.backend.report(result, checkpoint_dir)
+        finally:
+            self._resume()
+        self.beat()
+
+    def _checkpoint_between_reports(self, state: State, reason: str) -> None:
+        self._persist(state, reason, between_reports=True, wait=False)
+        if reason == "deadline" and self.watcher.deadline_s:
+            self._hold(until_s=self.watcher.deadline_s + HOLD_GRACE_S)
+
+    def _persist(self, state: State, reason: str, between_reports: bool, wait: bool) -> bool:
+        """Write and upload a checkpoint with a result; False (a retry scheduled) while storage refuses it.
+        ``wait``: the last checkpoint of a trial waits out an outage (bounded) rather than go missing."""
+        give_up_at_s = time.time() + FINAL_UPLOAD_TIMEOUT_S
+        while True:
+            if self._try_persist(state, reason, between_reports):
+                return True
+            if not wait or time.time() > give_up_at_s:
+                if wait:
+                    log.error("trial %s: storage unreachable; finishing without its last checkpoint", self.context.trial_id)
+                return False
+            self._hold(until_s=self.upload_retry_at_s)
+
+    def _try_persist(self, state: State, reason: str, between_reports: bool) -> bool:
+        self._pause()
+        started = time.perf_counter()
+        directory = Path(tempfile.mkdtemp(prefix="ckpt-", dir=self._dir))
+        try:
+            meta = {"trial_id": self.context.trial_id, "progress": asdict(self.progress),
+                    "metrics": self.last_metrics, "reason": reason}  # fmt: skip
+            ckpt.write(directory, state, meta)
+            self.backend.report(self._result(between_reports, reason), str(directory))
+        except (OSError, RuntimeError) as exc:  # pyarrow's S3 errors; Ray's "Unable to set up cluster storage"
+            self.upload_failures += 1
+            wait_s = min(UPLOAD_RETRY_MAX_S, UPLOAD_RETRY_S * 2 ** (self.upload_failures - 1))
+            self.upload_retry_at_s = time.time() + wait_s
+            log.warning("trial %s: checkpoint upload failed (%s); training goes on, retrying in %.0f s",
+                        self.context.trial_id, first_line(exc), wait_s)  # fmt: skip
+            return False
+        finally:
+            shutil.rmtree(directory, ignore_errors=True)
+            self._resume()
+        if self.upload_failures:
+            log.warning("trial %s: checkpoint upload works again after %d failures", self.context.trial_id, self.upload_failures)
+        self.upload_failures = 0
+        self.policy.observe_cost(time.perf_counter() - started)
+        self.checkpointed_at_s = self.progress.train_time_s
+        self.drain_checkpointed |= self.watcher.draining
+        self.deadline_checkpointed |= reason == "deadline"
+        self.beat(force=True)
+        return True
+
+    def _hold(self, until_s: float) -> None:
+        """Do no work the node's loss would discard; train on if the node survives."""
+        self._pause()
+        while time.time() < until_s:
+            time.sleep(0.5)
+            self.beat()
+        self._resume()
+
+    def beat(self, force: bool = False, error: bool = False) -> None:
+        record = {"node_id": self.context.node_id, "train_time_s": self.train_time_s(), "error": error,
+                  **self.progress.counters()}  # fmt: skip
+        self.heartbeat.beat(record, force=force)

@@ -1,0 +1,1 @@
+"""The built-in workloads: trainers that use ``tuner.session`` exactly as a user's would."""
