@@ -21,10 +21,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tuner import checkpoint  # noqa: E402
-from tuner.config import WorkloadConfig  # noqa: E402
-from tuner.data import load  # noqa: E402
-from tuner.training import Trial  # noqa: E402
+from tuner.trial import checkpoint  # noqa: E402
+from workloads.data import load  # noqa: E402
+from workloads.classify import ClassifySettings, Trial  # noqa: E402
 
 # The best configuration of the default +search=resnet run recorded in the README.
 PARAMS = {
@@ -35,7 +34,7 @@ HEAVY = {**PARAMS, "depth": 20, "batch_size": 128}
 
 
 def train(params: dict, epochs: int, device: str) -> tuple[list[dict], float]:
-    workload = WorkloadConfig(model="resnet", epochs=epochs, seed=0)
+    workload = ClassifySettings(model="resnet", epochs=epochs, seed=0)
     trial = Trial(params, workload, load(workload.data), torch.device(device))
     start = time.perf_counter()
     history = [trial.run_epoch() for _ in range(epochs)]
@@ -45,7 +44,7 @@ def train(params: dict, epochs: int, device: str) -> tuple[list[dict], float]:
 
 
 def resume_is_exact(device: str, epochs: int = 4) -> dict:
-    workload = WorkloadConfig(model="resnet", epochs=epochs, seed=1)
+    workload = ClassifySettings(model="resnet", epochs=epochs, seed=1)
     data = load(workload.data)
     keys = ("train_loss", "val_loss", "val_acc")
     straight = Trial(PARAMS, workload, data, torch.device(device))
@@ -53,9 +52,9 @@ def resume_is_exact(device: str, epochs: int = 4) -> dict:
     first = Trial(PARAMS, workload, data, torch.device(device))
     head = [[m[k] for k in keys] for m in (first.run_epoch() for _ in range(epochs // 2))]
     with tempfile.TemporaryDirectory() as d:
-        checkpoint.save(d, first.state())
+        checkpoint.write(d, first.state(), {})
         resumed = Trial(PARAMS, workload, data, torch.device(device))
-        resumed.load_state(checkpoint.load(d))
+        resumed.load_state(checkpoint.Checkpoint(d).load())
     tail = [[m[k] for k in keys] for m in (resumed.run_epoch() for _ in range(epochs - epochs // 2))]
     diff = max(abs(a - b) for ra, rb in zip(head + tail, full) for a, b in zip(ra, rb))
     return {"exact": head + tail == full, "max_abs_diff": diff}

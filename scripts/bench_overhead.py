@@ -3,12 +3,13 @@
     python scripts/bench_overhead.py [--repeats 3] [--trials 8] [--epochs 20]
 
 Both run on one local Ray cluster (started once), alternating, `--repeats` times each:
-- plain: a function trainable that trains the same model (``tuner.training.Trial``) and
-  reports every epoch with a checkpoint; Tune's OptunaSearch (TPE, same seed) and ASHA;
-  no callbacks.
-- platform: ``tuner.run.execute``: the same search plus the drain watcher and heartbeats
-  in every trial, the cost ledger, progress lines and MLflow tracking (one sqlite store,
-  its tables created once beforehand, untimed).
+- plain: a function trainable that trains the same model (``workloads.classify.Trial``)
+  and reports every epoch with a checkpoint; Tune's own OptunaSearch (the same TPE
+  sampler and seed) and ASHA; no callbacks.
+- platform: ``tuner.run.driver.execute``: the built-in trainer through ``tuner.session``
+  (drain watcher, heartbeats, checkpoints with manifests), the platform's searcher, the
+  cost ledger, progress lines, the liveness watchdog and MLflow tracking (one sqlite
+  store, its tables created once beforehand, untimed).
 Each wall time covers connecting to the cluster, the search and the summary. Prints
 JSON with the median of each and their ratio (target <= 1.05).
 """
@@ -30,11 +31,13 @@ from ray.cluster_utils import Cluster
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tuner import checkpoint  # noqa: E402
-from tuner.chaos import experiment  # noqa: E402
-from tuner.config import ClusterConfig, Config, TrackingConfig  # noqa: E402
-from tuner.run import execute, load_space  # noqa: E402
 from mlflow.tracking import MlflowClient  # noqa: E402
+
+from tuner.config import ClusterConfig, Config, TrackingConfig  # noqa: E402
+from tuner.run.build import load_space, scheduler  # noqa: E402
+from tuner.run.driver import execute  # noqa: E402
+from tuner.testing.searches import experiment  # noqa: E402
+from tuner.trial import checkpoint  # noqa: E402
 
 
 def plain_train(config: dict[str, Any], workload: Any) -> None:
@@ -42,8 +45,8 @@ def plain_train(config: dict[str, Any], workload: Any) -> None:
     import torch
     from ray import tune
 
-    from tuner.data import load
-    from tuner.training import Trial
+    from workloads.data import load
+    from workloads.classify import Trial
 
     torch.set_num_threads(1)
     trial = Trial(config, workload, load(workload.data), torch.device("cpu"))
@@ -59,9 +62,8 @@ def plain_train(config: dict[str, Any], workload: Any) -> None:
 
 
 def plain(cfg: Config, address: str) -> float:
-    from optuna.samplers import TPESampler
+    from hydra.utils import instantiate
     from ray import tune
-    from ray.tune.schedulers import ASHAScheduler
     from ray.tune.search.optuna import OptunaSearch
 
     search = cfg.search
@@ -73,9 +75,8 @@ def plain(cfg: Config, address: str) -> float:
             metric=search.metric, mode=search.mode, num_samples=search.tune.num_samples,
             max_concurrent_trials=search.tune.max_concurrent_trials,
             search_alg=OptunaSearch(space=load_space(search.space), metric=search.metric, mode=search.mode,
-                                    sampler=TPESampler(seed=search.searcher.seed, n_startup_trials=search.searcher.n_startup_trials)),
-            scheduler=ASHAScheduler(time_attr="epoch", max_t=search.workload.epochs, grace_period=search.scheduler.grace_period,
-                                    reduction_factor=search.scheduler.reduction_factor),
+                                    sampler=instantiate(search.searcher)),
+            scheduler=scheduler(search),
         ),
         run_config=tune.RunConfig(name=cfg.name, storage_path=cfg.storage.path, verbose=0,
                                   checkpoint_config=tune.CheckpointConfig(num_to_keep=cfg.run.num_to_keep)),

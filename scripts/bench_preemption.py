@@ -26,10 +26,11 @@ from ray.cluster_utils import Cluster
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tuner.chaos import NodeChaos, ResultRecorder, experiment  # noqa: E402
-from tuner.cluster import FAST_FAILURE_DETECTION  # noqa: E402
-from tuner.config import CheckpointConfig, RunSettings  # noqa: E402
-from tuner.run import build_tuner  # noqa: E402
+from tuner.testing.chaos import NodeChaos, ResultRecorder  # noqa: E402
+from tuner.testing.searches import experiment  # noqa: E402
+from tuner.cluster.twin import FAST_FAILURE_DETECTION  # noqa: E402
+from tuner.config import CheckpointConfig, ClusterConfig, RunSettings  # noqa: E402
+from tuner.run.driver import execute  # noqa: E402
 
 STEPS_PER_EPOCH = 45  # 1437 training images / 32
 
@@ -49,7 +50,7 @@ def run(
     def inject() -> None:
         seen = 0  # results before the last injection: the trial must report again first
         for epoch in at_epochs:
-            while not any(r["epoch"] >= epoch for r in recorder.results[seen:]):
+            while not any(r.get("epoch", 0) >= epoch for r in recorder.results[seen:]):
                 if finished.wait(0.05):
                     return
             time.sleep(0.5 * recorder.results[-1]["epoch_time_s"])  # mid-epoch
@@ -66,14 +67,15 @@ def run(
     cfg = experiment(
         name, root, epochs,
         run=RunSettings(max_failures=-1),  # preemptions are free anyway; this also retries errors
-        checkpoint=CheckpointConfig(every_epochs=args.checkpoint_every, final_margin_s=1.5),
+        checkpoint=CheckpointConfig(every_reports=args.checkpoint_every, final_margin_s=1.5),
+        cluster=ClusterConfig(address=cluster.address),
     )  # fmt: skip
-    (result,) = list(build_tuner(cfg, resume=False, callbacks=[recorder]).fit())
+    status = execute(cfg, observers=[recorder])
     wall_s = time.perf_counter() - started
     finished.set()
     injector.join()
     chaos.close()
-    final = result.metrics
+    final = [r for r in recorder.results if not r.get("checkpoint_only")][-1]
     lost = [b["lost_work_s"] - a["lost_work_s"] for a, b in zip(recorder.results, recorder.results[1:])
             if b["preemptions"] > a["preemptions"]]  # fmt: skip
     recovery = [b["recovery_s"] - a["recovery_s"] for a, b in zip(recorder.results, recorder.results[1:])
@@ -81,7 +83,7 @@ def run(
     useful = final["train_time_s"]
     step_s = useful / (epochs * STEPS_PER_EPOCH)
     return {
-        "error": None if result.error is None else str(result.error).splitlines()[0],
+        "status": status,
         "epochs_done": final["epoch"],
         "preemptions": final["preemptions"],
         "wall_s": wall_s,
@@ -104,7 +106,6 @@ def main() -> None:
     parser.add_argument("--out", help="also write the JSON report to this file")
     args = parser.parse_args()
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "_system_config": FAST_FAILURE_DETECTION})
-    ray.init(address=cluster.address, logging_level="ERROR", log_to_driver=False)
     report: dict[str, Any] = {**vars(args)}
     try:
         with tempfile.TemporaryDirectory() as root, contextlib.redirect_stdout(sys.stderr):  # Ray's log lines

@@ -5,7 +5,7 @@
 Trains the platform's ResNet (``tuner.training.Trial``) on CIFAR-10-shaped data
 (50,000 random 3x32x32 images: the shape sets the cost, not the pixels) and times
 ``--steps`` steps, scaled to a full epoch, then one full-state checkpoint write
-(``tuner.checkpoint.save``). The CPU is measured in the same run as the baseline
+(``tuner.trial.checkpoint.write``). The CPU is measured in the same run as the baseline
 (fewer steps, scaled). Prints JSON with ``profile.epoch_s`` and
 ``profile.checkpoint_s`` for ``python -m tuner.plan`` on this GPU type.
 """
@@ -23,10 +23,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tuner import checkpoint  # noqa: E402
-from tuner.config import WorkloadConfig  # noqa: E402
-from tuner.data import Dataset  # noqa: E402
-from tuner.training import Trial  # noqa: E402
+from tuner.trial import checkpoint  # noqa: E402
+from workloads.data import Dataset  # noqa: E402
+from workloads.classify import ClassifySettings, Trial  # noqa: E402
 
 CIFAR_TRAIN, CIFAR_VAL = 50_000, 10_000
 
@@ -39,7 +38,7 @@ def cifar_shaped() -> Dataset:
 
 
 def measure(device: str, params: dict, steps: int) -> dict[str, float]:
-    trial = Trial(params, WorkloadConfig(model="resnet", epochs=1, seed=0), cifar_shaped(), torch.device(device))
+    trial = Trial(params, ClassifySettings(model="resnet", epochs=1, seed=0), cifar_shaped(), torch.device(device))
     done = [0]
 
     class Enough(Exception):
@@ -63,7 +62,7 @@ def measure(device: str, params: dict, steps: int) -> dict[str, float]:
     step_s = (time.perf_counter() - started[0]) / steps
     with tempfile.TemporaryDirectory() as directory:
         t0 = time.perf_counter()
-        checkpoint.save(directory, trial.state())
+        checkpoint.write(directory, trial.state(), {})
         checkpoint_s = time.perf_counter() - t0
         size_mb = sum(p.stat().st_size for p in Path(directory).iterdir()) / 1e6
     return {"step_s": step_s, "epoch_s": step_s * trial.steps_per_epoch, "checkpoint_s": checkpoint_s, "checkpoint_mb": size_mb}

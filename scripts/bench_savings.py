@@ -21,8 +21,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from tuner.config import CampaignProfile, StrategyConfig  # noqa: E402
-from tuner.simulate import evaluate  # noqa: E402
-from tuner.traces import MARKETS  # noqa: E402
+from tuner.plan.simulate import evaluate  # noqa: E402
+from tuner.plan.traces import MARKETS  # noqa: E402
 
 MIN_SAVINGS_PCT = {"aws-v100": 63.0, "gcp-h100": 70.0}
 NAIVE = StrategyConfig(name="spot-naive", checkpoint="periodic", every_s=1800, notice=False, zones="one", fallback=False)

@@ -4,7 +4,7 @@
                                    [--trials 32] [--epochs 20] [--target 0.98]
                                    [--targets 0.97 0.975 0.98 0.985]
 
-Both run through the platform (``tuner.run.execute``) on digits, 2 trials at a time, by
+Both run through the platform (``tuner.run.driver.execute``) on digits, 2 trials at a time, by
 default the MLP over ``search_spaces.mlp:wide`` (ranges before anyone knows the good
 region, where most random draws under-train or diverge in 20 epochs). For each of 10
 seeds (with 3, the median still swings with which 3):
@@ -40,9 +40,10 @@ from typing import Any, Optional
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tuner.chaos import ResultRecorder, experiment  # noqa: E402
-from tuner.config import Config, SchedulerConfig  # noqa: E402
-from tuner.run import execute  # noqa: E402
+from tuner.config import SCHEDULERS, Config  # noqa: E402
+from tuner.run.driver import execute  # noqa: E402
+from tuner.testing.chaos import ResultRecorder  # noqa: E402
+from tuner.testing.searches import experiment  # noqa: E402
 
 MAX_RATIO = 0.5
 Curve = list[tuple[float, float]]  # per epoch: (training seconds so far, val_acc)
@@ -113,7 +114,8 @@ def search(root: str, name: str, seed: int, args: argparse.Namespace, tpe_asha: 
     s.searcher.seed = seed
     if not tpe_asha:
         s.searcher.n_startup_trials = args.trials  # all start-up trials = random sampling
-    s.scheduler = SchedulerConfig() if tpe_asha else SchedulerConfig(grace_period=args.epochs)  # grace = max: no stopping
+    asha = SCHEDULERS["asha"]
+    s.scheduler = asha() if tpe_asha else asha(grace_period=args.epochs)  # grace = max: no stopping
     recorder = ResultRecorder()
     assert execute(cfg, observers=[recorder]) == 0
     last = {r["trial_id"]: r for r in recorder.results}

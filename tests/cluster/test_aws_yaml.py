@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from tests.conftest import BIN, REPO, free_port, stop, wait_for_port
-from tuner.chaos import MetadataServer
+from tuner.testing.metadata import MetadataServer
 
 sys.path.insert(0, str(REPO / "scripts"))
 import aws_setup  # noqa: E402
@@ -160,4 +160,4 @@ def test_node_start_labels_from_instance_metadata(market: str, agent: bool) -> N
     assert "ray start --address=10.0.0.5:6379" in out
     for label in ("ray.io/availability-zone=us-east-1b", "tuner.io/instance-type=g5.xlarge", f"ray.io/market-type={market}"):
         assert label in out
-    assert ("python3 -m tuner.agent --provider aws" in out) == agent
+    assert ("python3 -m tuner.spot.agent --provider aws" in out) == agent

@@ -17,9 +17,9 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from tests.conftest import FAST, REPO, cli_env, free_port, run_cli, start_mlflow_server, stop
-from tuner import checkpoint
-from tuner.run import available_searches
-from tuner.tracking import TAG_CHECKPOINT, TAG_PARENT, TAG_TRIAL
+from tuner.trial import checkpoint
+from tuner.cli import available_searches
+from tuner.run.tracking import TAG_CHECKPOINT, TAG_PARENT, TAG_TRIAL
 
 pytestmark = pytest.mark.slow
 
@@ -219,7 +219,7 @@ KILL_POINTS = REPO / "tests" / "e2e" / "killpoints"
     "point, nth, s3",
     [
         ("checkpoint_upload", 30, True),  # trial 2 is mid-way through uploading its 10th checkpoint to S3
-        ("searcher_update", 2, False),  # Optuna was just told trial 2's result; nothing about it is saved
+        ("searcher_update", 2, False),  # the searcher was just told trial 2's result; nothing about it is saved
     ],
 )
 def test_driver_killed_at_a_precise_point_resumes(point: str, nth: int, s3: bool, s3_server, tmp_path: Path) -> None:
@@ -272,7 +272,7 @@ def test_s3_outage_mid_search_loses_nothing(s3_server, tmp_path: Path) -> None:
     bucket = s3_server.make_bucket()
     args = [
         *long_search(tmp_path, num_samples, epochs), "storage=s3", f"storage.bucket={bucket}",
-        f"storage.endpoint_url={s3_server.endpoint_url}", "storage.prefix=team", "checkpoint.every_epochs=2",
+        f"storage.endpoint_url={s3_server.endpoint_url}", "storage.prefix=team", "checkpoint.every_reports=2",
         "name=outage",
     ]  # fmt: skip
     driver = subprocess.Popen(
@@ -314,10 +314,11 @@ def test_s3_outage_mid_search_loses_nothing(s3_server, tmp_path: Path) -> None:
     assert len(trials) == num_samples, keys
     for trial in trials:
         results = client.get_object(Bucket=bucket, Key=f"team/outage/{trial}/result.json")["Body"].read().decode()
-        epochs_seen = {json.loads(r)["epoch"] for r in results.splitlines() if not json.loads(r).get("mid_epoch")}
+        epochs_seen = {json.loads(r)["epoch"] for r in results.splitlines() if not json.loads(r).get("checkpoint_only")}
         assert epochs_seen == set(range(1, epochs + 1)), f"{trial}: results lost"
         newest = max(k for k in keys if k.startswith(f"team/outage/{trial}/checkpoint_") and k.endswith("manifest.json"))
         with tempfile.TemporaryDirectory() as directory:
-            for name in (checkpoint.MANIFEST_FILE, checkpoint.STATE_FILE):
+            for name in (checkpoint.MANIFEST_FILE, checkpoint.META_FILE, checkpoint.STATE_FILE):
                 client.download_file(bucket, newest.replace(checkpoint.MANIFEST_FILE, name), f"{directory}/{name}")
-            assert checkpoint.load(directory)["progress"]["epoch"] == epochs, f"{trial}: last checkpoint lost"
+            checkpoint.verify(directory)
+            assert checkpoint.Checkpoint(directory).load()["progress"]["epoch"] == epochs, f"{trial}: last checkpoint lost"

@@ -14,10 +14,10 @@ from ray.cluster_utils import Cluster
 
 from tests.conftest import REPO
 from tests.e2e.test_cli import runs_of
-from tuner.chaos import experiment
+from tuner.testing.searches import experiment
 from tuner.config import BudgetConfig, ClusterConfig, Config, PriceGuardConfig, TrackingConfig
-from tuner.labels import INSTANCE_TYPE, MARKET, REGION, ZONE
-from tuner.run import execute
+from tuner.spot.labels import INSTANCE_TYPE, MARKET, REGION, ZONE
+from tuner.run.driver import execute
 
 pytestmark = pytest.mark.slow
 

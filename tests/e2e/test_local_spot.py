@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import cli_env, run_cli
-from tuner.chaos import nodes_in_use
+from tuner.testing.chaos import nodes_in_use
 
 pytestmark = pytest.mark.slow
 
@@ -130,7 +130,7 @@ def test_autoscaled_spot_workers_run_every_trial_and_survive_a_lost_node(tmp_pat
     lost = [r for r in rows if r["node_id"] == killed[0]]
     resumed_trials = {r["trial_id"] for r in lost}
     for trial in resumed_trials:
-        epochs = [r["epoch"] for r in rows if r["trial_id"] == trial and not r.get("mid_epoch")]
+        epochs = [r["epoch"] for r in rows if r["trial_id"] == trial and not r.get("checkpoint_only")]
         assert max(epochs) == EPOCHS and any(r["node_id"] != killed[0] for r in rows if r["trial_id"] == trial)
 
 

@@ -7,6 +7,7 @@ real agent process (``python -m tuner.agent``) polling a fake metadata server on
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from pathlib import Path
@@ -16,11 +17,12 @@ import pytest
 import ray
 from ray.cluster_utils import Cluster
 
-from tuner import preemption
-from tuner.chaos import NodeChaos, ResultRecorder, experiment
-from tuner.config import CheckpointConfig, Config, RunSettings
-from tuner.run import build_tuner
-from tuner.trainable import HEARTBEAT_EVERY_S
+from tuner.spot import drain
+from tuner.testing.chaos import NodeChaos, ResultRecorder
+from tuner.testing.searches import experiment
+from tuner.config import CheckpointConfig, ClusterConfig, Config, RunSettings
+from tuner.run.driver import execute
+from tuner.trial.heartbeat import EVERY_S as HEARTBEAT_EVERY_S
 
 pytestmark = pytest.mark.slow
 
@@ -31,7 +33,6 @@ EPOCHS = 12
 def cluster() -> Iterator[Cluster]:
     """A head that runs no trials; tests add and remove their own worker nodes."""
     c = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})
-    ray.init(address=c.address)
     try:
         yield c
     finally:
@@ -50,10 +51,12 @@ def remove_workers(cluster: Cluster) -> None:
         cluster.remove_node(node, allow_graceful=False)
 
 
-def settings(tmp_path: Path, space: str = "search_spaces.fixed:resnet8", max_failures: int = 0, **ckpt: Any) -> Config:
+def settings(cluster: Cluster, tmp_path: Path, space: str = "search_spaces.fixed:resnet8", max_failures: int = 0,
+             **ckpt: Any) -> Config:  # fmt: skip
     return experiment(
-        f"preempt-{tmp_path.name}", str(tmp_path / "ray_results"), EPOCHS, space=space,
+        f"preempt-{tmp_path.name}", str(tmp_path / "ray_results"), EPOCHS, space=space, output_dir=str(tmp_path),
         run=RunSettings(max_failures=max_failures), checkpoint=CheckpointConfig(final_margin_s=2.0, **ckpt),
+        cluster=ClusterConfig(address=cluster.address),
     )  # fmt: skip
 
 
@@ -80,34 +83,38 @@ class Busy:
 def test_agent_drains_its_node_for_each_provider(cluster: Cluster, provider: str) -> None:
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
+    ray.init(address=cluster.address)
     chaos = NodeChaos(cluster, provider=provider)
     node = chaos.add_node(num_cpus=1)  # with its own metadata server and a real agent process
     busy = Busy.options(scheduling_strategy=NodeAffinitySchedulingStrategy(node.node_id, soft=False)).remote()
     assert ray.get(busy.ping.remote()) == node.node_id
     try:
         time.sleep(1.5)
-        assert node.node_id not in preemption.draining_nodes()
+        assert node.node_id not in drain.draining_nodes()
         node.metadata.mode = "malformed"  # never a false drain
         time.sleep(1.0)
-        assert node.node_id not in preemption.draining_nodes() and node.agent.poll() is None
+        assert node.node_id not in drain.draining_nodes() and node.agent.poll() is None
         node.metadata.mode, node.metadata.terminate_at = "ok", time.time() + 30
-        wait_for(lambda: node.node_id in preemption.draining_nodes(), 10, "the drain")
-        deadline_ms = preemption.draining_nodes()[node.node_id]
+        wait_for(lambda: node.node_id in drain.draining_nodes(), 10, "the drain")
+        deadline_ms = drain.draining_nodes()[node.node_id]
         assert deadline_ms / 1000 == pytest.approx(node.metadata.terminate_at, abs=2)
     finally:
         ray.kill(busy)
         chaos.close()
+        ray.shutdown()
     assert node.agent.returncode == 0, node.output
     assert "draining this Ray node" in node.output and "terminate notice" in node.output
 
 
-def run_search(cfg: Config, chaos) -> tuple[Any, ResultRecorder]:
+def run_search(cfg: Config, chaos) -> tuple[int, dict[str, Any], ResultRecorder]:
+    """The search through the driver, faults injected by ``chaos(recorder)`` from a thread; (status, final result, all)."""
     recorder = ResultRecorder()
     thread = threading.Thread(target=chaos, args=(recorder,), daemon=True)
     thread.start()
-    results = build_tuner(cfg, resume=False, callbacks=[recorder]).fit()
+    status = execute(cfg, observers=[recorder])
     thread.join(60)
-    return results, recorder
+    reports = [r for r in recorder.results if not r.get("checkpoint_only")]
+    return status, reports[-1] if reports else {}, recorder
 
 
 def test_notice_checkpoints_at_once_and_trial_moves_without_a_failure(cluster: Cluster, tmp_path: Path) -> None:
@@ -115,25 +122,23 @@ def test_notice_checkpoints_at_once_and_trial_moves_without_a_failure(cluster: C
     chaos = NodeChaos(cluster, provider="aws")
 
     def inject(recorder: ResultRecorder) -> None:
-        wait_for(lambda: any(r["epoch"] >= 2 for r in recorder.results), 120, "two epochs")
+        wait_for(lambda: any(r.get("epoch", 0) >= 2 for r in recorder.results), 120, "two epochs")
         chaos.preempt(node_of(recorder.results), notice_s=6.0)
 
     try:
         for _ in range(2):
             chaos.add_node(num_cpus=1)
-        results, recorder = run_search(settings(tmp_path, max_failures=0), inject)
+        status, final, recorder = run_search(settings(cluster, tmp_path, max_failures=0), inject)
     finally:
         chaos.close()
-    (result,) = list(results)
-    assert result.error is None, result.error
-    final = result.metrics
+    assert status == 0
     agents = [e.get("agent_output", "")[-1500:] for e in chaos.log]  # what the agents saw, if it went wrong
     assert final["epoch"] == EPOCHS and final["preemptions"] == 1, agents
-    reasons = [r.get("checkpoint_reason") for r in recorder.results if r.get("mid_epoch")]
+    reasons = [r.get("checkpoint_reason") for r in recorder.results if r.get("checkpoint_only")]
     assert reasons[:2] == ["drain", "deadline"], reasons
     assert len({r["node_id"] for r in recorder.results}) == 2  # it moved
     # Lost work: at most one training step (the trial held still after its last checkpoint).
-    epoch_rows = [r for r in recorder.results if not r.get("mid_epoch")]
+    epoch_rows = [r for r in recorder.results if not r.get("checkpoint_only")]
     step_s = max(r["epoch_time_s"] for r in epoch_rows) / 45  # 1437 images / batch 32 = 45 steps
     assert final["lost_work_s"] <= step_s, (final["lost_work_s"], step_s)
     assert final["recovery_s"] < 30
@@ -147,16 +152,14 @@ def test_hard_kill_resumes_from_last_periodic_checkpoint(cluster: Cluster, tmp_p
 
     def chaos(recorder: ResultRecorder) -> None:
         # Two epochs past the first checkpoint: that much work is lost (the heartbeat sees it).
-        wait_for(lambda: any(r["epoch"] == every + 2 for r in recorder.results), 120, "work past a checkpoint")
+        wait_for(lambda: any(r.get("epoch") == every + 2 for r in recorder.results), 120, "work past a checkpoint")
         cluster.remove_node(by_id[node_of(recorder.results)], allow_graceful=False)
 
     try:
-        results, recorder = run_search(settings(tmp_path, max_failures=1, every_epochs=every), chaos)
+        status, final, recorder = run_search(settings(cluster, tmp_path, max_failures=1, every_reports=every), chaos)
     finally:
         remove_workers(cluster)
-    (result,) = list(results)
-    assert result.error is None, result.error
-    final = result.metrics
+    assert status == 0
     assert final["epoch"] == EPOCHS and final["preemptions"] == 1
     first_node = recorder.results[0]["node_id"]
     epochs_after = [r["epoch"] for r in recorder.results if r["node_id"] != first_node]
@@ -165,11 +168,12 @@ def test_hard_kill_resumes_from_last_periodic_checkpoint(cluster: Cluster, tmp_p
     assert 0 < final["lost_work_s"] <= interval_s + HEARTBEAT_EVERY_S, final["lost_work_s"]
 
 
-def test_application_error_fails_the_trial(cluster: Cluster, tmp_path: Path) -> None:
+def test_application_error_fails_the_trial(cluster: Cluster, tmp_path: Path, capsys) -> None:
     add_workers(cluster, 1)
     try:
-        results, _ = run_search(settings(tmp_path, space="tests.spaces:invalid_resnet"), lambda r: None)
+        status, _, _ = run_search(settings(cluster, tmp_path, space="tests.spaces:invalid_resnet"), lambda r: None)
     finally:
         remove_workers(cluster)
-    (result,) = list(results)
-    assert result.error is not None and "6n+2" in str(result.error)
+    assert status == 1
+    out = capsys.readouterr()
+    assert re.search(r"FAILED  ValueError: ResNet depth must be 6n\+2 .* \(at workloads/models/resnet\.py:\d+ in __init__\)", out.out), out.out

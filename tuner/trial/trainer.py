@@ -12,7 +12,6 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import inspect
-import os
 import traceback
 import typing
 from pathlib import Path
@@ -102,7 +101,10 @@ def describe(exc: BaseException, user_root: Optional[Path] = None) -> str:
     if not mine:
         return what
     frame = mine[-1]
-    return f"{what} (at {_short(frame.filename)}:{frame.lineno} in {frame.name})"
+    where = Path(frame.filename)
+    if user_root is not None and _under(frame.filename, user_root):
+        where = Path(frame.filename).resolve().relative_to(user_root.parent)
+    return f"{what} (at {where}:{frame.lineno} in {frame.name})"
 
 
 def _under(filename: str, root: Path) -> bool:
@@ -120,10 +122,3 @@ def summary_from_error_text(text: str) -> Optional[str]:
 def _platform_or_library(filename: str) -> bool:
     path = Path(filename).resolve()
     return PLATFORM_DIR in path.parents or "site-packages" in path.parts or "dist-packages" in path.parts
-
-
-def _short(filename: str) -> str:
-    try:
-        return os.path.relpath(filename)
-    except ValueError:
-        return filename

@@ -56,16 +56,16 @@ def _install() -> None:
 
         storage.StorageContext.persist_current_checkpoint = persist_current_checkpoint
     elif POINT == "searcher_update":
-        from ray.tune.search.optuna import OptunaSearch
+        from tuner.run.search import OptunaSearcher
 
-        original = OptunaSearch.on_trial_complete
+        original = OptunaSearcher.on_trial_complete
 
         def on_trial_complete(self, trial_id, result=None, error=False):
             original(self, trial_id, result=result, error=error)
             if _reached(POINT):
                 _kill()
 
-        OptunaSearch.on_trial_complete = on_trial_complete
+        OptunaSearcher.on_trial_complete = on_trial_complete
 
 
 if POINT:

@@ -1,11 +1,12 @@
+"""The built-in trainer's data: a fixed, stratified, normalised split of scikit-learn's digits."""
+
 import torch
 
-from tuner.config import DataConfig
-from tuner.data import load
+from workloads.data import DataSettings, load
 
 
 def test_digits_split_is_fixed_and_stratified() -> None:
-    a, b = load(DataConfig()), load(DataConfig())
+    a, b = load(DataSettings()), load(DataSettings())
     assert torch.equal(a.x_val, b.x_val) and torch.equal(a.y_train, b.y_train)
     assert len(a.x_train) + len(a.x_val) == 1797
     assert a.in_shape == (1, 8, 8) and a.num_classes == 10
@@ -14,10 +15,10 @@ def test_digits_split_is_fixed_and_stratified() -> None:
 
 
 def test_other_split_seed_gives_other_split() -> None:
-    assert not torch.equal(load(DataConfig(split_seed=0)).y_val, load(DataConfig(split_seed=1)).y_val)
+    assert not torch.equal(load(DataSettings(split_seed=0)).y_val, load(DataSettings(split_seed=1)).y_val)
 
 
 def test_normalized_with_train_statistics() -> None:
-    data = load(DataConfig())
+    data = load(DataSettings())
     assert abs(float(data.x_train.mean())) < 1e-4
     assert abs(float(data.x_train.std()) - 1.0) < 1e-2

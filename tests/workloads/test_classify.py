@@ -1,12 +1,11 @@
-"""The training loop: full-state checkpoints make a resumed trial bit-identical."""
+"""The built-in trainer's training loop: full-state checkpoints make a resumed trial bit-identical."""
 
 import pytest
 import torch
 
-from tuner import checkpoint
-from tuner.config import WorkloadConfig
-from tuner.data import load
-from tuner.training import Trial, evaluate
+from tuner.trial import checkpoint
+from workloads.classify import ClassifySettings, Trial, evaluate
+from workloads.data import load
 
 PARAMS = {
     "lr": 0.1, "weight_decay": 1e-4, "momentum": 0.9, "batch_size": 128,
@@ -32,25 +31,25 @@ def run(trial: Trial, epochs: int) -> list[tuple[float, float, float]]:
 )
 def test_resume_after_epoch_k_matches_uninterrupted(tmp_path, model: str, params: dict, epochs: int, k: int) -> None:
     torch.set_num_threads(1)
-    workload = WorkloadConfig(model=model, epochs=epochs, seed=7)
+    workload = ClassifySettings(model=model, epochs=epochs, seed=7)
     data = load(workload.data)
     cpu = torch.device("cpu")
     straight = run(Trial(params, workload, data, cpu), epochs)
 
     first = Trial(params, workload, data, cpu)
     head = run(first, k)
-    checkpoint.save(tmp_path, first.state())
+    checkpoint.write(tmp_path, first.state(), {})
     del first
     torch.manual_seed(12345)  # a fresh process would not share the old RNG position
     resumed = Trial(params, workload, data, cpu)
-    resumed.load_state(checkpoint.load(tmp_path))
+    resumed.load_state(checkpoint.Checkpoint(str(tmp_path)).load())
     assert resumed.progress.epoch == k
     assert head + run(resumed, epochs - k) == straight  # exact, not approximate
 
 
 def test_resnet_learns_digits() -> None:
     torch.set_num_threads(1)
-    workload = WorkloadConfig(model="resnet", epochs=3, seed=0)
+    workload = ClassifySettings(model="resnet", epochs=3, seed=0)
     trial = Trial(PARAMS, workload, load(workload.data), torch.device("cpu"))
     *_, (_, _, val_acc) = run(trial, 3)
     assert val_acc > 0.9
@@ -59,7 +58,7 @@ def test_resnet_learns_digits() -> None:
 def test_resume_mid_epoch_matches_uninterrupted(tmp_path) -> None:
     """A drain checkpoint lands between steps: resuming from it must be exact too."""
     torch.set_num_threads(1)
-    workload = WorkloadConfig(model="resnet", epochs=2, seed=5)
+    workload = ClassifySettings(model="resnet", epochs=2, seed=5)
     data = load(workload.data)
     cpu = torch.device("cpu")
     straight = run(Trial(PARAMS, workload, data, cpu), 2)
@@ -68,12 +67,12 @@ def test_resume_mid_epoch_matches_uninterrupted(tmp_path) -> None:
 
     def save_at_step_5() -> None:
         if first.progress.epoch == 1 and first.progress.step == 5:
-            checkpoint.save(tmp_path, first.state())
+            checkpoint.write(tmp_path, first.state(), {})
 
     for _ in range(2):
         first.run_epoch(save_at_step_5)
     resumed = Trial(PARAMS, workload, data, cpu)
-    resumed.load_state(checkpoint.load(tmp_path))
+    resumed.load_state(checkpoint.Checkpoint(str(tmp_path)).load())
     assert (resumed.progress.epoch, resumed.progress.step) == (1, 5)
     train_loss = resumed.train_epoch()
     assert (train_loss, *evaluate(resumed.model, resumed.x_val, resumed.y_val)) == straight[1]

@@ -1,4 +1,4 @@
-"""Metadata pollers and the node agent against a local fake metadata server."""
+"""Metadata pollers (tuner.spot.notices) and the node agent against a local fake metadata server."""
 
 from __future__ import annotations
 
@@ -8,9 +8,10 @@ import time
 import pytest
 
 from tests.conftest import free_port
-from tuner.chaos import MetadataServer as FakeMetadata
-from tuner import preemption
-from tuner.preemption import Agent, DrainWatcher, MetadataError, MetadataUnavailable, make_source
+from tuner.testing.metadata import MetadataServer as FakeMetadata
+from tuner.spot import notices
+from tuner.spot.agent import Agent
+from tuner.spot.notices import MetadataError, MetadataUnavailable, make_source
 
 
 @pytest.fixture(params=["aws", "gcp", "azure"])
@@ -36,7 +37,7 @@ def test_termination_notice_drains_once_with_the_deadline(fake) -> None:
     fake.terminate_at = time.time() + 120
     notice = agent.step()
     assert notice is not None and notice.action == "terminate" and notice.provider == fake.provider
-    expected = fake.terminate_at if fake.provider != "gcp" else time.time() + preemption.GCP_NOTICE_S
+    expected = fake.terminate_at if fake.provider != "gcp" else time.time() + notices.GCP_NOTICE_S
     assert notice.deadline_s == pytest.approx(expected, abs=2)
     agent.step()
     assert len(drains) == 1
@@ -61,7 +62,7 @@ def test_slow_answer_times_out_without_draining() -> None:
         agent, drains = agent_for(fake)
         started = time.monotonic()
         assert agent.step() is None and drains == []
-        assert time.monotonic() - started < preemption.HTTP_TIMEOUT_S + 1.5
+        assert time.monotonic() - started < notices.HTTP_TIMEOUT_S + 1.5
     finally:
         fake.stop()
 
@@ -122,23 +123,3 @@ def test_agent_loop_polls_at_its_interval() -> None:
         assert len(drains) == 1 and 4 <= len(fake.requests)
     finally:
         fake.stop()
-
-
-def test_drain_watcher_caches_the_probe() -> None:
-    calls = []
-    state: dict[str, int] = {}
-
-    def probe() -> dict[str, int]:
-        calls.append(1)
-        return state
-
-    watcher = DrainWatcher("abc", interval_s=0.05, probe=probe).start()
-    try:
-        time.sleep(0.2)
-        assert not watcher.draining
-        state["abc"] = int((time.time() + 60) * 1000)
-        time.sleep(0.2)
-        assert watcher.draining and watcher.deadline_s == pytest.approx(time.time() + 60, abs=1)
-        assert len(calls) < 20  # a few probes, not one per read
-    finally:
-        watcher.stop()

@@ -3,8 +3,8 @@ import math
 import pytest
 
 from tuner.config import CheckpointConfig
-from tuner.labels import INSTANCE_TYPE
-from tuner.policy import CheckpointPolicy, advisor_rate_per_h, young_daly_interval_s
+from tuner.spot.labels import INSTANCE_TYPE
+from tuner.trial.policy import CheckpointPolicy, advisor_rate_per_h, young_daly_interval_s
 
 
 def test_young_daly_formula_and_bounds() -> None:
@@ -23,14 +23,14 @@ def test_advisor_buckets() -> None:
 
 def test_adaptive_interval_shorter_for_riskier_bucket() -> None:
     """>20 % bucket gets a shorter interval than a <5 % bucket, for the same checkpoint cost."""
-    from tuner.policy import _advisor
+    from tuner.trial.policy import _advisor
 
     risky = next(k for k, v in _advisor().items() if v == ">20%")
     safe = next(k for k, v in _advisor().items() if v == "<5%")
     cfg = CheckpointConfig(policy="adaptive", min_interval_s=1, max_interval_s=1e9)
     policies = []
     for region, itype in (risky, safe):
-        policy = CheckpointPolicy.for_node(cfg, {INSTANCE_TYPE: itype, "ray.io/availability-region": region})
+        policy = CheckpointPolicy.for_node(cfg, {INSTANCE_TYPE: itype, "ray.io/availability-region": region}, "g5.xlarge")
         policy.observe_cost(5.0)
         policies.append(policy)
     assert policies[0].interval_s < policies[1].interval_s
@@ -39,15 +39,15 @@ def test_adaptive_interval_shorter_for_riskier_bucket() -> None:
 
 def test_adaptive_decisions() -> None:
     policy = CheckpointPolicy.for_node(
-        CheckpointConfig(policy="adaptive", interruption_rate_per_h=36.0, min_interval_s=1), {}
+        CheckpointConfig(policy="adaptive", interruption_rate_per_h=36.0, min_interval_s=1), {}, "g5.xlarge"
     )
-    assert policy.due_at_epoch_end(1, 0.1)  # first checkpoint measures C
+    assert policy.due_at_report(1, 0.1)  # first checkpoint measures C
     policy.observe_cost(0.5)
     assert policy.interval_s == pytest.approx(math.sqrt(2 * 0.5 / 0.01))  # 10 s
-    assert not policy.due_mid_epoch(5) and policy.due_mid_epoch(10.5)
+    assert not policy.due_between_reports(5) and policy.due_between_reports(10.5)
 
 
 def test_periodic_decisions() -> None:
-    policy = CheckpointPolicy.for_node(CheckpointConfig(every_epochs=2, every_s=30), {})
-    assert not policy.due_at_epoch_end(1, 5) and policy.due_at_epoch_end(2, 5)
-    assert policy.due_mid_epoch(31) and not policy.due_mid_epoch(29)
+    policy = CheckpointPolicy.for_node(CheckpointConfig(every_reports=2, every_s=30), {}, "g5.xlarge")
+    assert not policy.due_at_report(1, 5) and policy.due_at_report(2, 5)
+    assert policy.due_between_reports(31) and not policy.due_between_reports(29)

@@ -1,6 +1,6 @@
 import torch
 
-from tuner.models import build
+from workloads.models import build
 
 
 def test_mlp_layers_and_output() -> None:

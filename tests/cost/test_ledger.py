@@ -1,4 +1,4 @@
-"""Ledger arithmetic against hand-computed cases."""
+"""Ledger arithmetic against hand-computed cases; the budget projection."""
 
 from __future__ import annotations
 
@@ -8,8 +8,9 @@ from typing import Optional
 import pytest
 
 from tuner.config import CostConfig, ResourcesConfig
-from tuner.cost import BudgetStopper, CostLedger, Interval, price, trial_cost
-from tuner.pricing import InstanceShape, PricePoint
+from tuner.cost.budget import BudgetStopper
+from tuner.cost.ledger import CostLedger, Interval, price, trial_cost
+from tuner.cost.pricing import InstanceShape, PricePoint
 
 T0 = 1_700_000_000.0
 
@@ -58,19 +59,28 @@ def test_unknown_instance_type_is_unpriced_not_free() -> None:
     assert not cost.priced and cost.cost_usd == 0.0
 
 
-def result(node: str, itype: str, market: str, started: float, wall: float, lost: float = 0.0, pre: int = 0) -> dict:
+def result(node: str, itype: str, market: str, started: float, wall: float, lost: float = 0.0, pre: int = 0,
+           epoch: int = 1, loss: float = 0.5) -> dict:  # fmt: skip
     return {"node_id": node, "instance_type": itype, "market": market, "zone": "us-east-1a", "region": "us-east-1",
-            "attempt_started_s": started, "wall_s": wall, "lost_work_s": lost, "preemptions": pre, "val_acc": 0.9}  # fmt: skip
+            "attempt_started_s": started, "wall_s": wall, "lost_work_s": lost, "preemptions": pre, "epoch": epoch,
+            "val_loss": loss}  # fmt: skip
+
+
+def ledger_for(cpu: float = 1, gpu: float = 1, **kw) -> CostLedger:
+    """A search that minimises val_loss over epochs (nothing here assumes classification)."""
+    search = SimpleNamespace(resources=ResourcesConfig(cpu=cpu, gpu=gpu), metric="val_loss", mode="min", time_attr="epoch")
+    return CostLedger(kw.pop("cost", CostConfig()), "us-east-1", search, Prices(), **kw)  # type: ignore[arg-type]
 
 
 def test_preempted_trial_pays_for_redone_work() -> None:
     """Spot g5 from T0 for 900 s, preempted; 300 s of work redone on an on-demand g6 from T0+1000 to T0+2800."""
-    ledger = CostLedger(CostConfig(), ResourcesConfig(cpu=1, gpu=1), Prices())
+    ledger = ledger_for()
     trial = SimpleNamespace(trial_id="t1")
     for wall in (T0 + 300, T0 + 600, T0 + 900):
         ledger.on_trial_result(0, [], trial, result("a", "g5.xlarge", "spot", T0, wall))
     for wall in (T0 + 1900, T0 + 2800):
-        ledger.on_trial_result(0, [], trial, result("b", "g6.xlarge", "on-demand", T0 + 1000, wall, lost=300, pre=1))
+        ledger.on_trial_result(0, [], trial, result("b", "g6.xlarge", "on-demand", T0 + 1000, wall, lost=300, pre=1,
+                                                    epoch=int((wall - T0) // 700)))  # fmt: skip
     cost = ledger.cost_of("t1")
     g5 = 0.3 * 1200 / 3600  # 900 s reported + 300 s worked after the last report, then lost
     g6 = 0.8 * 1800 / 3600
@@ -80,17 +90,28 @@ def test_preempted_trial_pays_for_redone_work() -> None:
     metrics = ledger.trial_metrics("t1")
     assert metrics["preemptions"] == 1 and metrics["lost_work_s"] == 300
     assert metrics["gpu_hours"] == pytest.approx(3000 / 3600)
+    a, b = ledger.trials["t1"].intervals.values()
+    assert (a.progress, b.progress) == (1.0, 3.0)  # epoch 1 on a, then 2..4 on b (epoch 2 redone there: once)
+
+
+def test_best_value_follows_the_mode() -> None:
+    ledger = ledger_for()
+    trial = SimpleNamespace(trial_id="t")
+    for i, loss in enumerate((0.9, 0.4, 0.6), start=1):
+        ledger.on_trial_result(0, [], trial, result("a", "g5.xlarge", "spot", T0, T0 + i, epoch=i, loss=loss))
+    ledger.on_trial_result(0, [], trial, {**result("a", "g5.xlarge", "spot", T0, T0 + 9, epoch=3, loss=0.1), "checkpoint_only": 1})
+    assert ledger.best("t") == 0.4 and ledger.best_overall() == 0.4  # a checkpoint-only result is no report
 
 
 def test_local_run_without_labels_is_priced_as_the_assumed_type() -> None:
-    ledger = CostLedger(CostConfig(assumed_instance_type="g5.xlarge"), ResourcesConfig(cpu=1, gpu=0), Prices())
+    ledger = ledger_for(gpu=0, cost=CostConfig(assumed_instance_type="g5.xlarge"))
     ledger.on_trial_result(0, [], SimpleNamespace(trial_id="t"), result("local", "", "", T0, T0 + 3600))
     assert ledger.assumed_used and ledger.cost_of("t").cost_usd == pytest.approx(0.4)  # one whole g5, spot
     assert ledger.trial_tags("t")["tuner.assumed_instance_type"] == "g5.xlarge"
 
 
 def test_totals_add_up_and_utilization() -> None:
-    ledger = CostLedger(CostConfig(), ResourcesConfig(cpu=1, gpu=1), Prices(), head_instance_type="g6.xlarge")
+    ledger = ledger_for(head_instance_type="g6.xlarge")
     for tid in ("a", "b"):
         ledger.on_trial_result(0, [], SimpleNamespace(trial_id=tid), result("n", "g5.12xlarge", "spot", T0, T0 + 1800))
     totals = ledger.totals(wall_s=3600)
@@ -101,8 +122,8 @@ def test_totals_add_up_and_utilization() -> None:
 
 
 def test_budget_stops_when_committed_plus_projected_exceeds() -> None:
-    ledger = CostLedger(CostConfig(), ResourcesConfig(cpu=1, gpu=1), Prices())
-    stopper = BudgetStopper(ledger, max_usd=0.2, max_epochs=10)
+    ledger = ledger_for()
+    stopper = BudgetStopper(ledger, max_usd=0.2, time_attr="epoch", max_t=10)
     trial = SimpleNamespace(trial_id="t")
     ledger.on_trial_result(0, [], trial, result("a", "g6.xlarge", "on-demand", T0, T0 + 90))  # $0.02 for epoch 1
     assert not stopper("t", {"epoch": 1}) and not stopper.stop_all()  # projects 10 x $0.02 = $0.20

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tuner.chaos import interruptions_by_trial, timeline
+from tuner.testing.chaos import interruptions_by_trial, timeline
 
 EPOCHS = 3
 
@@ -35,7 +35,7 @@ def test_removals_after_a_trial_finished_or_left_interrupt_nothing() -> None:
     results = [
         result("a", "n1", 3, 2.0),  # finished on n1 before n1 went
         result("b", "n2", 1, 1.0), result("b", "n4", 2, 6.0), result("b", "n4", 3, 9.0),  # left n2 for n4
-        result("c", "n5", 2, 1.0), result("c", "n5", 3, 3.0, mid_epoch=1), result("c", "n6", 3, 8.0),
+        result("c", "n5", 2, 1.0), result("c", "n5", 3, 3.0, checkpoint_only=1), result("c", "n6", 3, 8.0),
     ]  # fmt: skip
     log = [removal("n1", 4.0), removal("n2", 7.0), removal("n5", 3.5)]
     # c's mid-epoch checkpoint in its last epoch is not a finish: the removal at 3.5 s interrupted it

@@ -13,21 +13,24 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from tuner.config import CheckpointConfig, ConfigError, ReportConfig, TrackingConfig
-from tuner.policy import CheckpointPolicy, advisor_rate_per_h, load_observed_rates
-from tuner.report import ANY_ZONE, LEDGER_ARTIFACT, RATES_CSV, run_report
-from tuner.tracking import TAG_EXPERIMENT
+from tuner.trial.policy import CheckpointPolicy, advisor_rate_per_h, load_observed_rates
+from tuner.report.__main__ import run_report
+from tuner.report.aggregate import ANY_ZONE
+from tuner.report.collect import LEDGER_ARTIFACT
+from tuner.report.render import RATES_CSV
+from tuner.run.tracking import TAG_EXPERIMENT
 
 CHROMIUM = "/usr/bin/chromium"
 HOUR_S = 3600.0
 COLUMNS = ["trial_id", "node_id", "instance_type", "market", "region", "zone", "start_s", "end_s", "seconds", "share",
-           "lost_s", "assumed", "epochs", "preempted", "cost_usd", "on_demand_cost_usd"]  # fmt: skip
+           "lost_s", "assumed", "unit", "progress", "preempted", "cost_usd", "on_demand_cost_usd"]  # fmt: skip
 
 
 def row(trial: str, node: str, itype: str, zone: str, start_h: float, end_h: float, epochs: int, preempted: bool,
         cost: float, on_demand: float, t0: float) -> dict:  # fmt: skip
     start, end = t0 + start_h * HOUR_S, t0 + end_h * HOUR_S
     return dict(zip(COLUMNS, [trial, node, itype, "spot", "us-east-1", zone, start, end, end - start, 1.0, 0.0, False,
-                              epochs, preempted, cost, on_demand]))  # fmt: skip
+                              "epoch", epochs, preempted, cost, on_demand]))  # fmt: skip
 
 
 def log_search(client: MlflowClient, experiment: str, rows: list[dict], tmp_path: Path) -> None:
@@ -66,16 +69,17 @@ def report_cfg(tmp_path: Path, uri: str, **kw) -> ReportConfig:
 
 def test_rates_costs_and_projection_by_hand(store: str, tmp_path: Path, capsys) -> None:
     report = run_report(report_cfg(tmp_path, store, since_days=10))
-    rates = {(r.instance_type, r.zone): r for r in report.rates}
-    a = rates[("g5.xlarge", "use1-az1")]
+    rates = report.rates.set_index(["instance_type", "zone"])
+    a = rates.loc[("g5.xlarge", "use1-az1")]
     assert (a.nodes, a.preemptions) == (2, 1) and a.node_hours == pytest.approx(5.0) and a.per_node_hour == pytest.approx(0.2)
-    g5 = rates[("g5.xlarge", ANY_ZONE)]
+    g5 = rates.loc[("g5.xlarge", ANY_ZONE)]
     assert (g5.nodes, g5.preemptions) == (3, 1) and g5.node_hours == pytest.approx(6.0)
-    assert rates[("g6.xlarge", "use1-az2")].per_node_hour == 0.0
-    costs = {c.instance_type: c for c in report.costs}
-    assert costs["g5.xlarge"].cost_usd == pytest.approx(2.40) and costs["g5.xlarge"].epochs == 30
-    assert costs["g5.xlarge"].per_epoch_usd == pytest.approx(0.08) and costs["g5.xlarge"].per_trial_usd == pytest.approx(1.20)
-    assert costs["g6.xlarge"].per_epoch_usd == pytest.approx(0.08) and costs["g6.xlarge"].per_trial_usd == pytest.approx(1.60)
+    assert rates.loc[("g6.xlarge", "use1-az2")].per_node_hour == 0.0
+    costs = report.costs.set_index("instance_type")
+    assert costs.loc["g5.xlarge"].cost_usd == pytest.approx(2.40) and costs.loc["g5.xlarge"].progress == 30
+    assert costs.loc["g5.xlarge"].unit == "epoch" and costs.loc["g5.xlarge"].trials == 2
+    assert costs.loc["g5.xlarge"].per_unit_usd == pytest.approx(0.08) and costs.loc["g5.xlarge"].per_trial_usd == pytest.approx(1.20)
+    assert costs.loc["g6.xlarge"].per_unit_usd == pytest.approx(0.08) and costs.loc["g6.xlarge"].per_trial_usd == pytest.approx(1.60)
     assert report.cost_usd == pytest.approx(4.00) and report.on_demand_usd == pytest.approx(9.20)
     assert report.savings_pct == pytest.approx(100 * (1 - 4.00 / 9.20))
     # 10 days of usage cost $4.00: $12.00 a month, $27.60 on demand.
@@ -89,6 +93,7 @@ def test_rates_costs_and_projection_by_hand(store: str, tmp_path: Path, capsys) 
     (run,) = client.search_runs([client.get_experiment_by_name("tuner-reports").experiment_id])
     assert run.data.metrics["monthly_usd"] == pytest.approx(12.00)
     assert {"report.html", RATES_CSV, "cost_by_type.csv"} <= {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert "$0.08" in out and "$0.0000" not in out  # money with significant digits
 
 
 def test_experiment_and_window_filters(store: str, tmp_path: Path) -> None:
@@ -128,11 +133,11 @@ def test_observed_rates_feed_the_adaptive_policy(store: str, tmp_path: Path) -> 
                      "g6.xlarge@use1-az2": pytest.approx(0.5 / 4), "g6.xlarge@*": pytest.approx(0.5 / 4)}  # fmt: skip
     cfg = CheckpointConfig(policy="adaptive", observed_rates_per_h=rates)
     labels = {"tuner.io/instance-type": "g5.xlarge", "ray.io/availability-zone": "use1-az1"}
-    assert CheckpointPolicy.for_node(cfg, labels).rate_per_h == pytest.approx(0.2)  # enough node-hours: observed
+    assert CheckpointPolicy.for_node(cfg, labels, "g5.xlarge").rate_per_h == pytest.approx(0.2)  # enough node-hours: observed
     labels["ray.io/availability-zone"] = "use1-az3"  # 1 node-hour there: the type's rate over all zones
-    assert CheckpointPolicy.for_node(cfg, labels).rate_per_h == pytest.approx(1 / 6)
+    assert CheckpointPolicy.for_node(cfg, labels, "g5.xlarge").rate_per_h == pytest.approx(1 / 6)
     labels["tuner.io/instance-type"] = "g6e.xlarge"  # never observed: the Spot Advisor bucket
-    assert CheckpointPolicy.for_node(cfg, labels).rate_per_h == advisor_rate_per_h("g6e.xlarge")
+    assert CheckpointPolicy.for_node(cfg, labels, "g5.xlarge").rate_per_h == advisor_rate_per_h("g6e.xlarge")
     with pytest.raises(ConfigError, match="not a readable interruption_rates.csv"):
         load_observed_rates(str(tmp_path / "missing.csv"), 1.0)
 

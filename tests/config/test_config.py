@@ -4,14 +4,20 @@ from pathlib import Path
 
 import pytest
 from hydra import compose, initialize_config_dir
+from hydra.utils import get_object
 from hydra.errors import ConfigCompositionException
+from omegaconf import OmegaConf
 from omegaconf.errors import ValidationError
 
 from tuner import config as config_mod
 from tuner.config import ConfigError, to_settings
-from tuner.run import available_searches, check_space, load_space
+from tuner.cli import CONF_DIR, available_searches
+from tuner.config import SAMPLERS, SCHEDULERS
+from tuner.run import build
+from tuner.run.build import check_space, load_space
+from tuner.trial import trainer
 
-CONF = str(Path(__file__).resolve().parent.parent / "conf")
+CONF = str(CONF_DIR)
 config_mod.register()
 
 
@@ -41,6 +47,7 @@ def test_search_files_never_pick_cluster_storage_tracking() -> None:
     for path in (Path(CONF) / "search").glob("*.yaml"):
         text = path.read_text()
         assert "defaults:" not in text and "\ncluster" not in text and "\nstorage" not in text, path
+        assert "\ntracking" not in text, path
 
 
 def test_groups_switch_without_plus() -> None:
@@ -48,8 +55,8 @@ def test_groups_switch_without_plus() -> None:
     assert cfg.storage.kind == "s3" and cfg.storage.bucket == "my-bucket" and not cfg.tracking.enabled
 
 
-def test_no_search_leaves_it_empty() -> None:
-    assert compose_cfg().search is None
+def test_no_search_leaves_it_unnamed() -> None:
+    assert OmegaConf.is_missing(compose_cfg().search, "name")
 
 
 def test_typo_fails_at_compose_time() -> None:
@@ -73,7 +80,9 @@ def test_unknown_search() -> None:
     "override,message",
     [
         ("search.tune.num_samples=-1", "num_samples=-1: must be > 0"),
-        ("search.workload.epochs=0", "epochs=0"),
+        ("search.max_t=0", "max_t=0: must be > 0"),
+        ("search.resources.workers=[3,2]", r"workers=\[3, 2\]: need 1 <= min <= max"),
+        ("search.resources.workers=two", "write an integer or \\[min, max\\]"),
         ("search.mode=best", "use min or max"),
         ("search.resources.cpu=0", "cpu must be > 0"),
         ("storage.kind=ftp", "use local or s3"),
@@ -105,7 +114,7 @@ def test_benchmark_space_draws_build_models() -> None:
     import optuna
     import torch
 
-    from tuner import models
+    from workloads import models
 
     space = load_space("search_spaces.mlp:wide")
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
@@ -130,3 +139,57 @@ def test_report_config_composes() -> None:
     assert cfg.since_days == 7 and cfg.experiments == ["resnet"] and cfg.tracking.experiment_name == "tuner-reports"
     with pytest.raises(ConfigCompositionException), initialize_config_dir(config_dir=CONF, version_base="1.3"):
         compose(config_name="report", overrides=["since_dayz=7"])
+
+
+@pytest.mark.parametrize(
+    "override,message",
+    [
+        ("search.workload.epochs=0", r"search.workload: epochs=0: must be > 0"),
+        ("+search.workload.epoch=3", r"search.workload.epoch: Key 'epoch' not in 'ClassifySettings'"),
+        ("search.workload.epochs=many", r"search.workload.epochs: Value 'many' of type 'str' could not be converted"),
+        ("search.workload.model=vit", r"model='vit': use one of mlp, resnet"),
+    ],
+)
+def test_a_typed_trainer_checks_its_settings_before_anything_starts(override: str, message: str) -> None:
+    settings = to_settings(compose_cfg("+search=resnet", override, "search.max_t=5"))
+    fn = trainer.load(settings.search.trainer)
+    with pytest.raises(ConfigError, match=message):
+        trainer.settings_for(fn, settings.search.workload)
+
+
+def test_an_untyped_trainer_gets_its_settings_as_a_dict() -> None:
+    def fit(config, settings):  # no annotation: free-form
+        return None
+
+    assert trainer.settings_for(fit, {"steps": 3, "anything": {"goes": 1}}) == {"steps": 3, "anything": {"goes": 1}}
+
+
+@pytest.mark.parametrize(
+    "spec,message",
+    [
+        ("nopkg.train:fit", r"cannot be imported \(No module named 'nopkg'\)"),
+        ("workloads.classify:nope", "module workloads.classify has no 'nope'"),
+        ("workloads.data:LOADERS", "is a dict, not a function"),
+        ("workloads.classify:evaluate", r"must accept \(config, settings\), its signature is \(model"),
+        ("workloads.classify", "write it as module:function"),
+    ],
+)
+def test_a_trainer_that_cannot_be_called_is_refused(spec: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        trainer.load(spec)
+
+
+@pytest.mark.parametrize("scheduler", sorted(SCHEDULERS))
+@pytest.mark.parametrize("searcher", sorted(SAMPLERS))
+def test_every_scheduler_and_sampler_composes_and_instantiates(scheduler: str, searcher: str) -> None:
+    settings = to_settings(compose_cfg("+search=mlp", f"search/scheduler={scheduler}", f"search/searcher={searcher}"))
+    assert isinstance(build.search_alg(settings.search).searcher.study.sampler, get_object(SAMPLERS[searcher]._target_))
+    assert isinstance(build.scheduler(settings.search), get_object(SCHEDULERS[scheduler]._target_))
+
+
+def test_scheduler_nodes_mirror_the_api_with_the_search_s_time() -> None:
+    settings = to_settings(compose_cfg("+search=resnet", "search.scheduler.grace_period=3"))
+    asha = build.scheduler(settings.search)
+    assert (asha._time_attr, asha._max_t, asha._reduction_factor) == ("epoch", 10, 3)  # max_t: search.max_t
+    with pytest.raises(ConfigCompositionException):
+        compose_cfg("+search=resnet", "search/scheduler=hyperband", "search.scheduler.grace_period=3")  # not HyperBand's

@@ -10,7 +10,7 @@ import boto3
 import pytest
 from botocore.stub import ANY, Stubber
 
-from tuner.pricing import AwsPrices, Catalog, PricePoint, integrate_usd
+from tuner.cost.pricing import AwsPrices, Catalog, PricePoint, integrate_usd
 
 T0 = 1_700_000_000.0
 

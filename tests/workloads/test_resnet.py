@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from tuner.models import build
-from tuner.models.resnet import BasicBlock, ResNet
+from workloads.models import build
+from workloads.models.resnet import BasicBlock, ResNet
 
 
 @pytest.mark.parametrize("depth,blocks", [(8, 3), (14, 6), (20, 9)])

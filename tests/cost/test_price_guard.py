@@ -7,12 +7,12 @@ from datetime import datetime, timezone
 import pytest
 from botocore.stub import ANY
 
-from tests.test_pricing import stubbed
-from tuner import price_guard
+from tests.cost.test_pricing import stubbed
+from tuner.cost import price_guard
 from tuner.config import ConfigError, PriceGuardConfig
-from tuner.labels import INSTANCE_TYPE
-from tuner.price_guard import PriceGuard, trial_resources
-from tuner.pricing import AwsPrices, Catalog
+from tuner.spot.labels import INSTANCE_TYPE
+from tuner.cost.price_guard import PriceGuard, trial_resources
+from tuner.cost.pricing import AwsPrices, Catalog
 
 T0 = 1_800_000_000.0
 INTERVAL_S = 300.0
@@ -47,7 +47,7 @@ def test_rising_then_falling_price_blocks_then_unblocks(tmp_path) -> None:
     cfg = PriceGuardConfig(enabled=True, interval_s=INTERVAL_S, max_usd_per_hour={"g5.xlarge": 0.6},
                            zones=["us-east-1a"], enforce=True)  # fmt: skip
     prices = AwsPrices(tmp_path, ttl_s=0, ec2_client=ec2)  # every check asks AWS
-    guard = PriceGuard(cfg, prices, ["g5.xlarge"], notify=lambda tags, metrics: events.append((tags, metrics)),
+    guard = PriceGuard(cfg, "us-east-1", prices, ["g5.xlarge"], notify=lambda tags, metrics: events.append((tags, metrics)),
                        clock=lambda: now[0])  # fmt: skip
     seen = []
     with stub:
@@ -73,14 +73,14 @@ def test_rising_then_falling_price_blocks_then_unblocks(tmp_path) -> None:
 
 def test_new_trials_get_a_selector_only_while_a_type_is_blocked() -> None:
     cfg = PriceGuardConfig(enabled=True, max_fraction_of_on_demand=0.2, enforce=True)  # g5.xlarge spot ~0.41 of 1.006
-    guard = PriceGuard(cfg, Catalog(), ["g5.xlarge", "g6.xlarge"])
+    guard = PriceGuard(cfg, "us-east-1", Catalog(), ["g5.xlarge", "g6.xlarge"])
     checks = {c.instance_type: c for c in guard.check()}
     assert checks["g5.xlarge"].limit_usd_per_hour == pytest.approx(0.2 * 1.006) and checks["g5.xlarge"].over
     pgf = trial_resources({"CPU": 1.0, "GPU": 0.25}, {"lr": 0.1})
     assert pgf.bundles == [{"CPU": 1.0, "GPU": 0.25}]
     selector = pgf._bound.arguments["bundle_label_selector"]
     assert selector == [{INSTANCE_TYPE: "!in(" + ",".join(sorted(guard.blocked)) + ")"}] and "g5.xlarge" in guard.blocked
-    relaxed = PriceGuard(PriceGuardConfig(enabled=True, max_fraction_of_on_demand=0.9, enforce=True), Catalog(), ["g5.xlarge"])
+    relaxed = PriceGuard(PriceGuardConfig(enabled=True, max_fraction_of_on_demand=0.9, enforce=True), "us-east-1", Catalog(), ["g5.xlarge"])
     relaxed.check()
     assert "bundle_label_selector" not in trial_resources({"CPU": 1.0}, {})._bound.arguments
 

@@ -1,0 +1,41 @@
+"""The local twin is derived from cluster/aws.yaml; trials that cannot fit are refused up front."""
+
+import pytest
+
+from tuner.cluster.launcher import check_fits, load_launcher_config, worker_types
+from tuner.cluster.twin import HEAD_TYPE, twin_config
+from tuner.config import ClusterConfig, ConfigError
+from tuner.spot.labels import INSTANCE_TYPE, MARKET, ZONE
+
+
+def test_twin_mirrors_the_aws_worker_types() -> None:
+    aws = load_launcher_config("cluster/aws.yaml")
+    twin = twin_config(aws, ClusterConfig(name="local_spot", max_workers_per_type=2, idle_timeout_minutes=0.5))
+    assert twin["provider"]["type"] == "fake_multinode"
+    assert set(twin["available_node_types"]) == set(worker_types(aws)) | {HEAD_TYPE}
+    assert twin["available_node_types"][HEAD_TYPE]["resources"] == {"CPU": 0}
+    for name, node_type in worker_types(aws).items():
+        local = twin["available_node_types"][name]
+        assert local["resources"] == node_type["resources"]  # fake GPUs, same counts
+        assert local["labels"][INSTANCE_TYPE] == node_type["node_config"]["InstanceType"]
+        assert local["labels"][MARKET] == node_type["labels"][MARKET]
+        assert local["labels"][ZONE] in aws["provider"]["availability_zone"].split(",")
+        assert local["min_workers"] == node_type["min_workers"]
+        assert local["max_workers"] == min(node_type["max_workers"], 2)
+    assert twin["idle_timeout_minutes"] == 0.5
+
+
+def test_trial_that_fits_no_worker_type_is_refused() -> None:
+    aws = load_launcher_config("cluster/aws.yaml")
+    check_fits(aws, {"CPU": 4, "GPU": 1})
+    check_fits(aws, {"CPU": 8, "GPU": 4})  # the 4-GPU type
+    check_fits(aws, {"CPU": 1, "GPU": 1}, workers=20)  # across types: 8 + 8 + 8 + 2 x 4 + 2 one-GPU slots
+    with pytest.raises(ConfigError, match="no worker type fits a trial needing cpu=1 gpu=8"):
+        check_fits(aws, {"CPU": 1, "GPU": 8})
+    with pytest.raises(ConfigError, match="no worker type fits 200 workers of cpu=1 gpu=1"):
+        check_fits(aws, {"CPU": 1, "GPU": 1}, workers=200)
+
+
+def test_unreadable_launcher_config() -> None:
+    with pytest.raises(ConfigError, match="cannot be read"):
+        load_launcher_config("cluster/nope.yaml")

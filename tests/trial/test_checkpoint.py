@@ -1,0 +1,130 @@
+"""Checkpoints: state dicts and framework directories, the manifest written last, RNG capture, and
+restoring the newest intact one (a corrupt newest falls back; a deleted one is replaced by a kept one)."""
+
+import logging
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from ray import tune
+
+from tuner.trial import checkpoint
+
+
+def write(path: Path, epoch: int) -> Path:
+    checkpoint.write(path, {"w": torch.full((100,), float(epoch)), "epoch": epoch}, {"trial_id": "t", "reason": "test"})
+    return path
+
+
+def test_roundtrip_with_rng_states(tmp_path) -> None:
+    torch.manual_seed(1), np.random.seed(2), random.seed(3)
+    state = {"w": torch.arange(4.0), "epoch": 3, "rng": checkpoint.rng_state()}
+    expected = (torch.rand(3), np.random.rand(3), random.random())
+    checkpoint.write(tmp_path, state, {"progress": {"reports": 3}})
+
+    torch.manual_seed(99), np.random.seed(99), random.seed(99)
+    checkpoint.verify(tmp_path)
+    loaded = checkpoint.Checkpoint(str(tmp_path)).load()
+    checkpoint.set_rng_state(loaded["rng"])
+    assert torch.equal(loaded["w"], state["w"]) and loaded["epoch"] == 3
+    assert torch.equal(torch.rand(3), expected[0])
+    assert np.array_equal(np.random.rand(3), expected[1])
+    assert random.random() == expected[2]
+    assert checkpoint.read_meta(tmp_path) == {"progress": {"reports": 3}}
+
+
+def test_a_directory_of_files_is_copied_in_and_verified(tmp_path) -> None:
+    written = tmp_path / "by-framework"
+    (written / "sub").mkdir(parents=True)
+    (written / "model.bin").write_bytes(b"x" * 1000)
+    (written / "sub" / "trainer_state.json").write_text("{}")
+    checkpoint.write(tmp_path / "ckpt", str(written), {})
+    checkpoint.verify(tmp_path / "ckpt")
+    assert (tmp_path / "ckpt" / "sub" / "trainer_state.json").read_text() == "{}"
+    (tmp_path / "ckpt" / "sub" / "trainer_state.json").write_text("{changed}")
+    with pytest.raises(checkpoint.CorruptCheckpointError, match="trainer_state.json does not match"):
+        checkpoint.verify(tmp_path / "ckpt")
+    with pytest.raises(FileNotFoundError, match="holds files, not a state dict"):
+        checkpoint.Checkpoint(str(tmp_path / "ckpt")).load()
+
+
+def test_a_state_torch_cannot_save_is_one_clear_error(tmp_path) -> None:
+    import threading
+
+    with pytest.raises(checkpoint.CheckpointStateError, match="cannot be saved by torch.save .*lock"):
+        checkpoint.write(tmp_path, {"lock": threading.Lock()}, {})
+    with pytest.raises(checkpoint.CheckpointStateError, match="reserves"):
+        (tmp_path / "d").mkdir()
+        (tmp_path / "d" / checkpoint.MANIFEST_FILE).write_text("{}")
+        checkpoint.write(tmp_path / "c", str(tmp_path / "d"), {})
+
+
+def test_truncated_state_is_refused(tmp_path) -> None:
+    write(tmp_path, 1)
+    path = tmp_path / checkpoint.STATE_FILE
+    path.write_bytes(path.read_bytes()[:100])
+    with pytest.raises(checkpoint.CorruptCheckpointError, match="checksum"):
+        checkpoint.verify(tmp_path)
+
+
+def test_missing_manifest_means_incomplete_write(tmp_path) -> None:
+    write(tmp_path, 1)
+    (tmp_path / checkpoint.MANIFEST_FILE).unlink()
+    with pytest.raises(checkpoint.CorruptCheckpointError, match="incomplete"):
+        checkpoint.verify(tmp_path)
+
+
+def test_missing_state_file(tmp_path) -> None:
+    write(tmp_path, 1)
+    (tmp_path / checkpoint.STATE_FILE).unlink()
+    with pytest.raises(checkpoint.CorruptCheckpointError, match="missing"):
+        checkpoint.verify(tmp_path)
+
+
+def kept(tmp_path: Path) -> list[Path]:
+    """Three checkpoints of a trial, as Tune lays them out."""
+    return [write(tmp_path / "trial" / f"checkpoint_{i:06d}", i) for i in range(3)]
+
+
+def restored_epoch(tmp_path: Path, recorded: Path) -> int | None:
+    local = checkpoint.fetch_newest_intact(tune.Checkpoint.from_directory(str(recorded)), tmp_path / "restore")
+    return None if local is None else checkpoint.Checkpoint(str(local)).load()["epoch"]
+
+
+def test_intact_newest_checkpoint_is_used(tmp_path) -> None:
+    paths = kept(tmp_path)
+    (tmp_path / "restore").mkdir()
+    assert restored_epoch(tmp_path, paths[-1]) == 2
+
+
+def test_truncated_newest_falls_back_to_previous(tmp_path, caplog) -> None:
+    paths = kept(tmp_path)
+    state = paths[-1] / checkpoint.STATE_FILE
+    state.write_bytes(state.read_bytes()[:1000])
+    (tmp_path / "restore").mkdir()
+    with caplog.at_level(logging.WARNING):
+        assert restored_epoch(tmp_path, paths[-1]) == 1
+    assert any("instead of the newest checkpoint" in r.message for r in caplog.records)
+
+
+def test_a_recorded_checkpoint_deleted_since_is_replaced_by_the_newest_kept(tmp_path, caplog) -> None:
+    paths = kept(tmp_path)
+    import shutil
+
+    shutil.rmtree(paths[0])  # Tune's num_to_keep deleted it after the driver last saved its state
+    (tmp_path / "restore").mkdir()
+    with caplog.at_level(logging.WARNING):
+        assert restored_epoch(tmp_path, paths[0]) == 2
+    assert "is gone" in caplog.text
+
+
+def test_missing_files_everywhere_starts_from_scratch(tmp_path, caplog) -> None:
+    paths = kept(tmp_path)
+    for path in paths:
+        (path / checkpoint.MANIFEST_FILE).unlink()
+    (tmp_path / "restore").mkdir()
+    with caplog.at_level(logging.ERROR):
+        assert restored_epoch(tmp_path, paths[-1]) is None
+    assert "starting it from scratch" in caplog.text
