@@ -22,7 +22,8 @@ $(CHROMIUM):
 run: setup  ## the default search on this machine: make run ARGS="cluster=... storage=s3 ..."
 	$(PY) -m tuner.run +search=resnet $(ARGS)
 
-test: setup $(CHROMIUM)  ## the whole suite, slow multi-node tests included
+test: setup $(CHROMIUM)  ## strict type check of the package, then the whole suite, slow multi-node tests included
+	$(PY) -m mypy
 	$(PY) -m pytest $(ARGS)
 
 clean:

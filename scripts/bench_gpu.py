@@ -22,8 +22,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from tuner.trial import checkpoint  # noqa: E402
-from workloads.data import load  # noqa: E402
 from workloads.classify import ClassifySettings, Trial  # noqa: E402
+from workloads.data import load  # noqa: E402
 
 # The best configuration of the default +search=resnet run recorded in the README.
 PARAMS = {

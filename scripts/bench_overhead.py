@@ -40,24 +40,25 @@ from tuner.testing.searches import experiment  # noqa: E402
 from tuner.trial import checkpoint  # noqa: E402
 
 
-def plain_train(config: dict[str, Any], workload: Any) -> None:
+def plain_train(config: dict[str, Any], workload: dict[str, Any]) -> None:
     """What a user writes without the platform: train, report, checkpoint every epoch."""
     import torch
     from ray import tune
 
+    from workloads.classify import ClassifySettings, Trial
     from workloads.data import load
-    from workloads.classify import Trial
 
     torch.set_num_threads(1)
-    trial = Trial(config, workload, load(workload.data), torch.device("cpu"))
+    settings = ClassifySettings(**workload)
+    trial = Trial(config, settings, load(settings.data), torch.device("cpu"))
     ckpt = tune.get_checkpoint()
     if ckpt is not None:
         with ckpt.as_directory() as directory:
-            trial.load_state(checkpoint.load(directory))
+            trial.load_state(checkpoint.Checkpoint(directory).load())
     while not trial.done:
         metrics = trial.run_epoch(lambda: None)
         with tempfile.TemporaryDirectory() as directory:
-            checkpoint.save(directory, trial.state())
+            checkpoint.write(directory, trial.state(), {})
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(directory))
 
 

@@ -24,8 +24,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from tuner.trial import checkpoint  # noqa: E402
-from workloads.data import Dataset  # noqa: E402
 from workloads.classify import ClassifySettings, Trial  # noqa: E402
+from workloads.data import Dataset  # noqa: E402
 
 CIFAR_TRAIN, CIFAR_VAL = 50_000, 10_000
 

@@ -1,13 +1,35 @@
-"""A search space for tests whose model the workload rejects (an application error)."""
+"""Search spaces for tests: one fixed configuration each (runs compare exactly), and one the workload rejects."""
 
 from __future__ import annotations
+
+from typing import Any
 
 import optuna
 
 from search_spaces.fixed import RESNET8
 
+REGRESSION = {"lr": 3e-3, "weight_decay": 1e-4, "batch_size": 32, "layers": 2, "hidden": 32}
+LIGHTNING = {"lr": 1e-2, "weight_decay": 1e-4, "batch_size": 32, "hidden": 32, "dropout": 0.2}
+HUGGINGFACE = {"lr": 1e-3, "weight_decay": 1e-2, "batch_size": 16, "hidden": 16}
+
+
+def _fixed(trial: optuna.Trial, values: dict[str, Any]) -> None:
+    for name, value in values.items():
+        trial.suggest_categorical(name, [value])
+
 
 def invalid_resnet(trial: optuna.Trial) -> None:
     """Depth 10 is not 6n+2: building the model raises."""
-    for name, value in {**RESNET8, "depth": 10}.items():
-        trial.suggest_categorical(name, [value])
+    _fixed(trial, {**RESNET8, "depth": 10})
+
+
+def regression(trial: optuna.Trial) -> None:
+    _fixed(trial, REGRESSION)
+
+
+def lightning(trial: optuna.Trial) -> None:
+    _fixed(trial, LIGHTNING)
+
+
+def huggingface(trial: optuna.Trial) -> None:
+    _fixed(trial, HUGGINGFACE)

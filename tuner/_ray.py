@@ -13,16 +13,30 @@ from typing import Any, Optional
 DRAIN_REASON = "DRAIN_NODE_REASON_PREEMPTION"
 
 
+def gcs_client(gcs_address: str) -> Any:
+    """A client of the cluster's GCS, authenticated as ``ray.init`` would be (Ray 2.60 turns token
+    authentication on by default: a client that does not look for the token is refused).
+
+    Private: the GCS client and the token setup are what ``ray.init`` uses internally; the agent
+    and fault injection talk to the GCS without becoming a driver."""
+    import ray
+    from ray._private.authentication.authentication_token_setup import (
+        maybe_enable_token_auth_if_token_available,
+    )
+
+    maybe_enable_token_auth_if_token_available(warn_if_disabled=False)
+    return ray._raylet.GcsClient(address=gcs_address)
+
+
 def drain_node(gcs_address: str, node_id: str, message: str, deadline_s: Optional[float]) -> tuple[bool, str]:
     """Ask the GCS to drain ``node_id`` for preemption (the RPC Ray's own autoscaler sends).
 
     Private: ``ray drain-node`` is a hidden CLI over this same call, and the agent must not
     become a Ray driver (a job per node) to call anything else. Returns (accepted, error)."""
-    import ray
     from ray.core.generated import autoscaler_pb2
 
     deadline_ms = int(deadline_s * 1000) if deadline_s else 0
-    client = ray._raylet.GcsClient(address=gcs_address)
+    client = gcs_client(gcs_address)
     accepted, error = client.drain_node(node_id, autoscaler_pb2.DrainNodeReason.Value(DRAIN_REASON), message, deadline_ms)
     return bool(accepted), str(error)
 
@@ -41,9 +55,7 @@ def node_info(gcs_address: str) -> dict[str, dict[str, Any]]:
     """``{node_id_hex: {"ip", "alive", "labels"}}`` from the GCS, without connecting as a driver.
 
     Private for the same reason as :func:`drain_node`: the agent is not a Ray driver."""
-    import ray
-
-    client = ray._raylet.GcsClient(address=gcs_address)
+    client = gcs_client(gcs_address)
     return {
         node_id.hex(): {"ip": info.node_manager_address, "alive": info.state == 0, "labels": dict(info.labels)}
         for node_id, info in client.get_all_node_info().items()

@@ -5,9 +5,11 @@ from __future__ import annotations
 import logging
 import sys
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, Callable, NoReturn, TypeVar
 
 EXIT_BAD_INPUT = 2
+CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+T = TypeVar("T")
 
 
 def fail(message: str) -> NoReturn:
@@ -25,7 +27,15 @@ def quiet_libraries() -> None:
     logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
 
 
-CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+def command(body: Callable[[Any], T], cfg: Any) -> T:
+    """Run a command's body on the composed config: quiet libraries, checked settings, one line on bad input."""
+    from tuner import config
+
+    quiet_libraries()
+    try:
+        return body(config.to_settings(cfg))
+    except config.ConfigError as exc:  # includes StorageError
+        fail(str(exc))
 
 
 def available_searches() -> list[str]:

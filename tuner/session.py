@@ -20,8 +20,8 @@ Inside it, five calls::
 - :func:`get_checkpoint`: where to resume from. Checksums are verified; a corrupt newest
   checkpoint falls back to the one before.
 - :func:`report`: metrics (numbers) for the searcher, the scheduler, the console and
-  MLflow; with ``checkpoint=`` a state that is saved when the checkpoint policy says so
-  (always on the last report, ``search.max_t``).
+  MLflow; with ``checkpoint=`` a state (or a function returning one) that is saved when
+  the checkpoint policy says so (always on the last report: ``time_attr >= search.max_t``).
 - :func:`step`: call it at every step boundary. It costs a few attribute reads; it saves
   ``state()`` when the node got a spot notice (then once more just before the deadline,
   and holds still), or when the policy's time interval is due.
@@ -68,9 +68,10 @@ def get_checkpoint() -> Optional[Checkpoint]:
     return current().get_checkpoint()
 
 
-def report(metrics: Mapping[str, Any], checkpoint: Optional[State] = None) -> None:
-    """Report numeric metrics; ``checkpoint`` (a state dict or a directory) is saved with
-    them when the checkpoint policy says so, and always with the last report."""
+def report(metrics: Mapping[str, Any], checkpoint: Union[State, Callable[[], State], None] = None) -> None:
+    """Report numeric metrics; ``checkpoint`` (a state dict or a directory, or a function that
+    returns one: called only when needed) is saved with them when the checkpoint policy says
+    so, and always with the last report."""
     current().report(metrics, checkpoint)
 
 

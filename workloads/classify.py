@@ -23,7 +23,7 @@ from omegaconf import MISSING
 from tuner import session
 from tuner.config import ConfigError
 from workloads import models
-from workloads.data import DataSettings, Dataset, load
+from workloads.data import Dataset, DataSettings, load
 
 EVAL_BATCH = 1024
 _SEED_STRIDE = 1_000_003  # keeps (seed, epoch) data orders distinct

@@ -84,7 +84,11 @@ def test_bootstrap_and_one_node_of_each_type(aws_env: str) -> None:
     from ray.autoscaler._private.aws.config import bootstrap_aws
     from ray.autoscaler._private.aws.node_provider import AWSNodeProvider
     from ray.autoscaler._private.util import prepare_config
-    from ray.autoscaler.tags import TAG_RAY_CLUSTER_NAME, TAG_RAY_NODE_KIND, TAG_RAY_USER_NODE_TYPE
+    from ray.autoscaler.tags import (
+        TAG_RAY_CLUSTER_NAME,
+        TAG_RAY_NODE_KIND,
+        TAG_RAY_USER_NODE_TYPE,
+    )
 
     session = boto3.Session(region_name="us-east-1")
     ec2 = session.client("ec2")

@@ -45,8 +45,8 @@ def test_servers_we_start_bind_loopback_only() -> None:
     elsewhere is one of Ray's own authenticated core services."""
     import ray
 
-    from tuner.testing.metadata import MetadataServer
     from tuner.cluster.connect import connect
+    from tuner.testing.metadata import MetadataServer
 
     port = 28265
     metadata = MetadataServer("aws").start()

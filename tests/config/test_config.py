@@ -4,15 +4,14 @@ from pathlib import Path
 
 import pytest
 from hydra import compose, initialize_config_dir
-from hydra.utils import get_object
 from hydra.errors import ConfigCompositionException
+from hydra.utils import get_object
 from omegaconf import OmegaConf
 from omegaconf.errors import ValidationError
 
 from tuner import config as config_mod
-from tuner.config import ConfigError, to_settings
 from tuner.cli import CONF_DIR, available_searches
-from tuner.config import SAMPLERS, SCHEDULERS
+from tuner.config import SAMPLERS, SCHEDULERS, ConfigError, to_settings
 from tuner.run import build
 from tuner.run.build import check_space, load_space
 from tuner.trial import trainer

@@ -129,3 +129,17 @@ def test_budget_stops_when_committed_plus_projected_exceeds() -> None:
     assert not stopper("t", {"epoch": 1}) and not stopper.stop_all()  # projects 10 x $0.02 = $0.20
     ledger.on_trial_result(0, [], trial, result("a", "g6.xlarge", "on-demand", T0, T0 + 200))
     assert stopper("t", {"epoch": 2}) and stopper.stop_all()  # $0.044 + 8 x $0.022 > $0.20
+
+
+def test_a_trial_on_several_nodes_pays_its_share_of_each() -> None:
+    """Two workers (1 GPU each): rank 0 on a spot g5.12xlarge (4 GPUs), rank 1 on a spot g5.xlarge, for 30 min."""
+    labels = {"b": {"instance_type": "g5.xlarge", "market": "spot", "zone": "us-east-1a", "region": "us-east-1"}}
+    ledger = ledger_for(node_labels=labels.__getitem__)
+    trial = SimpleNamespace(trial_id="t")
+    for wall in (T0 + 900, T0 + 1800):
+        ledger.on_trial_result(0, [], trial, {**result("a", "g5.12xlarge", "spot", T0, wall), "worker_nodes": "a,b",
+                                              "world_size": 2})  # fmt: skip
+    a, b = ledger.trials["t"].intervals.values()
+    assert (a.share, b.share) == (0.25, 1.0)
+    assert ledger.cost_of("t").cost_usd == pytest.approx(2.0 * 0.5 * 0.25 + 0.3 * 0.5)
+    assert ledger.cost_of("t").gpu_hours == pytest.approx(1.0)  # two GPUs for half an hour

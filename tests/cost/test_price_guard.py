@@ -8,11 +8,11 @@ import pytest
 from botocore.stub import ANY
 
 from tests.cost.test_pricing import stubbed
-from tuner.cost import price_guard
 from tuner.config import ConfigError, PriceGuardConfig
-from tuner.spot.labels import INSTANCE_TYPE
+from tuner.cost import price_guard
 from tuner.cost.price_guard import PriceGuard, trial_resources
 from tuner.cost.pricing import AwsPrices, Catalog
+from tuner.spot.labels import INSTANCE_TYPE
 
 T0 = 1_800_000_000.0
 INTERVAL_S = 300.0

@@ -16,10 +16,18 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import FAST, REPO, cli_env, free_port, run_cli, start_mlflow_server, stop
-from tuner.trial import checkpoint
+from tests.conftest import (
+    FAST,
+    REPO,
+    cli_env,
+    free_port,
+    run_cli,
+    start_mlflow_server,
+    stop,
+)
 from tuner.cli import available_searches
 from tuner.run.tracking import TAG_CHECKPOINT, TAG_PARENT, TAG_TRIAL
+from tuner.trial import checkpoint
 
 pytestmark = pytest.mark.slow
 

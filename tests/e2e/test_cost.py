@@ -14,10 +14,16 @@ from ray.cluster_utils import Cluster
 
 from tests.conftest import REPO
 from tests.e2e.test_cli import runs_of
-from tuner.testing.searches import experiment
-from tuner.config import BudgetConfig, ClusterConfig, Config, PriceGuardConfig, TrackingConfig
-from tuner.spot.labels import INSTANCE_TYPE, MARKET, REGION, ZONE
+from tuner.config import (
+    BudgetConfig,
+    ClusterConfig,
+    Config,
+    PriceGuardConfig,
+    TrackingConfig,
+)
 from tuner.run.driver import execute
+from tuner.spot.labels import INSTANCE_TYPE, MARKET, REGION, ZONE
+from tuner.testing.searches import experiment
 
 pytestmark = pytest.mark.slow
 

@@ -18,12 +18,12 @@ from mlflow.tracking import MlflowClient
 
 from tests.conftest import REPO, cli_env
 from tests.e2e.test_cli import runs_of
-from tuner.testing.traces import TraceInjector
 from tuner.cluster.launcher import load_launcher_config
 from tuner.cluster.twin import HEAD_TYPE, LocalTwin, twin_config
 from tuner.config import CampaignProfile, ClusterConfig, StrategyConfig
 from tuner.plan.simulate import replay
 from tuner.plan.traces import Market, ZoneTrace, cluster_events
+from tuner.testing.traces import TraceInjector
 
 pytestmark = pytest.mark.slow
 
@@ -69,6 +69,7 @@ def test_simulator_predicts_the_measured_preemptions_and_lost_time(tmp_path: Pat
             [sys.executable, "-m", "tuner.run", "+search=resnet", "search.space=search_spaces.fixed:resnet8",
              "search.tune.num_samples=2", "search.tune.max_concurrent_trials=2", f"search.workload.epochs={EPOCHS}",
              f"search.scheduler.grace_period={EPOCHS}", "search.resources.gpu=1", "cluster.address=auto",
+             "cluster.launcher_config=cluster/aws.yaml",
              f"output_dir={tmp_path}",
              "run.max_failures=-1", "name=validation"],
             cwd=REPO, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,

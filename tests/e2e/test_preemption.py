@@ -17,11 +17,11 @@ import pytest
 import ray
 from ray.cluster_utils import Cluster
 
+from tuner.config import CheckpointConfig, ClusterConfig, Config, RunSettings
+from tuner.run.driver import execute
 from tuner.spot import drain
 from tuner.testing.chaos import NodeChaos, ResultRecorder
 from tuner.testing.searches import experiment
-from tuner.config import CheckpointConfig, ClusterConfig, Config, RunSettings
-from tuner.run.driver import execute
 from tuner.trial.heartbeat import EVERY_S as HEARTBEAT_EVERY_S
 
 pytestmark = pytest.mark.slow

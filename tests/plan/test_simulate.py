@@ -6,7 +6,14 @@ import pytest
 
 from tuner.config import CampaignProfile, StrategyConfig
 from tuner.plan.simulate import evaluate, interruption_rate_per_h, replay
-from tuner.plan.traces import MARKETS, Market, ZoneTrace, aws_v100, cluster_events, gcp_h100
+from tuner.plan.traces import (
+    MARKETS,
+    Market,
+    ZoneTrace,
+    aws_v100,
+    cluster_events,
+    gcp_h100,
+)
 
 TICK_S = 600.0
 PROFILE = CampaignProfile(trials=1, epochs=6, epoch_s=600.0, checkpoint_s=0.0, restart_s=0.0, concurrency=1)

@@ -13,12 +13,12 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from tuner.config import CheckpointConfig, ConfigError, ReportConfig, TrackingConfig
-from tuner.trial.policy import CheckpointPolicy, advisor_rate_per_h, load_observed_rates
 from tuner.report.__main__ import run_report
 from tuner.report.aggregate import ANY_ZONE
 from tuner.report.collect import LEDGER_ARTIFACT
 from tuner.report.render import RATES_CSV
 from tuner.run.tracking import TAG_EXPERIMENT
+from tuner.trial.policy import CheckpointPolicy, advisor_rate_per_h, load_observed_rates
 
 CHROMIUM = "/usr/bin/chromium"
 HOUR_S = 3600.0

@@ -13,8 +13,8 @@ def test_trace_injector_sets_the_twins_capacity_as_the_trace_says() -> None:
     import threading
 
     from tuner.cluster.twin import LocalTwin
-    from tuner.testing.traces import TraceInjector
     from tuner.plan.traces import Market, ZoneTrace
+    from tuner.testing.traces import TraceInjector
 
     up, down = True, False
     zones = [ZoneTrace("a", [up, down, down, up, up], [1.0] * 5, 3.0), ZoneTrace("b", [up, up, down, up, down], [1.0] * 5, 3.0)]

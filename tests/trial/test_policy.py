@@ -4,7 +4,11 @@ import pytest
 
 from tuner.config import CheckpointConfig
 from tuner.spot.labels import INSTANCE_TYPE
-from tuner.trial.policy import CheckpointPolicy, advisor_rate_per_h, young_daly_interval_s
+from tuner.trial.policy import (
+    CheckpointPolicy,
+    advisor_rate_per_h,
+    young_daly_interval_s,
+)
 
 
 def test_young_daly_formula_and_bounds() -> None:

@@ -4,18 +4,20 @@ A user's trainer and space live in the user's own repository, not in this packag
 cluster whose nodes do not share the driver's disk, their top-level packages travel to
 the workers through Ray's ``runtime_env`` (``py_modules``), unless the driver already runs
 as a Ray job with a working directory (``ray job submit --working-dir .``), which ships
-them itself. Code installed on every node (site-packages, this project) is not shipped.
+them itself. Packages of an installed distribution (this project on every node, the
+libraries of the environment) are not shipped: the cluster installs the same ones.
 """
 
 from __future__ import annotations
 
 import importlib
+import importlib.metadata
 import logging
 import os
 from pathlib import Path
 from typing import Any, Iterable, Optional
 
-from tuner.cluster.launcher import REPO, load_launcher_config
+from tuner.cluster.launcher import load_launcher_config
 from tuner.cluster.twin import LocalTwin, twin_config
 from tuner.config import ClusterConfig
 
@@ -24,13 +26,13 @@ JOB_ENV = "RAY_JOB_CONFIG_JSON_ENV_VAR"  # set by Ray's job supervisor in a subm
 
 def package_dir(spec: str) -> Optional[Path]:
     """The directory of the top-level package a ``module:function`` spec lives in, if it must be shipped."""
-    top = importlib.import_module(spec.partition(":")[0].split(".")[0])
-    where = getattr(top, "__file__", None)
+    name = spec.partition(":")[0].split(".")[0]
+    if name in importlib.metadata.packages_distributions():
+        return None  # installed on every node
+    where = getattr(importlib.import_module(name), "__file__", None)
     if where is None or Path(where).name != "__init__.py":
         return None  # a namespace package or a single-file module: only packages can be shipped
-    root = Path(where).resolve().parent
-    installed = {"site-packages", "dist-packages"} & set(root.parts) or REPO in root.parents
-    return None if installed else root
+    return Path(where).resolve().parent
 
 
 def code_runtime_env(specs: Iterable[str]) -> Optional[dict[str, Any]]:

@@ -29,7 +29,14 @@ from tuner.config.platform import (
     TrackingConfig,
 )
 from tuner.config.report import ReportConfig
-from tuner.config.search import SAMPLERS, SCHEDULERS, ResourcesConfig, SearchConfig, TuneSettings, register_groups
+from tuner.config.search import (
+    SAMPLERS,
+    SCHEDULERS,
+    ResourcesConfig,
+    SearchConfig,
+    TuneSettings,
+    register_groups,
+)
 
 __all__ = [
     "SAMPLERS",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from ray.tune.stopper import Stopper
 
@@ -24,7 +25,7 @@ class BudgetStopper(Stopper):
     def _projected(self) -> float:
         return sum(rate * max(0.0, self.max_t - done) for rate, done in self._rates.values())
 
-    def __call__(self, trial_id: str, result: dict) -> bool:
+    def __call__(self, trial_id: str, result: dict[str, Any]) -> bool:
         done = float(result.get(self.time_attr, 0) or 0)
         if done > 0 and not result.get(CHECKPOINT_ONLY):
             self._rates[trial_id] = (self.ledger.cost_of(trial_id).cost_usd / done, done)

@@ -21,14 +21,14 @@ import csv
 import io
 import logging
 from dataclasses import asdict, dataclass, field
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from ray.tune import Callback
 from ray.tune.experiment import Trial
 
 from tuner.config import CostConfig, SearchConfig
 from tuner.cost.pricing import PriceSource, integrate_usd
-from tuner.trial.runtime import CHECKPOINT_ONLY
+from tuner.trial.runtime import CHECKPOINT_ONLY, WORKER_NODES
 
 log = logging.getLogger(__name__)
 
@@ -116,33 +116,55 @@ def trial_cost(intervals: list[Interval], prices: PriceSource) -> TrialCost:
 
 @dataclass
 class TrialLedger:
-    intervals: dict[str, Interval] = field(default_factory=dict)  # per attempt
+    intervals: dict[str, Interval] = field(default_factory=dict)  # per node and attempt
+    attempts: dict[str, list[str]] = field(default_factory=dict)  # attempt -> its intervals (one per node it used)
     last_attempt: Optional[str] = None
     lost_work_s: float = 0.0
     preemptions: int = 0
     reached: float = 0.0  # the highest time_attr value reported
     best: Optional[float] = None  # the best value of the search's metric reported
 
+    def intervals_of(self, attempt: Optional[str]) -> list[Interval]:
+        return [self.intervals[key] for key in self.attempts.get(attempt or "", [])]
+
+
+def labels_from_ray(node_id: str) -> dict[str, str]:
+    """Where a node is (instance type, market, zone, region) by its Ray labels, as a trial reports it."""
+    import ray
+
+    from tuner.spot import labels
+
+    node: dict[str, Any] = next((n for n in ray.nodes() if n["NodeID"] == node_id), {"Labels": {}})
+    have = node.get("Labels") or {}
+    return {"instance_type": have.get(labels.INSTANCE_TYPE, ""), "market": have.get(labels.MARKET, ""),
+            "zone": have.get(labels.ZONE, ""), "region": have.get(labels.REGION, "")}  # fmt: skip
+
 
 class CostLedger(Callback):
     """Builds each trial's intervals from its results; prices them on demand."""
 
     def __init__(self, cfg: CostConfig, region: str, search: SearchConfig, prices: PriceSource,
-                 head_instance_type: Optional[str] = None) -> None:  # fmt: skip
+                 head_instance_type: Optional[str] = None,
+                 node_labels: Optional[Callable[[str], dict[str, str]]] = None) -> None:  # fmt: skip
         self.cfg, self.region, self.prices = cfg, region, prices
+        self.node_labels = node_labels or labels_from_ray  # where a multi-worker trial's other workers ran
         self.resources, self.metric, self.mode, self.time_attr = search.resources, search.metric, search.mode, search.time_attr
         self.head_instance_type = head_instance_type
         self.trials: dict[str, TrialLedger] = {}
         self.assumed_used = False
 
     # Tune saves and restores callback state with the experiment (driver restarts).
-    def get_state(self) -> Optional[dict]:
+    def get_state(self) -> Optional[dict[str, Any]]:
         return {"trials": self.trials, "assumed_used": self.assumed_used}
 
-    def set_state(self, state: dict) -> None:
+    def set_state(self, state: dict[str, Any]) -> None:
         self.trials, self.assumed_used = state["trials"], state["assumed_used"]
 
-    def _interval(self, result: dict[str, Any]) -> Interval:
+    def __getstate__(self) -> dict[str, Any]:  # Tune pickles callbacks; the label lookup stays here
+        return {k: v for k, v in self.__dict__.items() if k != "node_labels"}
+
+    def _interval(self, result: dict[str, Any], workers: int = 1) -> Interval:
+        """A stay of ``workers`` of the trial's workers on the node ``result`` describes."""
         itype = result.get("instance_type") or ""
         assumed = not itype
         if assumed:
@@ -162,36 +184,49 @@ class CostLedger(Callback):
         self.assumed_used |= assumed
         start = float(result.get("attempt_started_s", result["wall_s"]))
         return Interval(result["node_id"], itype, market, region, zone, start, float(result["wall_s"]),
-                        min(share, 1.0), gpus, assumed)  # fmt: skip
+                        min(share * workers, 1.0), gpus, assumed)  # fmt: skip
 
-    def on_trial_result(self, iteration: int, trials: list[Trial], trial: Trial, result: dict, **info: Any) -> None:
+    def _stays(self, ledger: TrialLedger, result: dict[str, Any]) -> list[Interval]:
+        """The intervals of the attempt this result comes from: one per node its workers ran on."""
+        attempt = str(result.get("attempt_started_s", 0))
+        if attempt not in ledger.attempts:
+            workers = str(result.get(WORKER_NODES) or result["node_id"]).split(",")
+            for node in dict.fromkeys(workers):
+                where = result if node == result["node_id"] else {**result, "node_id": node, **self.node_labels(node)}
+                ledger.intervals[f"{node}@{attempt}"] = self._interval(where, workers.count(node))
+            ledger.attempts[attempt] = [f"{node}@{attempt}" for node in dict.fromkeys(workers)]
+        return [ledger.intervals[key] for key in ledger.attempts[attempt]]
+
+    def on_trial_result(self, iteration: int, trials: list[Trial], trial: Trial, result: dict[str, Any], **info: Any) -> None:
         if "wall_s" not in result or "node_id" not in result:
             return
         ledger = self.trials.setdefault(trial.trial_id, TrialLedger())
-        key = f"{result['node_id']}@{result.get('attempt_started_s', 0)}"
-        if key not in ledger.intervals:
-            ledger.intervals[key] = self._interval(result)
-        interval = ledger.intervals[key]
-        interval.end_s = max(interval.end_s, float(result["wall_s"]))
-        lost = float(result.get("lost_work_s", 0.0))
-        if lost > ledger.lost_work_s and ledger.last_attempt and ledger.last_attempt != key:
-            previous = ledger.intervals[ledger.last_attempt]  # the redone work ran (and was paid) there
-            previous.end_s += lost - ledger.lost_work_s
-            previous.lost_s += lost - ledger.lost_work_s
+        attempt = str(result.get("attempt_started_s", 0))
+        stays = self._stays(ledger, result)
+        for interval in stays:
+            interval.end_s = max(interval.end_s, float(result["wall_s"]))
+        previous = ledger.intervals_of(ledger.last_attempt) if ledger.last_attempt not in (None, attempt) else []
+        lost = float(result.get("lost_work_s", 0.0))  # worker-seconds
+        if lost > ledger.lost_work_s and previous:
+            extra_s = (lost - ledger.lost_work_s) / max(int(result.get("world_size", 1)), 1)
+            for interval in previous:  # the redone work ran (and was paid) there
+                interval.end_s += extra_s
+                interval.lost_s += extra_s
         ledger.lost_work_s = max(ledger.lost_work_s, lost)
         preemptions = int(result.get("preemptions", ledger.preemptions))
-        if preemptions > ledger.preemptions and ledger.last_attempt and ledger.last_attempt != key:
-            ledger.intervals[ledger.last_attempt].preempted = True
+        if preemptions > ledger.preemptions and previous:
+            for interval in previous:
+                interval.preempted = True
         ledger.preemptions = preemptions
         if not result.get(CHECKPOINT_ONLY):
             reached = float(result.get(self.time_attr, 0.0))
-            interval.progress += max(0.0, reached - ledger.reached)
+            stays[0].progress += max(0.0, reached - ledger.reached)  # rank 0's node carries the trial's progress
             ledger.reached = max(ledger.reached, reached)
             if self.metric in result:
                 value = float(result[self.metric])
                 better = ledger.best is None or (value > ledger.best if self.mode == "max" else value < ledger.best)
                 ledger.best = value if better else ledger.best
-        ledger.last_attempt = key
+        ledger.last_attempt = attempt
 
     # -- views ------------------------------------------------------------------
     def best(self, trial_id: str, default: Optional[float] = None) -> Optional[float]:

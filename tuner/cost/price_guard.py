@@ -50,7 +50,7 @@ class PriceCheck:
 
     @property
     def over(self) -> bool:
-        return None not in (self.usd_per_hour, self.limit_usd_per_hour) and self.usd_per_hour > self.limit_usd_per_hour
+        return self.usd_per_hour is not None and self.limit_usd_per_hour is not None and self.usd_per_hour > self.limit_usd_per_hour
 
 
 class PriceGuard(Callback):
@@ -128,6 +128,6 @@ class PriceGuard(Callback):
                         {f"price_guard_over.{c.instance_type}": float(state == "over"),
                          f"spot_usd_per_hour.{c.instance_type}": float(c.usd_per_hour or 0.0)})  # fmt: skip
 
-    def on_step_begin(self, iteration: int, trials: list, **info: Any) -> None:
+    def on_step_begin(self, iteration: int, trials: list[Any], **info: Any) -> None:
         if self.last_check_s is None or self.clock() - self.last_check_s >= self.cfg.interval_s:
             self.check()

@@ -22,11 +22,12 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Optional, Protocol
+from typing import Any, Callable, Optional, Protocol, TypeVar
 
 from tuner import catalog
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 CATALOG_CSV = catalog.DIR / "prices.csv"
 # The Pricing API's "location" names for the regions we know, as GetProducts expects them.
@@ -158,7 +159,7 @@ class AwsPrices:
             return self._ec2 or boto3.client("ec2", region_name=region)
         return self._pricing or boto3.client("pricing", region_name="us-east-1")  # the Pricing API's home
 
-    def _cached(self, key: dict[str, Any], fetch) -> Any:
+    def _cached(self, key: dict[str, Any], fetch: Callable[[], Any]) -> Any:
         name = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:32]
         path = self.cache_dir / f"{name}.json"
         if path.is_file() and time.time() - path.stat().st_mtime < self.ttl_s:
@@ -168,7 +169,7 @@ class AwsPrices:
         path.write_text(json.dumps(value))
         return value
 
-    def _or_fallback(self, what: str, fetch, fallback):
+    def _or_fallback(self, what: str, fetch: Callable[[], T], fallback: Callable[[], T]) -> T:
         try:
             return fetch()
         except Exception as exc:  # no credentials, no network, throttling, malformed answer
@@ -182,7 +183,8 @@ class AwsPrices:
 
     def on_demand(self, instance_type: str, region: str) -> Optional[float]:
         def fetch() -> Optional[float]:
-            return self._cached({"od": instance_type, "region": region}, lambda: self._get_products(instance_type, region))
+            usd = self._cached({"od": instance_type, "region": region}, lambda: self._get_products(instance_type, region))
+            return None if usd is None else float(usd)
 
         return self._or_fallback("GetProducts", fetch, lambda: self.fallback.on_demand(instance_type, region))
 

@@ -6,18 +6,13 @@ import hydra
 from omegaconf import DictConfig
 
 from tuner import config as config_mod
-from tuner.config import ConfigError
+from tuner.cli import command
 from tuner.plan.planner import run_plan
-from tuner.cli import fail, quiet_libraries
 
 
 @hydra.main(version_base="1.3", config_path="../../conf", config_name="plan")
 def main(cfg: DictConfig) -> None:
-    quiet_libraries()
-    try:
-        run_plan(config_mod.to_settings(cfg))
-    except ConfigError as exc:
-        fail(str(exc))
+    command(run_plan, cfg)
 
 
 config_mod.register()

@@ -82,7 +82,7 @@ def log_to_mlflow(cfg: PlanConfig, results: dict[str, list[Summary]], files: lis
     for path in files:
         client.log_artifact(run.info.run_id, str(path))
     client.set_terminated(run.info.run_id)
-    return run.info.run_id
+    return str(run.info.run_id)
 
 
 def run_plan(cfg: PlanConfig) -> dict[str, list[Summary]]:

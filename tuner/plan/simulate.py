@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 from tuner.config import CampaignProfile, StrategyConfig
-from tuner.trial.policy import young_daly_interval_s
 from tuner.plan.traces import Market
+from tuner.trial.policy import young_daly_interval_s
 
 HISTORY_S = 7 * 86400.0  # adaptive: the interruption rate is estimated from this much trace before the start
 MIN_HISTORY_H = 12.0
@@ -47,6 +47,12 @@ class Stream:
     lost_s: float = 0.0
     preempted_at_s: Optional[float] = None  # when the last preemption hit, until training resumes
     recovery_s: float = 0.0  # waiting for capacity + restarting, summed over preemptions
+
+    @property
+    def on_spot(self) -> int:
+        """The zone a stream that is starting or running on spot is in."""
+        assert self.zone is not None, f"a stream in mode {self.mode} has no zone"
+        return self.zone
 
 
 @dataclass
@@ -181,14 +187,14 @@ def replay(market: Market, profile: CampaignProfile, strategy: StrategyConfig, s
         for s in streams:
             if s.mode == "done":
                 continue
-            if s.mode in ("start", "run") and not market.zones[s.zone].available[tick]:
+            if s.mode in ("start", "run") and not market.zones[s.on_spot].available[tick]:
                 s.preemptions += 1
                 lost = 0.0 if (strategy.notice and profile.checkpoint_s <= market.notice_s) else s.since_checkpoint_s
                 s.work_left_s += lost
                 s.lost_s += lost
                 s.since_checkpoint_s, s.restart_left_s, s.debt_s, s.mode = 0.0, 0.0, 0.0, "wait"
                 s.preempted_at_s = t
-                used_by[s.zone] -= 1
+                used_by[s.on_spot] -= 1
             slowdown = 1.0 + profile.checkpoint_s / s.interval_s
             slack_s = deadline_s - (t + dt + profile.restart_s + s.work_left_s * slowdown)
             if s.mode == "on_demand" and slack_s > RETURN_SLACK_TICKS * dt + profile.restart_s:
@@ -216,7 +222,7 @@ def replay(market: Market, profile: CampaignProfile, strategy: StrategyConfig, s
                     price = on_demand_price
                     s.on_demand_s += used
                 else:
-                    price = market.zones[s.zone].spot_usd_per_gpu_hour[tick]
+                    price = market.zones[s.on_spot].spot_usd_per_gpu_hour[tick]
                     s.spot_s += used
                     s.spot_usd += price * used / 3600.0
                     if s.restart_left_s <= 0:

@@ -12,7 +12,6 @@ import csv
 import json
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Optional
 
 from tuner import catalog

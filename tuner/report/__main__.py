@@ -19,8 +19,8 @@ import hydra
 from omegaconf import DictConfig
 
 from tuner import config as config_mod
-from tuner.cli import fail, quiet_libraries
-from tuner.config import ConfigError, ReportConfig
+from tuner.cli import command
+from tuner.config import ReportConfig
 from tuner.report import render
 from tuner.report.aggregate import Report, build
 from tuner.report.collect import collect
@@ -60,11 +60,7 @@ def run_report(cfg: ReportConfig) -> Report:
 
 @hydra.main(version_base="1.3", config_path="../../conf", config_name="report")
 def main(cfg: DictConfig) -> None:
-    quiet_libraries()
-    try:
-        run_report(config_mod.to_settings(cfg))
-    except ConfigError as exc:
-        fail(str(exc))
+    command(run_report, cfg)
 
 
 config_mod.register()

@@ -13,22 +13,16 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from tuner import config as config_mod
-from tuner.cli import available_searches, fail, quiet_libraries
-from tuner.config import ConfigError
+from tuner.cli import available_searches, command, fail
+
 
 @hydra.main(version_base="1.3", config_path="../../conf", config_name="config")
 def main(cfg: DictConfig) -> None:
     from tuner.run.driver import execute
 
-    quiet_libraries()
     if OmegaConf.is_missing(cfg.search, "name"):
         fail(f"no search chosen: add +search=NAME, one of: {', '.join(available_searches())}")
-    try:
-        settings = config_mod.to_settings(cfg)
-        status = execute(settings)
-    except ConfigError as exc:  # includes StorageError
-        fail(str(exc))
-    sys.exit(status)
+    sys.exit(command(execute, cfg))
 
 
 config_mod.register()

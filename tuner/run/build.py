@@ -8,8 +8,13 @@ import inspect
 from typing import Any, Callable
 
 from tuner.config import Config, ConfigError, SearchConfig
+from tuner.spot.labels import MARKET
 from tuner.trial.runtime import Objective
 from tuner.trial.trainable import TrialSpec
+
+SPOT = {MARKET: "spot"}  # a multi-worker trial's workers: on spot capacity
+NOT_SPOT = {MARKET: "!in(spot)"}  # its coordinator: the head or an on-demand worker
+COORDINATOR_BUNDLE = {"memory": 64 * 2**20}  # no CPU or GPU: it only drives Ray Train and forwards results
 
 
 def load_space(spec: str) -> Callable[..., Any]:
@@ -41,6 +46,8 @@ def objective(search: SearchConfig) -> Objective:
 
 
 def trial_spec(settings: Config, trainer_settings: Any) -> TrialSpec:
+    from tuner.run import storage
+
     search = settings.search
     assert search is not None
     return TrialSpec(
@@ -51,7 +58,28 @@ def trial_spec(settings: Config, trainer_settings: Any) -> TrialSpec:
         assumed_instance_type=settings.cost.assumed_instance_type,
         workers=search.resources.width,
         worker_resources=search.resources.bundle,
+        worker_label_selector=SPOT if settings.cluster.launcher_config else None,
+        storage_path=storage.experiment_path(settings.storage, settings.name),
+        num_to_keep=settings.run.num_to_keep,
     )
+
+
+def trial_resources(settings: Config, spec: TrialSpec) -> Any:
+    """What the trial's own process asks for: its bundle (kept off blocked types by an enforcing price
+    guard), or, for a multi-worker trial, a coordinator's: no CPU or GPU, never on spot capacity."""
+
+    from ray.tune import PlacementGroupFactory
+
+    from tuner.cost import price_guard
+
+    search = settings.search
+    assert search is not None
+    if spec.elastic:
+        selector = [NOT_SPOT] if settings.cluster.launcher_config else None
+        return PlacementGroupFactory([COORDINATOR_BUNDLE], bundle_label_selector=selector)
+    if settings.price_guard.enabled and settings.price_guard.enforce:
+        return functools.partial(price_guard.trial_resources, search.resources.bundle)
+    return search.resources.bundle
 
 
 def search_alg(search: SearchConfig) -> Any:
@@ -89,16 +117,12 @@ def build_tuner(settings: Config, spec: TrialSpec, resume: bool, callbacks: list
     from ray import tune
 
     from tuner import _ray
-    from tuner.cost import price_guard
     from tuner.run import storage
     from tuner.trial.trainable import run, trainable_class
 
     search = settings.search
     assert search is not None
-    bundle = search.resources.bundle
-    guarded = settings.price_guard.enabled and settings.price_guard.enforce
-    resources: Any = functools.partial(price_guard.trial_resources, bundle) if guarded else bundle
-    trainable = tune.with_resources(trainable_class(tune.with_parameters(run, spec=spec)), resources)
+    trainable = tune.with_resources(trainable_class(tune.with_parameters(run, spec=spec)), trial_resources(settings, spec))
     path = storage.experiment_path(settings.storage, settings.name)
     if resume:
         tuner = tune.Tuner.restore(path, trainable=trainable, resume_errored=True)

@@ -16,7 +16,7 @@ from ray.tune.experiment import Trial
 
 from tuner.config import SearchConfig
 from tuner.text import fmt, params, usd
-from tuner.trial.runtime import CHECKPOINT_ONLY, user_metrics
+from tuner.trial.runtime import CHECKPOINT_ONLY, STEP_HOOK, user_metrics
 from tuner.trial.trainer import summary_from_error_text
 
 SHOWN_METRICS = 3  # besides the search's metric
@@ -47,6 +47,7 @@ class ProgressPrinter(Callback):
         self._index: dict[str, int] = {}
         self._upload_failing: set[str] = set()
         self._trained_s: dict[str, float] = {}  # train_time_s at each trial's previous result
+        self._warned_unhooked = False
 
     def __getstate__(self) -> dict[str, Any]:  # Tune pickles callbacks; streams don't pickle
         return {k: v for k, v in self.__dict__.items() if k != "_stream"}
@@ -62,13 +63,17 @@ class ProgressPrinter(Callback):
     def on_trial_recover(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
         self._print(trial, f"retry   ({error_line(trial) if trial.error_file else 'node lost'}): resuming from its latest checkpoint")
 
-    def on_trial_result(self, iteration: int, trials: list[Trial], trial: Trial, result: dict, **info: Any) -> None:
+    def on_trial_result(self, iteration: int, trials: list[Trial], trial: Trial, result: dict[str, Any], **info: Any) -> None:
         self._upload_state(trial, result)
         progress = f"{self.time_attr} {fmt(result.get(self.time_attr, 0)):>3}/{fmt(self.max_t)}"
         if result.get(CHECKPOINT_ONLY):
             self._print(trial, f"checkpoint ({result.get('checkpoint_reason')}) at {progress}, between reports"
                                f"  preemptions {result.get('preemptions', 0)}  lost {fmt(result.get('lost_work_s', 0.0))} s")  # fmt: skip
             return
+        if not result.get(STEP_HOOK) and not self._warned_unhooked:
+            self._warned_unhooked = True
+            self._print(trial, "WARNING the trainer never calls tuner.session.step() (or should_checkpoint()): a spot "
+                               "notice can only checkpoint at its next report")  # fmt: skip
         metrics = user_metrics(result)
         value = metrics.get(self.metric)
         others = [k for k in metrics if k not in (self.metric, self.time_attr)][:SHOWN_METRICS]
@@ -78,7 +83,7 @@ class ProgressPrinter(Callback):
         self._print(trial, f"{progress}  {self.metric} {fmt(value)}  " + "  ".join(f"{k} {fmt(metrics[k])}" for k in others)
                     + f"  {fmt(took)} s")  # fmt: skip
 
-    def _upload_state(self, trial: Trial, result: dict) -> None:
+    def _upload_state(self, trial: Trial, result: dict[str, Any]) -> None:
         """Say once when a trial's checkpoints stop reaching storage, and once when they do again."""
         if result.get("upload_failures") and trial.trial_id not in self._upload_failing:
             self._upload_failing.add(trial.trial_id)

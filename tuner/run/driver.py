@@ -8,6 +8,7 @@ look next, and an exit status (0 done, 1 every trial failed, 3 stalled, 130 inte
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shlex
 import signal
@@ -15,9 +16,10 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Iterator, Optional, Sequence
 
 from tuner.config import Config, ConfigError
+from tuner.text import usd
 
 EXIT_TRIALS_FAILED = 1
 EXIT_STALLED = 3
@@ -111,8 +113,27 @@ def check_capacity(settings: Config) -> None:
         check_live_nodes(resources.bundle, resources.width[0], ray.nodes(), where)
 
 
+def anchor_paths(settings: Config) -> None:
+    """The config's relative paths, made absolute from where the command started, which a Ray job then
+    leaves: Ray 2.60 re-extracts a job's working directory whenever a worker of the job starts with it,
+    so the driver's own working directory can vanish under it (its code is already imported)."""
+    from tuner.cluster.connect import JOB_ENV
+
+    settings.output_dir = os.path.abspath(settings.output_dir)
+    settings.storage.path = os.path.abspath(settings.storage.path)
+    settings.tracking.artifact_location = os.path.abspath(settings.tracking.artifact_location)
+    uri = settings.tracking.tracking_uri
+    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+        settings.tracking.tracking_uri = "sqlite:///" + os.path.abspath(uri.removeprefix("sqlite:///"))
+    if settings.checkpoint.observed_rates:
+        settings.checkpoint.observed_rates = os.path.abspath(settings.checkpoint.observed_rates)
+    if JOB_ENV in os.environ:
+        os.makedirs(settings.output_dir, exist_ok=True)
+        os.chdir(settings.output_dir)
+
+
 def execute(settings: Config, observers: Sequence[Any] = ()) -> int:
-    """Start Ray, run (or resume) the search, report. Raises ConfigError on bad input.
+    """Check the search, start Ray, run (or resume) the search, report. Raises ConfigError on bad input.
 
     ``observers``: extra Tune callbacks (fault injection and benchmarks watch results through them).
     """
@@ -120,20 +141,15 @@ def execute(settings: Config, observers: Sequence[Any] = ()) -> int:
     from ray import tune
 
     from tuner.cluster.connect import connect
-    from tuner.cost import pricing
-    from tuner.cost.budget import BudgetStopper
-    from tuner.cost.ledger import CostLedger
     from tuner.run import storage
-    from tuner.run.build import build_tuner, load_space, search_params, trial_spec
-    from tuner.run.console import ProgressPrinter
-    from tuner.run.liveness import SearchStalled, Watchdog
-    from tuner.run.tracking import MLflowTracker, ui_command
-    from tuner.trial import heartbeat, policy, trainer
+    from tuner.run.build import load_space
+    from tuner.trial import policy, trainer
 
     search = settings.search
     assert search is not None
     for key, value in TUNE_ENV.items():
         os.environ.setdefault(key, value)
+    anchor_paths(settings)
     trainer_settings = trainer.settings_for(trainer.load(search.trainer), search.workload)
     load_space(search.space)
     storage.check(settings.storage)
@@ -143,88 +159,108 @@ def execute(settings: Config, observers: Sequence[Any] = ()) -> int:
         )
     storage.keep_credentials_out_of_ray()
     storage.shorten_ray_storage_errors()
-    path = storage.experiment_path(settings.storage, settings.name)
-    resume = tune.Tuner.can_restore(path)
+    resume = tune.Tuner.can_restore(storage.experiment_path(settings.storage, settings.name))
 
     context, twin = connect(settings.cluster, code=[search.trainer, search.space])
-    try:
-        check_capacity(settings)
-        heartbeat.start_store()
-        dashboard_url = context.dashboard_url or None
-        cache = Path(settings.output_dir) / "price_cache"
-        prices = pricing.make_source(settings.pricing.source, cache, settings.pricing.cache_ttl_s)
-        ledger = CostLedger(settings.cost, settings.pricing.region, search, prices, settings.cluster.head_instance_type)
-        stopper = BudgetStopper(ledger, settings.budget.max_usd, search.time_attr, search.max_t) if settings.budget.max_usd else None
-        watchdog = Watchdog(settings.liveness, search.tune.num_samples, ray.available_resources)
-        callbacks: list[Any] = [ProgressPrinter(search, ledger), ledger, watchdog, *observers]
-        tracker: Optional[MLflowTracker] = None
-        if settings.tracking.enabled:
-            tracker = MLflowTracker(settings.tracking, path, search_params(settings), resume, search.time_attr, ledger)
-            if tracker.connect():
-                callbacks.append(tracker)
-            else:
-                tracker = None
-        if settings.price_guard.enabled:
-            callbacks.append(make_price_guard(settings, tracker))
-        print(f"{'Resuming' if resume else 'Starting'} search {settings.name!r}: {search.tune.num_samples} trials, "
-              f"{search.time_attr} <= {search.max_t:g} each, {search.tune.max_concurrent_trials} at a time")  # fmt: skip
-        print(f"experiment: {path}")
-        if dashboard_url:
-            print(f"Ray dashboard: http://{dashboard_url}")
-        started = time.time()
-        tuner = build_tuner(settings, trial_spec(settings, trainer_settings), resume, callbacks, stopper)
+    with stop_at_once_on_a_second_interrupt():
         try:
-            with second_interrupt_stops_at_once():
-                results = tuner.fit()
-        except SearchStalled as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            if tracker is not None:
-                tracker.close({}, "FAILED")
-            return EXIT_STALLED
-        if watchdog.unfinished and not (stopper is not None and stopper.tripped):
-            done = watchdog.statuses["TERMINATED"] + watchdog.statuses["ERROR"]
-            print(f"\nsearch interrupted: {done} of {search.tune.num_samples} trials done; the same command resumes it:\n"
-                  f"  {resume_command()}")  # fmt: skip
-            if tracker is not None:
-                tracker.close({}, "KILLED")
-            return EXIT_INTERRUPTED
-        totals = ledger.totals(time.time() - started)
-        tracking_cmd = ui_command(settings.tracking.tracking_uri) if tracker else None
-        status = summarize(results, settings, ledger, totals, dashboard_url, tracking_cmd)
-        if stopper is not None and stopper.tripped:
-            print(f"budget: stopped at ${ledger.committed_usd():.4g} of budget.max_usd={settings.budget.max_usd}: "
-                  "no new trials were started; running trials stopped after their checkpoint")  # fmt: skip
+            check_capacity(settings)
+            return run_search(settings, trainer_settings, resume, context.dashboard_url or None, observers)
+        finally:
+            ray.shutdown()
+            if twin is not None:
+                twin.stop()
+
+
+def run_search(settings: Config, trainer_settings: Any, resume: bool, dashboard_url: Optional[str],
+               observers: Sequence[Any]) -> int:  # fmt: skip
+    """The search on the connected cluster, watched by the callbacks; its outcome on the console and in MLflow."""
+    import ray
+
+    from tuner.cost import pricing
+    from tuner.cost.budget import BudgetStopper
+    from tuner.cost.ledger import CostLedger
+    from tuner.run import storage
+    from tuner.run.build import build_tuner, search_params, trial_spec
+    from tuner.run.console import ProgressPrinter
+    from tuner.run.liveness import SearchStalled, Watchdog
+    from tuner.run.tracking import MLflowTracker, ui_command
+    from tuner.trial import heartbeat
+
+    search = settings.search
+    assert search is not None
+    path = storage.experiment_path(settings.storage, settings.name)
+    heartbeat.start_store()
+    cache = Path(settings.output_dir) / "price_cache"
+    prices = pricing.make_source(settings.pricing.source, cache, settings.pricing.cache_ttl_s)
+    ledger = CostLedger(settings.cost, settings.pricing.region, search, prices, settings.cluster.head_instance_type)
+    stopper = BudgetStopper(ledger, settings.budget.max_usd, search.time_attr, search.max_t) if settings.budget.max_usd else None
+    watchdog = Watchdog(settings.liveness, search.tune.num_samples, ray.available_resources)
+    callbacks: list[Any] = [ProgressPrinter(search, ledger), ledger, watchdog, *observers]
+    tracker: Optional[MLflowTracker] = None
+    if settings.tracking.enabled:
+        tracker = MLflowTracker(settings.tracking, path, search_params(settings), resume, search.time_attr, ledger)
+        if tracker.connect():
+            callbacks.append(tracker)
+        else:
+            tracker = None
+    if settings.price_guard.enabled:
+        callbacks.append(make_price_guard(settings, tracker))
+    print(f"{'Resuming' if resume else 'Starting'} search {settings.name!r}: {search.tune.num_samples} trials, "
+          f"{search.time_attr} <= {search.max_t:g} each, {search.tune.max_concurrent_trials} at a time")  # fmt: skip
+    print(f"experiment: {path}")
+    if dashboard_url:
+        print(f"Ray dashboard: http://{dashboard_url}")
+    started = time.time()
+    tuner = build_tuner(settings, trial_spec(settings, trainer_settings), resume, callbacks, stopper)
+    try:
+        results = tuner.fit()
+    except SearchStalled as exc:
+        print(f"error: {exc}", file=sys.stderr)
         if tracker is not None:
-            summary = {"trials": len(results), "errors": len(results.errors), **totals}
-            if ledger.trials:
-                summary[f"best_{search.metric}"] = ledger.best_overall()
-            tracker.close(summary, "FINISHED" if status == 0 else "FAILED")
-            if tracker.unsent:
-                counts = {what: tracker.unsent.count(what) for what in dict.fromkeys(tracker.unsent)}
-                missing = ", ".join(f"{n} x {what}" for what, n in counts.items())
-                print(f"warning: MLflow unreachable at the end; not logged: {missing}")
-        return status
-    finally:
-        ray.shutdown()
-        if twin is not None:
-            twin.stop()
+            tracker.close({}, "FAILED")
+        return EXIT_STALLED
+    if watchdog.unfinished and not (stopper is not None and stopper.tripped):
+        done = watchdog.statuses["TERMINATED"] + watchdog.statuses["ERROR"]
+        print(f"\nsearch interrupted: {done} of {search.tune.num_samples} trials done; the same command resumes it:\n"
+              f"  {resume_command()}")  # fmt: skip
+        if tracker is not None:
+            tracker.close({}, "KILLED")
+        return EXIT_INTERRUPTED
+    totals = ledger.totals(time.time() - started)
+    tracking_cmd = ui_command(settings.tracking.tracking_uri) if tracker else None
+    status = summarize(results, settings, ledger, totals, dashboard_url, tracking_cmd)
+    if stopper is not None and stopper.tripped:
+        print(f"budget: stopped at {usd(ledger.committed_usd())} of budget.max_usd={settings.budget.max_usd}: "
+              "no new trials were started; running trials stopped after their checkpoint")  # fmt: skip
+    if tracker is not None:
+        summary = {"trials": len(results), "errors": len(results.errors), **totals}
+        best = ledger.best_overall()
+        if best is not None:
+            summary[f"best_{search.metric}"] = best
+        tracker.close(summary, "FINISHED" if status == 0 else "FAILED")
+        if tracker.unsent:
+            counts = {what: tracker.unsent.count(what) for what in dict.fromkeys(tracker.unsent)}
+            missing = ", ".join(f"{n} x {what}" for what, n in counts.items())
+            print(f"warning: MLflow unreachable at the end; not logged: {missing}")
+    return status
 
 
-class second_interrupt_stops_at_once:
-    """Ctrl-C once: Tune stops the search and saves its state (ours is the handler it restores after).
-    Ctrl-C again: stop at once; the state saved last is what the same command resumes from."""
+@contextlib.contextmanager
+def stop_at_once_on_a_second_interrupt() -> Iterator[None]:
+    """Ctrl-C once: Tune stops the search and saves its state (this is the handler it puts back after).
+    Ctrl-C again, while that or the summary runs: stop at once; the state saved last is what the same
+    command resumes from. Signals reach the main thread only: elsewhere this does nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
 
-    def __enter__(self) -> None:
-        self._main = threading.current_thread() is threading.main_thread()  # signals go to the main thread only
-        if self._main:
-            self._previous = signal.getsignal(signal.SIGINT)
-            signal.signal(signal.SIGINT, self._now)
-
-    def __exit__(self, *exc: Any) -> None:
-        if self._main:
-            signal.signal(signal.SIGINT, self._previous)
-
-    @staticmethod
-    def _now(signum: int, frame: Any) -> None:
+    def now(signum: int, frame: Any) -> None:
         print(f"\nstopped at once; the same command resumes from the state saved last:\n  {resume_command()}", flush=True)
         os._exit(EXIT_INTERRUPTED)
+
+    previous = signal.signal(signal.SIGINT, now)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)

@@ -38,7 +38,10 @@ def check_capacity(bundle: Mapping[str, float], workers: int, nodes: list[dict[s
     shapes = {describe({k: v for k, v in n.get("Resources", {}).items() if k in bundle}) for n in nodes if n.get("Alive")}
     have = ", ".join(sorted(shapes)) or "none"
     need = f"{workers} workers of {describe(bundle)}" if workers > 1 else f"a trial needing {describe(bundle)}"
-    raise ConfigError(f"no node of {where} fits {need} (nodes: {have}): lower search.resources or use a bigger cluster")
+    raise ConfigError(
+        f"no node of {where} fits {need} (nodes: {have}): lower search.resources, or, if the cluster "
+        "autoscales, name its config (cluster.launcher_config=cluster/aws.yaml)"
+    )
 
 
 def _slots(bundle: Mapping[str, float], nodes: list[dict[str, Any]]) -> int:

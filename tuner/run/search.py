@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import logging
 import pickle
+from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
 import optuna
 from ray.tune.experiment import Trial
-from ray.tune.search import SearchGenerator, Searcher
+from ray.tune.search import Searcher, SearchGenerator
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +39,7 @@ class OptunaSearcher(Searcher):
         self.live: dict[str, optuna.Trial] = {}  # Tune trial id -> the Optuna trial it runs
         self.told: set[str] = set()
 
-    def set_search_properties(self, metric: Optional[str], mode: Optional[str], config: dict, **spec: Any) -> bool:
+    def set_search_properties(self, metric: Optional[str], mode: Optional[str], config: dict[str, Any], **spec: Any) -> bool:
         return True  # metric and mode come from the search config, already set
 
     def _ask(self, params: Optional[dict[str, Any]] = None) -> tuple[optuna.Trial, dict[str, Any]]:
@@ -59,7 +60,7 @@ class OptunaSearcher(Searcher):
         values = [(result or {}).get(m) for m in self.metrics]
         return None if any(v is None for v in values) else [float(v) for v in values]  # type: ignore[arg-type]
 
-    def on_trial_complete(self, trial_id: str, result: Optional[dict] = None, error: bool = False) -> None:
+    def on_trial_complete(self, trial_id: str, result: Optional[dict[str, Any]] = None, error: bool = False) -> None:
         trial = self.live.pop(trial_id, None)
         if trial is None or trial_id in self.told:
             return
@@ -99,7 +100,10 @@ class OptunaSearcher(Searcher):
 
 
 class ConsistentSearch(SearchGenerator):
-    """Tune's search generator whose restore ends with the searcher reconciled to the trial list."""
+    """Tune's search generator whose restore ends with the searcher reconciled to the trial list.
+
+    It restores its own counters and the searcher separately (either file may be missing or stale),
+    then takes the number of trials created and the searcher's view from the trial list."""
 
     searcher: OptunaSearcher
 
@@ -107,10 +111,16 @@ class ConsistentSearch(SearchGenerator):
         return True  # restore_from_dir rebuilds whatever is missing
 
     def restore_from_dir(self, dirpath: str) -> None:
+        from ray import cloudpickle
         from ray.tune import ExperimentAnalysis
 
+        saved = sorted(Path(dirpath).glob(self.CKPT_FILE_TMPL.format("*")), key=lambda p: p.stat().st_mtime)
+        if saved:
+            self.set_state({k: v for k, v in cloudpickle.loads(saved[-1].read_bytes()).items() if ":" not in k})
+        else:
+            log.warning("no search generator state in %s: the search finishes the trials it has", dirpath)
         try:
-            super().restore_from_dir(dirpath)
+            self.searcher.restore_from_dir(dirpath)
         except (RuntimeError, OSError, EOFError, pickle.UnpicklingError, KeyError) as exc:
             log.warning("searcher state in %s is unreadable (%s); rebuilding it from the trial list", dirpath, exc)
         quiet = logging.getLogger("ray.tune.analysis.experiment_analysis")
@@ -124,5 +134,5 @@ class ConsistentSearch(SearchGenerator):
         if state["counter"] != len(trials):
             log.warning("searcher: %d trials created by its saved counter, %d in the trial list; using the list",
                         state["counter"], len(trials))  # fmt: skip
-        self.set_state({**state, "counter": len(trials)})
+        self.set_state({**state, "counter": len(trials), "finished": state["finished"] or not saved})
         self.searcher.reconcile(trials)

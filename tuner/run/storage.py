@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+from typing import Any
 from urllib.parse import urlencode, urlparse
 
 from tuner.config import ConfigError, StorageConfig
@@ -33,7 +34,7 @@ def storage_path(cfg: StorageConfig) -> str:
     return f"{uri}?{urlencode(query)}" if query else uri
 
 
-def s3_client(cfg: StorageConfig):  # -> botocore client
+def s3_client(cfg: StorageConfig) -> Any:  # a botocore S3 client
     import boto3
     from botocore.config import Config as BotoConfig
 

@@ -8,6 +8,7 @@ search goes on; the summary says how many updates were lost.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import os
@@ -46,10 +47,10 @@ def experiment_id(client: Any, cfg: TrackingConfig) -> str:
     """``cfg.experiment_name``'s id, creating it if missing (artifacts beside a local store; servers keep their own)."""
     experiment = client.get_experiment_by_name(cfg.experiment_name)
     if experiment is not None:
-        return experiment.experiment_id
+        return str(experiment.experiment_id)
     local_store = not cfg.tracking_uri.startswith(("http://", "https://", "databricks"))
     artifacts = Path(cfg.artifact_location).absolute().as_uri() if local_store else None
-    return client.create_experiment(cfg.experiment_name, artifact_location=artifacts)
+    return str(client.create_experiment(cfg.experiment_name, artifact_location=artifacts))
 
 
 def ui_command(tracking_uri: str) -> str:
@@ -118,7 +119,7 @@ class MLflowTracker(Callback):
         while self._outbox:
             what, trial, op = self._outbox[0]
             try:
-                op(self.parent_id if trial is None else self._child(trial))
+                op(self._child(trial) if trial is not None else str(self.parent_id))
             except Exception as exc:  # any transport or server error must not stop tuning
                 if not self._down:
                     self._down = True
@@ -173,6 +174,9 @@ class MLflowTracker(Callback):
         )
         return runs[0].info.run_id if runs else None
 
+    def _log_artifact(self, run_id: str, path: str) -> None:
+        self.client.log_artifact(run_id, path)
+
     def _log_params(self, run_id: str, params: dict[str, Any]) -> None:
         from mlflow.entities import Param
 
@@ -200,7 +204,7 @@ class MLflowTracker(Callback):
     def on_trial_start(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
         self._submit("mark trial running", trial, lambda rid: self.client.update_run(rid, status="RUNNING"))
 
-    def on_trial_result(self, iteration: int, trials: list[Trial], trial: Trial, result: dict, **info: Any) -> None:
+    def on_trial_result(self, iteration: int, trials: list[Trial], trial: Trial, result: dict[str, Any], **info: Any) -> None:
         from mlflow.entities import Metric
 
         step = int(result.get(self.time_attr, result.get("training_iteration", 0)))
@@ -256,5 +260,5 @@ class MLflowTracker(Callback):
                 ledger_csv.write_text(self.ledger.csv())
                 self.ledger.plot(str(plot))
                 for path in (ledger_csv, plot):
-                    self._submit(f"log {path.name}", None, lambda rid, p=path: self.client.log_artifact(rid, str(p)))
+                    self._submit(f"log {path.name}", None, functools.partial(self._log_artifact, path=str(path)))
         self._submit("close search run", None, lambda rid: self.client.set_terminated(rid, status))

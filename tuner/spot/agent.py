@@ -24,7 +24,12 @@ from tuner import _ray
 from tuner.spot import drain as drains
 from tuner.spot import labels as node_labels
 from tuner.spot import notices
-from tuner.spot.notices import MetadataError, MetadataSource, MetadataUnavailable, Notice
+from tuner.spot.notices import (
+    MetadataError,
+    MetadataSource,
+    MetadataUnavailable,
+    Notice,
+)
 
 log = logging.getLogger(__name__)
 

@@ -76,6 +76,14 @@ def _http(
         raise MetadataError(f"{method} {url}: {exc}") from exc
 
 
+def _get_ok(url: str, headers: dict[str, str], what: str) -> str:
+    """The body of a GET that must answer 200."""
+    status, body, _ = _http("GET", url, headers)
+    if status != 200:
+        raise MetadataError(f"{what} answered HTTP {status}")
+    return body
+
+
 def _json(body: str, what: str) -> Any:
     try:
         return json.loads(body)
@@ -149,11 +157,8 @@ class GcpMetadata:
     provider: str = "gcp"
 
     def poll(self) -> Optional[Notice]:
-        status, body, _ = _http(
-            "GET", f"{self.base_url}/computeMetadata/v1/instance/preempted", {"Metadata-Flavor": "Google"}
-        )
-        if status != 200:
-            raise MetadataError(f"instance/preempted answered HTTP {status}")
+        body = _get_ok(f"{self.base_url}/computeMetadata/v1/instance/preempted", {"Metadata-Flavor": "Google"},
+                       "instance/preempted")  # fmt: skip
         value = body.strip().upper()
         if value == "TRUE":
             return Notice("gcp", "terminate", time.time() + GCP_NOTICE_S, "instance/preempted=TRUE")
@@ -170,11 +175,8 @@ class AzureScheduledEvents:
     provider: str = "azure"
 
     def poll(self) -> Optional[Notice]:
-        status, body, _ = _http(
-            "GET", f"{self.base_url}/metadata/scheduledevents?api-version=2020-07-01", {"Metadata": "true"}
-        )
-        if status != 200:
-            raise MetadataError(f"scheduledevents answered HTTP {status}")
+        body = _get_ok(f"{self.base_url}/metadata/scheduledevents?api-version=2020-07-01", {"Metadata": "true"},
+                       "scheduledevents")  # fmt: skip
         doc = _json(body, "scheduledevents")
         events = doc.get("Events") if isinstance(doc, dict) else None
         if not isinstance(events, list):

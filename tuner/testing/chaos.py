@@ -23,7 +23,6 @@ from tuner.config import Config
 from tuner.testing.metadata import MetadataServer
 from tuner.trial.runtime import CHECKPOINT_ONLY
 
-
 AGENT_START_TIMEOUT_S = 60.0
 
 
@@ -48,12 +47,12 @@ def nodes_in_use(resource: str = "CPU") -> dict[str, dict[str, Any]]:
 class ChaosNode:
     node: Any  # ray._private.node.Node
     metadata: MetadataServer
-    agent: subprocess.Popen
+    agent: subprocess.Popen[str]
     output: str = ""  # what the agent logged, once stopped
 
     @property
     def node_id(self) -> str:
-        return self.node.node_id
+        return str(self.node.node_id)
 
 
 @dataclass
@@ -128,7 +127,7 @@ class ResultRecorder(Callback):
     def __init__(self) -> None:
         self.results: list[dict[str, Any]] = []
 
-    def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
+    def on_trial_result(self, iteration: int, trials: list[Any], trial: Any, result: dict[str, Any], **info: Any) -> None:
         self.results.append(dict(result))
 
 

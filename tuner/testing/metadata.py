@@ -50,7 +50,7 @@ class MetadataServer:
         self.tokens.clear()
 
     # -- responses in each provider's shape ---------------------------------------
-    def _answer(self, method: str, path: str, headers) -> tuple[int, str]:
+    def _answer(self, method: str, path: str, headers: Any) -> tuple[int, str]:
         if self.mode == "500":
             return 500, "internal error"
         if self.mode == "slow":
@@ -84,7 +84,7 @@ class MetadataServer:
             )
         return 200, json.dumps({"DocumentIncarnation": 1, "Events": events})
 
-    def _aws(self, method: str, path: str, headers) -> tuple[int, str]:
+    def _aws(self, method: str, path: str, headers: Any) -> tuple[int, str]:
         if method == "PUT" and path == "/latest/api/token":
             if not headers.get("X-aws-ec2-metadata-token-ttl-seconds"):
                 return 400, ""
@@ -108,7 +108,7 @@ class MetadataServer:
             return 200, json.dumps({"noticeTime": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")})
         return 404, ""
 
-    def _handler(self):
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -130,7 +130,7 @@ class MetadataServer:
             def do_PUT(self) -> None:
                 self._serve("PUT")
 
-            def log_message(self, *args) -> None:
+            def log_message(self, *args: Any) -> None:
                 pass
 
         return Handler

@@ -4,7 +4,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from tuner.config import SAMPLERS, SCHEDULERS, Config, ResourcesConfig, SearchConfig, StorageConfig, TrackingConfig, TuneSettings
+from tuner.config import (
+    SAMPLERS,
+    SCHEDULERS,
+    Config,
+    ResourcesConfig,
+    SearchConfig,
+    StorageConfig,
+    TrackingConfig,
+    TuneSettings,
+)
 
 
 def experiment(

@@ -32,7 +32,7 @@ class Progress:
     reports: int = 0  # report() calls behind this state
     preemptions: int = 0  # restarts after the trial's node was lost
     restarts: int = 0  # restarts for any reason
-    lost_work_s: float = 0.0  # training seconds redone after restarts
+    lost_work_s: float = 0.0  # training worker-seconds redone after restarts
     recovery_s: float = 0.0  # seconds from losing a node to training again, summed
 
     COUNTERS = ("preemptions", "restarts", "lost_work_s", "recovery_s")
@@ -46,19 +46,23 @@ class Progress:
 
 
 def account_restart(
-    progress: Progress, beat: dict[str, Any], node_id: str, now_s: float, node_lost: Callable[[str], bool]
+    progress: Progress, beat: dict[str, Any], nodes: list[str], now_s: float, node_lost: Callable[[str], bool]
 ) -> tuple[Progress, bool, float]:
-    """Charge the previous attempt's loss to ``progress`` (restored from a checkpoint).
+    """Charge the previous attempt's loss to ``progress`` (restored from a checkpoint); ``nodes``: this
+    attempt's workers' nodes.
 
-    Returns (progress, preempted, seconds lost). The heartbeat is newer than any checkpoint,
+    Returns (progress, preempted, worker-seconds lost). The heartbeat is newer than any checkpoint,
     so its counters win; an attempt that ended with an application error says so in its last
-    heartbeat, and one that vanished while its node was lost or drained was preempted."""
+    heartbeat; one that vanished while a node of its was lost or drained (or, with one worker, that
+    now runs elsewhere) was preempted."""
     for key in Progress.COUNTERS:
         setattr(progress, key, max(getattr(progress, key), beat.get(key, 0)))
-    lost_s = max(0.0, float(beat["train_time_s"]) - progress.train_time_s)
+    lost_s = max(0.0, float(beat["train_time_s"]) - progress.train_time_s) * int(beat.get("world_size", 1))
     progress.restarts += 1
     progress.lost_work_s += lost_s
-    preempted = not beat.get("error") and (beat.get("node_id") != node_id or node_lost(beat["node_id"]))
+    before = list(beat.get("nodes") or [beat["node_id"]])
+    moved = len(before) == 1 and before != nodes
+    preempted = not beat.get("error") and (moved or any(node_lost(n) for n in before))
     if preempted:
         progress.preemptions += 1
         progress.recovery_s += max(0.0, now_s - float(beat["wall_s"]))
@@ -95,19 +99,20 @@ def start_store() -> Any:
 class Heartbeat:
     """A trial attempt's side of the store: rate-limited, fire-and-forget writes."""
 
-    def __init__(self, trial_id: str) -> None:
+    def __init__(self, trial_id: str, store: Any = None) -> None:
         self.trial_id = trial_id
         self.last_s = 0.0
-        try:
-            self._store: Any = ray.get_actor(STORE_NAME, namespace=NAMESPACE)
-        except ValueError:  # no driver of ours started it (a bare Tune run): no accounting, no failure
-            log.warning("no heartbeat store in this cluster: restarts and lost work are not measured")
-            self._store = None
+        self._store = store
+        if store is None:
+            try:
+                self._store = ray.get_actor(STORE_NAME, namespace=NAMESPACE)
+            except ValueError:  # no driver of ours started it (a bare Tune run): no accounting, no failure
+                log.warning("no heartbeat store in this cluster: restarts and lost work are not measured")
 
     def read(self) -> Optional[dict[str, Any]]:
         if self._store is None:
             return None
-        return ray.get(self._store.get.remote(self.trial_id), timeout=READ_TIMEOUT_S)
+        return ray.get(self._store.get.remote(self.trial_id), timeout=READ_TIMEOUT_S)  # type: ignore[no-any-return]
 
     def beat(self, record: dict[str, Any], force: bool = False) -> None:
         now = time.time()

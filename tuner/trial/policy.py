@@ -14,7 +14,6 @@ import functools
 import logging
 import math
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Optional
 
 from tuner import catalog

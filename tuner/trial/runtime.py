@@ -38,14 +38,19 @@ FINAL_UPLOAD_TIMEOUT_S = 900.0  # the last checkpoint waits this long for storag
 # Keys the platform adds to every result; a trainer may not report them itself.
 ITERATION = "iteration"  # report() calls so far (checkpoints between reports do not count)
 CHECKPOINT_ONLY = "checkpoint_only"  # 1 on a result that only carries a checkpoint taken between reports
+WORKER_NODES = "worker_nodes"  # every worker's node id in this attempt, comma-separated (the ledger prices each)
+STEP_HOOK = "step_hook"  # 1 once the trainer has called step() or should_checkpoint(): notices can checkpoint between reports
 LOCATION = ("node_id", "node_group", "instance_type", "market", "zone", "region", "attempt_started_s")
 PLATFORM_KEYS = frozenset(
-    (ITERATION, CHECKPOINT_ONLY, "wall_s", "train_time_s", "upload_failures", "checkpoint_reason",
+    (ITERATION, CHECKPOINT_ONLY, STEP_HOOK, WORKER_NODES, "wall_s", "train_time_s", "upload_failures", "checkpoint_reason",
      "checkpoint_interval_s", "world_size", *LOCATION, *Progress.COUNTERS)
 )  # fmt: skip
 
 TUNE_KEYS = frozenset(AUTO_RESULT_KEYS) | {"trial_id", "experiment_tag", "done", "should_checkpoint"}
 State = Union[Mapping[str, Any], str]
+# Why a checkpoint is due, least to most urgent: workers of one trial take the most urgent of theirs.
+REASONS: tuple[Optional[str], ...] = (None, "interval", "report", "retry", "drain", "deadline")
+NO_DEADLINE = float("inf")
 
 
 def user_metrics(result: Mapping[str, Any]) -> dict[str, float]:
@@ -65,15 +70,20 @@ class Objective:
 
 
 class Backend(Protocol):
-    """How results and checkpoints reach Tune: directly, or through Ray Train's workers."""
+    """How results and checkpoints reach Tune: directly, or through Ray Train's workers
+    (``tuner.trial.elastic.TrainBackend``, where every rank must take the same decisions)."""
 
     def recorded_checkpoint(self) -> Any: ...
 
     def report(self, metrics: dict[str, Any], checkpoint_dir: Optional[str]) -> None: ...
 
+    def agree(self, code: int, deadline_s: float) -> tuple[int, float]: ...
+
+    def gather(self, value: Any) -> list[Any]: ...
+
 
 class TuneBackend:
-    """A single-worker trial: a Tune function trainable."""
+    """A single-worker trial: a Tune function trainable; its decisions are its own."""
 
     def recorded_checkpoint(self) -> Any:
         from ray import tune
@@ -84,6 +94,12 @@ class TuneBackend:
         from ray import tune
 
         tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None)
+
+    def agree(self, code: int, deadline_s: float) -> tuple[int, float]:
+        return code, deadline_s
+
+    def gather(self, value: Any) -> list[Any]:
+        return [value]
 
 
 _CURRENT: Optional["TrialSession"] = None
@@ -121,7 +137,8 @@ class TrialSession:
     """One attempt of one trial on one worker."""
 
     def __init__(self, objective: Objective, cfg: CheckpointConfig, context: TrialContext, backend: Backend,
-                 labels: Mapping[str, str], assumed_instance_type: str) -> None:  # fmt: skip
+                 labels: Mapping[str, str], assumed_instance_type: str, watcher: Optional[DrainWatcher] = None,
+                 heartbeat: Optional[Heartbeat] = None) -> None:  # fmt: skip
         self.objective, self.cfg, self.context, self.backend = objective, cfg, context, backend
         self.policy = CheckpointPolicy.for_node(cfg, dict(labels), assumed_instance_type)
         self.where = {
@@ -138,18 +155,21 @@ class TrialSession:
         self.last_metrics: dict[str, float] = {}
         self.checkpointed_at_s = 0.0
         self.drain_checkpointed = self.deadline_checkpointed = False
-        self.hooked = self.warned_unhooked = False  # the trainer calls step()/should_checkpoint()
+        self.deadline_s: Optional[float] = None  # the drain deadline the workers agreed on
+        self.nodes: list[str] = [context.node_id]  # every worker's node in this attempt
+        self.hooked = False  # the trainer calls step()/should_checkpoint(): the console warns when it does not
         self.upload_failures = 0  # consecutive; > 0 means the newest state is not in storage yet
         self.upload_retry_at_s = 0.0
         self._clock_s: Optional[float] = None  # perf_counter when the current training stretch began
         self._dir = Path(tempfile.mkdtemp(prefix="tuner-trial-"))
-        self.watcher = DrainWatcher(context.node_id, cfg.drain_poll_interval_s)
-        self.heartbeat = Heartbeat(context.trial_id)
+        self.watcher = watcher or DrainWatcher(context.node_id, cfg.drain_poll_interval_s)
+        self.heartbeat = heartbeat or Heartbeat(context.trial_id)
 
     # -- lifecycle ------------------------------------------------------------------------------------
     def __enter__(self) -> "TrialSession":
         global _CURRENT
         self.watcher.start()
+        self.nodes = self.backend.gather(self.context.node_id)
         self._restore()
         _CURRENT = self
         self._clock_s = time.perf_counter()
@@ -176,7 +196,7 @@ class TrialSession:
             self.progress = Progress.from_dict(meta.get("progress", {}))
             self.last_metrics = dict(meta.get("metrics", {}))
         self.checkpointed_at_s = self.progress.train_time_s
-        beat = self.heartbeat.read()
+        beat = self.heartbeat.read() if self.context.is_main else None  # rank 0 keeps the trial's books
         if beat is None:
             return
         if meta.get("trial_id", self.context.trial_id) != self.context.trial_id:
@@ -184,7 +204,7 @@ class TrialSession:
             for key in Progress.COUNTERS:
                 setattr(self.progress, key, beat.get(key, 0))
             return
-        self.progress, preempted, lost_s = account_restart(self.progress, beat, self.context.node_id, time.time(), node_lost)
+        self.progress, preempted, lost_s = account_restart(self.progress, beat, self.nodes, time.time(), node_lost)
         log.warning("trial %s restarted (%s); lost %.1f s of training",
                     self.context.trial_id, "preemption" if preempted else "error", lost_s)  # fmt: skip
         self.beat(force=True)
@@ -207,18 +227,26 @@ class TrialSession:
     def get_checkpoint(self) -> Optional[ckpt.Checkpoint]:
         return self.checkpoint
 
-    def due(self) -> Optional[str]:
-        """Why a checkpoint is due now, or None."""
+    def due(self, at_report: bool = False) -> Optional[str]:
+        """Why a checkpoint is due now (the most urgent reason of any worker of the trial), or None."""
         w, now = self.watcher, time.time()
+        since_s = self.train_time_s() - self.checkpointed_at_s
         if w.draining and not self.drain_checkpointed:
-            return "drain"
-        if w.draining and w.deadline_s and not self.deadline_checkpointed and w.deadline_s - now <= self.cfg.final_margin_s:
-            return "deadline"
-        if self.upload_failures and now >= self.upload_retry_at_s:
-            return "retry"
-        if self.policy.due_between_reports(self.train_time_s() - self.checkpointed_at_s):
-            return "interval"
-        return None
+            reason: Optional[str] = "drain"
+        elif w.draining and w.deadline_s and not self.deadline_checkpointed and w.deadline_s - now <= self.cfg.final_margin_s:
+            reason = "deadline"
+        elif self.upload_failures and now >= self.upload_retry_at_s:
+            reason = "retry"
+        elif at_report and self.policy.due_at_report(self.progress.reports, since_s):
+            reason = "report"
+        elif self.policy.due_between_reports(since_s):
+            reason = "interval"
+        else:
+            reason = None
+        code, deadline_s = self.backend.agree(REASONS.index(reason), w.deadline_s or NO_DEADLINE)
+        if deadline_s != NO_DEADLINE:
+            self.deadline_s = deadline_s
+        return REASONS[code]
 
     def should_checkpoint(self) -> bool:
         self.hooked = True
@@ -236,25 +264,22 @@ class TrialSession:
         self.hooked = True
         self._checkpoint_between_reports(state, self.due() or "requested")
 
-    def report(self, metrics: Mapping[str, Any], checkpoint: Optional[State] = None) -> None:
+    def report(self, metrics: Mapping[str, Any], checkpoint: Union[State, Callable[[], State], None] = None) -> None:
         values = numeric(metrics)
-        missing = [k for k in (self.objective.metric, self.objective.time_attr) if k not in values]
+        required = [self.objective.metric] + ([self.objective.time_attr] if self.objective.time_attr != ITERATION else [])
+        missing = [k for k in required if k not in values]
         if missing:
             raise ValueError(
                 f"tuner.session.report: {' and '.join(repr(k) for k in missing)} missing (reported: "
                 f"{', '.join(sorted(values)) or 'nothing'}): the search's metric and time_attr must be in every report"
             )
-        if not self.hooked and not self.warned_unhooked:
-            self.warned_unhooked = True
-            log.warning("trial %s: the trainer never calls tuner.session.step() (or should_checkpoint()): a spot "
-                        "notice can only checkpoint at the next report", self.context.trial_id)  # fmt: skip
         self.progress.reports += 1
         self.last_metrics = values
-        final = values[self.objective.time_attr] >= self.objective.max_t
-        since_s = self.train_time_s() - self.checkpointed_at_s
-        due = final or self.due() is not None or self.policy.due_at_report(self.progress.reports, since_s)
+        final = {**values, ITERATION: self.progress.reports}[self.objective.time_attr] >= self.objective.max_t
+        due = self.due(at_report=True) is not None or final
         if checkpoint is not None and due and (final or time.time() >= self.upload_retry_at_s):
-            if self._persist(checkpoint, "final" if final else "report", between_reports=False, wait=final):
+            state = checkpoint() if callable(checkpoint) else checkpoint
+            if self._persist(state, "final" if final else "report", between_reports=False, wait=final):
                 return
         self._send(self._result(between_reports=False), None)
 
@@ -264,7 +289,7 @@ class TrialSession:
         result: dict[str, Any] = {
             **self.last_metrics, **self.where, **p.counters(), ITERATION: p.reports, "wall_s": time.time(),
             "train_time_s": self.train_time_s(), "upload_failures": self.upload_failures,
-            "world_size": self.context.world_size,
+            "world_size": self.context.world_size, WORKER_NODES: ",".join(self.nodes), STEP_HOOK: int(self.hooked),
         }  # fmt: skip
         if between_reports:
             result[CHECKPOINT_ONLY] = 1
@@ -282,8 +307,8 @@ class TrialSession:
 
     def _checkpoint_between_reports(self, state: State, reason: str) -> None:
         self._persist(state, reason, between_reports=True, wait=False)
-        if reason == "deadline" and self.watcher.deadline_s:
-            self._hold(until_s=self.watcher.deadline_s + HOLD_GRACE_S)
+        if reason == "deadline" and self.deadline_s:
+            self._hold(until_s=self.deadline_s + HOLD_GRACE_S)
 
     def _persist(self, state: State, reason: str, between_reports: bool, wait: bool) -> bool:
         """Write and upload a checkpoint with a result; False (a retry scheduled) while storage refuses it.
@@ -305,8 +330,11 @@ class TrialSession:
         try:
             meta = {"trial_id": self.context.trial_id, "progress": asdict(self.progress),
                     "metrics": self.last_metrics, "reason": reason}  # fmt: skip
-            ckpt.write(directory, state, meta)
-            self.backend.report(self._result(between_reports, reason), str(directory))
+            if self.context.is_main:  # the state is the same on every rank (data-parallel): rank 0 writes it
+                ckpt.write(directory, state, meta)
+            # A result that carries its checkpoint got through: no upload is failing any more.
+            self.backend.report({**self._result(between_reports, reason), "upload_failures": 0},
+                                str(directory) if self.context.is_main else None)  # fmt: skip
         except (OSError, RuntimeError) as exc:  # pyarrow's S3 errors; Ray's "Unable to set up cluster storage"
             self.upload_failures += 1
             wait_s = min(UPLOAD_RETRY_MAX_S, UPLOAD_RETRY_S * 2 ** (self.upload_failures - 1))
@@ -336,6 +364,8 @@ class TrialSession:
         self._resume()
 
     def beat(self, force: bool = False, error: bool = False) -> None:
-        record = {"node_id": self.context.node_id, "train_time_s": self.train_time_s(), "error": error,
-                  **self.progress.counters()}  # fmt: skip
+        if not self.context.is_main:
+            return
+        record = {"node_id": self.context.node_id, "nodes": self.nodes, "world_size": self.context.world_size,
+                  "train_time_s": self.train_time_s(), "error": error, **self.progress.counters()}  # fmt: skip
         self.heartbeat.beat(record, force=force)

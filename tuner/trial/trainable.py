@@ -29,7 +29,9 @@ class TrialSpec:
     assumed_instance_type: str = "g5.xlarge"  # for nodes without an instance-type label (adaptive policy)
     workers: tuple[int, int] = (1, 1)  # (min, max) width; (1, 1): one process, no Ray Train
     worker_resources: Optional[dict[str, float]] = None  # per worker, when workers > 1
-    worker_label_selector: Optional[dict[str, str]] = None
+    worker_label_selector: Optional[dict[str, str]] = None  # where workers may run (spot nodes, on a cluster)
+    storage_path: Optional[str] = None  # where a multi-worker trial's Ray Train run keeps its checkpoints
+    num_to_keep: int = 2  # checkpoints kept per trial
 
     @property
     def elastic(self) -> bool:

@@ -1,0 +1,1 @@
+"""A LightningModule on scikit-learn's breast-cancer data: validation accuracy to maximise."""

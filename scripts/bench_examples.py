@@ -1,0 +1,148 @@
+"""What a spot notice and a hard node loss cost each example trainer, on the local twin of cluster/aws.yaml.
+
+    python scripts/bench_examples.py [--examples regression lightning_cancer hf_tokens] [--notice-s 4]
+
+For each example (plain PyTorch loop, Lightning, Hugging Face) one trial of a fixed
+configuration runs through the CLI on the twin (``cluster.address=auto`` against a twin this
+script starts): after its first report its node gets a spot notice (the drain the agent
+sends; the node goes at the deadline), and once it has reported again elsewhere its new node
+is killed without notice half-way to its next report. The baseline in the same run is the
+undisturbed trial of the same configuration. Prints JSON per example: lost work after the
+notice (seconds and steps of the trainer's own step time), after the kill, recovery time,
+the final step count and metric against the baseline's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from tests.e2e.faults import kill_node, notice_then_kill  # noqa: E402
+from tuner.cluster.launcher import load_launcher_config  # noqa: E402
+from tuner.cluster.twin import LocalTwin, twin_config  # noqa: E402
+from tuner.config import ClusterConfig  # noqa: E402
+
+EXAMPLES = {  # search: (its fixed configuration, time attribute, a budget long enough to inject into)
+    "regression": ("tests.spaces:regression", "step", ["search.workload.steps=3000", "search.workload.eval_every=300"]),
+    "lightning_cancer": ("tests.spaces:lightning", "epoch", ["search.workload.epochs=40"]),
+    "hf_tokens": ("tests.spaces:huggingface", "step", ["search.workload.max_steps=500", "search.workload.eval_every=50"]),
+}
+
+
+@contextlib.contextmanager
+def twin() -> Iterator[None]:
+    """The twin with one node per worker type (it runs `ray stop --force` at the end: one at a time)."""
+    cfg = ClusterConfig(name="local_spot", launcher_config="cluster/aws.yaml", max_workers_per_type=1,
+                        include_dashboard=False)  # fmt: skip
+    cluster = LocalTwin(twin_config(load_launcher_config("cluster/aws.yaml"), cfg), cfg)
+    cluster.start()
+    try:
+        yield
+    finally:
+        cluster.stop()
+
+
+def rows(experiment: Path) -> list[dict[str, Any]]:
+    found = []
+    for path in experiment.glob("trial_*/result.json"):
+        found += [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return sorted(found, key=lambda r: r["wall_s"])
+
+
+def reports(found: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [r for r in found if not r.get("checkpoint_only")]
+
+
+def wait_for(predicate: Callable[[], Any], driver: subprocess.Popen[str], what: str, timeout_s: float = 300) -> Any:
+    deadline = time.monotonic() + timeout_s
+    while not (found := predicate()):
+        if driver.poll() is not None:
+            raise RuntimeError(f"the search ended before {what}")
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out waiting for {what}")
+        time.sleep(0.2)
+    return found
+
+
+def run(example: str, out: Path, faults: bool, notice_s: float = 4.0) -> tuple[subprocess.CompletedProcess[str], list[dict[str, Any]]]:
+    """One trial of the example on the running twin; with ``faults``: a notice on its node after its first
+    report, then, once it has reported again elsewhere, its new node killed without notice half-way to the
+    next report. Returns the CLI's completed process and every result the trial reported."""
+    space, _, overrides = EXAMPLES[example]
+    args = [sys.executable, "-m", "tuner.run", "--config-dir", "examples/conf", f"+search={example}",
+            f"search.space={space}", "search.tune.num_samples=1", "cluster.address=auto",
+            "cluster.launcher_config=cluster/aws.yaml", "run.max_failures=2", "checkpoint.final_margin_s=1.5",
+            f"output_dir={out}", *overrides]  # fmt: skip
+    driver = subprocess.Popen(args, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    experiment = out / "ray_results" / example
+    try:
+        if faults:
+            first = wait_for(lambda: reports(rows(experiment)), driver, "a first report")[0]
+            notice_then_kill(first["node_id"], notice_s)
+            moved = wait_for(lambda: [r for r in reports(rows(experiment)) if r["preemptions"] == 1], driver,
+                             "a report after the notice")  # fmt: skip
+            time.sleep(0.5 * moved[0]["train_time_s"] / max(moved[0]["iteration"], 1))  # half-way to the next report
+            kill_node(moved[-1]["node_id"])
+        output, _ = driver.communicate(timeout=600)
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+    return subprocess.CompletedProcess(args, int(driver.returncode), output, ""), rows(experiment)
+
+
+def losses(example: str, found: list[dict[str, Any]]) -> dict[str, Any]:
+    """Lost work after the notice and after the kill, in seconds and in the trainer's own steps."""
+    _, time_attr, _ = EXAMPLES[example]
+    done = reports(found)
+    final = done[-1]
+    units = final[time_attr] if time_attr == "step" else final["iteration"]
+    step_s = final["train_time_s"] / units
+    after_notice = next(r for r in done if r["preemptions"] == 1)
+    killed_s = final["lost_work_s"] - after_notice["lost_work_s"]
+    return {
+        "step_s": step_s,
+        "lost_after_notice_s": after_notice["lost_work_s"],
+        "lost_after_notice_steps": after_notice["lost_work_s"] / step_s,
+        "lost_after_kill_s": killed_s,
+        "recovery_s": final["recovery_s"],
+        "preemptions": final["preemptions"],
+        "nodes": len({r["node_id"] for r in found}),
+        "checkpoints_between_reports": [r["checkpoint_reason"] for r in found if r.get("checkpoint_only")],
+        time_attr: final[time_attr],
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--examples", nargs="+", default=sorted(EXAMPLES), choices=sorted(EXAMPLES))
+    parser.add_argument("--notice-s", type=float, default=4.0, help="notice (time-compressed: AWS gives 120 s)")
+    args = parser.parse_args()
+    report: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory() as root, twin():
+        for example in args.examples:
+            _, time_attr, _ = EXAMPLES[example]
+            base, base_rows = run(example, Path(root) / f"{example}-undisturbed", faults=False)
+            chaos, chaos_rows = run(example, Path(root) / f"{example}-chaos", faults=True, notice_s=args.notice_s)
+            metric = [k for k in ("val_loss", "val_acc", "eval_loss") if k in reports(base_rows)[-1]][0]
+            report[example] = {
+                **losses(example, chaos_rows),
+                "exit": [base.returncode, chaos.returncode],
+                f"final_{metric}": reports(chaos_rows)[-1][metric],
+                f"undisturbed_{metric}": reports(base_rows)[-1][metric],
+                f"undisturbed_{time_attr}": reports(base_rows)[-1][time_attr],
+            }
+    print(json.dumps(report, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,59 @@
+"""Each example (plain loop, Lightning, Hugging Face) on the local twin of cluster/aws.yaml, through the CLI: a
+spot notice mid-trial (the drain the agent sends, then the node goes at the deadline) costs at most one step, a
+node killed without notice costs at most the work since the last periodic checkpoint, the trial finishes with
+the full step count (the plain loop: with the undisturbed run's exact metrics), and its MLflow run is priced.
+The runs and the measures are scripts/bench_examples.py's."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from tests.conftest import REPO
+from tests.e2e.test_cli import runs_of
+from tuner.trial.heartbeat import EVERY_S as HEARTBEAT_S
+
+pytestmark = pytest.mark.slow
+
+_spec = importlib.util.spec_from_file_location("bench_examples", REPO / "scripts" / "bench_examples.py")
+bench = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(bench)
+
+
+@pytest.fixture(scope="module")
+def twin() -> Iterator[None]:
+    with bench.twin():
+        yield
+
+
+@pytest.mark.parametrize("example", sorted(bench.EXAMPLES))
+def test_an_example_survives_a_notice_and_a_kill_on_the_twin(example: str, twin: None, tmp_path: Path) -> None:
+    _, time_attr, _ = bench.EXAMPLES[example]
+    proc, results = bench.run(example, tmp_path / "chaos", faults=True)
+    assert proc.returncode == 0, proc.stdout[-4000:]
+    assert "1 of 1 trials finished, 0 failed." in proc.stdout
+    done = bench.reports(results)
+    budget = float(proc.stdout.split(f"{time_attr} <= ")[1].split()[0])
+    lost = bench.losses(example, results)
+    assert lost[time_attr] == budget and lost["preemptions"] == 2, lost  # the full step count, both losses counted
+    assert lost["nodes"] == 3, "the trial did not move twice"
+    assert lost["checkpoints_between_reports"][:2] == ["drain", "deadline"], lost
+    assert lost["lost_after_notice_steps"] <= 1, lost  # at most one step redone after a notice
+    interval_s = max(b["train_time_s"] - a["train_time_s"] for a, b in zip(done, done[1:]))
+    assert 0 < lost["lost_after_kill_s"] <= interval_s + HEARTBEAT_S, (lost, interval_s)  # the last periodic checkpoint
+    uri = f"sqlite:///{tmp_path / 'chaos'}/mlflow.db"
+    (child,) = runs_of(uri, example)[1]
+    m = child.data.metrics
+    assert m["cost_usd"] > 0 and m["on_demand_cost_usd"] > m["cost_usd"] and m["preemptions"] == 2
+    assert m["lost_work_s"] == pytest.approx(done[-1]["lost_work_s"])
+    if example == "regression":  # the plain loop resumes bit-identically
+        base, base_results = bench.run(example, tmp_path / "undisturbed", faults=False)
+        assert base.returncode == 0, base.stdout[-3000:]
+        undisturbed = bench.reports(base_results)
+        assert [(r["step"], r["val_loss"]) for r in undisturbed] == [(r["step"], r["val_loss"]) for r in done]
+        history = MlflowClient(tracking_uri=uri).get_metric_history(child.info.run_id, "val_loss")
+        assert history[-1].step == budget and history[-1].value == undisturbed[-1]["val_loss"]

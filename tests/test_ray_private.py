@@ -1,0 +1,73 @@
+"""Every private Ray API in tuner/_ray.py, called for real: a Ray upgrade that moves or changes one fails here,
+by name, instead of deep inside a trial or the agent."""
+
+from __future__ import annotations
+
+import time
+from typing import Iterator
+
+import pytest
+import ray
+from ray import tune
+from ray.cluster_utils import Cluster
+
+from tuner import _ray
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[Cluster]:
+    c = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})
+    c.add_node(num_cpus=1)
+    c.wait_for_nodes()
+    ray.init(address=c.address, logging_level="ERROR")
+    try:
+        yield c
+    finally:
+        ray.shutdown()
+        c.shutdown()
+
+
+def test_bootstrap_address_and_node_info(cluster: Cluster) -> None:
+    gcs = _ray.bootstrap_address(cluster.address)
+    nodes = _ray.node_info(gcs)
+    assert {n["NodeID"] for n in ray.nodes()} == set(nodes)
+    assert all(info["alive"] and info["ip"] for info in nodes.values())
+
+
+def test_free_resources_per_node(cluster: Cluster) -> None:
+    free = _ray.free_resources_per_node()
+    assert {n["NodeID"] for n in ray.nodes() if n["Alive"]} == set(free)
+    assert sum(r.get("CPU", 0) for r in free.values()) == 1
+
+
+@ray.remote(num_cpus=1)
+class Busy:
+    """Work on the worker node: an idle node that is drained exits at once."""
+
+    def node(self) -> str:
+        return ray.get_runtime_context().get_node_id()
+
+
+def test_drain_node_and_draining_nodes(cluster: Cluster) -> None:
+    worker = next(iter(cluster.worker_nodes))
+    busy = Busy.remote()
+    assert ray.get(busy.node.remote()) == worker.node_id
+    assert worker.node_id not in _ray.draining_nodes()
+    deadline_s = time.time() + 60
+    accepted, error = _ray.drain_node(_ray.bootstrap_address(cluster.address), worker.node_id, "test", deadline_s)
+    assert accepted, error
+    draining = _ray.draining_nodes()
+    assert draining[worker.node_id] / 1000 == pytest.approx(deadline_s, abs=1)
+
+
+def test_stop_propagating_env() -> None:
+    from ray.tune.execution import class_cache
+
+    _ray.stop_propagating_env(frozenset({"AWS_SECRET_ACCESS_KEY"}))
+    assert "AWS_SECRET_ACCESS_KEY" not in class_cache.ENV_VARS_TO_PROPAGATE
+
+
+def test_restored_run_config(tmp_path) -> None:
+    tuner = tune.Tuner(lambda config: None, run_config=tune.RunConfig(name="x", storage_path=str(tmp_path)))
+    run_config = _ray.restored_run_config(tuner)
+    assert isinstance(run_config, tune.RunConfig) and run_config.name == "x"

@@ -1,0 +1,195 @@
+"""The trial session behind tuner.session, in-process: what a report carries, when checkpoints are written
+(policy, drain notice, deadline, failed uploads), restores, and the errors a trainer gets for bad input."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any, Optional
+
+import pytest
+import torch
+from ray import tune
+
+from tuner.config import CheckpointConfig
+from tuner.trial import checkpoint, runtime
+from tuner.trial.context import TrialContext
+from tuner.trial.heartbeat import Heartbeat
+from tuner.trial.runtime import Objective, TrialSession
+
+OBJECTIVE = Objective(metric="val_loss", mode="min", time_attr="step", max_t=6)
+
+
+class Backend(runtime.TuneBackend):
+    """Records what the session reports; ``fail_uploads`` makes checkpoint uploads fail like S3 does."""
+
+    def __init__(self, recorded: Optional[str] = None) -> None:
+        self.results: list[dict[str, Any]] = []
+        self.recorded, self.fail_uploads = recorded, 0
+
+    def recorded_checkpoint(self) -> Any:
+        return tune.Checkpoint.from_directory(self.recorded) if self.recorded else None
+
+    def report(self, metrics: dict[str, Any], checkpoint_dir: Optional[str]) -> None:
+        if checkpoint_dir and self.fail_uploads:
+            self.fail_uploads -= 1
+            raise OSError("When uploading: AWS Error NETWORK_CONNECTION: connection refused")
+        saved = checkpoint.Checkpoint(checkpoint_dir).load() if checkpoint_dir else None
+        self.results.append({**metrics, "saved": saved})
+
+
+class MemoryHeartbeat(Heartbeat):
+    def __init__(self, record: Optional[dict[str, Any]] = None) -> None:
+        super().__init__("t1", store=object())
+        self.record, self.beats = record, 0
+
+    def read(self) -> Optional[dict[str, Any]]:
+        return self.record
+
+    def beat(self, record: dict[str, Any], force: bool = False) -> None:
+        self.beats += 1
+
+    def clear(self) -> None:
+        self.record = None
+
+
+class Drains:
+    """What the GCS says about draining nodes, set by the test."""
+
+    def __init__(self) -> None:
+        self.nodes: dict[str, int] = {}
+
+    def __call__(self) -> dict[str, int]:
+        return self.nodes
+
+
+def session(backend: Backend, drains: Optional[Drains] = None, beat: Optional[MemoryHeartbeat] = None,
+            **cfg: Any) -> TrialSession:  # fmt: skip
+    watcher = runtime.DrainWatcher("node-a", interval_s=0.01, probe=drains or Drains())
+    return TrialSession(OBJECTIVE, CheckpointConfig(**cfg), TrialContext("t1", "node-a"), backend, {}, "g5.xlarge",
+                        watcher=watcher, heartbeat=beat or MemoryHeartbeat())  # fmt: skip
+
+
+def wait_until(predicate: Any) -> None:
+    deadline = time.monotonic() + 5
+    while not predicate():
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+
+
+def test_reports_carry_metrics_counters_and_where_and_checkpoints_follow_the_policy() -> None:
+    backend = Backend()
+    with session(backend, every_reports=2) as s:
+        for step in range(1, 7):
+            s.report({"step": step, "val_loss": 1.0 / step, "lr": torch.tensor(0.1)}, checkpoint={"step": step})
+    assert [r["step"] for r in backend.results] == [1, 2, 3, 4, 5, 6]
+    assert [r["saved"] is not None for r in backend.results] == [False, True, False, True, False, True]
+    last = backend.results[-1]
+    assert last["checkpoint_reason"] == "final" and last["iteration"] == 6 and last["lr"] == pytest.approx(0.1)
+    assert last["node_id"] == "node-a" and last["preemptions"] == 0 and last["train_time_s"] >= 0
+
+
+def test_a_checkpoint_given_as_a_function_is_built_only_when_due() -> None:
+    built: list[int] = []
+    backend = Backend()
+    with session(backend, every_reports=3) as s:
+        for step in range(1, 4):
+            s.report({"step": step, "val_loss": 1.0}, checkpoint=lambda step=step: built.append(step) or {"step": step})
+    assert built == [3]
+
+
+def test_a_drain_notice_checkpoints_at_the_next_step_then_once_more_before_the_deadline(monkeypatch) -> None:
+    monkeypatch.setattr(runtime, "HOLD_GRACE_S", 0.0)
+    backend, drains = Backend(), Drains()
+    with session(backend, drains, final_margin_s=0.5) as s:
+        s.report({"step": 1, "val_loss": 0.9}, checkpoint={"step": 1})
+        s.step(lambda: {"step": 1.5})
+        drains.nodes["node-a"] = int((time.time() + 1.0) * 1000)
+        wait_until(lambda: s.watcher.draining)
+        s.step(lambda: {"step": 2})  # the notice: a checkpoint at once
+        s.step(lambda: {"step": 3})  # nothing new until the deadline nears
+        started = time.time()
+        while not s.deadline_checkpointed:
+            s.step(lambda: {"step": 4})
+        held_s = time.time() - started
+    between = [r for r in backend.results if r.get("checkpoint_only")]
+    assert [(r["checkpoint_reason"], r["saved"]["step"]) for r in between] == [("drain", 2), ("deadline", 4)]
+    assert between[0]["val_loss"] == 0.9 and between[0]["step"] == 1  # the last report's metrics ride along
+    assert 0.4 < held_s < 3  # it held still until the deadline instead of training on
+
+
+def test_a_failed_upload_is_retried_and_training_goes_on(monkeypatch) -> None:
+    monkeypatch.setattr(runtime, "UPLOAD_RETRY_S", 0.05)
+    backend = Backend()
+    backend.fail_uploads = 1
+    with session(backend) as s:
+        s.report({"step": 1, "val_loss": 0.5}, checkpoint={"step": 1})
+        assert backend.results[-1]["saved"] is None and backend.results[-1]["upload_failures"] == 1
+        time.sleep(0.06)
+        s.step(lambda: {"step": 1.5})
+    assert backend.results[-1]["checkpoint_reason"] == "retry" and backend.results[-1]["upload_failures"] == 0
+
+
+def test_the_last_checkpoint_waits_out_a_storage_outage(monkeypatch) -> None:
+    monkeypatch.setattr(runtime, "UPLOAD_RETRY_S", 0.01)
+    backend = Backend()
+    backend.fail_uploads = 3
+    with session(backend) as s:
+        s.report({"step": 6, "val_loss": 0.1}, checkpoint={"step": 6})
+    assert backend.results[-1]["saved"] == {"step": 6} and backend.results[-1]["checkpoint_reason"] == "final"
+
+
+@pytest.mark.parametrize(
+    "metrics,error,message",
+    [
+        ({"step": 1, "val_loss": "0.5"}, TypeError, "metric 'val_loss' is str '0.5': report numbers only"),
+        ({"step": 1, "val_loss": torch.ones(3)}, TypeError, "metric 'val_loss' is not a single number"),
+        ({"step": 1, "loss": 0.5}, ValueError, r"'val_loss' missing \(reported: loss, step\)"),
+        ({"step": 1, "val_loss": 0.5, "preemptions": 2}, ValueError, "'preemptions' is reported by the platform"),
+    ],
+)
+def test_bad_reports_are_one_clear_error(metrics: dict, error: type, message: str) -> None:
+    with session(Backend()) as s, pytest.raises(error, match=message):
+        s.report(metrics)
+
+
+def test_a_state_that_cannot_be_saved_fails_the_trial_clearly() -> None:
+    with session(Backend()) as s, pytest.raises(checkpoint.CheckpointStateError, match="cannot be saved"):
+        s.report({"step": 6, "val_loss": 0.1}, checkpoint={"lock": threading.Lock()})
+
+
+def test_results_say_whether_the_loop_calls_the_step_hook() -> None:
+    """The console warns (once) when it does not: a notice can then only checkpoint at the next report."""
+    backend = Backend()
+    with session(backend) as s:
+        s.report({"step": 1, "val_loss": 0.5})
+        s.step(lambda: {})
+        s.report({"step": 2, "val_loss": 0.5})
+    assert [r["step_hook"] for r in backend.results] == [0, 1]
+
+
+def test_outside_a_trial_the_calls_say_how_to_run_them() -> None:
+    from tuner import session as api
+
+    with pytest.raises(RuntimeError, match="inside a trial only: run the trainer through `python -m tuner.run`"):
+        api.report({"step": 1})
+
+
+def test_restore_gives_the_state_and_charges_the_lost_attempt(tmp_path) -> None:
+    backend = Backend()
+    with session(backend) as s:
+        s.report({"step": 2, "val_loss": 0.4}, checkpoint={"w": torch.ones(2), "step": 2})
+        trained_s = s.train_time_s()
+    # Tune would hand the next attempt the checkpoint it recorded; here: the one just written, kept on disk.
+    kept = tmp_path / "checkpoint_000000"
+    checkpoint.write(kept, {"w": torch.ones(2), "step": 2},
+                     {"trial_id": "t1", "progress": {"train_time_s": trained_s, "reports": 1}, "metrics": {"step": 2.0}})  # fmt: skip
+    beat = MemoryHeartbeat({"node_id": "node-gone", "wall_s": time.time() - 3, "train_time_s": trained_s + 5.0,
+                            "error": False, "preemptions": 0, "restarts": 0, "lost_work_s": 0, "recovery_s": 0})  # fmt: skip
+    resumed = Backend(recorded=str(kept))
+    with session(resumed, beat=beat) as s:
+        assert s.get_checkpoint().load()["step"] == 2
+        assert (s.progress.preemptions, s.progress.restarts, s.progress.reports) == (1, 1, 1)
+        assert s.progress.lost_work_s == pytest.approx(5.0) and s.progress.recovery_s >= 3
+        s.report({"step": 3, "val_loss": 0.3})
+    assert resumed.results[-1]["iteration"] == 2 and resumed.results[-1]["lost_work_s"] == pytest.approx(5.0)

@@ -1,0 +1,110 @@
+"""A trial that spans several workers: the user's trainer on every worker of an elastic Ray Train TorchTrainer.
+
+The Tune trial's own process is the coordinator. It holds no CPU or GPU (a memory-only
+bundle) and is kept off spot nodes by label selector, so the head or an on-demand worker
+runs it; it starts a ``TorchTrainer`` whose workers (``search.resources`` cpu/gpu each,
+on spot nodes by label selector) each run the trainer in a trial session. Rank 0's reports
+become the trial's results (``TuneReportCallback``) and its checkpoints the trial's lineage;
+every rank takes the same checkpoint decisions (an all-reduce at each step), so a spot
+notice on any worker's node checkpoints the whole trial at once.
+
+The width moves between ``min`` and ``max``: Ray Train restarts the worker group from the
+newest checkpoint at the surviving width when a worker's node is lost, and at a larger one
+when capacity returns. The trainer keeps the global batch fixed with
+``session.get_context().shards(batch)`` (gradient accumulation), so its hyperparameters
+mean the same at every width. Preemptions never count against ``run.max_failures``; an
+application error fails the Train run and the Tune trial, which counts it and retries from
+the newest checkpoint.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Optional
+
+from tuner.trial.context import TrialContext
+from tuner.trial.trainable import TrialSpec, call_trainer
+
+# Ray Train waits this long (default 60 s) for a worker group that cannot be placed, e.g. one sized
+# with a node that is draining or just gone, before it counts the error and sizes again.
+WORKER_GROUP_START_TIMEOUT_S = 15
+RESIZE_CHECK_S = 10.0  # how often a running trial looks for capacity to grow back into
+
+
+class TrainBackend:
+    """A worker of a multi-worker trial: results and checkpoints through Ray Train, rank 0's count."""
+
+    def __init__(self, context: TrialContext) -> None:
+        self.context = context
+
+    def recorded_checkpoint(self) -> Any:
+        from ray import train
+
+        return train.get_checkpoint()
+
+    def report(self, metrics: dict[str, Any], checkpoint_dir: Optional[str]) -> None:
+        from ray import train
+
+        ckpt = train.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir and self.context.is_main else None
+        train.report(metrics, checkpoint=ckpt)  # every rank reports, the same number of times
+
+    def agree(self, code: int, deadline_s: float) -> tuple[int, float]:
+        """The most urgent checkpoint reason of any worker, and the earliest drain deadline."""
+        import torch
+        import torch.distributed as dist
+
+        reason = torch.tensor([code], dtype=torch.int64)
+        deadline = torch.tensor([deadline_s], dtype=torch.float64)
+        dist.all_reduce(reason, op=dist.ReduceOp.MAX)
+        dist.all_reduce(deadline, op=dist.ReduceOp.MIN)
+        return int(reason.item()), float(deadline.item())
+
+    def gather(self, value: Any) -> list[Any]:
+        import torch.distributed as dist
+
+        values: list[Any] = [None] * dist.get_world_size()
+        dist.all_gather_object(values, value)
+        return values
+
+
+def _worker(loop_config: dict[str, Any]) -> None:
+    """One worker of the trial's TorchTrainer: the user's trainer in a session that knows its rank."""
+    import ray
+    from ray import train
+
+    spec: TrialSpec = loop_config["spec"]
+    ctx = train.get_context()
+    context = TrialContext(
+        trial_id=loop_config["trial_id"], node_id=ray.get_runtime_context().get_node_id(),
+        world_rank=ctx.get_world_rank(), world_size=ctx.get_world_size(), local_rank=ctx.get_local_rank(),
+        max_workers=spec.workers[1],
+    )  # fmt: skip
+    call_trainer(spec, loop_config["config"], context, TrainBackend(context))
+
+
+def run_elastic(config: dict[str, Any], spec: TrialSpec) -> None:
+    """The coordinator: a TorchTrainer for this trial, its results forwarded to Tune."""
+    from ray import train, tune
+    from ray.train.torch import TorchConfig, TorchTrainer
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    os.environ.setdefault("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", str(WORKER_GROUP_START_TIMEOUT_S))
+    trial_id = tune.get_context().get_trial_id()
+    low, high = spec.workers
+    gpu = (spec.worker_resources or {}).get("GPU", 0.0)
+    scaling = train.ScalingConfig(
+        num_workers=(low, high) if low != high else high, use_gpu=gpu > 0, resources_per_worker=spec.worker_resources,
+        label_selector=spec.worker_label_selector, elastic_resize_monitor_interval_s=RESIZE_CHECK_S,
+    )  # fmt: skip
+    run_config = train.RunConfig(
+        name=f"train-{trial_id}",  # the same name on a retry: Ray Train resumes from this trial's checkpoints
+        storage_path=spec.storage_path,
+        callbacks=[TuneReportCallback()],
+        failure_config=train.FailureConfig(max_failures=0),  # application errors: Tune's run.max_failures counts them
+        checkpoint_config=train.CheckpointConfig(num_to_keep=spec.num_to_keep),
+    )
+    trainer = TorchTrainer(
+        _worker, train_loop_config={"config": config, "spec": spec, "trial_id": trial_id}, scaling_config=scaling,
+        run_config=run_config, torch_config=TorchConfig(backend="nccl" if gpu > 0 else "gloo"),
+    )  # fmt: skip
+    trainer.fit()
