@@ -22,32 +22,32 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Optional
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from tests.e2e.faults import kill_node, notice_then_kill  # noqa: E402
+from tests.e2e.faults import reclaim  # noqa: E402
 from tuner.cluster.launcher import load_launcher_config  # noqa: E402
 from tuner.cluster.twin import LocalTwin, twin_config  # noqa: E402
 from tuner.config import ClusterConfig  # noqa: E402
 
-EXAMPLES = {  # search: (its fixed configuration, time attribute, a budget long enough to inject into)
-    "regression": ("tests.spaces:regression", "step", ["search.workload.steps=3000", "search.workload.eval_every=300"]),
-    "lightning_cancer": ("tests.spaces:lightning", "epoch", ["search.workload.epochs=40"]),
-    "hf_tokens": ("tests.spaces:huggingface", "step", ["search.workload.max_steps=500", "search.workload.eval_every=50"]),
+EXAMPLES = {  # search: (its fixed configuration, time attribute, a budget long enough to inject into: ~20-30 s here)
+    "regression": ("tests.spaces:regression", "step", ["search.workload.steps=8000", "search.workload.eval_every=400"]),
+    "lightning_cancer": ("tests.spaces:lightning", "epoch", ["search.workload.epochs=200"]),
+    "hf_tokens": ("tests.spaces:huggingface", "step", ["search.workload.max_steps=2000", "search.workload.eval_every=100"]),
 }
 
 
 @contextlib.contextmanager
-def twin() -> Iterator[None]:
+def twin() -> Iterator[LocalTwin]:
     """The twin with one node per worker type (it runs `ray stop --force` at the end: one at a time)."""
     cfg = ClusterConfig(name="local_spot", launcher_config="cluster/aws.yaml", max_workers_per_type=1,
                         include_dashboard=False)  # fmt: skip
     cluster = LocalTwin(twin_config(load_launcher_config("cluster/aws.yaml"), cfg), cfg)
     cluster.start()
     try:
-        yield
+        yield cluster
     finally:
         cluster.stop()
 
@@ -74,10 +74,12 @@ def wait_for(predicate: Callable[[], Any], driver: subprocess.Popen[str], what: 
     return found
 
 
-def run(example: str, out: Path, faults: bool, notice_s: float = 4.0) -> tuple[subprocess.CompletedProcess[str], list[dict[str, Any]]]:
-    """One trial of the example on the running twin; with ``faults``: a notice on its node after its first
-    report, then, once it has reported again elsewhere, its new node killed without notice half-way to the
-    next report. Returns the CLI's completed process and every result the trial reported."""
+def run(example: str, out: Path, cluster: Optional[LocalTwin] = None,
+        notice_s: float = 4.0) -> tuple[subprocess.CompletedProcess[str], list[dict[str, Any]]]:  # fmt: skip
+    """One trial of the example on the running twin; with ``cluster`` (the twin) it injects faults: its node
+    reclaimed with a notice after its first report, then, once it has reported again elsewhere, its new node
+    reclaimed without notice half-way to the next report. Returns the CLI's run and every result the trial
+    reported."""
     space, _, overrides = EXAMPLES[example]
     args = [sys.executable, "-m", "tuner.run", "--config-dir", "examples/conf", f"+search={example}",
             f"search.space={space}", "search.tune.num_samples=1", "cluster.address=auto",
@@ -86,13 +88,13 @@ def run(example: str, out: Path, faults: bool, notice_s: float = 4.0) -> tuple[s
     driver = subprocess.Popen(args, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     experiment = out / "ray_results" / example
     try:
-        if faults:
+        if cluster is not None:
             first = wait_for(lambda: reports(rows(experiment)), driver, "a first report")[0]
-            notice_then_kill(first["node_id"], notice_s)
+            reclaim(cluster, first["node_id"], first["node_group"], notice_s)
             moved = wait_for(lambda: [r for r in reports(rows(experiment)) if r["preemptions"] == 1], driver,
                              "a report after the notice")  # fmt: skip
             time.sleep(0.5 * moved[0]["train_time_s"] / max(moved[0]["iteration"], 1))  # half-way to the next report
-            kill_node(moved[-1]["node_id"])
+            reclaim(cluster, moved[-1]["node_id"], moved[-1]["node_group"])
         output, _ = driver.communicate(timeout=600)
     finally:
         if driver.poll() is None:
@@ -128,11 +130,11 @@ def main() -> None:
     parser.add_argument("--notice-s", type=float, default=4.0, help="notice (time-compressed: AWS gives 120 s)")
     args = parser.parse_args()
     report: dict[str, Any] = {}
-    with tempfile.TemporaryDirectory() as root, twin():
+    with tempfile.TemporaryDirectory() as root, twin() as cluster:
         for example in args.examples:
             _, time_attr, _ = EXAMPLES[example]
-            base, base_rows = run(example, Path(root) / f"{example}-undisturbed", faults=False)
-            chaos, chaos_rows = run(example, Path(root) / f"{example}-chaos", faults=True, notice_s=args.notice_s)
+            base, base_rows = run(example, Path(root) / f"{example}-undisturbed")
+            chaos, chaos_rows = run(example, Path(root) / f"{example}-chaos", cluster, notice_s=args.notice_s)
             metric = [k for k in ("val_loss", "val_acc", "eval_loss") if k in reports(base_rows)[-1]][0]
             report[example] = {
                 **losses(example, chaos_rows),

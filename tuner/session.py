@@ -81,9 +81,11 @@ def step(state: Callable[[], State]) -> None:
     current().step(state)
 
 
-def should_checkpoint() -> bool:
-    """True when a checkpoint is due now (notice, deadline, policy): then call :func:`save`."""
-    return current().should_checkpoint()
+def should_checkpoint(report: bool = False) -> bool:
+    """True when a checkpoint is due now (notice, deadline, policy): then call :func:`save`. With
+    ``report=True`` also when the policy wants one with the report about to be made: then pass the
+    checkpoint to that :func:`report`."""
+    return current().should_checkpoint(report)
 
 
 def save(state: State) -> None:

@@ -1,38 +1,30 @@
-"""Faults injected on a running cluster the way they happen: a spot notice (the Ray drain the agent sends)
-and a node that vanishes (its raylet killed)."""
+"""Faults injected on the local twin the way they happen in a cloud: a spot instance reclaimed, with a notice
+first (the drain the agent sends) or without one. The twin's "cloud" takes the node's type's capacity away
+(``max_workers`` 0: its autoscaler terminates the node, as EC2 terminates a reclaimed instance) and, once the
+node is gone, gives it back."""
 
 from __future__ import annotations
 
-import os
-import signal
 import time
-from pathlib import Path
+from typing import Optional
 
 from tuner import _ray
+from tuner.cluster.twin import LocalTwin
 from tuner.spot.drain import drain_node
 
-
-def raylet_pid(node_id: str) -> int:
-    flag = f"--node_id={node_id}".encode()
-    found = []
-    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
-        try:
-            args = cmdline.read_bytes().split(b"\0")
-        except OSError:  # the process ended meanwhile
-            continue
-        if args and args[0].endswith(b"raylet") and flag in args:
-            found.append(int(cmdline.parent.name))
-    (pid,) = found
-    return pid
+GONE_TIMEOUT_S = 60.0
 
 
-def kill_node(node_id: str) -> None:
-    """SIGKILL the node's raylet: the node is gone without notice, as a reclaimed spot instance is."""
-    os.kill(raylet_pid(node_id), signal.SIGKILL)
-
-
-def notice_then_kill(node_id: str, notice_s: float, address: str = "auto") -> None:
-    """A spot notice for the node (drain with reason PREEMPTION and the deadline), then the node goes at it."""
-    assert drain_node(_ray.bootstrap_address(address), node_id, "test spot notice", time.time() + notice_s)
-    time.sleep(notice_s)
-    kill_node(node_id)
+def reclaim(twin: LocalTwin, node_id: str, node_type: str, notice_s: Optional[float] = None) -> None:
+    """Take the node away (after ``notice_s`` of notice, if given); its type has capacity again once it is gone."""
+    gcs = _ray.bootstrap_address("auto")
+    if notice_s:
+        assert drain_node(gcs, node_id, "test spot notice", time.time() + notice_s)
+        time.sleep(notice_s)
+    capacity = int(twin.autoscaler.read()["available_node_types"][node_type]["max_workers"])
+    twin.set_max_workers(node_type, 0)
+    deadline = time.monotonic() + GONE_TIMEOUT_S
+    while _ray.node_info(gcs).get(node_id, {}).get("alive"):
+        assert time.monotonic() < deadline, f"node {node_id} of {node_type} was not terminated"
+        time.sleep(0.2)
+    twin.set_max_workers(node_type, capacity)

@@ -15,6 +15,7 @@ from mlflow.tracking import MlflowClient
 
 from tests.conftest import REPO
 from tests.e2e.test_cli import runs_of
+from tuner.cluster.twin import LocalTwin
 from tuner.trial.heartbeat import EVERY_S as HEARTBEAT_S
 
 pytestmark = pytest.mark.slow
@@ -25,15 +26,15 @@ _spec.loader.exec_module(bench)
 
 
 @pytest.fixture(scope="module")
-def twin() -> Iterator[None]:
-    with bench.twin():
-        yield
+def twin() -> Iterator[LocalTwin]:
+    with bench.twin() as cluster:
+        yield cluster
 
 
 @pytest.mark.parametrize("example", sorted(bench.EXAMPLES))
-def test_an_example_survives_a_notice_and_a_kill_on_the_twin(example: str, twin: None, tmp_path: Path) -> None:
+def test_an_example_survives_a_notice_and_a_kill_on_the_twin(example: str, twin: LocalTwin, tmp_path: Path) -> None:
     _, time_attr, _ = bench.EXAMPLES[example]
-    proc, results = bench.run(example, tmp_path / "chaos", faults=True)
+    proc, results = bench.run(example, tmp_path / "chaos", twin)
     assert proc.returncode == 0, proc.stdout[-4000:]
     assert "1 of 1 trials finished, 0 failed." in proc.stdout
     done = bench.reports(results)
@@ -51,7 +52,7 @@ def test_an_example_survives_a_notice_and_a_kill_on_the_twin(example: str, twin:
     assert m["cost_usd"] > 0 and m["on_demand_cost_usd"] > m["cost_usd"] and m["preemptions"] == 2
     assert m["lost_work_s"] == pytest.approx(done[-1]["lost_work_s"])
     if example == "regression":  # the plain loop resumes bit-identically
-        base, base_results = bench.run(example, tmp_path / "undisturbed", faults=False)
+        base, base_results = bench.run(example, tmp_path / "undisturbed")
         assert base.returncode == 0, base.stdout[-3000:]
         undisturbed = bench.reports(base_results)
         assert [(r["step"], r["val_loss"]) for r in undisturbed] == [(r["step"], r["val_loss"]) for r in done]

@@ -31,7 +31,7 @@ def test_trace_injector_sets_the_twins_capacity_as_the_trace_says() -> None:
     assert maxima()[:2] == (1, 1)
     injector.run(4, stop=threading.Event())  # ticks 1-4
     assert maxima()[:2] == (1, 0) and injector.removals == 3  # a at 1, b at 2 and at 4
-    assert maxima()[2] == sum(t["max_workers"] for t in twin.config["available_node_types"].values())
+    assert maxima()[2] == sum(t["max_workers"] for t in twin.autoscaler.read()["available_node_types"].values())
     injector.restore_all()
     assert maxima()[:2] == (1, 1)
     shutil.rmtree(twin.config_path.parent)  # the twin never started: nothing else to stop

@@ -18,6 +18,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Optional
 
+from tuner.cluster.autoscaler import AutoscalerConfig
 from tuner.cluster.launcher import worker_types
 from tuner.config import ClusterConfig
 from tuner.spot import labels
@@ -79,8 +80,10 @@ class LocalTwin:
     """Start the twin with ``ray start --head --autoscaling-config`` and stop it after."""
 
     def __init__(self, config: dict[str, Any], cfg: ClusterConfig) -> None:
-        self.config, self.cfg = config, cfg
+        self.config, self.cfg = config, cfg  # config: as generated; the file is the running truth
         self._dir = Path(tempfile.mkdtemp(prefix="tuner-twin-"))
+        self.autoscaler = AutoscalerConfig(self._dir / "autoscaler.json")
+        self.autoscaler.write(config)
         self.address: Optional[str] = None
 
     def _ray(self, *args: str, env: Optional[dict[str, str]] = None) -> None:
@@ -89,25 +92,16 @@ class LocalTwin:
 
     @property
     def config_path(self) -> Path:
-        return self._dir / "autoscaler.json"
-
-    def _write_config(self) -> None:
-        staged = self.config_path.with_suffix(".tmp")
-        staged.write_text(json.dumps(self.config))
-        staged.replace(self.config_path)  # atomic: the autoscaler never reads half a file
+        return self.autoscaler.path
 
     def set_max_workers(self, node_type: str, count: int) -> None:
         """How many nodes of ``node_type`` the twin's "cloud" offers now. The autoscaler re-reads its
         config every update: nodes over the new maximum are terminated (spot capacity reclaimed), and
         pending trials get a node of that type again once capacity is back."""
-        types = self.config["available_node_types"]
-        types[node_type]["max_workers"] = count
-        self.config["max_workers"] = sum(t["max_workers"] for t in types.values())
-        self._write_config()
+        self.autoscaler.update_types({node_type: {"max_workers": count}})
 
     def start(self) -> str:
         path = self.config_path
-        self._write_config()
         # Fake nodes are local raylets; the fake provider stops every Ray process on `ray stop --force`.
         env = {**os.environ, "RAY_FAKE_CLUSTER": "1", "AUTOSCALER_UPDATE_INTERVAL_S": "1"}
         self._ray(

@@ -64,6 +64,7 @@ class ClusterConfig:
     idle_timeout_minutes: float = 0.5  # local_spot: idle workers are removed after this
     keep_running: bool = False  # local_spot: leave the cluster up after the search (dashboard)
     head_instance_type: Optional[str] = None  # priced into the campaign total (None: this machine, not billed)
+    autoscaler_config: Optional[str] = None  # the file the running autoscaler reads (aws: the head's); the twin's own
 
 @dataclass
 class StorageConfig:
@@ -167,6 +168,23 @@ class PriceGuardConfig:
 
 
 @dataclass
+class FallbackConfig:
+    """Spot first, on-demand when a waiting trial's deadline needs it (``tuner.cost.fallback``: Can't Be Late)."""
+
+    enabled: bool = True  # on clusters with spot and on-demand worker types and an autoscaler config to steer
+    deadline_factor: float = 1.5  # a trial's deadline: its queueing time + this x its run on on-demand capacity
+    restart_s: float = 60.0  # a new node, the trial process, its checkpoint restored
+    return_margin_s: float = 0.0  # back to spot only with this much slack beyond one restart
+    expected_trial_s: float = 600.0  # a trial's run on on-demand capacity, until trials have measured theirs
+    interval_s: float = 2.0  # how often the driver applies the rule
+
+    def __post_init__(self) -> None:
+        require(self.deadline_factor >= 1.0, "fallback.deadline_factor must be >= 1")
+        require(min(self.restart_s, self.return_margin_s) >= 0 and self.expected_trial_s > 0, "fallback: times must be >= 0")
+        require(self.interval_s > 0, "fallback.interval_s must be > 0")
+
+
+@dataclass
 class LivenessConfig:
     """How the driver tells a search that cannot progress from one that waits (``tuner.run.liveness``)."""
 
@@ -194,6 +212,7 @@ class Config:
     budget: BudgetConfig = field(default_factory=BudgetConfig)
     price_guard: PriceGuardConfig = field(default_factory=PriceGuardConfig)
     liveness: LivenessConfig = field(default_factory=LivenessConfig)
+    fallback: FallbackConfig = field(default_factory=FallbackConfig)
 
     def __post_init__(self) -> None:
         require(

@@ -5,11 +5,11 @@
     trainer.train(resume_from_checkpoint=resume_path())
 
 Every evaluation's metrics are reported with ``step`` (the global step). When a spot notice
-arrives (or the checkpoint policy's time interval is due), the callback sets
-``control.should_save``: the Trainer writes its own checkpoint (model, optimizer, scheduler,
-RNG, trainer state) at the end of that step, and the callback hands the directory to the
-platform. An evaluation in the same step is reported together with that checkpoint, and
-the last step is always saved. The Trainer resumes exactly: it skips the batches it had
+arrives, the checkpoint policy wants one with an evaluation's report, or its time interval is
+due, the callback sets ``control.should_save``: the Trainer writes its own checkpoint (model,
+optimizer, scheduler, RNG, trainer state) at the end of that step, and the callback hands the
+directory to the platform. An evaluation in the same step is reported together with that
+checkpoint, and the last step is always saved. The Trainer resumes exactly: it skips the batches it had
 seen and restores the RNG.
 """
 
@@ -41,7 +41,8 @@ class TunerCallback(TrainerCallback):
         self._pending: Optional[dict[str, Any]] = None  # an evaluation waiting for this step's checkpoint
 
     def on_step_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kw: Any) -> None:
-        if session.should_checkpoint() or state.global_step >= state.max_steps:
+        # The Trainer's own flow has decided whether this step evaluates: a report is coming.
+        if session.should_checkpoint(report=control.should_evaluate) or state.global_step >= state.max_steps:
             control.should_save = True
 
     def on_evaluate(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,

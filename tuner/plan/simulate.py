@@ -20,12 +20,13 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 from tuner.config import CampaignProfile, StrategyConfig
+from tuner.cost.fallback import Fallback
 from tuner.plan.traces import Market
 from tuner.trial.policy import young_daly_interval_s
 
 HISTORY_S = 7 * 86400.0  # adaptive: the interruption rate is estimated from this much trace before the start
-MIN_HISTORY_H = 12.0
-RETURN_SLACK_TICKS = 2  # an on-demand stream goes back to spot with this much slack beyond a restart  # with less available history than this, the rate is the whole-trace average
+MIN_HISTORY_H = 12.0  # with less available history than this, the rate is the whole-trace average
+RETURN_SLACK_TICKS = 2  # an on-demand stream goes back to spot with this much slack beyond a restart
 
 
 @dataclass
@@ -169,6 +170,7 @@ def replay(market: Market, profile: CampaignProfile, strategy: StrategyConfig, s
     on_demand_price = statistics.mean(z.on_demand_usd_per_gpu_hour for z in market.zones)
     on_demand_makespan_s = per_stream_s + profile.restart_s
     deadline_s = strategy.deadline_factor * on_demand_makespan_s
+    rule = Fallback(profile.restart_s, return_margin_s=RETURN_SLACK_TICKS * dt)  # the live driver's rule too
     zones = range(len(market.zones))
     homes = [i % len(market.zones) for i in range(profile.concurrency)]
     if strategy.zones == "one":  # the cheapest zone at the start, for every stream
@@ -196,11 +198,11 @@ def replay(market: Market, profile: CampaignProfile, strategy: StrategyConfig, s
                 s.preempted_at_s = t
                 used_by[s.on_spot] -= 1
             slowdown = 1.0 + profile.checkpoint_s / s.interval_s
-            slack_s = deadline_s - (t + dt + profile.restart_s + s.work_left_s * slowdown)
-            if s.mode == "on_demand" and slack_s > RETURN_SLACK_TICKS * dt + profile.restart_s:
-                s.mode = "wait"  # spot may be back: Can't-Be-Late's rule returns when the slack allows it
+            slack_s = rule.slack_s(deadline_s, t + dt, s.work_left_s * slowdown)
+            if s.mode == "on_demand" and rule.back_to_spot(slack_s):
+                s.mode = "wait"  # spot may be back
             if s.mode == "wait":
-                if strategy.fallback and slack_s <= 0:
+                if strategy.fallback and rule.on_demand_now(slack_s):
                     s.mode, s.zone, s.restart_left_s = "on_demand", None, profile.restart_s
                 else:
                     candidates = [s.home] if strategy.zones == "one" else list(zones)

@@ -96,8 +96,26 @@ def make_price_guard(settings: Config, tracker: Any) -> Any:
     return PriceGuard(cfg, settings.pricing.region, prices, watched, notify=tracker.record_event if tracker else None)
 
 
-def check_capacity(settings: Config) -> None:
-    """Refuse, before anything starts, a trial no node the cluster can ever provide would hold."""
+def capacity_gate(settings: Config, autoscaler_config: Optional[str]) -> Any:
+    """Spot first, on-demand for a trial whose deadline needs it: on a cluster that has both and whose
+    autoscaler config the driver can steer (the twin's; the head's on ``cluster=aws``)."""
+    from tuner.cluster.launcher import load_launcher_config, worker_types
+    from tuner.cost.fallback import gate_for
+
+    if not (settings.fallback.enabled and settings.cluster.launcher_config and autoscaler_config):
+        return None
+    if not Path(autoscaler_config).expanduser().is_file():
+        print(f"capacity: {autoscaler_config} not found: no on-demand fallback steering (cluster.autoscaler_config)")
+        return None
+    launcher = load_launcher_config(settings.cluster.launcher_config)
+    caps = {name: settings.cluster.max_workers_per_type for name in worker_types(launcher)} if settings.cluster.name == "local_spot" else {}
+    assert settings.search is not None
+    return gate_for(settings.fallback, settings.search, launcher, autoscaler_config, caps)
+
+
+def check_capacity(settings: Config, connected: bool) -> None:
+    """Refuse, before anything starts, a trial no node the cluster can ever provide would hold: an autoscaled
+    cluster's node types (before connecting: the twin is not even started), else the nodes there are."""
     import ray
 
     from tuner.cluster.launcher import check_fits, load_launcher_config
@@ -106,9 +124,9 @@ def check_capacity(settings: Config) -> None:
     search = settings.search
     assert search is not None
     resources = search.resources
-    if settings.cluster.launcher_config:  # autoscaled: what the node types can hold
+    if settings.cluster.launcher_config and not connected:
         check_fits(load_launcher_config(settings.cluster.launcher_config), resources.bundle, resources.width[0])
-    else:  # fixed: what the nodes there are hold
+    elif not settings.cluster.launcher_config and connected:
         where = "this machine" if settings.cluster.address is None else f"the cluster at {settings.cluster.address}"
         check_live_nodes(resources.bundle, resources.width[0], ray.nodes(), where)
 
@@ -161,11 +179,13 @@ def execute(settings: Config, observers: Sequence[Any] = ()) -> int:
     storage.shorten_ray_storage_errors()
     resume = tune.Tuner.can_restore(storage.experiment_path(settings.storage, settings.name))
 
+    check_capacity(settings, connected=False)
     context, twin = connect(settings.cluster, code=[search.trainer, search.space])
     with stop_at_once_on_a_second_interrupt():
         try:
-            check_capacity(settings)
-            return run_search(settings, trainer_settings, resume, context.dashboard_url or None, observers)
+            check_capacity(settings, connected=True)
+            steering = str(twin.config_path) if twin is not None else settings.cluster.autoscaler_config
+            return run_search(settings, trainer_settings, resume, context.dashboard_url or None, steering, observers)
         finally:
             ray.shutdown()
             if twin is not None:
@@ -173,8 +193,9 @@ def execute(settings: Config, observers: Sequence[Any] = ()) -> int:
 
 
 def run_search(settings: Config, trainer_settings: Any, resume: bool, dashboard_url: Optional[str],
-               observers: Sequence[Any]) -> int:  # fmt: skip
-    """The search on the connected cluster, watched by the callbacks; its outcome on the console and in MLflow."""
+               autoscaler_config: Optional[str], observers: Sequence[Any]) -> int:  # fmt: skip
+    """The search on the connected cluster, watched by the callbacks; its outcome on the console and in MLflow.
+    ``autoscaler_config``: the file the cluster's autoscaler reads, which the capacity rule steers."""
     import ray
 
     from tuner.cost import pricing
@@ -206,6 +227,9 @@ def run_search(settings: Config, trainer_settings: Any, resume: bool, dashboard_
             tracker = None
     if settings.price_guard.enabled:
         callbacks.append(make_price_guard(settings, tracker))
+    gate = capacity_gate(settings, autoscaler_config)
+    if gate is not None:
+        callbacks.append(gate)
     print(f"{'Resuming' if resume else 'Starting'} search {settings.name!r}: {search.tune.num_samples} trials, "
           f"{search.time_attr} <= {search.max_t:g} each, {search.tune.max_concurrent_trials} at a time")  # fmt: skip
     print(f"experiment: {path}")

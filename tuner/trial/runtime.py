@@ -227,8 +227,9 @@ class TrialSession:
     def get_checkpoint(self) -> Optional[ckpt.Checkpoint]:
         return self.checkpoint
 
-    def due(self, at_report: bool = False) -> Optional[str]:
-        """Why a checkpoint is due now (the most urgent reason of any worker of the trial), or None."""
+    def due(self, report: Optional[int] = None) -> Optional[str]:
+        """Why a checkpoint is due now (the most urgent reason of any worker of the trial), or None.
+        ``report``: the index of the report it would go with, if any (the policy's every-N-reports)."""
         w, now = self.watcher, time.time()
         since_s = self.train_time_s() - self.checkpointed_at_s
         if w.draining and not self.drain_checkpointed:
@@ -237,7 +238,7 @@ class TrialSession:
             reason = "deadline"
         elif self.upload_failures and now >= self.upload_retry_at_s:
             reason = "retry"
-        elif at_report and self.policy.due_at_report(self.progress.reports, since_s):
+        elif report is not None and self.policy.due_at_report(report, since_s):
             reason = "report"
         elif self.policy.due_between_reports(since_s):
             reason = "interval"
@@ -248,10 +249,10 @@ class TrialSession:
             self.deadline_s = deadline_s
         return REASONS[code]
 
-    def should_checkpoint(self) -> bool:
+    def should_checkpoint(self, report: bool = False) -> bool:
         self.hooked = True
         self.beat()
-        return self.due() is not None
+        return self.due(self.progress.reports + 1 if report else None) is not None
 
     def step(self, state: Callable[[], State]) -> None:
         self.hooked = True
@@ -276,7 +277,7 @@ class TrialSession:
         self.progress.reports += 1
         self.last_metrics = values
         final = {**values, ITERATION: self.progress.reports}[self.objective.time_attr] >= self.objective.max_t
-        due = self.due(at_report=True) is not None or final
+        due = self.due(self.progress.reports) is not None or final
         if checkpoint is not None and due and (final or time.time() >= self.upload_retry_at_s):
             state = checkpoint() if callable(checkpoint) else checkpoint
             if self._persist(state, "final" if final else "report", between_reports=False, wait=final):

@@ -1,0 +1,99 @@
+"""Elastic multi-worker trials on the local twin (CPU, gloo): the plain example's trainer on Ray Train workers,
+one per spot node; a notice on a worker's node shrinks the trial to one worker (accumulating two micro-steps),
+the twin relaunches capacity and it grows back to two, and it ends where the undisturbed run ends."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+
+from tests.conftest import REPO, cli_env, run_cli
+from tests.e2e.faults import reclaim
+from tuner.cluster.launcher import load_launcher_config
+from tuner.cluster.twin import LocalTwin, twin_config
+from tuner.config import ClusterConfig
+
+pytestmark = pytest.mark.slow
+
+# 3 of a twin node's 4 CPUs per worker: two workers never share a node. Width [1, 2].
+ELASTIC = ["search.resources.workers=[1,2]", "search.resources.cpu=3", "search.workload.steps=1600",
+           "search.workload.eval_every=200", "search.scheduler.grace_period=1600"]  # fmt: skip
+TOLERANCE = 1e-4  # relative, on the final validation loss: float sums in another order at width 1 (see README)
+
+
+@pytest.fixture(scope="module")
+def twin() -> Iterator[LocalTwin]:
+    cfg = ClusterConfig(name="local_spot", launcher_config="cluster/aws.yaml", max_workers_per_type=1,
+                        include_dashboard=False)  # fmt: skip
+    cluster = LocalTwin(twin_config(load_launcher_config("cluster/aws.yaml"), cfg), cfg)
+    cluster.start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+def cli(out: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "tuner.run", "--config-dir", "examples/conf", "+search=regression",
+            "search.space=tests.spaces:regression", "cluster.address=auto", "cluster.launcher_config=cluster/aws.yaml",
+            "run.max_failures=2", "tracking=none", f"output_dir={out}", *ELASTIC, *extra]  # fmt: skip
+
+
+def node_group(node_id: str) -> str:
+    from tuner import _ray
+    from tuner.spot.labels import NODE_GROUP
+
+    return str(_ray.node_info(_ray.bootstrap_address("auto"))[node_id]["labels"][NODE_GROUP])
+
+
+def reports(out: Path) -> list[dict[str, Any]]:
+    rows = []
+    for path in (out / "ray_results" / "regression").glob("trial_*/result.json"):
+        rows += [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return sorted((r for r in rows if not r.get("checkpoint_only")), key=lambda r: r["wall_s"])
+
+
+def test_a_notice_shrinks_the_trial_and_capacity_grows_it_back(twin: LocalTwin, tmp_path: Path) -> None:
+    base = subprocess.run(cli(tmp_path / "undisturbed", "search.tune.num_samples=1"), cwd=REPO, env=cli_env(),
+                          capture_output=True, text=True, timeout=900)  # fmt: skip
+    assert base.returncode == 0, base.stdout[-3000:]
+    undisturbed = reports(tmp_path / "undisturbed")
+    assert {r["world_size"] for r in undisturbed} == {2}
+    out = tmp_path / "chaos"
+    driver = subprocess.Popen(cli(out, "search.tune.num_samples=1"), cwd=REPO, env=cli_env(), stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 600
+        while not (wide := [r for r in reports(out) if r["world_size"] == 2]):
+            assert driver.poll() is None and time.monotonic() < deadline, "no report at width 2"
+            time.sleep(0.5)
+        other = next(n for n in wide[0]["worker_nodes"].split(",") if n != wide[0]["node_id"])
+        reclaim(twin, other, node_group(other), notice_s=4.0)  # rank 1's node
+        output, _ = driver.communicate(timeout=900)
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+    assert driver.returncode == 0, output[-4000:]
+    done = reports(out)
+    widths = [r["world_size"] for r in done]
+    assert 1 in widths and widths[-1] == 2, widths  # shrank, then grew back
+    assert done[-1]["step"] == undisturbed[-1]["step"] and done[-1]["preemptions"] >= 1
+    assert done[-1]["val_loss"] == pytest.approx(undisturbed[-1]["val_loss"], rel=TOLERANCE)
+
+
+def test_several_elastic_trials_make_exactly_num_samples(twin: LocalTwin, tmp_path: Path) -> None:
+    proc = subprocess.run(cli(tmp_path, "search.tune.num_samples=2", "search.tune.max_concurrent_trials=2",
+                              "search.workload.steps=400"), cwd=REPO, env=cli_env(), capture_output=True, text=True,
+                          timeout=900)  # fmt: skip
+    assert proc.returncode == 0 and "2 of 2 trials finished, 0 failed." in proc.stdout, proc.stdout[-3000:]
+
+
+def test_more_workers_than_the_cluster_can_ever_have_is_refused() -> None:
+    proc = run_cli(["+search=mlp", "cluster=local_spot", "search.resources.workers=[40,40]", "search.resources.cpu=4"])
+    assert proc.returncode == 2 and "no worker type fits 40 workers of cpu=4" in proc.stderr, proc.stderr[-2000:]
