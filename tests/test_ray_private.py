@@ -71,3 +71,52 @@ def test_restored_run_config(tmp_path) -> None:
     tuner = tune.Tuner(lambda config: None, run_config=tune.RunConfig(name="x", storage_path=str(tmp_path)))
     run_config = _ray.restored_run_config(tuner)
     assert isinstance(run_config, tune.RunConfig) and run_config.name == "x"
+
+
+@ray.remote(num_cpus=0)
+class Receiver:
+    def __init__(self) -> None:
+        self.controller = None
+
+    def take(self, controller) -> None:  # type: ignore[no-untyped-def]
+        self.controller = controller
+
+    def get(self):  # type: ignore[no-untyped-def]
+        return self.controller
+
+
+def _forever(config: dict) -> None:
+    while True:
+        time.sleep(0.1)
+
+
+def test_train_controller_handoff_and_abort_train_run(cluster: Cluster, tmp_path) -> None:
+    import threading
+
+    from ray import train
+    from ray.train.torch import TorchTrainer
+
+    cluster.add_node(num_cpus=1, resources={"handoff": 1})  # its own node: another test drains the first worker
+    receiver = Receiver.remote()
+    trainer = TorchTrainer(
+        _forever,
+        scaling_config=train.ScalingConfig(num_workers=1, resources_per_worker={"CPU": 1, "handoff": 1}),
+        run_config=train.RunConfig(storage_path=str(tmp_path), callbacks=[_ray.train_controller_handoff(receiver, "take")]),
+    )
+    outcome: list[object] = []
+    fit = threading.Thread(target=lambda: outcome.append(_try(trainer.fit)), daemon=True)
+    fit.start()
+    deadline = time.monotonic() + 120
+    while (controller := ray.get(receiver.get.remote())) is None:
+        assert time.monotonic() < deadline, "the controller was never handed over"
+        time.sleep(0.2)
+    _ray.abort_train_run(controller, timeout_s=30)
+    fit.join(timeout=60)
+    assert not fit.is_alive(), "fit() still running after the run was aborted"
+
+
+def _try(fn):  # type: ignore[no-untyped-def]
+    try:
+        return fn()
+    except Exception as exc:  # an aborted run ends fit() with an error: that it ends is the point
+        return exc

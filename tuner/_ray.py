@@ -1,7 +1,8 @@
 """Every private Ray API the platform uses, in one place, each with the reason no public one serves.
 
-Ray 2.60 exposes node draining only through its GCS client and a hidden CLI, and Tune
-offers no public way to give a restored experiment this process's callbacks. If a Ray
+Ray 2.60 exposes node draining only through its GCS client and a hidden CLI, Tune
+offers no public way to give a restored experiment this process's callbacks, and Ray
+Train gives no handle to the controller of a ``TorchTrainer.fit()`` run. If a Ray
 upgrade moves or changes any of these, ``tests/test_ray_private.py`` fails and names the
 call; nothing else in the package imports a private Ray module.
 """
@@ -97,3 +98,33 @@ def restored_run_config(tuner: Any) -> Any:
     Private: ``Tuner.restore`` unpickles the callbacks of the run that was interrupted and
     takes no new ones; Tune's own advice is to pass them again, which it has no argument for."""
     return tuner._local_tuner.get_run_config()
+
+
+def train_controller_handoff(actor: Any, method: str) -> Any:
+    """A Ray Train callback that hands the run's controller actor to ``actor.method`` when the run starts.
+
+    Private (``ControllerCallback``): a Tune trial that runs a ``TorchTrainer`` and is stopped by
+    Tune (ASHA, ``max_t``) kills its controller with it; the controller's resource request then
+    holds the workers' capacity until it expires (180 s), so the next trial cannot start. With
+    the handle, the trial aborts the run first, as Ray's own Ctrl-C handler in ``fit()`` does."""
+    import ray
+    from ray.train.v2._internal.execution.callback import ControllerCallback
+
+    class Handoff(ControllerCallback):
+        def after_controller_start(self, train_run_context: Any) -> None:
+            getattr(actor, method).remote(ray.get_runtime_context().current_actor)
+
+    return Handoff()
+
+
+def abort_train_run(controller: Any, timeout_s: float) -> None:
+    """Abort a Ray Train run (workers stopped, resource request cancelled, placement group removed).
+
+    Private (``TrainController.abort``): what ``TorchTrainer.fit()`` calls on Ctrl-C. A run that
+    already ended, or whose controller is gone, is left as it is."""
+    import ray
+
+    try:
+        ray.get(controller.abort.remote(), timeout=timeout_s)
+    except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError):
+        pass  # gone already (abort exits the actor), or it did not answer: its request expires on its own

@@ -85,11 +85,12 @@ def test_unknown_search() -> None:
         ("search.mode=best", "use min or max"),
         ("search.resources.cpu=0", "cpu must be > 0"),
         ("storage.kind=ftp", "use local or s3"),
+        ("search.resources.workers=2 cluster.include_dashboard=false", "workers > 1 needs Ray's dashboard"),
     ],
 )
 def test_bad_values_fail_in_one_line(override: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
-        to_settings(compose_cfg("+search=mlp", override))
+        to_settings(compose_cfg("+search=mlp", *override.split()))
 
 
 def test_s3_needs_a_valid_bucket() -> None:

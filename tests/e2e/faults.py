@@ -15,8 +15,9 @@ from tuner.spot.drain import drain_node
 GONE_TIMEOUT_S = 60.0
 
 
-def reclaim(twin: LocalTwin, node_id: str, node_type: str, notice_s: Optional[float] = None) -> None:
-    """Take the node away (after ``notice_s`` of notice, if given); its type has capacity again once it is gone."""
+def reclaim(twin: LocalTwin, node_id: str, node_type: str, notice_s: Optional[float] = None, back: bool = True) -> int:
+    """Take the node away (after ``notice_s`` of notice, if given); with ``back``, its type has capacity again
+    once it is gone. Returns the type's capacity before (to give it back later with ``twin.set_max_workers``)."""
     gcs = _ray.bootstrap_address("auto")
     if notice_s:
         assert drain_node(gcs, node_id, "test spot notice", time.time() + notice_s)
@@ -27,4 +28,6 @@ def reclaim(twin: LocalTwin, node_id: str, node_type: str, notice_s: Optional[fl
     while _ray.node_info(gcs).get(node_id, {}).get("alive"):
         assert time.monotonic() < deadline, f"node {node_id} of {node_type} was not terminated"
         time.sleep(0.2)
-    twin.set_max_workers(node_type, capacity)
+    if back:
+        twin.set_max_workers(node_type, capacity)
+    return capacity

@@ -122,7 +122,7 @@ def test_an_on_demand_base_is_kept_and_used(twin: tuple[LocalTwin, str], tmp_pat
     import ray
 
     cluster, launcher = twin
-    proc, lines = search(launcher, cluster, tmp_path, "search.tune.num_samples=2"), []
+    proc = search(launcher, cluster, tmp_path, "search.tune.num_samples=2")
     out, _ = proc.communicate(timeout=600)
     assert proc.returncode == 0, out[-3000:]
     ray.init(address="auto", logging_level="ERROR", log_to_driver=False)

@@ -75,7 +75,7 @@ def test_child_costs_add_up_to_the_parent(labelled_cluster, tmp_path: Path, caps
                                 order_by=["metrics.cost_usd DESC"])  # fmt: skip
     assert [r.data.metrics["cost_usd"] for r in ranked] == sorted(child.data.metrics["cost_usd"] for child in children)[::-1]
     artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
-    assert {"cost_ledger.csv", "accuracy_vs_cost.png"} <= artifacts
+    assert {"cost_ledger.csv", "metric_vs_cost.png"} <= artifacts
 
 
 def test_budget_stops_starting_trials(labelled_cluster, tmp_path: Path, capsys) -> None:

@@ -1,10 +1,12 @@
 """Elastic multi-worker trials on the local twin (CPU, gloo): the plain example's trainer on Ray Train workers,
 one per spot node; a notice on a worker's node shrinks the trial to one worker (accumulating two micro-steps),
-the twin relaunches capacity and it grows back to two, and it ends where the undisturbed run ends."""
+the twin's capacity comes back and it grows back to two, and it ends where the undisturbed run ends. Only
+two one-GPU spot types have capacity (one node each): there is room for two workers, and then for one."""
 
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import time
@@ -15,23 +17,29 @@ import pytest
 
 from tests.conftest import REPO, cli_env, run_cli
 from tests.e2e.faults import reclaim
-from tuner.cluster.launcher import load_launcher_config
+from tuner.cluster.launcher import load_launcher_config, worker_types
 from tuner.cluster.twin import LocalTwin, twin_config
 from tuner.config import ClusterConfig
 
 pytestmark = pytest.mark.slow
 
 # 3 of a twin node's 4 CPUs per worker: two workers never share a node. Width [1, 2].
-ELASTIC = ["search.resources.workers=[1,2]", "search.resources.cpu=3", "search.workload.steps=1600",
-           "search.workload.eval_every=200", "search.scheduler.grace_period=1600"]  # fmt: skip
+STEPS = 5000  # long enough at width 1 (its phase is the fastest) for capacity to come back and be used
+ELASTIC = ["search.resources.workers=[1,2]", "search.resources.cpu=3", f"search.workload.steps={STEPS}",
+           "search.workload.eval_every=500", f"search.scheduler.grace_period={STEPS}"]  # fmt: skip
 TOLERANCE = 1e-4  # relative, on the final validation loss: float sums in another order at width 1 (see README)
+
+
+TYPES = ("spot_g5", "spot_g6")  # 4 CPUs each: one worker per node
 
 
 @pytest.fixture(scope="module")
 def twin() -> Iterator[LocalTwin]:
-    cfg = ClusterConfig(name="local_spot", launcher_config="cluster/aws.yaml", max_workers_per_type=1,
-                        include_dashboard=False)  # fmt: skip
-    cluster = LocalTwin(twin_config(load_launcher_config("cluster/aws.yaml"), cfg), cfg)
+    # With the dashboard: Ray Train's placement-group cleaner asks the State API whether a trial's controller is gone.
+    cfg = ClusterConfig(name="local_spot", launcher_config="cluster/aws.yaml", max_workers_per_type=1)
+    launcher = load_launcher_config("cluster/aws.yaml")
+    cluster = LocalTwin(twin_config(launcher, cfg), cfg)
+    cluster.autoscaler.update_types({t: {"max_workers": 0} for t in worker_types(launcher) if t not in TYPES})
     cluster.start()
     try:
         yield cluster
@@ -64,9 +72,10 @@ def test_a_notice_shrinks_the_trial_and_capacity_grows_it_back(twin: LocalTwin, 
                           capture_output=True, text=True, timeout=900)  # fmt: skip
     assert base.returncode == 0, base.stdout[-3000:]
     undisturbed = reports(tmp_path / "undisturbed")
-    assert {r["world_size"] for r in undisturbed} == {2}
+    assert {r["world_size"] for r in undisturbed} == {2} and undisturbed[-1]["step"] == STEPS
     out = tmp_path / "chaos"
-    driver = subprocess.Popen(cli(out, "search.tune.num_samples=1"), cwd=REPO, env=cli_env(), stdout=subprocess.PIPE,
+    log = (tmp_path / "chaos.log").open("w")
+    driver = subprocess.Popen(cli(out, "search.tune.num_samples=1"), cwd=REPO, env=cli_env(), stdout=log,
                               stderr=subprocess.STDOUT, text=True)  # fmt: skip
     try:
         deadline = time.monotonic() + 600
@@ -74,24 +83,33 @@ def test_a_notice_shrinks_the_trial_and_capacity_grows_it_back(twin: LocalTwin, 
             assert driver.poll() is None and time.monotonic() < deadline, "no report at width 2"
             time.sleep(0.5)
         other = next(n for n in wide[0]["worker_nodes"].split(",") if n != wide[0]["node_id"])
-        reclaim(twin, other, node_group(other), notice_s=4.0)  # rank 1's node
-        output, _ = driver.communicate(timeout=900)
+        group = node_group(other)
+        capacity = reclaim(twin, other, group, notice_s=4.0, back=False)  # rank 1's node, its capacity gone a while
+        while not [r for r in reports(out) if r["world_size"] == 1]:
+            assert driver.poll() is None and time.monotonic() < deadline, "it did not go on at width 1"
+            time.sleep(0.5)
+        twin.set_max_workers(group, capacity)  # capacity is back
+        driver.wait(timeout=900)
     finally:
         if driver.poll() is None:
             driver.kill()
+        log.close()
+    output = (tmp_path / "chaos.log").read_text()
     assert driver.returncode == 0, output[-4000:]
     done = reports(out)
     widths = [r["world_size"] for r in done]
     assert 1 in widths and widths[-1] == 2, widths  # shrank, then grew back
-    assert done[-1]["step"] == undisturbed[-1]["step"] and done[-1]["preemptions"] >= 1
+    assert done[-1]["step"] == STEPS and done[-1]["preemptions"] >= 1
     assert done[-1]["val_loss"] == pytest.approx(undisturbed[-1]["val_loss"], rel=TOLERANCE)
 
 
 def test_several_elastic_trials_make_exactly_num_samples(twin: LocalTwin, tmp_path: Path) -> None:
-    proc = subprocess.run(cli(tmp_path, "search.tune.num_samples=2", "search.tune.max_concurrent_trials=2",
-                              "search.workload.steps=400"), cwd=REPO, env=cli_env(), capture_output=True, text=True,
-                          timeout=900)  # fmt: skip
-    assert proc.returncode == 0 and "2 of 2 trials finished, 0 failed." in proc.stdout, proc.stdout[-3000:]
+    proc = subprocess.run(cli(tmp_path, "search.tune.num_samples=3", "search.tune.max_concurrent_trials=2",
+                              "search.workload.steps=400", "search.scheduler.grace_period=400"),
+                          cwd=REPO, env=cli_env(), capture_output=True, text=True, timeout=900)  # fmt: skip
+    assert proc.returncode == 0 and "3 of 3 trials finished, 0 failed." in proc.stdout, proc.stdout[-3000:]
+    best = re.search(r"best checkpoint: (\S+)", proc.stdout)
+    assert best and Path(best.group(1)).is_dir(), proc.stdout[-1500:]  # the Ray Train run's, rank 0's
 
 
 def test_more_workers_than_the_cluster_can_ever_have_is_refused() -> None:

@@ -1,7 +1,7 @@
 """Preemption on a real multi-node Ray cluster: notices drain nodes, trials move on.
 
 Nodes are real raylets (``ray.cluster_utils.Cluster``); each spot worker gets the
-real agent process (``python -m tuner.agent``) polling a fake metadata server on
+real agent process (``python -m tuner.spot.agent``) polling a fake metadata server on
 127.0.0.1; nodes are killed with ``remove_node(allow_graceful=False)``.
 """
 

@@ -39,9 +39,15 @@ def describe(bundle: Mapping[str, float]) -> str:
 
 def check_fits(launcher: Mapping[str, Any], bundle: Mapping[str, float], workers: int = 1) -> None:
     """Refuse, before anything starts, a trial no worker type can ever hold (it would wait forever):
-    each worker's bundle must fit a type, and ``workers`` of them the types' node limits together."""
+    each worker's bundle must fit a type, and ``workers`` of them the node limits together (per type, and
+    the cluster's ``max_workers``: the roomiest nodes first)."""
     types = worker_types(launcher)
-    room = sum(int(t.get("max_workers", 0)) * _per_node(bundle, t.get("resources", {})) for t in types.values())
+    per_node = sorted(((_per_node(bundle, t.get("resources", {})), int(t.get("max_workers", 0))) for t in types.values()),
+                      reverse=True)  # fmt: skip
+    nodes_left, room = int(launcher.get("max_workers", sum(n for _, n in per_node))), 0
+    for each, count in per_node:
+        taken = min(count, nodes_left)
+        room, nodes_left = room + each * taken, nodes_left - taken
     if room >= workers:
         return
     offered = ", ".join(f"{n}={t.get('resources')}" for n, t in types.items())

@@ -219,3 +219,10 @@ class Config:
             self.cluster.name != "aws" or self.storage.kind == "s3",
             "cluster=aws needs shared checkpoint storage: add storage=s3 storage.bucket=NAME",
         )
+        # Ray Train's placement-group cleaner asks the State API (the dashboard) whether a trial's controller is
+        # gone; without it, every finished multi-worker trial would keep its workers' resources reserved.
+        require(
+            self.search is None or self.search.resources.width == (1, 1) or self.cluster.include_dashboard,
+            "search.resources.workers > 1 needs Ray's dashboard (Ray Train uses its State API): "
+            "drop cluster.include_dashboard=false",
+        )

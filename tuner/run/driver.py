@@ -43,6 +43,7 @@ def resume_command() -> str:
 def summarize(results: Any, settings: Config, ledger: Any, totals: dict[str, float], dashboard_url: Optional[str],
               tracking_cmd: Optional[str]) -> int:  # fmt: skip
     """Print the best trials with their cost, the best config and where to look; return the exit status."""
+    from tuner.run import storage
     from tuner.run.console import cost_columns, cost_summary
     from tuner.text import fmt, params, table
 
@@ -66,7 +67,8 @@ def summarize(results: Any, settings: Config, ledger: Any, totals: dict[str, flo
         print(table(rows, list(rows[0])))
         top = ranked[0]
         print(f"\nbest trial {top.metrics['trial_id']}: {best_key} {fmt(best(top))}  config: {params(top.config)}")
-        print(f"best checkpoint: {top.checkpoint.path if top.checkpoint else '(none)'}")
+        where = storage.checkpoint_uri(top.checkpoint, top.metrics, storage.experiment_path(settings.storage, settings.name))
+        print(f"best checkpoint: {where or '(none)'}")
     print(cost_summary(ledger, totals))
     if tracking_cmd:
         print(f"MLflow:         {tracking_cmd}")
@@ -119,13 +121,17 @@ def check_capacity(settings: Config, connected: bool) -> None:
     import ray
 
     from tuner.cluster.launcher import check_fits, load_launcher_config
+    from tuner.cluster.twin import twin_config
     from tuner.run.liveness import check_capacity as check_live_nodes
 
     search = settings.search
     assert search is not None
     resources = search.resources
     if settings.cluster.launcher_config and not connected:
-        check_fits(load_launcher_config(settings.cluster.launcher_config), resources.bundle, resources.width[0])
+        launcher = load_launcher_config(settings.cluster.launcher_config)
+        if settings.cluster.name == "local_spot":  # the twin's types, capped for this machine
+            launcher = twin_config(launcher, settings.cluster)
+        check_fits(launcher, resources.bundle, resources.width[0])
     elif not settings.cluster.launcher_config and connected:
         where = "this machine" if settings.cluster.address is None else f"the cluster at {settings.cluster.address}"
         check_live_nodes(resources.bundle, resources.width[0], ray.nodes(), where)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Any
+from typing import Any, Mapping, Optional
 from urllib.parse import urlencode, urlparse
 
 from tuner.config import ConfigError, StorageConfig
@@ -78,6 +78,18 @@ def experiment_path(cfg: StorageConfig, name: str) -> str:
     base, _, query = storage_path(cfg).partition("?")
     path = f"{base.rstrip('/')}/{name}"
     return f"{path}?{query}" if query else path
+
+
+TRAIN_CHECKPOINT_KEY = "checkpoint_path"  # ray.tune.integration.ray_train: a multi-worker trial's newest checkpoint
+
+
+def checkpoint_uri(checkpoint: Any, result: Mapping[str, Any], experiment: str) -> Optional[str]:
+    """Where a trial's newest checkpoint is: Tune's own, or (a multi-worker trial, whose checkpoints are its Ray
+    Train run's) the one its last result names; ``s3://`` when the experiment is on S3."""
+    path = checkpoint.path if checkpoint is not None else result.get(TRAIN_CHECKPOINT_KEY)
+    if not path:
+        return None
+    return f"s3://{path}" if experiment.startswith("s3://") and not str(path).startswith("s3://") else str(path)
 
 
 AWS_SECRET_ENV = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN")

@@ -22,6 +22,7 @@ from ray.tune import Callback
 from ray.tune.experiment import Trial
 
 from tuner.config import TrackingConfig
+from tuner.run.storage import checkpoint_uri
 from tuner.trial.runtime import CHECKPOINT_ONLY, user_metrics
 
 log = logging.getLogger(__name__)
@@ -213,9 +214,8 @@ class MLflowTracker(Callback):
         self._submit("log metrics", trial, lambda rid: self.client.log_batch(rid, metrics=metrics))
 
     def _finish(self, trial: Trial, status: str) -> None:
-        ckpt = trial.checkpoint
-        if ckpt is not None:
-            uri = ("s3://" if type(ckpt.filesystem).__name__ == "S3FileSystem" else "") + ckpt.path
+        uri = checkpoint_uri(trial.checkpoint, trial.last_result or {}, self.experiment_path)
+        if uri is not None:
             self._submit("tag checkpoint", trial, lambda rid: self.client.set_tag(rid, TAG_CHECKPOINT, uri))
         if self.ledger is not None:
             from mlflow.entities import Metric, RunTag
@@ -256,7 +256,7 @@ class MLflowTracker(Callback):
         self._submit("log search totals", None, lambda rid: self.client.log_batch(rid, metrics=metrics))
         if self.ledger is not None and self.ledger.trials:
             with tempfile.TemporaryDirectory() as d:
-                ledger_csv, plot = Path(d) / "cost_ledger.csv", Path(d) / "accuracy_vs_cost.png"
+                ledger_csv, plot = Path(d) / "cost_ledger.csv", Path(d) / "metric_vs_cost.png"
                 ledger_csv.write_text(self.ledger.csv())
                 self.ledger.plot(str(plot))
                 for path in (ledger_csv, plot):

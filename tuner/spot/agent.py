@@ -112,7 +112,7 @@ def _own_node(address: str, node_id: Optional[str]) -> tuple[str, dict[str, str]
 
 def main(argv: Optional[list[str]] = None) -> int:
     args = _parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s tuner.agent %(levelname)s %(message)s")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s tuner.spot.agent %(levelname)s %(message)s")
     address = _ray.bootstrap_address(args.address)
     node_id, labels = _own_node(address, args.node_id)
     node = {

@@ -22,6 +22,7 @@ from __future__ import annotations
 import os
 from typing import Any, Optional
 
+from tuner import _ray
 from tuner.trial.context import TrialContext
 from tuner.trial.trainable import TrialSpec, call_trainer
 
@@ -84,6 +85,7 @@ def _worker(loop_config: dict[str, Any]) -> None:
 
 def run_elastic(config: dict[str, Any], spec: TrialSpec) -> None:
     """The coordinator: a TorchTrainer for this trial, its results forwarded to Tune."""
+    import ray
     from ray import train, tune
     from ray.train.torch import TorchConfig, TorchTrainer
     from ray.tune.integration.ray_train import TuneReportCallback
@@ -96,10 +98,11 @@ def run_elastic(config: dict[str, Any], spec: TrialSpec) -> None:
         num_workers=(low, high) if low != high else high, use_gpu=gpu > 0, resources_per_worker=spec.worker_resources,
         label_selector=spec.worker_label_selector, elastic_resize_monitor_interval_s=RESIZE_CHECK_S,
     )  # fmt: skip
+    this_trial = ray.get_runtime_context().current_actor  # the trial stops the run when Tune stops the trial
     run_config = train.RunConfig(
         name=f"train-{trial_id}",  # the same name on a retry: Ray Train resumes from this trial's checkpoints
         storage_path=spec.storage_path,
-        callbacks=[TuneReportCallback()],
+        callbacks=[TuneReportCallback(), _ray.train_controller_handoff(this_trial, "adopt_train_controller")],
         failure_config=train.FailureConfig(max_failures=0),  # application errors: Tune's run.max_failures counts them
         checkpoint_config=train.CheckpointConfig(num_to_keep=spec.num_to_keep),
     )

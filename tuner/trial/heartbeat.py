@@ -61,7 +61,7 @@ def account_restart(
     progress.restarts += 1
     progress.lost_work_s += lost_s
     before = list(beat.get("nodes") or [beat["node_id"]])
-    moved = len(before) == 1 and before != nodes
+    moved = len(before) == 1 and before[0] not in nodes  # a single process elsewhere; a trial that grew has not moved
     preempted = not beat.get("error") and (moved or any(node_lost(n) for n in before))
     if preempted:
         progress.preemptions += 1

@@ -68,6 +68,9 @@ def run(config: dict[str, Any], spec: TrialSpec) -> None:
     call_trainer(spec, config, context, TuneBackend())
 
 
+ABORT_TIMEOUT_S = 30.0  # a multi-worker trial's Ray Train run, stopped with its trial
+
+
 def trainable_class(fn: Callable[[dict[str, Any]], None]) -> type:
     """Tune's trainable class for ``fn``, restoring from a kept checkpoint when the recorded one is gone.
 
@@ -79,6 +82,20 @@ def trainable_class(fn: Callable[[dict[str, Any]], None]) -> type:
     base = wrap_function(fn)
 
     class SpotTrainable(base):  # type: ignore[misc, valid-type]
+        _train_controller: Any = None  # a multi-worker trial's Ray Train run (tuner.trial.elastic)
+
+        def adopt_train_controller(self, controller: Any) -> None:
+            self._train_controller = controller
+
+        def cleanup(self) -> None:
+            """Stopped by Tune (early stopping, ``max_t``, the end of the search): end its Ray Train run too,
+            so the workers' resources are free for the next trial at once."""
+            super().cleanup()
+            if self._train_controller is not None:
+                from tuner import _ray
+
+                _ray.abort_train_run(self._train_controller, ABORT_TIMEOUT_S)
+
         def restore(self, checkpoint_path: Any) -> Any:
             recorded = getattr(checkpoint_path, "checkpoint", None)  # Tune passes a (checkpoint, metrics) result
             if recorded is not None:

@@ -1,0 +1,57 @@
+"""How often do the resume tests fail or hang? Run each of them N times in a row on this machine.
+
+    python scripts/resume_loop.py [--repeats 20] [--timeout-s 900] [--tests head-loss kill-mid-search ...]
+
+The tests: the head lost with its disk (restored from S3 alone), and the driver killed with
+SIGKILL mid-search, mid-way through a checkpoint upload to S3, and just after the searcher
+was told a trial's result. Each run is a fresh pytest process (its own SeaweedFS server and
+Ray); a run that outlives ``--timeout-s`` counts as a hang. Prints JSON: per test, passes,
+failures, hangs, and the wall time of each run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+TESTS = {
+    "head-loss": "tests/e2e/test_cli.py::test_head_loss_restores_from_the_bucket_alone",
+    "kill-mid-search": "tests/e2e/test_cli.py::test_killed_driver_resumes_whole_search",
+    "kill-mid-upload": "tests/e2e/test_cli.py::test_driver_killed_at_a_precise_point_resumes[checkpoint_upload-30-True]",
+    "kill-after-searcher-update": "tests/e2e/test_cli.py::test_driver_killed_at_a_precise_point_resumes[searcher_update-2-False]",
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--timeout-s", type=float, default=900)
+    parser.add_argument("--tests", nargs="+", default=list(TESTS), choices=list(TESTS))
+    args = parser.parse_args()
+    report: dict[str, dict[str, object]] = {}
+    for name in args.tests:
+        outcome: dict[str, object] = {"passed": 0, "failed": 0, "hung": 0, "walls_s": []}
+        for _ in range(args.repeats):
+            started = time.monotonic()
+            try:
+                proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", TESTS[name]],
+                                      cwd=REPO, capture_output=True, text=True, timeout=args.timeout_s)  # fmt: skip
+                outcome["passed" if proc.returncode == 0 else "failed"] += 1  # type: ignore[operator]
+                if proc.returncode != 0:
+                    print(proc.stdout[-3000:], file=sys.stderr)
+            except subprocess.TimeoutExpired:
+                outcome["hung"] += 1  # type: ignore[operator]
+                subprocess.run([str(Path(sys.executable).parent / "ray"), "stop", "--force"], capture_output=True)
+            outcome["walls_s"].append(round(time.monotonic() - started, 1))  # type: ignore[attr-defined]
+            print(name, outcome, file=sys.stderr, flush=True)
+        report[name] = outcome
+    print(json.dumps({**vars(args), "results": report}, indent=1))
+
+
+if __name__ == "__main__":
+    main()

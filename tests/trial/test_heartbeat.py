@@ -1,0 +1,41 @@
+"""What an interruption cost a trial, from its last heartbeat: preemption or not, worker-seconds lost."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from tuner.trial.heartbeat import Progress, account_restart
+
+
+def beat(nodes: list[str], train_time_s: float = 10.0, **extra: Any) -> dict[str, Any]:
+    return {"node_id": nodes[0], "nodes": nodes, "train_time_s": train_time_s, "world_size": len(nodes),
+            "wall_s": 100.0, **extra}  # fmt: skip
+
+
+def lost(*gone: str):  # type: ignore[no-untyped-def]
+    return lambda node: node in gone
+
+
+@pytest.mark.parametrize(
+    "before,now,gone,preempted",
+    [
+        (["a"], ["b"], (), True),  # one process, now elsewhere: its node went
+        (["a", "b"], ["a"], ("b",), True),  # a worker's node lost: shrank
+        (["a"], ["a", "b"], (), False),  # capacity came back: grew, nothing was lost to the cloud
+        (["a", "b"], ["a", "b"], (), False),  # the same nodes: not a preemption
+    ],
+)
+def test_a_restart_is_a_preemption_only_when_a_node_of_the_trial_went(
+    before: list[str], now: list[str], gone: tuple[str, ...], preempted: bool
+) -> None:
+    progress, was, lost_s = account_restart(Progress(train_time_s=6.0), beat(before), now, 130.0, lost(*gone))
+    assert was is preempted and progress.restarts == 1 and progress.preemptions == int(preempted)
+    assert lost_s == pytest.approx(4.0 * len(before))  # worker-seconds trained after the checkpoint
+    assert progress.recovery_s == (30.0 if preempted else 0.0)
+
+
+def test_an_application_error_is_never_a_preemption() -> None:
+    progress, was, _ = account_restart(Progress(), beat(["a"], error=True), ["b"], 130.0, lost("a"))
+    assert not was and progress.preemptions == 0 and progress.restarts == 1
