@@ -119,7 +119,8 @@ def losses(example: str, found: list[dict[str, Any]]) -> dict[str, Any]:
         "recovery_s": final["recovery_s"],
         "preemptions": final["preemptions"],
         "nodes": len({r["node_id"] for r in found}),
-        "checkpoints_between_reports": [r["checkpoint_reason"] for r in found if r.get("checkpoint_only")],
+        # Either on its own or with a report that fell due at the same step.
+        "notice_checkpoints": [r["checkpoint_reason"] for r in found if r.get("checkpoint_reason") in ("drain", "deadline")],
         time_attr: final[time_attr],
     }
 

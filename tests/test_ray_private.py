@@ -17,7 +17,10 @@ from tuner import _ray
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[Cluster]:
     c = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})
-    c.add_node(num_cpus=1)
+    # Every node up front: a node started after this process used the GCS client (token auth set up
+    # in-process) cannot start workers.
+    c.add_node(num_cpus=1, resources={"drain": 1})
+    c.add_node(num_cpus=1, resources={"handoff": 1})
     c.wait_for_nodes()
     ray.init(address=c.address, logging_level="ERROR")
     try:
@@ -37,27 +40,7 @@ def test_bootstrap_address_and_node_info(cluster: Cluster) -> None:
 def test_free_resources_per_node(cluster: Cluster) -> None:
     free = _ray.free_resources_per_node()
     assert {n["NodeID"] for n in ray.nodes() if n["Alive"]} == set(free)
-    assert sum(r.get("CPU", 0) for r in free.values()) == 1
-
-
-@ray.remote(num_cpus=1)
-class Busy:
-    """Work on the worker node: an idle node that is drained exits at once."""
-
-    def node(self) -> str:
-        return ray.get_runtime_context().get_node_id()
-
-
-def test_drain_node_and_draining_nodes(cluster: Cluster) -> None:
-    worker = next(iter(cluster.worker_nodes))
-    busy = Busy.remote()
-    assert ray.get(busy.node.remote()) == worker.node_id
-    assert worker.node_id not in _ray.draining_nodes()
-    deadline_s = time.time() + 60
-    accepted, error = _ray.drain_node(_ray.bootstrap_address(cluster.address), worker.node_id, "test", deadline_s)
-    assert accepted, error
-    draining = _ray.draining_nodes()
-    assert draining[worker.node_id] / 1000 == pytest.approx(deadline_s, abs=1)
+    assert sum(r.get("CPU", 0) for r in free.values()) == 2
 
 
 def test_stop_propagating_env() -> None:
@@ -96,7 +79,6 @@ def test_train_controller_handoff_and_abort_train_run(cluster: Cluster, tmp_path
     from ray import train
     from ray.train.torch import TorchTrainer
 
-    cluster.add_node(num_cpus=1, resources={"handoff": 1})  # its own node: another test drains the first worker
     receiver = Receiver.remote()
     trainer = TorchTrainer(
         _forever,
@@ -120,3 +102,23 @@ def _try(fn):  # type: ignore[no-untyped-def]
         return fn()
     except Exception as exc:  # an aborted run ends fit() with an error: that it ends is the point
         return exc
+
+
+@ray.remote(num_cpus=1, resources={"drain": 1})
+class Busy:
+    """Work on the worker node: an idle node that is drained exits at once."""
+
+    def node(self) -> str:
+        return ray.get_runtime_context().get_node_id()
+
+
+def test_drain_node_and_draining_nodes(cluster: Cluster) -> None:
+    """Last in the module: the drained worker leaves the shared cluster."""
+    busy = Busy.remote()  # on the node with the "drain" resource
+    node_id = ray.get(busy.node.remote())
+    assert node_id not in _ray.draining_nodes()
+    deadline_s = time.time() + 60
+    accepted, error = _ray.drain_node(_ray.bootstrap_address(cluster.address), node_id, "test", deadline_s)
+    assert accepted, error
+    draining = _ray.draining_nodes()
+    assert draining[node_id] / 1000 == pytest.approx(deadline_s, abs=1)

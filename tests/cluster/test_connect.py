@@ -42,20 +42,28 @@ def listeners() -> list[tuple[str, int, int, str]]:
 
 def test_servers_we_start_bind_loopback_only() -> None:
     """The dashboard (no auth) and the metadata server listen on 127.0.0.1; anything listening
-    elsewhere is one of Ray's own authenticated core services."""
+    elsewhere is one of Ray's own authenticated core services. A local search starts its own Ray
+    even where a dead cluster's address file is left behind."""
     import ray
 
     from tuner.cluster.connect import connect
     from tuner.testing.metadata import MetadataServer
 
     port = 28265
+    stale = Path("/tmp/ray/ray_current_cluster")  # what a killed `ray start` leaves: must not be joined
+    planted = not stale.exists()
+    if planted:
+        stale.parent.mkdir(exist_ok=True)
+        stale.write_text("127.0.0.1:1")
     metadata = MetadataServer("aws").start()
-    connect(ClusterConfig(num_cpus=1, include_dashboard=True, dashboard_port=port))
     try:
+        connect(ClusterConfig(num_cpus=1, include_dashboard=True, dashboard_port=port))
         found = listeners()
     finally:
         ray.shutdown()
         metadata.stop()
+        if planted:
+            stale.unlink()
     ours = {p: host for host, p, _, _ in found if p in (port, int(metadata.url.rsplit(":", 1)[1]))}
     assert len(ours) == 2 and set(ours.values()) <= LOOPBACK, ours
     exposed = [(host, p, pid, cmd) for host, p, pid, cmd in found if host not in LOOPBACK]

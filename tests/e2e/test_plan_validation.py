@@ -30,11 +30,12 @@ pytestmark = pytest.mark.slow
 SLOTS = {10: "spot_g5", 9: "spot_g6"}  # two slots of the trace: 5 drops between ticks 40 and 165
 FIRST_TICK, TICKS = 40, 125
 TICK_S = 1.0  # one minute of the trace per second
-EPOCHS = 240  # ResNet-8 epochs per trial (~0.4 s each here): the trials outlast the traced window
+EPOCHS = 180  # ResNet-8 epochs per trial (~1 s each here, two trials on two cores): the trials outlast the traced window
 # Restart = the autoscaler seeing capacity back and launching a node, its raylet up, the trial
 # scheduled there, its process started and its checkpoint restored: calibrated on this 2-core
-# machine (two runs of this test measured 9.5 and 11.2 s per preemption beyond the trace's wait).
-RESTART_S = 10.0
+# machine. Two runs measured 9.5 and 11.2 s per preemption beyond the trace's wait; since the
+# built-in trainer runs through the public trial API, three runs measured 14.3, 13.8 and (CI) 17.0 s.
+RESTART_S = 14.0
 TOLERANCE = 0.20
 
 

@@ -71,7 +71,7 @@ def read_until(proc: subprocess.Popen, pattern: str, lines: list[str]) -> None:
 
 @pytest.mark.parametrize("presses", [1, 2])
 def test_ctrl_c_says_how_to_resume_and_the_same_command_does(presses: int, tmp_path: Path) -> None:
-    num_samples, epochs = 3, 30
+    num_samples, epochs = 2, 20
     args = long_search(tmp_path, num_samples, epochs)
     proc, lines = start(args), []
     read_until(proc, r"trial +1/\d+ \w+  epoch +3/", lines)

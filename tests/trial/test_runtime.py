@@ -98,6 +98,19 @@ def test_a_checkpoint_given_as_a_function_is_built_only_when_due() -> None:
     assert built == [3]
 
 
+def test_a_notice_that_falls_due_at_a_report_is_saved_with_it_once_and_named(monkeypatch) -> None:
+    """A loop that checkpoints only with its reports (or a notice at an epoch's last batch): the report's
+    checkpoint is the drain checkpoint, recorded as such, and the next step does not save it again."""
+    monkeypatch.setattr(runtime, "HOLD_GRACE_S", 0.0)
+    backend, drains = Backend(), Drains()
+    with session(backend, drains, final_margin_s=0.5) as s:
+        drains.nodes["node-a"] = int((time.time() + 60.0) * 1000)
+        wait_until(lambda: s.watcher.draining)
+        s.report({"step": 1, "val_loss": 0.9}, checkpoint={"step": 1})
+        s.step(lambda: {"step": 1.5})
+    assert [(r["checkpoint_reason"], r["saved"]["step"]) for r in backend.results if r["saved"]] == [("drain", 1)]
+
+
 def test_a_drain_notice_checkpoints_at_the_next_step_then_once_more_before_the_deadline(monkeypatch) -> None:
     monkeypatch.setattr(runtime, "HOLD_GRACE_S", 0.0)
     backend, drains = Backend(), Drains()

@@ -11,9 +11,9 @@ libraries of the environment) are not shipped: the cluster installs the same one
 from __future__ import annotations
 
 import importlib
-import importlib.metadata
 import logging
 import os
+import sysconfig
 from pathlib import Path
 from typing import Any, Iterable, Optional
 
@@ -24,15 +24,24 @@ from tuner.config import ClusterConfig
 JOB_ENV = "RAY_JOB_CONFIG_JSON_ENV_VAR"  # set by Ray's job supervisor in a submitted job's driver
 
 
+PROJECT_ROOT = Path(__file__).resolve().parents[2]  # this checkout: installed on every node of a cluster
+
+
+def installed(where: Path) -> bool:
+    """True for code every node has: the environment's libraries and this project's packages."""
+    paths = sysconfig.get_paths()
+    roots = {Path(paths[key]).resolve() for key in ("purelib", "platlib", "stdlib")} | {PROJECT_ROOT}
+    return any(where.is_relative_to(root) for root in roots)
+
+
 def package_dir(spec: str) -> Optional[Path]:
     """The directory of the top-level package a ``module:function`` spec lives in, if it must be shipped."""
     name = spec.partition(":")[0].split(".")[0]
-    if name in importlib.metadata.packages_distributions():
-        return None  # installed on every node
     where = getattr(importlib.import_module(name), "__file__", None)
     if where is None or Path(where).name != "__init__.py":
         return None  # a namespace package or a single-file module: only packages can be shipped
-    return Path(where).resolve().parent
+    directory = Path(where).resolve().parent
+    return None if installed(directory) else directory
 
 
 def code_runtime_env(specs: Iterable[str]) -> Optional[dict[str, Any]]:
@@ -54,8 +63,12 @@ def connect(cfg: ClusterConfig, code: Iterable[str] = ()) -> tuple[Any, Optional
             raise ValueError("cluster=local_spot needs cluster.launcher_config")
         twin = LocalTwin(twin_config(load_launcher_config(cfg.launcher_config), cfg), cfg)
         address = twin.start()
+    if address is None and not os.environ.get("RAY_ADDRESS"):
+        # Start Ray on this machine, whatever /tmp/ray/ray_current_cluster says: a stale file left by a
+        # killed `ray start` would otherwise turn this into a connect to a cluster that is not ours.
+        address = "local"
     kwargs: dict[str, Any] = {"address": address, "logging_level": logging.WARNING, "log_to_driver": False}
-    if address is None:
+    if address == "local":
         kwargs.update(
             num_cpus=cfg.num_cpus,
             num_gpus=cfg.num_gpus,

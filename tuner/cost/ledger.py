@@ -13,6 +13,10 @@ Nodes without an instance-type label (a plain local run) are costed as one whole
 ``assumed_instance_type`` per trial, and the summary says so. Each stay also records the
 trial's progress on it (in the search's ``time_attr`` units), so that the report can say
 what a unit of training cost on each instance type.
+
+Longer than most modules (~350 lines) because the stays, their pricing and the totals
+and files made from them are one bookkeeping: split apart, each part would need the
+others' internals.
 """
 
 from __future__ import annotations

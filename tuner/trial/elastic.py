@@ -12,9 +12,10 @@ The width moves between ``min`` and ``max``: Ray Train restarts the worker group
 newest checkpoint at the surviving width when a worker's node is lost, and at a larger one
 when capacity returns. The trainer keeps the global batch fixed with
 ``session.get_context().shards(batch)`` (gradient accumulation), so its hyperparameters
-mean the same at every width. Preemptions never count against ``run.max_failures``; an
-application error fails the Train run and the Tune trial, which counts it and retries from
-the newest checkpoint.
+mean the same at every width. A failure Ray Train classifies as a preemption it retries
+itself, without limit; anything else (an application error, a worker's node lost in a way
+Ray Train does not call a preemption) fails the Train run and the Tune trial, which counts
+it against ``run.max_failures`` and retries from the newest checkpoint.
 """
 
 from __future__ import annotations

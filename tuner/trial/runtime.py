@@ -6,6 +6,9 @@ checkpoint policy, a failed upload to retry), writes checkpoints with their mani
 keeps storage outages from stopping training, measures the training seconds behind each
 state and adds where the work ran to every result. The trainer only sees the calls of
 ``tuner.session``.
+
+Longer than most modules (~370 lines) because the session is one state machine: the
+checkpoint decision, the training clock it pauses and the upload retries share its state.
 """
 
 from __future__ import annotations
@@ -277,10 +280,12 @@ class TrialSession:
         self.progress.reports += 1
         self.last_metrics = values
         final = {**values, ITERATION: self.progress.reports}[self.objective.time_attr] >= self.objective.max_t
-        due = self.due(self.progress.reports) is not None or final
-        if checkpoint is not None and due and (final or time.time() >= self.upload_retry_at_s):
+        reason = "final" if final else self.due(self.progress.reports)  # a notice's reason is kept when it comes here
+        if checkpoint is not None and reason is not None and (final or time.time() >= self.upload_retry_at_s):
             state = checkpoint() if callable(checkpoint) else checkpoint
-            if self._persist(state, "final" if final else "report", between_reports=False, wait=final):
+            if self._persist(state, reason, between_reports=False, wait=final):
+                if reason == "deadline" and self.deadline_s:
+                    self._hold(until_s=self.deadline_s + HOLD_GRACE_S)
                 return
         self._send(self._result(between_reports=False), None)
 
@@ -351,7 +356,7 @@ class TrialSession:
         self.upload_failures = 0
         self.policy.observe_cost(time.perf_counter() - started)
         self.checkpointed_at_s = self.progress.train_time_s
-        self.drain_checkpointed |= self.watcher.draining
+        self.drain_checkpointed |= reason == "drain"  # decided after the notice was seen: it holds the state to keep
         self.deadline_checkpointed |= reason == "deadline"
         self.beat(force=True)
         return True
