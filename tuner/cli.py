@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any, Callable, NoReturn, TypeVar
@@ -22,6 +23,10 @@ def quiet_libraries() -> None:
     """Only the platform's own lines reach the console: Hydra's logging lets third-party INFO through."""
     logging.getLogger().setLevel(logging.WARNING)
     logging.getLogger("tuner").setLevel(logging.INFO)
+    # MLflow sets its own loggers to INFO when imported ("Creating initial MLflow database tables...");
+    # it reads this variable then. Imported already (a test process): set the level directly too.
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+    logging.getLogger("mlflow").setLevel(os.environ["MLFLOW_LOGGING_LEVEL"])
     # Tune's advice on Ctrl-C names a Python API; the driver prints the command that resumes instead.
     logging.getLogger("ray.tune.tune").addFilter(lambda record: "Tuner.restore(" not in record.getMessage())
     logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)

@@ -193,3 +193,16 @@ def test_scheduler_nodes_mirror_the_api_with_the_search_s_time() -> None:
     assert (asha._time_attr, asha._max_t, asha._reduction_factor) == ("epoch", 10, 3)  # max_t: search.max_t
     with pytest.raises(ConfigCompositionException):
         compose_cfg("+search=resnet", "search/scheduler=hyperband", "search.scheduler.grace_period=3")  # not HyperBand's
+
+
+def test_tune_lets_as_many_trials_wait_for_resources_as_may_run(tmp_path, monkeypatch) -> None:
+    """Our searcher limits concurrency itself (no ConcurrencyLimiter), so Tune would let one trial at a time
+    wait for its resources and trial starts would queue (names Tune's private ``_get_max_pending_trials``)."""
+    from ray.tune.execution.tune_controller import _get_max_pending_trials
+
+    monkeypatch.setenv(build.MAX_PENDING_ENV, "unset")  # undone after the test, as build_tuner's own setting is
+    monkeypatch.delenv(build.MAX_PENDING_ENV)
+    monkeypatch.setattr(build, "USER_MAX_PENDING", None)
+    settings = to_settings(compose_cfg("+search=mlp", "search.tune.max_concurrent_trials=3", f"output_dir={tmp_path}"))
+    build.build_tuner(settings, build.trial_spec(settings, {}), resume=False, callbacks=[])
+    assert _get_max_pending_trials(build.search_alg(settings.search)) == 3

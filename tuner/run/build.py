@@ -17,6 +17,7 @@ SPOT = {MARKET: "spot"}  # a multi-worker trial's workers: on spot capacity
 NOT_SPOT = {MARKET: "!in(spot)"}  # its coordinator: the head or an on-demand worker
 COORDINATOR_BUNDLE = {"memory": 64 * 2**20}  # no CPU or GPU: it only drives Ray Train and forwards results
 MAX_PENDING_ENV = "TUNE_MAX_PENDING_TRIALS_PG"  # Tune's documented knob: trials waiting for resources at once
+USER_MAX_PENDING = os.environ.get(MAX_PENDING_ENV)  # a value the user set wins over the search's concurrency
 
 
 def load_space(spec: str) -> Callable[..., Any]:
@@ -128,7 +129,7 @@ def build_tuner(settings: Config, spec: TrialSpec, resume: bool, callbacks: list
     # ConcurrencyLimiter (ours limits itself: see tuner.run.search); without this, each trial's
     # process start (seconds) would queue behind the previous one's, and an autoscaler would see
     # one trial's demand at a time.
-    os.environ.setdefault(MAX_PENDING_ENV, str(search.tune.max_concurrent_trials))
+    os.environ[MAX_PENDING_ENV] = USER_MAX_PENDING or str(search.tune.max_concurrent_trials)
     trainable = tune.with_resources(trainable_class(tune.with_parameters(run, spec=spec)), trial_resources(settings, spec))
     path = storage.experiment_path(settings.storage, settings.name)
     if resume:
