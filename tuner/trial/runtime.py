@@ -284,8 +284,7 @@ class TrialSession:
         if checkpoint is not None and reason is not None and (final or time.time() >= self.upload_retry_at_s):
             state = checkpoint() if callable(checkpoint) else checkpoint
             if self._persist(state, reason, between_reports=False, wait=final):
-                if reason == "deadline" and self.deadline_s:
-                    self._hold(until_s=self.deadline_s + HOLD_GRACE_S)
+                self._hold_for_deadline(reason)
                 return
         self._send(self._result(between_reports=False), None)
 
@@ -313,6 +312,10 @@ class TrialSession:
 
     def _checkpoint_between_reports(self, state: State, reason: str) -> None:
         self._persist(state, reason, between_reports=True, wait=False)
+        self._hold_for_deadline(reason)
+
+    def _hold_for_deadline(self, reason: str) -> None:
+        """After the checkpoint just before a notice's deadline, train no further on a node about to go."""
         if reason == "deadline" and self.deadline_s:
             self._hold(until_s=self.deadline_s + HOLD_GRACE_S)
 
