@@ -14,13 +14,14 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Any, Iterator, Optional
 
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 STARTUP_TIMEOUT_S = 60
+CHROMIUM = "/usr/bin/chromium"
 
 
 def free_port(max_port: int = 50000) -> int:
@@ -203,3 +204,20 @@ def run_cli(
             [sys.executable, "-m", "tuner.run", *args],
             cwd=cwd, env=cli_env(env), capture_output=True, text=True, timeout=timeout_s,
         )  # fmt: skip
+
+
+def screenshot(url: str, shot: Path, width: int = 1200, height: int = 2400, wait_ms: int = 0) -> Any:
+    """A headless Chromium screenshot of ``url`` as RGB pixels (rows x columns x 3); ``wait_ms`` of
+    virtual time lets a JavaScript page (the MLflow UI) fetch and render before the shot."""
+    import numpy as np
+    from PIL import Image
+
+    wait = [f"--virtual-time-budget={wait_ms}"] if wait_ms else []
+    subprocess.run(
+        [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync", "--hide-scrollbars",
+         f"--user-data-dir={shot.parent / 'chromium'}", f"--screenshot={shot}", f"--window-size={width},{height}",
+         *wait, url],
+        check=True, capture_output=True, timeout=120,
+    )  # fmt: skip
+    return np.asarray(Image.open(shot).convert("RGB")).astype(int)

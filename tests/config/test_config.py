@@ -43,10 +43,12 @@ def test_every_yaml_starts_with_run_with_comment() -> None:
 
 
 def test_search_files_never_pick_cluster_storage_tracking() -> None:
+    searches = set(available_searches())
     for path in (Path(CONF) / "search").glob("*.yaml"):
         text = path.read_text()
-        assert "defaults:" not in text and "\ncluster" not in text and "\nstorage" not in text, path
-        assert "\ntracking" not in text, path
+        assert "\ncluster" not in text and "\nstorage" not in text and "\ntracking" not in text, path
+        extends = OmegaConf.load(path).get("defaults", [])  # a search may extend another search, nothing else
+        assert all(entry == "_self_" or entry in searches for entry in extends), path
 
 
 def test_groups_switch_without_plus() -> None:
@@ -86,6 +88,8 @@ def test_unknown_search() -> None:
         ("search.resources.cpu=0", "cpu must be > 0"),
         ("storage.kind=ftp", "use local or s3"),
         ("search.resources.workers=2 cluster.include_dashboard=false", "workers > 1 needs Ray's dashboard"),
+        ("+search.objectives.cost_usd=cheap", "search.objectives.cost_usd='cheap': give each objective min or max"),
+        ("+search.objectives.val_acc=max", "search.objectives repeats search.metric='val_acc'"),
     ],
 )
 def test_bad_values_fail_in_one_line(override: str, message: str) -> None:
@@ -206,3 +210,17 @@ def test_tune_lets_as_many_trials_wait_for_resources_as_may_run(tmp_path, monkey
     settings = to_settings(compose_cfg("+search=mlp", "search.tune.max_concurrent_trials=3", f"output_dir={tmp_path}"))
     build.build_tuner(settings, build.trial_spec(settings, {}), resume=False, callbacks=[])
     assert _get_max_pending_trials(build.search_alg(settings.search)) == 3
+
+
+def test_a_multi_objective_search_needs_a_sampler_that_can_run_one() -> None:
+    settings = to_settings(compose_cfg("+search=resnet_cost", "search/searcher=cmaes"))
+    with pytest.raises(ConfigError, match="searcher=CmaEsSampler cannot optimise several objectives"):
+        build.search_alg(settings.search)
+    for sampler in ("tpe", "nsga2"):
+        searcher = build.search_alg(to_settings(compose_cfg("+search=resnet_cost", f"search/searcher={sampler}")).search).searcher
+        assert searcher.metrics == ["val_acc", "cost_usd"] and len(searcher.study.directions) == 2
+
+
+def test_objectives_the_trainer_reports_are_required_in_its_reports_and_the_ledgers_are_not() -> None:
+    settings = to_settings(compose_cfg("+search=mlp", "+search.objectives.cost_usd=min", "+search.objectives.train_loss=min"))
+    assert build.objective(settings.search).reported == ("train_loss",)

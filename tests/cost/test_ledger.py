@@ -68,7 +68,8 @@ def result(node: str, itype: str, market: str, started: float, wall: float, lost
 
 def ledger_for(cpu: float = 1, gpu: float = 1, **kw) -> CostLedger:
     """A search that minimises val_loss over epochs (nothing here assumes classification)."""
-    search = SimpleNamespace(resources=ResourcesConfig(cpu=cpu, gpu=gpu), metric="val_loss", mode="min", time_attr="epoch")
+    search = SimpleNamespace(resources=ResourcesConfig(cpu=cpu, gpu=gpu), metric="val_loss", mode="min", time_attr="epoch",
+                             objectives=kw.pop("objectives", {}))  # fmt: skip
     return CostLedger(kw.pop("cost", CostConfig()), "us-east-1", search, Prices(), **kw)  # type: ignore[arg-type]
 
 
@@ -92,6 +93,18 @@ def test_preempted_trial_pays_for_redone_work() -> None:
     assert metrics["gpu_hours"] == pytest.approx(3000 / 3600)
     a, b = ledger.trials["t1"].intervals.values()
     assert (a.progress, b.progress) == (1.0, 3.0)  # epoch 1 on a, then 2..4 on b (epoch 2 redone there: once)
+
+
+def test_a_search_that_optimises_cost_finds_it_in_each_result() -> None:
+    """The searcher reads a trial's cost from its last result: the ledger adds it, priced up to that result."""
+    ledger, plain = ledger_for(objectives={"cost_usd": "min", "val_acc": "max"}), ledger_for()
+    trial = SimpleNamespace(trial_id="t")
+    for wall, usd in ((T0 + 1800, 0.3 * 0.5), (T0 + 3600, 0.3 * 0.5 + 0.5 * 0.5)):  # the spot price rose at T0 + 1800
+        seen, unseen = result("a", "g5.xlarge", "spot", T0, wall), result("a", "g5.xlarge", "spot", T0, wall)
+        ledger.on_trial_result(0, [], trial, seen)
+        plain.on_trial_result(0, [], trial, unseen)
+        assert seen["cost_usd"] == pytest.approx(usd) and seen["cost_usd"] == ledger.cost_of("t").cost_usd
+        assert "val_acc" not in seen and "cost_usd" not in unseen  # the trainer's objectives are its own to report
 
 
 def test_best_value_follows_the_mode() -> None:

@@ -22,6 +22,11 @@ def test_negative_budget() -> None:
     assert_one_line_error(run_cli(["+search=mlp", "search.tune.num_samples=-3"]), "num_samples=-3: must be > 0")
 
 
+def test_a_sampler_that_cannot_run_several_objectives() -> None:
+    proc = run_cli(["+search=resnet_cost", "search/searcher=cmaes"])
+    assert_one_line_error(proc, "search.searcher=CmaEsSampler cannot optimise several objectives")
+
+
 @pytest.mark.parametrize(
     "override,message",
     [("+search=nope", "Could not find 'search/nope'"), ("search.tune.nm_samples=2", "Key 'nm_samples' not in")],

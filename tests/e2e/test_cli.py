@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import re
 import shutil
 import signal
@@ -13,8 +14,10 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
+from omegaconf import OmegaConf
 
 from tests.conftest import (
     FAST,
@@ -22,15 +25,23 @@ from tests.conftest import (
     cli_env,
     free_port,
     run_cli,
+    screenshot,
     start_mlflow_server,
     stop,
 )
-from tuner.cli import available_searches
-from tuner.run.tracking import TAG_CHECKPOINT, TAG_PARENT, TAG_TRIAL
+from tuner.cli import CONF_DIR, available_searches
+from tuner.run.tracking import (
+    FRONT_ROW_COLOUR,
+    TAG_CHECKPOINT,
+    TAG_PARENT,
+    TAG_PARETO,
+    TAG_TRIAL,
+)
 from tuner.trial import checkpoint
 
 pytestmark = pytest.mark.slow
 
+FRONT_ROW_RGB = tuple(int(FRONT_ROW_COLOUR[i : i + 2], 16) for i in (1, 3, 5))
 TINY = ["search.tune.num_samples=2", "search.workload.epochs=2", "search.scheduler.grace_period=2"]
 
 
@@ -69,6 +80,34 @@ def test_every_search_smoke_runs(search: str, tmp_path: Path) -> None:
     assert re.search(r"trial  1/2 \w+  epoch   1/2  val_acc", proc.stdout)
     assert f"mlflow ui --host 127.0.0.1 --backend-store-uri sqlite:///{tmp_path}/mlflow.db" in proc.stdout
     assert_tracked(f"sqlite:///{tmp_path}/mlflow.db", search, num_trials=2, epochs=2)
+    objectives = OmegaConf.load(CONF_DIR / "search" / f"{search}.yaml").get("objectives")
+    if objectives:
+        assert_pareto_front_shown(proc.stdout, tmp_path, search, dict(objectives))
+
+
+def assert_pareto_front_shown(stdout: str, tmp_path: Path, search: str, objectives: dict[str, str]) -> None:
+    """A multi-objective search: Optuna was told every objective (the ledger's cost among them), the console
+    and MLflow mark the same Pareto front, and the printed link opens the trials table in the MLflow UI."""
+    front = re.search(r"Pareto front of val_acc \(max\), (.+), last reported values: (\d) of 2 trials", stdout)
+    assert front and front.group(1) == ", ".join(f"{k} ({m})" for k, m in objectives.items()), stdout[-2000:]
+    (state,) = (tmp_path / "ray_results" / search).glob("searcher-state-*.pkl")
+    study = pickle.loads(state.read_bytes())["study"]
+    assert [len(t.values) for t in study.trials] == [1 + len(objectives)] * 2
+    if "cost_usd" in objectives:
+        assert all(t.values[1] > 0 for t in study.trials)  # priced by the ledger (the assumed instance type here)
+    parents, children = runs_of(f"sqlite:///{tmp_path}/mlflow.db", search)
+    marked = [c for c in children if c.data.tags.get(TAG_PARETO) == "true"]
+    assert len(marked) == int(front.group(2)) >= 1
+    link = re.search(r"all trials: +http://127.0.0.1:5000(/#/experiments/\d+/runs/(\w+)/artifactPath/trials.html)", stdout)
+    assert link and link.group(2) == parents[0].info.run_id
+    port = free_port()
+    server = start_mlflow_server(tmp_path, port)  # the store the search wrote, as `mlflow ui` would serve it
+    try:
+        pixels = screenshot(f"http://127.0.0.1:{port}{link.group(1)}", tmp_path / "mlflow.png", 1400, 1000, wait_ms=20000)
+    finally:
+        stop(server)
+    shaded = (np.abs(pixels - np.array(FRONT_ROW_RGB)) <= 2).all(axis=2)  # the front's rows in the trials table
+    assert shaded.any(axis=1).sum() >= 15 * len(marked), "the MLflow UI did not render the trials table"
 
 
 def test_s3_storage_holds_checkpoints_and_experiment_state(s3_server, tmp_path: Path) -> None:

@@ -4,14 +4,13 @@ and the observed rates fed back to the adaptive checkpoint policy."""
 from __future__ import annotations
 
 import csv
-import subprocess
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
+from tests.conftest import screenshot
 from tuner.config import CheckpointConfig, ConfigError, ReportConfig, TrackingConfig
 from tuner.report.__main__ import run_report
 from tuner.report.aggregate import ANY_ZONE
@@ -20,7 +19,6 @@ from tuner.report.render import RATES_CSV
 from tuner.run.tracking import TAG_EXPERIMENT
 from tuner.trial.policy import CheckpointPolicy, advisor_rate_per_h, load_observed_rates
 
-CHROMIUM = "/usr/bin/chromium"
 HOUR_S = 3600.0
 COLUMNS = ["trial_id", "node_id", "instance_type", "market", "region", "zone", "start_s", "end_s", "seconds", "share",
            "lost_s", "assumed", "unit", "progress", "preempted", "cost_usd", "on_demand_cost_usd"]  # fmt: skip
@@ -106,18 +104,10 @@ def test_experiment_and_window_filters(store: str, tmp_path: Path) -> None:
 
 
 def test_html_page_shows_its_plots_in_headless_chromium(store: str, tmp_path: Path) -> None:
-    from PIL import Image
-
     run_report(report_cfg(tmp_path, store, since_days=10))
-    page, shot = tmp_path / "report" / "report.html", tmp_path / "shot.png"
+    page = tmp_path / "report" / "report.html"
     assert "<img" in page.read_text() and "http" not in page.read_text().split("<body>")[1]  # self-contained
-    subprocess.run(
-        [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync", "--hide-scrollbars",
-         f"--user-data-dir={tmp_path / 'chromium'}", f"--screenshot={shot}", "--window-size=1200,2400", page.as_uri()],
-        check=True, capture_output=True, timeout=120,
-    )  # fmt: skip
-    pixels = np.asarray(Image.open(shot).convert("RGB")).reshape(-1, 3).astype(int)
+    pixels = screenshot(page.as_uri(), tmp_path / "shot.png").reshape(-1, 3)
     r, g, b = pixels.T
     blue = int(((b > 150) & (r < 80) & (90 < g) & (g < 150)).sum())  # matplotlib's tab:blue bars and lines
     green = int(((g > 120) & (r < 80) & (b < 80)).sum())  # the savings bars

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from typing import Any, Optional
@@ -164,6 +165,13 @@ def test_the_last_checkpoint_waits_out_a_storage_outage(monkeypatch) -> None:
 def test_bad_reports_are_one_clear_error(metrics: dict, error: type, message: str) -> None:
     with session(Backend()) as s, pytest.raises(error, match=message):
         s.report(metrics)
+
+
+def test_a_report_without_an_objective_the_trainer_must_report_is_one_clear_error() -> None:
+    s = TrialSession(dataclasses.replace(OBJECTIVE, reported=("train_loss",)), CheckpointConfig(), TrialContext("t1", "node-a"),
+                     Backend(), {}, "g5.xlarge", heartbeat=MemoryHeartbeat())  # fmt: skip
+    with s, pytest.raises(ValueError, match=r"'train_loss' missing \(reported: step, val_loss\): the search's metric, objectives"):
+        s.report({"step": 1, "val_loss": 0.5})
 
 
 def test_a_state_that_cannot_be_saved_fails_the_trial_clearly() -> None:

@@ -31,6 +31,7 @@ from tuner.config.platform import (
 )
 from tuner.config.report import ReportConfig
 from tuner.config.search import (
+    LEDGER_OBJECTIVES,
     SAMPLERS,
     SCHEDULERS,
     ResourcesConfig,
@@ -40,6 +41,7 @@ from tuner.config.search import (
 )
 
 __all__ = [
+    "LEDGER_OBJECTIVES",
     "SAMPLERS",
     "SCHEDULERS",
     "BudgetConfig",

@@ -13,6 +13,9 @@ from tuner.config.targets import builds
 MODES = ("min", "max")
 # Passed by the driver from the search itself (metric, mode, time_attr, max_t), never set in a scheduler node.
 FROM_SEARCH = ("metric", "mode", "time_attr", "max_t")
+# Objectives the driver's cost ledger adds to each result of a search that optimises them (the
+# ledger is the one pricing authority; a trainer may not report these keys itself).
+LEDGER_OBJECTIVES = ("cost_usd", "gpu_hours")
 
 # Selectable with search/scheduler=NAME and search/searcher=NAME (conf/config.yaml picks the defaults).
 SCHEDULERS: dict[str, type] = {
@@ -88,6 +91,10 @@ class SearchConfig:
     space: str = MISSING  # "module:function", a define-by-run Optuna space (pure: no training)
     metric: str = MISSING  # a key the trainer reports; what the searcher and scheduler optimise
     mode: str = MISSING  # min | max
+    # Further objectives {key: min|max} for a multi-objective sampler (nsga2, tpe, gp, random, qmc):
+    # keys the trainer reports, or the ledger's (LEDGER_OBJECTIVES). The metric
+    # stays the primary: early stopping, the best trial and the console follow it.
+    objectives: dict[str, str] = field(default_factory=dict)
     time_attr: str = "iteration"  # the trainer's progress key (the scheduler's time); iteration = reports so far
     max_t: int = MISSING  # a trial's budget in time_attr units: its last report has time_attr >= max_t
     workload: Any = field(default_factory=dict)  # the trainer's settings (typed when it declares a dataclass)
@@ -98,9 +105,22 @@ class SearchConfig:
 
     def __post_init__(self) -> None:
         require(self.mode in MODES, f"search.mode={self.mode!r}: use min or max")
+        for key, mode in self.objectives.items():
+            require(mode in MODES, f"search.objectives.{key}={mode!r}: give each objective min or max")
+        require(self.metric not in self.objectives, f"search.objectives repeats search.metric={self.metric!r}: drop it there")
         require(":" in self.space, f"search.space={self.space!r}: write it as module:function")
         require(":" in self.trainer, f"search.trainer={self.trainer!r}: write it as module:function")
         require(self.max_t > 0, f"search.max_t={self.max_t}: must be > 0")
+
+
+    @property
+    def metrics(self) -> list[str]:
+        """Every objective, the primary metric first."""
+        return [self.metric, *self.objectives]
+
+    @property
+    def modes(self) -> list[str]:
+        return [self.mode, *self.objectives.values()]
 
 
 def register_groups(store: Any) -> None:

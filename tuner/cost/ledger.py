@@ -25,12 +25,12 @@ import csv
 import io
 import logging
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Sequence
 
 from ray.tune import Callback
 from ray.tune.experiment import Trial
 
-from tuner.config import CostConfig, SearchConfig
+from tuner.config import LEDGER_OBJECTIVES, CostConfig, SearchConfig
 from tuner.cost.pricing import PriceSource, integrate_usd
 from tuner.trial.runtime import CHECKPOINT_ONLY, WORKER_NODES
 
@@ -145,7 +145,8 @@ def labels_from_ray(node_id: str) -> dict[str, str]:
 
 
 class CostLedger(Callback):
-    """Builds each trial's intervals from its results; prices them on demand."""
+    """Builds each trial's intervals from its results; prices them on demand. A search that optimises
+    the trial's cost (``search.objectives``) finds it in each result, priced up to that result."""
 
     def __init__(self, cfg: CostConfig, region: str, search: SearchConfig, prices: PriceSource,
                  head_instance_type: Optional[str] = None,
@@ -154,6 +155,7 @@ class CostLedger(Callback):
         self.node_labels = node_labels or labels_from_ray  # where a multi-worker trial's other workers ran
         self.resources, self.metric, self.mode, self.time_attr = search.resources, search.metric, search.mode, search.time_attr
         self.head_instance_type = head_instance_type
+        self.objectives = [k for k in search.objectives if k in LEDGER_OBJECTIVES]  # added to each result
         self.trials: dict[str, TrialLedger] = {}
         self.assumed_used = False
 
@@ -231,6 +233,9 @@ class CostLedger(Callback):
                 better = ledger.best is None or (value > ledger.best if self.mode == "max" else value < ledger.best)
                 ledger.best = value if better else ledger.best
         ledger.last_attempt = attempt
+        if self.objectives:  # Tune lets callbacks add to a result: the searcher reads them at the trial's end
+            metrics = self.trial_metrics(trial.trial_id)
+            result.update({k: metrics[k] for k in self.objectives if k in metrics})
 
     # -- views ------------------------------------------------------------------
     def best(self, trial_id: str, default: Optional[float] = None) -> Optional[float]:
@@ -326,28 +331,35 @@ class CostLedger(Callback):
                                  "" if p is None else f"{p.on_demand_cost_usd:.8g}"])  # fmt: skip
         return out.getvalue()
 
-    def plot(self, path: str) -> None:
-        """The search's metric (each trial's best) against its cost, Pareto front marked, on-demand cost beside."""
+    def plot(self, path: str, marked: Optional[Sequence[str]] = None) -> None:
+        """The search's metric (each trial's best) against its cost, on-demand cost beside, and the Pareto
+        front of the two marked; ``marked``: a multi-objective search's own front (trial ids) instead."""
         import matplotlib
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
-        points = [(self.cost_of(t), ledger.best) for t, ledger in self.trials.items() if ledger.best is not None]
-        points = [(c, acc) for c, acc in points if c.priced]
+        from tuner.report import pareto
+
+        points = {t: (self.cost_of(t), ledger.best) for t, ledger in self.trials.items() if ledger.best is not None}
+        points = {t: (c, best) for t, (c, best) in points.items() if c.priced}
         fig, ax = plt.subplots(figsize=(7, 4.5))
-        for c, acc in points:
-            ax.plot([c.cost_usd, c.on_demand_cost_usd], [acc, acc], color="0.85", zorder=1)
-        ax.scatter([c.on_demand_cost_usd for c, _ in points], [a for _, a in points], marker="o",
+        for c, best in points.values():
+            ax.plot([c.cost_usd, c.on_demand_cost_usd], [best, best], color="0.85", zorder=1)
+        ax.scatter([c.on_demand_cost_usd for c, _ in points.values()], [b for _, b in points.values()], marker="o",
                    facecolors="none", edgecolors="0.5", label="same trial at on-demand price", zorder=2)  # fmt: skip
-        ax.scatter([c.cost_usd for c, _ in points], [a for _, a in points], color="tab:blue", label="trial (spot)", zorder=3)
-        sign = 1.0 if self.mode == "max" else -1.0
-        front: list[tuple[float, float]] = []
-        for c, acc in sorted(points, key=lambda p: p[0].cost_usd):
-            if not front or sign * acc > sign * front[-1][1]:
-                front.append((c.cost_usd, acc))
-        if front:
-            ax.step(*zip(*front), where="post", color="tab:red", label="Pareto front", zorder=4)
+        ax.scatter([c.cost_usd for c, _ in points.values()], [b for _, b in points.values()], color="tab:blue",
+                   label="trial (spot)", zorder=3)  # fmt: skip
+        if marked is None:
+            front = pareto.front({t: (c.cost_usd, best) for t, (c, best) in points.items()}, ["min", self.mode])
+            xy = sorted((points[t][0].cost_usd, points[t][1]) for t in front)
+            if xy:
+                ax.step(*zip(*xy), where="post", color="tab:red", label="Pareto front", zorder=4)
+        else:
+            xy = [(points[t][0].cost_usd, points[t][1]) for t in marked if t in points]
+            if xy:
+                ax.scatter(*zip(*xy), s=160, facecolors="none", edgecolors="tab:red", linewidths=2,
+                           label="Pareto front of the search's objectives", zorder=4)  # fmt: skip
         ax.set_xlabel("cost (USD)")
         ax.set_ylabel(f"best {self.metric}")
         ax.set_title(f"{self.metric} vs cost per trial" + (" (assumed instance prices)" if self.assumed_used else ""))

@@ -8,7 +8,7 @@ import inspect
 import os
 from typing import Any, Callable
 
-from tuner.config import Config, ConfigError, SearchConfig
+from tuner.config import LEDGER_OBJECTIVES, Config, ConfigError, SearchConfig
 from tuner.spot.labels import MARKET
 from tuner.trial.runtime import Objective
 from tuner.trial.trainable import TrialSpec
@@ -45,7 +45,8 @@ def check_space(space: Callable[..., Any], spec: str) -> None:
 
 
 def objective(search: SearchConfig) -> Objective:
-    return Objective(search.metric, search.mode, search.time_attr, search.max_t)
+    reported = tuple(k for k in search.objectives if k not in LEDGER_OBJECTIVES)
+    return Objective(search.metric, search.mode, search.time_attr, search.max_t, reported)
 
 
 def trial_spec(settings: Config, trainer_settings: Any) -> TrialSpec:
@@ -93,10 +94,25 @@ def search_alg(search: SearchConfig) -> Any:
 
     if search.searcher is None:
         raise ConfigError("search.searcher is not set: choose one with search/searcher=tpe (or random, cmaes, gp, ...)")
-    sampler = instantiate(search.searcher)
-    searcher = OptunaSearcher(load_space(search.space), [search.metric], [search.mode], sampler,
-                              search.tune.max_concurrent_trials)  # fmt: skip
-    return ConsistentSearch(searcher)
+    sampler, space = instantiate(search.searcher), load_space(search.space)
+    if search.objectives:
+        check_multi_objective(sampler, space, search)
+    return ConsistentSearch(OptunaSearcher(space, search.metrics, search.modes, sampler, search.tune.max_concurrent_trials))
+
+
+def check_multi_objective(sampler: Any, space: Callable[..., Any], search: SearchConfig) -> None:
+    """Refuse, before the search starts, a sampler that cannot optimise several objectives (CMA-ES):
+    Optuna would raise on the first suggestion of every trial."""
+    import copy
+
+    import optuna
+
+    study = optuna.create_study(sampler=copy.deepcopy(sampler), directions=["minimize"] * len(search.metrics))
+    try:
+        space(study.ask())
+    except ValueError as exc:
+        raise ConfigError(f"search.searcher={type(sampler).__name__} cannot optimise several objectives "
+                          f"(search.objectives): choose nsga2, tpe, gp, random or qmc ({exc})") from exc  # fmt: skip
 
 
 def scheduler(search: SearchConfig) -> Any:

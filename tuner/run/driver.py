@@ -40,9 +40,24 @@ def resume_command() -> str:
     return "python -m tuner.run " + shlex.join(sys.argv[1:])
 
 
-def summarize(results: Any, settings: Config, ledger: Any, totals: dict[str, float], dashboard_url: Optional[str],
-              tracking_cmd: Optional[str]) -> int:  # fmt: skip
-    """Print the best trials with their cost, the best config and where to look; return the exit status."""
+def pareto_front(results: Any, settings: Config) -> tuple[dict[str, dict[str, float]], list[str]]:
+    """A multi-objective search's objective values per finished trial (its last result: what the searcher
+    was told) and the trials on their Pareto front; both empty for a single-objective search."""
+    from tuner.report import pareto
+
+    search = settings.search
+    assert search is not None
+    if not search.objectives:
+        return {}, []
+    told = {r.metrics["trial_id"]: {k: float(r.metrics[k]) for k in search.metrics}
+            for r in results if r.error is None and all(k in (r.metrics or {}) for k in search.metrics)}  # fmt: skip
+    return told, pareto.front({t: list(v.values()) for t, v in told.items()}, search.modes)
+
+
+def summarize(results: Any, settings: Config, ledger: Any, totals: dict[str, float], front: Sequence[str],
+              dashboard_url: Optional[str], tracking_links: Sequence[str]) -> int:  # fmt: skip
+    """Print the best trials (a multi-objective search's front first) with their cost, the best config and
+    where to look; return the exit status."""
     from tuner.run import storage
     from tuner.run.console import cost_columns, cost_summary
     from tuner.text import fmt, params, table
@@ -56,22 +71,27 @@ def summarize(results: Any, settings: Config, ledger: Any, totals: dict[str, flo
     def best(r: Any) -> float:
         return float(ledger.best(r.metrics["trial_id"], r.metrics[search.metric]))
 
-    ranked = sorted(done, key=best, reverse=search.mode == "max")
+    sign = -1.0 if search.mode == "max" else 1.0
+    ranked = sorted(done, key=lambda r: (r.metrics["trial_id"] not in front, sign * best(r)))
     rows = [
-        {"trial": r.metrics["trial_id"], best_key: best(r), search.time_attr: r.metrics.get(search.time_attr),
+        {"trial": r.metrics["trial_id"], **({"pareto": "*" if r.metrics["trial_id"] in front else ""} if front else {}),
+         best_key: best(r), **{k: r.metrics.get(k) for k in search.objectives if k != "cost_usd"},  # cost: a column of its own search.time_attr: r.metrics.get(search.time_attr),
          "train_s": r.metrics.get("train_time_s"), **cost_columns(ledger, r.metrics["trial_id"]), **r.config}
-        for r in ranked[:TABLE_ROWS]
+        for r in ranked[:max(TABLE_ROWS, len(front))]
     ]  # fmt: skip
     print(f"\n{len(done)} of {len(results)} trials finished, {len(errors)} failed.")
     if rows:
         print(table(rows, list(rows[0])))
-        top = ranked[0]
+        if front:
+            goals = ", ".join(f"{k} ({m})" for k, m in zip(search.metrics, search.modes))
+            print(f"\nPareto front of {goals}, last reported values: {len(front)} of {len(done)} trials (marked *)")
+        top = min(done, key=lambda r: sign * best(r))
         print(f"\nbest trial {top.metrics['trial_id']}: {best_key} {fmt(best(top))}  config: {params(top.config)}")
         where = storage.checkpoint_uri(top.checkpoint, top.metrics, storage.experiment_path(settings.storage, settings.name))
         print(f"best checkpoint: {where or '(none)'}")
     print(cost_summary(ledger, totals))
-    if tracking_cmd:
-        print(f"MLflow:         {tracking_cmd}")
+    for line in tracking_links:
+        print(line)
     if dashboard_url:
         print(f"Ray dashboard:  http://{dashboard_url}  (while this process runs)")
     for r in errors[:3]:
@@ -166,7 +186,7 @@ def execute(settings: Config, observers: Sequence[Any] = ()) -> int:
 
     from tuner.cluster.connect import connect
     from tuner.run import storage
-    from tuner.run.build import load_space
+    from tuner.run.build import search_alg
     from tuner.trial import policy, trainer
 
     search = settings.search
@@ -175,7 +195,7 @@ def execute(settings: Config, observers: Sequence[Any] = ()) -> int:
         os.environ.setdefault(key, value)
     anchor_paths(settings)
     trainer_settings = trainer.settings_for(trainer.load(search.trainer), search.workload)
-    load_space(search.space)
+    search_alg(search)  # the space, the sampler and its objectives, checked before Ray starts
     storage.check(settings.storage)
     if settings.checkpoint.observed_rates:
         settings.checkpoint.observed_rates_per_h = policy.load_observed_rates(
@@ -211,7 +231,7 @@ def run_search(settings: Config, trainer_settings: Any, resume: bool, dashboard_
     from tuner.run.build import build_tuner, search_params, trial_spec
     from tuner.run.console import ProgressPrinter
     from tuner.run.liveness import SearchStalled, Watchdog
-    from tuner.run.tracking import MLflowTracker, ui_command
+    from tuner.run.tracking import MLflowTracker
     from tuner.trial import heartbeat
 
     search = settings.search
@@ -258,8 +278,9 @@ def run_search(settings: Config, trainer_settings: Any, resume: bool, dashboard_
             tracker.close({}, "KILLED")
         return EXIT_INTERRUPTED
     totals = ledger.totals(time.time() - started)
-    tracking_cmd = ui_command(settings.tracking.tracking_uri) if tracker else None
-    status = summarize(results, settings, ledger, totals, dashboard_url, tracking_cmd)
+    told, front = pareto_front(results, settings)
+    links = tracker.links() if tracker else []
+    status = summarize(results, settings, ledger, totals, front, dashboard_url, links)
     if stopper is not None and stopper.tripped:
         print(f"budget: stopped at {usd(ledger.committed_usd())} of budget.max_usd={settings.budget.max_usd}: "
               "no new trials were started; running trials stopped after their checkpoint")  # fmt: skip
@@ -268,7 +289,7 @@ def run_search(settings: Config, trainer_settings: Any, resume: bool, dashboard_
         best = ledger.best_overall()
         if best is not None:
             summary[f"best_{search.metric}"] = best
-        tracker.close(summary, "FINISHED" if status == 0 else "FAILED")
+        tracker.close(summary, "FINISHED" if status == 0 else "FAILED", told, front)
         if tracker.unsent:
             counts = {what: tracker.unsent.count(what) for what in dict.fromkeys(tracker.unsent)}
             missing = ", ".join(f"{n} x {what}" for what, n in counts.items())

@@ -16,13 +16,14 @@ import threading
 import time
 from collections import deque
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Sequence
 
 from ray.tune import Callback
 from ray.tune.experiment import Trial
 
 from tuner.config import TrackingConfig
 from tuner.run.storage import checkpoint_uri
+from tuner.text import fmt
 from tuner.trial.runtime import CHECKPOINT_ONLY, user_metrics
 
 log = logging.getLogger(__name__)
@@ -33,6 +34,10 @@ TAG_CHECKPOINT = "tuner.checkpoint"
 TAG_PARENT = "mlflow.parentRunId"
 TAG_ERROR = "tuner.error"
 RETRY_S = 2.0  # while MLflow is unreachable, the sender tries again this often
+UI_DEFAULT_URL = "http://127.0.0.1:5000"  # mlflow ui's default host and port
+TRIALS_TABLE = "trials.html"  # on the parent run: every trial's objectives, cost, savings, preemptions
+FRONT_ROW_COLOUR = "#ffd2d2"  # the Pareto front's rows in the trials table
+TAG_PARETO = "tuner.pareto"  # "true" on the runs of a multi-objective search's Pareto front
 PLATFORM_METRICS = ("preemptions", "restarts", "lost_work_s", "recovery_s", "checkpoint_interval_s", "train_time_s")
 
 
@@ -59,6 +64,11 @@ def ui_command(tracking_uri: str) -> str:
     if tracking_uri.startswith(("http://", "https://")):
         return f"open {tracking_uri}"
     return f"mlflow ui --host 127.0.0.1 --backend-store-uri {tracking_uri}"
+
+
+def ui_url(tracking_uri: str) -> str:
+    """Where the MLflow UI of this store answers: the server itself, or ``mlflow ui``'s default address."""
+    return tracking_uri.rstrip("/") if tracking_uri.startswith(("http://", "https://")) else UI_DEFAULT_URL
 
 
 class MLflowTracker(Callback):
@@ -178,6 +188,9 @@ class MLflowTracker(Callback):
     def _log_artifact(self, run_id: str, path: str) -> None:
         self.client.log_artifact(run_id, path)
 
+    def _tag_run(self, parent_id: str, run_id: str, key: str, value: str = "true") -> None:
+        self.client.set_tag(run_id, key, value)
+
     def _log_params(self, run_id: str, params: dict[str, Any]) -> None:
         from mlflow.entities import Param
 
@@ -243,8 +256,21 @@ class MLflowTracker(Callback):
         self._submit("tag error", trial, lambda rid: self.client.set_tag(rid, TAG_ERROR, line))
         self._finish(trial, "FAILED")
 
-    def close(self, summary: dict[str, float], status: str) -> None:
-        """Log the search's totals (and the cost ledger as CSV + plot) on the parent run and close it."""
+    def links(self) -> list[str]:
+        """Console lines that lead to this search in the MLflow UI: the experiment's runs page (MLflow 3
+        opens an experiment on its GenAI overview) and the parent run's table of every trial."""
+        if self.experiment_id is None or self.parent_id is None:
+            return []
+        base = f"{ui_url(self.cfg.tracking_uri)}/#/experiments/{self.experiment_id}"
+        return [f"MLflow:         {ui_command(self.cfg.tracking_uri)}",
+                f"  runs:         {base}/runs",
+                f"  all trials:   {base}/runs/{self.parent_id}/artifactPath/{TRIALS_TABLE}"]  # fmt: skip
+
+    def close(self, summary: dict[str, float], status: str, told: Optional[dict[str, dict[str, float]]] = None,
+              front: Sequence[str] = ()) -> None:  # fmt: skip
+        """Log the search's totals (and the cost ledger as CSV + plot, the trials' table, a multi-objective
+        search's Pareto front: ``told`` objective values per trial, ``front`` its trials) on the parent run
+        and close it."""
         if self.client is None or self.parent_id is None:
             return
         import tempfile
@@ -254,11 +280,35 @@ class MLflowTracker(Callback):
 
         metrics = [Metric(k, float(v), 0, 0) for k, v in summary.items()]
         self._submit("log search totals", None, lambda rid: self.client.log_batch(rid, metrics=metrics))
+        for child in filter(None, map(self._children.get, front)):
+            self._submit("tag Pareto front", None, functools.partial(self._tag_run, run_id=child, key=TAG_PARETO))
         if self.ledger is not None and self.ledger.trials:
             with tempfile.TemporaryDirectory() as d:
-                ledger_csv, plot = Path(d) / "cost_ledger.csv", Path(d) / "metric_vs_cost.png"
-                ledger_csv.write_text(self.ledger.csv())
-                self.ledger.plot(str(plot))
-                for path in (ledger_csv, plot):
+                files = {name: Path(d) / name for name in ("cost_ledger.csv", "metric_vs_cost.png", TRIALS_TABLE)}
+                files["cost_ledger.csv"].write_text(self.ledger.csv())
+                self.ledger.plot(str(files["metric_vs_cost.png"]), marked=list(front) if front else None)
+                files[TRIALS_TABLE].write_text(self.trials_table(told or {}, front))
+                for path in files.values():
                     self._submit(f"log {path.name}", None, functools.partial(self._log_artifact, path=str(path)))
         self._submit("close search run", None, lambda rid: self.client.set_terminated(rid, status))
+
+    def trials_table(self, told: dict[str, dict[str, float]], front: Sequence[str]) -> str:
+        """Every trial of the search in one HTML table, a Pareto front first: what a comparison needs."""
+        import pandas as pd
+
+        columns = ["cost_usd", "on_demand_cost_usd", "savings_pct", "preemptions", "lost_work_s"]
+        rows = []
+        for trial_id in self.ledger.trials:
+            metrics = self.ledger.trial_metrics(trial_id)
+            rows.append({"trial": trial_id, **({"pareto": trial_id in front} if told else {}),
+                         **{k: v for k, v in told.get(trial_id, {}).items() if k not in columns},
+                         f"best {self.ledger.metric}": self.ledger.best(trial_id), **{k: metrics.get(k) for k in columns},
+                         "instance_types": self.ledger.cost_of(trial_id).instance_types})  # fmt: skip
+        table = pd.DataFrame(rows)
+        if told:
+            table = table.sort_values("pareto", ascending=False, kind="stable")
+        shade = f"background-color: {FRONT_ROW_COLOUR}"
+        styled = table.style.apply(lambda row: [shade if row.get("pareto") else ""] * len(row), axis=1)
+        styled = styled.format(lambda v: fmt(v) if isinstance(v, float) else v, na_rep="").hide(axis="index")
+        styled = styled.set_table_styles([{"selector": "td, th", "props": "padding: 2px 8px; font-family: sans-serif"}])
+        return str(styled.to_html())

@@ -23,7 +23,7 @@ from typing import Any, Callable, Mapping, Optional, Protocol, Union
 
 from ray.tune.result import AUTO_RESULT_KEYS
 
-from tuner.config import CheckpointConfig
+from tuner.config import LEDGER_OBJECTIVES, CheckpointConfig
 from tuner.spot import labels as node_labels
 from tuner.spot.drain import DrainWatcher, node_lost
 from tuner.trial import checkpoint as ckpt
@@ -46,7 +46,7 @@ STEP_HOOK = "step_hook"  # 1 once the trainer has called step() or should_checkp
 LOCATION = ("node_id", "node_group", "instance_type", "market", "zone", "region", "attempt_started_s")
 PLATFORM_KEYS = frozenset(
     (ITERATION, CHECKPOINT_ONLY, STEP_HOOK, WORKER_NODES, "wall_s", "train_time_s", "upload_failures", "checkpoint_reason",
-     "checkpoint_interval_s", "world_size", *LOCATION, *Progress.COUNTERS)
+     "checkpoint_interval_s", "world_size", *LOCATION, *Progress.COUNTERS, *LEDGER_OBJECTIVES)
 )  # fmt: skip
 
 TUNE_KEYS = frozenset(AUTO_RESULT_KEYS) | {"trial_id", "experiment_tag", "done", "should_checkpoint"}
@@ -70,6 +70,7 @@ class Objective:
     mode: str
     time_attr: str
     max_t: float
+    reported: tuple[str, ...] = ()  # further objectives the trainer itself must report
 
 
 class Backend(Protocol):
@@ -270,12 +271,14 @@ class TrialSession:
 
     def report(self, metrics: Mapping[str, Any], checkpoint: Union[State, Callable[[], State], None] = None) -> None:
         values = numeric(metrics)
-        required = [self.objective.metric] + ([self.objective.time_attr] if self.objective.time_attr != ITERATION else [])
+        required = [self.objective.metric, *self.objective.reported]
+        required += [self.objective.time_attr] if self.objective.time_attr != ITERATION else []
         missing = [k for k in required if k not in values]
         if missing:
             raise ValueError(
                 f"tuner.session.report: {' and '.join(repr(k) for k in missing)} missing (reported: "
-                f"{', '.join(sorted(values)) or 'nothing'}): the search's metric and time_attr must be in every report"
+                f"{', '.join(sorted(values)) or 'nothing'}): the search's metric, objectives and time_attr must be "
+                "in every report"
             )
         self.progress.reports += 1
         self.last_metrics = values
