@@ -17,7 +17,7 @@ from tuner.plan.traces import (
 
 TICK_S = 600.0
 PROFILE = CampaignProfile(trials=1, epochs=6, epoch_s=600.0, checkpoint_s=0.0, restart_s=0.0, concurrency=1)
-PERIODIC = dict(checkpoint="periodic", every_s=1500.0, zones="one", fallback=False)
+PERIODIC = dict(checkpoint="periodic", every_s=1500.0, zones="one", fallback=False, unnoticed_fraction=0.0)
 
 
 def market(*zones: tuple[str, float]) -> Market:
@@ -42,6 +42,8 @@ def test_preemption_without_notice_loses_the_work_since_the_last_checkpoint() ->
     assert out.recovery_s == pytest.approx(2 * TICK_S)  # waited two ticks for the zone
     with_notice = replay(m, PROFILE, StrategyConfig(notice=True, **PERIODIC), 0)
     assert with_notice.lost_work_s == 0 and with_notice.makespan_s == pytest.approx(5 * TICK_S + 1800)
+    some_unnoticed = replay(m, PROFILE, StrategyConfig(**{**PERIODIC, "unnoticed_fraction": 0.25}), 0)
+    assert some_unnoticed.lost_work_s == pytest.approx(0.25 * 300.0)  # the expected loss: a quarter come unannounced
 
 
 def test_checkpoint_writes_and_restarts_take_time() -> None:

@@ -7,6 +7,7 @@ from tuner.spot.labels import INSTANCE_TYPE
 from tuner.trial.policy import (
     CheckpointPolicy,
     advisor_rate_per_h,
+    lost_share,
     young_daly_interval_s,
 )
 
@@ -31,7 +32,7 @@ def test_adaptive_interval_shorter_for_riskier_bucket() -> None:
 
     risky = next(k for k, v in _advisor().items() if v == ">20%")
     safe = next(k for k, v in _advisor().items() if v == "<5%")
-    cfg = CheckpointConfig(policy="adaptive", min_interval_s=1, max_interval_s=1e9)
+    cfg = CheckpointConfig(policy="adaptive", min_interval_s=1, max_interval_s=1e9, unnoticed_fraction=1.0)
     policies = []
     for region, itype in (risky, safe):
         policy = CheckpointPolicy.for_node(cfg, {INSTANCE_TYPE: itype, "ray.io/availability-region": region}, "g5.xlarge")
@@ -43,12 +44,30 @@ def test_adaptive_interval_shorter_for_riskier_bucket() -> None:
 
 def test_adaptive_decisions() -> None:
     policy = CheckpointPolicy.for_node(
-        CheckpointConfig(policy="adaptive", interruption_rate_per_h=36.0, min_interval_s=1), {}, "g5.xlarge"
-    )
+        CheckpointConfig(policy="adaptive", interruption_rate_per_h=36.0, min_interval_s=1, unnoticed_fraction=1.0), {},
+        "g5.xlarge",
+    )  # fmt: skip
     assert policy.due_at_report(1, 0.1)  # first checkpoint measures C
     policy.observe_cost(0.5)
     assert policy.interval_s == pytest.approx(math.sqrt(2 * 0.5 / 0.01))  # 10 s
     assert not policy.due_between_reports(5) and policy.due_between_reports(10.5)
+
+
+def test_with_a_notice_only_interruptions_without_one_shorten_the_interval() -> None:
+    """A drain notice checkpoints at once: a write that fits in it loses nothing, so only the unnoticed share
+    of interruptions counts; a write longer than the notice, or no notice handling, counts them all."""
+    assert lost_share(5.0, 120.0, 0.1) == 0.1 and lost_share(200.0, 120.0, 0.1) == 1.0 and lost_share(5.0, None, 0.1) == 1.0
+    cfg = dict(policy="adaptive", interruption_rate_per_h=0.36, min_interval_s=1, max_interval_s=1e9)
+    intervals = {}
+    for fraction in (1.0, 0.1, 0.0):
+        policy = CheckpointPolicy.for_node(CheckpointConfig(**cfg, unnoticed_fraction=fraction), {}, "g5.xlarge")
+        policy.observe_cost(2.0)
+        intervals[fraction] = policy.interval_s
+    assert intervals[0.1] == pytest.approx(intervals[1.0] * math.sqrt(10))  # lambda / 10 -> T x sqrt(10)
+    assert intervals[0.0] == 1e9  # nothing ever lost: the upper bound
+    slow = CheckpointPolicy.for_node(CheckpointConfig(**cfg, notice_s=1.0, unnoticed_fraction=0.1), {}, "g5.xlarge")
+    slow.observe_cost(2.0)  # the write outlasts the notice
+    assert slow.interval_s == pytest.approx(intervals[1.0])
 
 
 def test_periodic_decisions() -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from tuner.config.base import require
-from tuner.config.platform import POLICIES, TrackingConfig
+from tuner.config.platform import POLICIES, UNNOTICED_FRACTION, TrackingConfig
 
 
 @dataclass
@@ -34,6 +34,7 @@ class StrategyConfig:
     min_interval_s: float = 60.0  # adaptive: bounds on the interval
     max_interval_s: float = 14400.0
     notice: bool = True  # checkpoint on the interruption notice
+    unnoticed_fraction: float = UNNOTICED_FRACTION  # with notice: interruptions that still come without one
     zones: str = "all"  # one (each stream keeps to one zone) | all (the cheapest zone with capacity)
     fallback: bool = True  # on-demand once waiting for spot would miss the deadline
     deadline_factor: float = 1.5  # deadline = this x the on-demand makespan (fallback keeps it)
@@ -43,6 +44,7 @@ class StrategyConfig:
         require(self.zones in ("one", "all"), f"strategy {self.name}: zones one | all")
         require(self.every_s > 0 and 0 < self.min_interval_s <= self.max_interval_s, f"strategy {self.name}: intervals > 0")
         require(self.deadline_factor >= 1.0, f"strategy {self.name}: deadline_factor must be >= 1")
+        require(0 <= self.unnoticed_fraction <= 1, f"strategy {self.name}: unnoticed_fraction must be in [0, 1]")
 
 
 @dataclass

@@ -6,7 +6,8 @@ trace each stream is waiting for capacity, starting (getting a node, restoring i
 checkpoint), training (checkpointing at the strategy's interval, each write
 stalling it ``checkpoint_s``), on on-demand, or done. A zone that turns unavailable
 under a stream preempts it: with notice handling the trial checkpoints within the
-notice and loses nothing, without it loses the work since its last checkpoint.
+notice and loses nothing, without it loses the work since its last checkpoint; a
+strategy's ``unnoticed_fraction`` of preemptions comes without notice (as an expected loss).
 Costs are the per-tick spot prices of the zones used (on-demand at list price).
 
 The ideal a strategy is judged against: the campaign's GPU-hours at the spot prices
@@ -22,7 +23,7 @@ from typing import Optional
 from tuner.config import CampaignProfile, StrategyConfig
 from tuner.cost.fallback import Fallback
 from tuner.plan.traces import Market
-from tuner.trial.policy import young_daly_interval_s
+from tuner.trial.policy import lost_share, young_daly_interval_s
 
 HISTORY_S = 7 * 86400.0  # adaptive: the interruption rate is estimated from this much trace before the start
 MIN_HISTORY_H = 12.0  # with less available history than this, the rate is the whole-trace average
@@ -135,8 +136,13 @@ def interruption_rate_per_h(market: Market, zone: int, tick: int) -> float:
 def _checkpoint_interval_s(profile: CampaignProfile, strategy: StrategyConfig, market: Market, zone: int, tick: int) -> float:
     if strategy.checkpoint == "periodic":
         return strategy.every_s
-    rate = interruption_rate_per_h(market, zone, tick)
-    return young_daly_interval_s(profile.checkpoint_s, rate, strategy.min_interval_s, strategy.max_interval_s)
+    lossy = interruption_rate_per_h(market, zone, tick) * _lost_share(profile, strategy, market)
+    return young_daly_interval_s(profile.checkpoint_s, lossy, strategy.min_interval_s, strategy.max_interval_s)
+
+
+def _lost_share(profile: CampaignProfile, strategy: StrategyConfig, market: Market) -> float:
+    """The share of a preemption's work since the last checkpoint that is lost (an expectation over preemptions)."""
+    return lost_share(profile.checkpoint_s, market.notice_s if strategy.notice else None, strategy.unnoticed_fraction)
 
 
 def _advance(s: Stream, budget_s: float, profile: CampaignProfile) -> float:
@@ -191,7 +197,7 @@ def replay(market: Market, profile: CampaignProfile, strategy: StrategyConfig, s
                 continue
             if s.mode in ("start", "run") and not market.zones[s.on_spot].available[tick]:
                 s.preemptions += 1
-                lost = 0.0 if (strategy.notice and profile.checkpoint_s <= market.notice_s) else s.since_checkpoint_s
+                lost = s.since_checkpoint_s * _lost_share(profile, strategy, market)
                 s.work_left_s += lost
                 s.lost_s += lost
                 s.since_checkpoint_s, s.restart_left_s, s.debt_s, s.mode = 0.0, 0.0, 0.0, "wait"

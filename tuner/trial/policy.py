@@ -1,10 +1,14 @@
 """When a trial checkpoints: periodic, or adaptive from the node's interruption rate.
 
 Adaptive uses Young/Daly's first-order optimum T = sqrt(2 C / lambda): C is the
-measured time to write a checkpoint, lambda the node's interruption rate. Lambda
-comes from the config, else from the AWS Spot Advisor bucket of the node's
-instance type (shipped in ``tuner/catalog``). A drain notice always checkpoints
-at once, whatever the policy (``tuner.trial.runtime``).
+measured time to write a checkpoint, lambda the rate of interruptions that lose
+work. A drain notice always checkpoints at once, whatever the policy
+(``tuner.trial.runtime``), so when a checkpoint write fits in the notice only the
+interruptions that come without one (``unnoticed_fraction``: host failures, a
+notice that never arrives) lose work; periodic checkpoints guard against those
+alone. The interruption rate comes from the config, else the observed rates, else
+the AWS Spot Advisor bucket of the node's instance type (``tuner/catalog``). The
+planner's simulator uses the same functions (``tuner.plan.simulate``).
 """
 
 from __future__ import annotations
@@ -57,8 +61,16 @@ def load_observed_rates(path: str, min_node_hours: float) -> dict[str, float]:
         raise ConfigError(f"checkpoint.observed_rates={path!r} is not a readable interruption_rates.csv ({exc})") from exc
 
 
+def lost_share(checkpoint_cost_s: float, notice_s: Optional[float], unnoticed_fraction: float) -> float:
+    """The share of interruptions that lose the work since the last checkpoint: all of them without
+    notice handling (``notice_s`` None) or when a write outlasts the notice, else the unnoticed ones."""
+    return 1.0 if notice_s is None or checkpoint_cost_s > notice_s else unnoticed_fraction
+
+
 def young_daly_interval_s(checkpoint_cost_s: float, rate_per_h: float, lower_s: float, upper_s: float) -> float:
-    """sqrt(2 C / lambda), clamped to [lower_s, upper_s]."""
+    """sqrt(2 C / lambda), clamped to [lower_s, upper_s]; ``rate_per_h``: interruptions that lose work."""
+    if rate_per_h <= 0:
+        return upper_s
     rate_per_s = rate_per_h / 3600.0
     return min(upper_s, max(lower_s, math.sqrt(2.0 * max(checkpoint_cost_s, 1e-3) / rate_per_s)))
 
@@ -89,11 +101,11 @@ class CheckpointPolicy:
     def observe_cost(self, seconds: float) -> None:
         self.last_cost_s = seconds
         if self.cfg.policy == "adaptive" and self.rate_per_h:
-            interval = young_daly_interval_s(seconds, self.rate_per_h, self.cfg.min_interval_s, self.cfg.max_interval_s)
+            lossy = self.rate_per_h * lost_share(seconds, self.cfg.notice_s, self.cfg.unnoticed_fraction)
+            interval = young_daly_interval_s(seconds, lossy, self.cfg.min_interval_s, self.cfg.max_interval_s)
             if self.interval_s is None or abs(interval - self.interval_s) > 0.1 * self.interval_s:
-                log.info(
-                    "adaptive checkpoint interval %.0f s (C=%.2f s, lambda=%.2e /h)", interval, seconds, self.rate_per_h
-                )
+                log.info("adaptive checkpoint interval %.0f s (C=%.2f s, lambda=%.2e /h, losing work: %.2e /h)",
+                         interval, seconds, self.rate_per_h, lossy)  # fmt: skip
             self.interval_s = interval
 
     def due_between_reports(self, seconds_since_checkpoint: float) -> bool:
