@@ -34,11 +34,28 @@ def test_ray_validates_the_config() -> None:
     types = config["available_node_types"]
     assert types["head"]["resources"] == {"CPU": 0}  # no trial fits on the head
     spot = [n for n, t in types.items() if t["node_config"].get("InstanceMarketOptions", {}).get("MarketType") == "spot"]
-    assert len(spot) >= 3
-    assert len({types[n]["node_config"]["InstanceType"] for n in spot}) >= 3
-    assert any(types[n]["resources"]["GPU"] > 1 for n in spot)  # a multi-GPU type
+    # Diversified, as the seed prescribes ("10 to 15 different instance types to maximise availability").
+    itypes = {types[n]["node_config"]["InstanceType"] for n in spot}
+    assert len(itypes) >= 10 and len({t.split(".")[0] for t in itypes}) >= 5  # g4dn, g5, g6, g6e, p3
+    assert any(types[n]["resources"]["GPU"] > 1 for n in spot) and any(types[n]["resources"]["GPU"] == 1 for n in spot)
     assert types["ondemand_g5"]["min_workers"] == 0 and "InstanceMarketOptions" not in types["ondemand_g5"]["node_config"]
     assert len(config["provider"]["availability_zone"].split(",")) >= 2
+
+
+def test_every_worker_type_is_priced_labelled_and_shaped_as_the_catalog_says() -> None:
+    from tuner.cost.pricing import Catalog
+
+    config, catalog = load(), Catalog()
+    region = config["provider"]["region"]
+    for name, node_type in config["available_node_types"].items():
+        if name == config["head_node_type"]:
+            continue
+        itype = node_type["node_config"]["InstanceType"]
+        market = "spot" if "InstanceMarketOptions" in node_type["node_config"] else "on-demand"
+        assert node_type["labels"] == {"tuner.io/instance-type": itype, "ray.io/market-type": market}, name
+        assert catalog.on_demand(itype, region) and catalog.spot_price(itype, region, "?"), f"{itype} is not priced"
+        shape = catalog.shape(itype)
+        assert shape is not None and node_type["resources"] == {"CPU": shape.vcpus, "GPU": shape.gpus}, name
 
 
 def test_every_key_is_commented() -> None:

@@ -29,12 +29,12 @@ def test_trial_that_fits_no_worker_type_is_refused() -> None:
     aws = load_launcher_config("cluster/aws.yaml")
     check_fits(aws, {"CPU": 4, "GPU": 1})
     check_fits(aws, {"CPU": 8, "GPU": 4})  # the 4-GPU type
-    # 16 nodes at most: both 4-GPU nodes (2 x 4 one-GPU slots) and 14 one-GPU nodes
-    check_fits(aws, {"CPU": 1, "GPU": 1}, workers=22)
+    # 24 nodes at most: the six 4-GPU nodes (3 types x 2: 24 one-GPU slots) and 18 one-GPU nodes
+    check_fits(aws, {"CPU": 1, "GPU": 1}, workers=42)
     with pytest.raises(ConfigError, match="no worker type fits a trial needing cpu=1 gpu=8"):
         check_fits(aws, {"CPU": 1, "GPU": 8})
-    with pytest.raises(ConfigError, match="no worker type fits 23 workers of cpu=1 gpu=1"):
-        check_fits(aws, {"CPU": 1, "GPU": 1}, workers=23)
+    with pytest.raises(ConfigError, match="no worker type fits 43 workers of cpu=1 gpu=1"):
+        check_fits(aws, {"CPU": 1, "GPU": 1}, workers=43)
 
 
 def test_unreadable_launcher_config() -> None:

@@ -113,5 +113,5 @@ def test_several_elastic_trials_make_exactly_num_samples(twin: LocalTwin, tmp_pa
 
 
 def test_more_workers_than_the_cluster_can_ever_have_is_refused() -> None:
-    proc = run_cli(["+search=mlp", "cluster=local_spot", "search.resources.workers=[40,40]", "search.resources.cpu=4"])
-    assert proc.returncode == 2 and "no worker type fits 40 workers of cpu=4" in proc.stderr, proc.stderr[-2000:]
+    proc = run_cli(["+search=mlp", "cluster=local_spot", "search.resources.workers=[100,100]", "search.resources.cpu=4"])
+    assert proc.returncode == 2 and "no worker type fits 100 workers of cpu=4" in proc.stderr, proc.stderr[-2000:]
