@@ -221,6 +221,12 @@ def test_a_multi_objective_search_needs_a_sampler_that_can_run_one() -> None:
         assert searcher.metrics == ["val_acc", "cost_usd"] and len(searcher.study.directions) == 2
 
 
+def test_the_platforms_bookkeeping_is_not_an_objective() -> None:
+    settings = to_settings(compose_cfg("+search=mlp", "+search.objectives.preemptions=min"))
+    with pytest.raises(ConfigError, match="search.objectives: preemptions is the platform's bookkeeping"):
+        build.search_alg(settings.search)
+
+
 def test_objectives_the_trainer_reports_are_required_in_its_reports_and_the_ledgers_are_not() -> None:
     settings = to_settings(compose_cfg("+search=mlp", "+search.objectives.cost_usd=min", "+search.objectives.train_loss=min"))
     assert build.objective(settings.search).reported == ("train_loss",)

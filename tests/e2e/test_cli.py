@@ -88,7 +88,7 @@ def test_every_search_smoke_runs(search: str, tmp_path: Path) -> None:
 def assert_pareto_front_shown(stdout: str, tmp_path: Path, search: str, objectives: dict[str, str]) -> None:
     """A multi-objective search: Optuna was told every objective (the ledger's cost among them), the console
     and MLflow mark the same Pareto front, and the printed link opens the trials table in the MLflow UI."""
-    front = re.search(r"Pareto front of val_acc \(max\), (.+), last reported values: (\d) of 2 trials", stdout)
+    front = re.search(r"Pareto front of val_acc \(max\), (.+), last reported values: (\d) of the 2 trials that trained", stdout)
     assert front and front.group(1) == ", ".join(f"{k} ({m})" for k, m in objectives.items()), stdout[-2000:]
     (state,) = (tmp_path / "ray_results" / search).glob("searcher-state-*.pkl")
     study = pickle.loads(state.read_bytes())["study"]

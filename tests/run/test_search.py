@@ -49,6 +49,21 @@ def test_several_objectives_make_a_multi_objective_study() -> None:
     assert s.study.trials[0].values == [0.9, 0.01]
 
 
+def test_a_multi_objective_trial_stopped_early_is_pruned_not_a_cheap_point_on_the_front() -> None:
+    s = OptunaSearcher(space, ["val_acc", "cost_usd"], ["max", "min"], optuna.samplers.RandomSampler(seed=0), 3,
+                       time_attr="epoch", max_t=10)  # fmt: skip
+    for trial_id in "abc":
+        s.suggest(trial_id)
+    s.on_trial_complete("a", {"val_acc": 0.9, "cost_usd": 0.01, "epoch": 10})
+    s.on_trial_complete("b", {"val_acc": 0.5, "cost_usd": 0.001, "epoch": 3})  # ASHA stopped it at epoch 3
+    s.on_trial_complete("c", {"val_acc": float("nan"), "cost_usd": 0.01, "epoch": 10})
+    assert states(s) == ["COMPLETE", "PRUNED", "PRUNED"]
+    single = OptunaSearcher(space, ["loss"], ["min"], optuna.samplers.RandomSampler(seed=0), 1, time_attr="epoch", max_t=10)
+    single.suggest("a")
+    single.on_trial_complete("a", {"loss": 0.5, "epoch": 3})  # one objective: ASHA's early stop is the usual outcome
+    assert states(single) == ["COMPLETE"]
+
+
 def test_reconcile_frees_a_slot_held_by_a_trial_no_list_knows() -> None:
     """The hang that was seen: the saved limiter named a trial the restored trial list lacks."""
     s = searcher(max_concurrent=1)

@@ -36,7 +36,7 @@ def test_adaptive_interval_shorter_for_riskier_bucket() -> None:
     policies = []
     for region, itype in (risky, safe):
         policy = CheckpointPolicy.for_node(cfg, {INSTANCE_TYPE: itype, "ray.io/availability-region": region}, "g5.xlarge")
-        policy.observe_cost(5.0)
+        policy.observe_cost(5.0, notice_usable=True)
         policies.append(policy)
     assert policies[0].interval_s < policies[1].interval_s
     assert policies[0].interval_s == pytest.approx(math.sqrt(2 * 5.0 / (0.25 / 730 / 3600)))
@@ -48,7 +48,7 @@ def test_adaptive_decisions() -> None:
         "g5.xlarge",
     )  # fmt: skip
     assert policy.due_at_report(1, 0.1)  # first checkpoint measures C
-    policy.observe_cost(0.5)
+    policy.observe_cost(0.5, notice_usable=True)
     assert policy.interval_s == pytest.approx(math.sqrt(2 * 0.5 / 0.01))  # 10 s
     assert not policy.due_between_reports(5) and policy.due_between_reports(10.5)
 
@@ -61,13 +61,16 @@ def test_with_a_notice_only_interruptions_without_one_shorten_the_interval() -> 
     intervals = {}
     for fraction in (1.0, 0.1, 0.0):
         policy = CheckpointPolicy.for_node(CheckpointConfig(**cfg, unnoticed_fraction=fraction), {}, "g5.xlarge")
-        policy.observe_cost(2.0)
+        policy.observe_cost(2.0, notice_usable=True)
         intervals[fraction] = policy.interval_s
     assert intervals[0.1] == pytest.approx(intervals[1.0] * math.sqrt(10))  # lambda / 10 -> T x sqrt(10)
     assert intervals[0.0] == 1e9  # nothing ever lost: the upper bound
     slow = CheckpointPolicy.for_node(CheckpointConfig(**cfg, notice_s=1.0, unnoticed_fraction=0.1), {}, "g5.xlarge")
-    slow.observe_cost(2.0)  # the write outlasts the notice
+    slow.observe_cost(2.0, notice_usable=True)  # the write outlasts the notice
     assert slow.interval_s == pytest.approx(intervals[1.0])
+    unhooked = CheckpointPolicy.for_node(CheckpointConfig(**cfg, unnoticed_fraction=0.1), {}, "g5.xlarge")
+    unhooked.observe_cost(2.0, notice_usable=False)  # no session.step: a notice waits for the next report
+    assert unhooked.interval_s == pytest.approx(intervals[1.0])
 
 
 def test_periodic_decisions() -> None:

@@ -53,6 +53,7 @@ class CheckpointConfig:
         )
         require(self.min_observed_node_hours >= 0, "checkpoint.min_observed_node_hours must be >= 0")
         require(0 <= self.unnoticed_fraction <= 1, "checkpoint.unnoticed_fraction must be in [0, 1]")
+        require(self.notice_s > 0, "checkpoint.notice_s must be > 0")
 
 @dataclass
 class ClusterConfig:

@@ -156,6 +156,7 @@ class CostLedger(Callback):
         self.resources, self.metric, self.mode, self.time_attr = search.resources, search.metric, search.mode, search.time_attr
         self.head_instance_type = head_instance_type
         self.objectives = [k for k in search.objectives if k in LEDGER_OBJECTIVES]  # added to each result
+        self._unpriced_warned: set[str] = set()
         self.trials: dict[str, TrialLedger] = {}
         self.assumed_used = False
 
@@ -236,6 +237,10 @@ class CostLedger(Callback):
         if self.objectives:  # Tune lets callbacks add to a result: the searcher reads them at the trial's end
             metrics = self.trial_metrics(trial.trial_id)
             result.update({k: metrics[k] for k in self.objectives if k in metrics})
+            if any(k not in metrics for k in self.objectives) and trial.trial_id not in self._unpriced_warned:
+                self._unpriced_warned.add(trial.trial_id)
+                log.warning("trial %s ran on %s, which has no price: its cost is unknown, so the searcher will "
+                            "count it as pruned", trial.trial_id, ledger.intervals_of(attempt)[0].instance_type)  # fmt: skip
 
     # -- views ------------------------------------------------------------------
     def best(self, trial_id: str, default: Optional[float] = None) -> Optional[float]:

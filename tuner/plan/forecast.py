@@ -61,7 +61,7 @@ def capacity_events(available: Sequence[bool], horizon: int) -> list[float]:
     return events
 
 
-def classify(score: Forecast, threshold: float, events: Sequence[float], origins: Sequence[int], horizon: int) -> Scores:
+def classify(score: Forecast, threshold: float, events: Sequence[float], origins: Sequence[int]) -> Scores:
     said = [score(t) >= threshold for t in origins]
     happened = [events[t] > 0 for t in origins]
     hits = sum(s and h for s, h in zip(said, happened))
@@ -70,7 +70,7 @@ def classify(score: Forecast, threshold: float, events: Sequence[float], origins
 
 def evaluate_prices(series: Sequence[float], tick_s: float) -> dict[str, float]:
     """MAPE of each forecaster on the second half; the smoothing factor chosen on the first."""
-    horizon, season = round(HORIZON_S / tick_s), round(SEASON_S / tick_s)
+    horizon, season = max(1, round(HORIZON_S / tick_s)), round(SEASON_S / tick_s)
     split = len(series) // 2
     fit, test = range(season, split - horizon), range(split, len(series) - horizon)
     levels = {a: smoothed(series, a) for a in ALPHAS}
@@ -85,7 +85,7 @@ def evaluate_prices(series: Sequence[float], tick_s: float) -> dict[str, float]:
 
 def evaluate_capacity(available: Sequence[bool], tick_s: float) -> dict[str, Scores]:
     """Precision/recall of "gone within the hour" at ticks with capacity, on the second half."""
-    horizon, season = round(HORIZON_S / tick_s), round(SEASON_S / tick_s)
+    horizon, season = max(1, round(HORIZON_S / tick_s)), round(SEASON_S / tick_s)
     events = capacity_events(available, horizon)
     known = [0.0] * horizon + events[:-horizon]  # at t, the event of t - horizon has just become known
     split = len(available) // 2
@@ -93,9 +93,9 @@ def evaluate_capacity(available: Sequence[bool], tick_s: float) -> dict[str, Sco
     test = [t for t in range(split, len(available) - horizon) if available[t]]
     levels = {a: smoothed(known, a) for a in ALPHAS}
     best = max(((a, th) for a in ALPHAS for th in THRESHOLDS),
-               key=lambda p: classify(lambda t: levels[p[0]][t], p[1], events, fit, horizon).f1)  # fmt: skip
+               key=lambda p: classify(lambda t: levels[p[0]][t], p[1], events, fit).f1)  # fmt: skip
     return {
-        "last_value": classify(lambda t: known[t], 0.5, events, test, horizon),
-        "seasonal_naive": classify(lambda t: events[t - season], 0.5, events, test, horizon),
-        "smoothing": classify(lambda t: levels[best[0]][t], best[1], events, test, horizon),
+        "last_value": classify(lambda t: known[t], 0.5, events, test),
+        "seasonal_naive": classify(lambda t: events[t - season], 0.5, events, test),
+        "smoothing": classify(lambda t: levels[best[0]][t], best[1], events, test),
     }

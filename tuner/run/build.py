@@ -10,7 +10,7 @@ from typing import Any, Callable
 
 from tuner.config import LEDGER_OBJECTIVES, Config, ConfigError, SearchConfig
 from tuner.spot.labels import MARKET
-from tuner.trial.runtime import Objective
+from tuner.trial.runtime import PLATFORM_KEYS, Objective
 from tuner.trial.trainable import TrialSpec
 
 SPOT = {MARKET: "spot"}  # a multi-worker trial's workers: on spot capacity
@@ -97,7 +97,13 @@ def search_alg(search: SearchConfig) -> Any:
     sampler, space = instantiate(search.searcher), load_space(search.space)
     if search.objectives:
         check_multi_objective(sampler, space, search)
-    return ConsistentSearch(OptunaSearcher(space, search.metrics, search.modes, sampler, search.tune.max_concurrent_trials))
+        platforms = [k for k in search.objectives if k in PLATFORM_KEYS and k not in LEDGER_OBJECTIVES]
+        if platforms:
+            raise ConfigError(f"search.objectives: {', '.join(platforms)} is the platform's bookkeeping, not an objective: "
+                              f"use {' or '.join(LEDGER_OBJECTIVES)}, or a key the trainer reports")  # fmt: skip
+    searcher = OptunaSearcher(space, search.metrics, search.modes, sampler, search.tune.max_concurrent_trials,
+                              search.time_attr, search.max_t)  # fmt: skip
+    return ConsistentSearch(searcher)
 
 
 def check_multi_objective(sampler: Any, space: Callable[..., Any], search: SearchConfig) -> None:

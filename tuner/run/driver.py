@@ -41,16 +41,21 @@ def resume_command() -> str:
 
 
 def pareto_front(results: Any, settings: Config) -> tuple[dict[str, dict[str, float]], list[str]]:
-    """A multi-objective search's objective values per finished trial (its last result: what the searcher
-    was told) and the trials on their Pareto front; both empty for a single-objective search."""
+    """A multi-objective search's objective values per trial that trained its whole budget (its last
+    result: what the searcher was told; an early-stopped trial's are not comparable) and the trials on
+    their Pareto front; both empty for a single-objective search."""
     from tuner.report import pareto
+    from tuner.run.search import finite_values
 
     search = settings.search
     assert search is not None
     if not search.objectives:
         return {}, []
-    told = {r.metrics["trial_id"]: {k: float(r.metrics[k]) for k in search.metrics}
-            for r in results if r.error is None and all(k in (r.metrics or {}) for k in search.metrics)}  # fmt: skip
+    told = {}
+    for r in results:
+        values = finite_values(r.metrics if r.error is None else None, search.metrics)
+        if values is not None and r.metrics.get(search.time_attr, 0) >= search.max_t:
+            told[r.metrics["trial_id"]] = dict(zip(search.metrics, values))
     return told, pareto.front({t: list(v.values()) for t, v in told.items()}, search.modes)
 
 
@@ -75,7 +80,8 @@ def summarize(results: Any, settings: Config, ledger: Any, totals: dict[str, flo
     ranked = sorted(done, key=lambda r: (r.metrics["trial_id"] not in front, sign * best(r)))
     rows = [
         {"trial": r.metrics["trial_id"], **({"pareto": "*" if r.metrics["trial_id"] in front else ""} if front else {}),
-         best_key: best(r), **{k: r.metrics.get(k) for k in search.objectives if k != "cost_usd"},  # cost: a column of its own search.time_attr: r.metrics.get(search.time_attr),
+         best_key: best(r), **{k: r.metrics.get(k) for k in search.objectives if k != "cost_usd"},  # cost: its own columns
+         search.time_attr: r.metrics.get(search.time_attr),
          "train_s": r.metrics.get("train_time_s"), **cost_columns(ledger, r.metrics["trial_id"]), **r.config}
         for r in ranked[:max(TABLE_ROWS, len(front))]
     ]  # fmt: skip
@@ -84,7 +90,9 @@ def summarize(results: Any, settings: Config, ledger: Any, totals: dict[str, flo
         print(table(rows, list(rows[0])))
         if front:
             goals = ", ".join(f"{k} ({m})" for k, m in zip(search.metrics, search.modes))
-            print(f"\nPareto front of {goals}, last reported values: {len(front)} of {len(done)} trials (marked *)")
+            full = sum(r.metrics.get(search.time_attr, 0) >= search.max_t for r in done)
+            print(f"\nPareto front of {goals}, last reported values: {len(front)} of the {full} trials that trained "
+                  f"their whole budget (marked *; those stopped early are not compared)")  # fmt: skip
         top = min(done, key=lambda r: sign * best(r))
         print(f"\nbest trial {top.metrics['trial_id']}: {best_key} {fmt(best(top))}  config: {params(top.config)}")
         where = storage.checkpoint_uri(top.checkpoint, top.metrics, storage.experiment_path(settings.storage, settings.name))

@@ -12,6 +12,7 @@ trials created, the live ones (which hold the concurrency slots), and what Optun
 from __future__ import annotations
 
 import logging
+import math
 import pickle
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
@@ -26,14 +27,26 @@ Space = Callable[[optuna.Trial], Optional[dict[str, Any]]]
 optuna.logging.set_verbosity(optuna.logging.WARNING)  # one line per trial from Optuna would drown ours
 
 
+def finite_values(result: Optional[dict[str, Any]], metrics: Sequence[str]) -> Optional[list[float]]:
+    """The result's value of each metric, or None when one is missing or not finite."""
+    values = [(result or {}).get(m) for m in metrics]
+    if any(not isinstance(v, (int, float)) or not math.isfinite(v) for v in values):
+        return None
+    return [float(v) for v in values]  # type: ignore[arg-type]
+
+
 class OptunaSearcher(Searcher):
     """A define-by-run Optuna space searched by any Optuna sampler, ``max_concurrent`` trials at a time.
 
-    ``metrics``/``modes`` of length > 1: a multi-objective study (NSGA-II, TPE)."""
+    ``metrics``/``modes`` of length > 1: a multi-objective study (NSGA-II, TPE). There a trial the
+    scheduler stopped before ``max_t`` of ``time_attr`` is told as pruned: its cost was cut short with
+    its training, and told as complete it would crowd the Pareto front with cheap, unfinished trials."""
 
-    def __init__(self, space: Space, metrics: Sequence[str], modes: Sequence[str], sampler: Any, max_concurrent: int) -> None:
+    def __init__(self, space: Space, metrics: Sequence[str], modes: Sequence[str], sampler: Any, max_concurrent: int,
+                 time_attr: str = "iteration", max_t: float = 0.0) -> None:  # fmt: skip
         super().__init__(metric=metrics[0], mode=modes[0])
         self.space, self.metrics, self.max_concurrent = space, list(metrics), max_concurrent
+        self.time_attr, self.max_t = time_attr, max_t
         directions = ["maximize" if m == "max" else "minimize" for m in modes]
         self.study = optuna.create_study(sampler=sampler, directions=directions)
         self.live: dict[str, optuna.Trial] = {}  # Tune trial id -> the Optuna trial it runs
@@ -57,8 +70,9 @@ class OptunaSearcher(Searcher):
         return config
 
     def _values(self, result: Optional[dict[str, Any]]) -> Optional[list[float]]:
-        values = [(result or {}).get(m) for m in self.metrics]
-        return None if any(v is None for v in values) else [float(v) for v in values]  # type: ignore[arg-type]
+        if len(self.metrics) > 1 and float((result or {}).get(self.time_attr, 0)) < self.max_t:
+            return None  # stopped early: pruned
+        return finite_values(result, self.metrics)
 
     def on_trial_complete(self, trial_id: str, result: Optional[dict[str, Any]] = None, error: bool = False) -> None:
         trial = self.live.pop(trial_id, None)

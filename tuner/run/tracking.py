@@ -188,29 +188,36 @@ class MLflowTracker(Callback):
     def _log_artifact(self, run_id: str, path: str) -> None:
         self.client.log_artifact(run_id, path)
 
-    def _tag_run(self, parent_id: str, run_id: str, key: str, value: str = "true") -> None:
-        self.client.set_tag(run_id, key, value)
+    def _tag_run(self, parent_id: str, trial_id: str, key: str, value: str = "true") -> None:
+        run_id = self._found(trial_id)
+        if run_id is not None:
+            self.client.set_tag(run_id, key, value)
 
     def _log_params(self, run_id: str, params: dict[str, Any]) -> None:
         from mlflow.entities import Param
 
         self.client.log_batch(run_id, params=[Param(k, str(v)[:6000]) for k, v in params.items()])
 
-    def _child(self, trial: Trial) -> str:
-        """The trial's run: found again by tag after a retry or a driver restart, else created."""
-        if trial.trial_id not in self._children:
+    def _found(self, trial_id: str) -> Optional[str]:
+        """The trial's run, by this tracker's memory or by tag (after a retry or a driver restart)."""
+        if trial_id not in self._children:
             runs = self.client.search_runs(
                 [self.experiment_id],
-                filter_string=f"tags.`{TAG_TRIAL}` = '{trial.trial_id}' and tags.`{TAG_PARENT}` = '{self.parent_id}'",
+                filter_string=f"tags.`{TAG_TRIAL}` = '{trial_id}' and tags.`{TAG_PARENT}` = '{self.parent_id}'",
                 max_results=1,
             )
-            if runs:
-                run_id = runs[0].info.run_id
-            else:
-                run_id = self.client.create_run(
-                    self.experiment_id, run_name=str(trial), tags={TAG_TRIAL: trial.trial_id, TAG_PARENT: self.parent_id}
-                ).info.run_id
-                self._log_params(run_id, trial.config)
+            if not runs:
+                return None
+            self._children[trial_id] = runs[0].info.run_id
+        return self._children[trial_id]
+
+    def _child(self, trial: Trial) -> str:
+        """The trial's run: found again, else created."""
+        if self._found(trial.trial_id) is None:
+            run_id = self.client.create_run(
+                self.experiment_id, run_name=str(trial), tags={TAG_TRIAL: trial.trial_id, TAG_PARENT: self.parent_id}
+            ).info.run_id
+            self._log_params(run_id, trial.config)
             self._children[trial.trial_id] = run_id
         return self._children[trial.trial_id]
 
@@ -280,8 +287,8 @@ class MLflowTracker(Callback):
 
         metrics = [Metric(k, float(v), 0, 0) for k, v in summary.items()]
         self._submit("log search totals", None, lambda rid: self.client.log_batch(rid, metrics=metrics))
-        for child in filter(None, map(self._children.get, front)):
-            self._submit("tag Pareto front", None, functools.partial(self._tag_run, run_id=child, key=TAG_PARETO))
+        for trial_id in front:  # looked up when sent: runs of trials from before a driver restart too
+            self._submit("tag Pareto front", None, functools.partial(self._tag_run, trial_id=trial_id, key=TAG_PARETO))
         if self.ledger is not None and self.ledger.trials:
             with tempfile.TemporaryDirectory() as d:
                 files = {name: Path(d) / name for name in ("cost_ledger.csv", "metric_vs_cost.png", TRIALS_TABLE)}

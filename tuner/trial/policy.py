@@ -98,10 +98,14 @@ class CheckpointPolicy:
                 rate = advisor_rate_per_h(itype, region) or advisor_rate_per_h(assumed_instance_type)
         return cls(cfg, rate)
 
-    def observe_cost(self, seconds: float) -> None:
+    def observe_cost(self, seconds: float, notice_usable: bool) -> None:
+        """A checkpoint write took ``seconds``. ``notice_usable``: the trainer calls ``session.step`` (or
+        ``should_checkpoint``), so a notice checkpoints between reports, not only at the next one."""
         self.last_cost_s = seconds
         if self.cfg.policy == "adaptive" and self.rate_per_h:
-            lossy = self.rate_per_h * lost_share(seconds, self.cfg.notice_s, self.cfg.unnoticed_fraction)
+            notice_s = self.cfg.notice_s if notice_usable else None
+            seen_s = seconds + self.cfg.drain_poll_interval_s  # a notice is seen at the next poll, then written
+            lossy = self.rate_per_h * lost_share(seen_s, notice_s, self.cfg.unnoticed_fraction)
             interval = young_daly_interval_s(seconds, lossy, self.cfg.min_interval_s, self.cfg.max_interval_s)
             if self.interval_s is None or abs(interval - self.interval_s) > 0.1 * self.interval_s:
                 log.info("adaptive checkpoint interval %.0f s (C=%.2f s, lambda=%.2e /h, losing work: %.2e /h)",

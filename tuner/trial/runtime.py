@@ -360,7 +360,7 @@ class TrialSession:
         if self.upload_failures:
             log.warning("trial %s: checkpoint upload works again after %d failures", self.context.trial_id, self.upload_failures)
         self.upload_failures = 0
-        self.policy.observe_cost(time.perf_counter() - started)
+        self.policy.observe_cost(time.perf_counter() - started, notice_usable=self.hooked)
         self.checkpointed_at_s = self.progress.train_time_s
         self.drain_checkpointed |= reason == "drain"  # decided after the notice was seen: it holds the state to keep
         self.deadline_checkpointed |= reason == "deadline"
