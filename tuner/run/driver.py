@@ -45,7 +45,7 @@ def pareto_front(results: Any, settings: Config) -> tuple[dict[str, dict[str, fl
     result: what the searcher was told; an early-stopped trial's are not comparable) and the trials on
     their Pareto front; both empty for a single-objective search."""
     from tuner.report import pareto
-    from tuner.run.search import finite_values
+    from tuner.run.search import full_budget_values
 
     search = settings.search
     assert search is not None
@@ -53,16 +53,17 @@ def pareto_front(results: Any, settings: Config) -> tuple[dict[str, dict[str, fl
         return {}, []
     told = {}
     for r in results:
-        values = finite_values(r.metrics if r.error is None else None, search.metrics)
-        if values is not None and r.metrics.get(search.time_attr, 0) >= search.max_t:
+        values = full_budget_values(r.metrics if r.error is None else None, search.metrics, search.time_attr, search.max_t)
+        if values is not None:
             told[r.metrics["trial_id"]] = dict(zip(search.metrics, values))
     return told, pareto.front({t: list(v.values()) for t, v in told.items()}, search.modes)
 
 
-def summarize(results: Any, settings: Config, ledger: Any, totals: dict[str, float], front: Sequence[str],
-              dashboard_url: Optional[str], tracking_links: Sequence[str]) -> int:  # fmt: skip
-    """Print the best trials (a multi-objective search's front first) with their cost, the best config and
-    where to look; return the exit status."""
+def summarize(results: Any, settings: Config, ledger: Any, totals: dict[str, float], told: dict[str, dict[str, float]],
+              front: Sequence[str], dashboard_url: Optional[str], tracking_links: Sequence[str]) -> int:  # fmt: skip
+    """Print the best trials (a multi-objective search's front first: ``told``, ``front`` as
+    :func:`pareto_front` gives them) with their cost, the best config and where to look; return the exit
+    status."""
     from tuner.run import storage
     from tuner.run.console import cost_columns, cost_summary
     from tuner.text import fmt, params, table
@@ -90,8 +91,7 @@ def summarize(results: Any, settings: Config, ledger: Any, totals: dict[str, flo
         print(table(rows, list(rows[0])))
         if front:
             goals = ", ".join(f"{k} ({m})" for k, m in zip(search.metrics, search.modes))
-            full = sum(r.metrics.get(search.time_attr, 0) >= search.max_t for r in done)
-            print(f"\nPareto front of {goals}, last reported values: {len(front)} of the {full} trials that trained "
+            print(f"\nPareto front of {goals}, last reported values: {len(front)} of the {len(told)} trials that trained "
                   f"their whole budget (marked *; those stopped early are not compared)")  # fmt: skip
         top = min(done, key=lambda r: sign * best(r))
         print(f"\nbest trial {top.metrics['trial_id']}: {best_key} {fmt(best(top))}  config: {params(top.config)}")
@@ -288,7 +288,7 @@ def run_search(settings: Config, trainer_settings: Any, resume: bool, dashboard_
     totals = ledger.totals(time.time() - started)
     told, front = pareto_front(results, settings)
     links = tracker.links() if tracker else []
-    status = summarize(results, settings, ledger, totals, front, dashboard_url, links)
+    status = summarize(results, settings, ledger, totals, told, front, dashboard_url, links)
     if stopper is not None and stopper.tripped:
         print(f"budget: stopped at {usd(ledger.committed_usd())} of budget.max_usd={settings.budget.max_usd}: "
               "no new trials were started; running trials stopped after their checkpoint")  # fmt: skip

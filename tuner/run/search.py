@@ -35,6 +35,15 @@ def finite_values(result: Optional[dict[str, Any]], metrics: Sequence[str]) -> O
     return [float(v) for v in values]  # type: ignore[arg-type]
 
 
+def full_budget_values(result: Optional[dict[str, Any]], metrics: Sequence[str], time_attr: str,
+                       max_t: float) -> Optional[list[float]]:  # fmt: skip
+    """A multi-objective trial's values, comparable only once it trained its whole budget (a trial stopped
+    early had its cost cut short with its training); None otherwise."""
+    if float((result or {}).get(time_attr, 0)) < max_t:
+        return None
+    return finite_values(result, metrics)
+
+
 class OptunaSearcher(Searcher):
     """A define-by-run Optuna space searched by any Optuna sampler, ``max_concurrent`` trials at a time.
 
@@ -70,8 +79,8 @@ class OptunaSearcher(Searcher):
         return config
 
     def _values(self, result: Optional[dict[str, Any]]) -> Optional[list[float]]:
-        if len(self.metrics) > 1 and float((result or {}).get(self.time_attr, 0)) < self.max_t:
-            return None  # stopped early: pruned
+        if len(self.metrics) > 1:
+            return full_budget_values(result, self.metrics, self.time_attr, self.max_t)  # stopped early: pruned
         return finite_values(result, self.metrics)
 
     def on_trial_complete(self, trial_id: str, result: Optional[dict[str, Any]] = None, error: bool = False) -> None:
