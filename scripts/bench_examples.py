@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import re
 import subprocess
 import sys
 import tempfile
@@ -32,8 +33,8 @@ from tuner.cluster.launcher import load_launcher_config  # noqa: E402
 from tuner.cluster.twin import LocalTwin, twin_config  # noqa: E402
 from tuner.config import ClusterConfig  # noqa: E402
 
-EXAMPLES = {  # search: (its fixed configuration, time attribute, a budget long enough to inject into: ~20-30 s here)
-    "regression": ("tests.spaces:regression", "step", ["search.workload.steps=8000", "search.workload.eval_every=400"]),
+EXAMPLES = {  # search: (its fixed configuration, time attribute, a budget long enough to inject into: 10-60 s here)
+    "regression": ("tests.spaces:regression", "step", ["search.workload.steps=16000", "search.workload.eval_every=800"]),
     "lightning_cancer": ("tests.spaces:lightning", "epoch", ["search.workload.epochs=200"]),
     "hf_tokens": ("tests.spaces:huggingface", "step", ["search.workload.max_steps=2000", "search.workload.eval_every=100"]),
 }
@@ -53,6 +54,9 @@ def twin() -> Iterator[LocalTwin]:
 
 
 def rows(experiment: Path) -> list[dict[str, Any]]:
+    """The trial's results so far as Tune's result.json in storage has them: enough to time faults by. Not
+    the record to judge by: Tune uploads it every few checkpoints, and when a trial restarts after a node
+    loss it replaces it with the uploaded copy, so the results between the last upload and the loss drop out."""
     found = []
     for path in experiment.glob("trial_*/result.json"):
         found += [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
@@ -61,6 +65,29 @@ def rows(experiment: Path) -> list[dict[str, Any]]:
 
 def reports(found: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [r for r in found if not r.get("checkpoint_only")]
+
+
+def search_metric(example: str) -> str:
+    from omegaconf import OmegaConf
+
+    return str(OmegaConf.load(REPO / "examples" / "conf" / "search" / f"{example}.yaml").metric)
+
+
+def history(out: Path, example: str, metric: str) -> list[dict[str, float]]:
+    """Every report of the run's one trial, in order, as MLflow has them (the driver logs each result it gets;
+    a report redone after a restart appears again): what the trial reported and the platform's counters."""
+    from mlflow.tracking import MlflowClient
+
+    from tests.e2e.test_cli import runs_of
+
+    uri = f"sqlite:///{out}/mlflow.db"
+    (child,) = runs_of(uri, example)[1]
+    client = MlflowClient(tracking_uri=uri)
+    by_result: dict[tuple[int, int], dict[str, float]] = {}
+    for key in child.data.metrics:
+        for m in client.get_metric_history(child.info.run_id, key):
+            by_result.setdefault((m.timestamp, m.step), {})[key] = m.value
+    return [r for _, r in sorted(by_result.items()) if metric in r]  # checkpoints between reports carry no metric
 
 
 def wait_for(predicate: Callable[[], Any], driver: subprocess.Popen[str], what: str, timeout_s: float = 300) -> Any:
@@ -78,8 +105,8 @@ def run(example: str, out: Path, cluster: Optional[LocalTwin] = None,
         notice_s: float = 4.0) -> tuple[subprocess.CompletedProcess[str], list[dict[str, Any]]]:  # fmt: skip
     """One trial of the example on the running twin; with ``cluster`` (the twin) it injects faults: its node
     reclaimed with a notice after its first report, then, once it has reported again elsewhere, its new node
-    reclaimed without notice half-way to the next report. Returns the CLI's run and every result the trial
-    reported."""
+    reclaimed without notice half-way to the next report. Returns the CLI's run and the trial's reports
+    (:func:`history`)."""
     space, _, overrides = EXAMPLES[example]
     args = [sys.executable, "-m", "tuner.run", "--config-dir", "examples/conf", f"+search={example}",
             f"search.space={space}", "search.tune.num_samples=1", "cluster.address=auto",
@@ -99,16 +126,15 @@ def run(example: str, out: Path, cluster: Optional[LocalTwin] = None,
     finally:
         if driver.poll() is None:
             driver.kill()
-    return subprocess.CompletedProcess(args, int(driver.returncode), output, ""), rows(experiment)
+    proc = subprocess.CompletedProcess(args, int(driver.returncode), output, "")
+    return proc, history(out, example, search_metric(example)) if driver.returncode == 0 else []
 
 
-def losses(example: str, found: list[dict[str, Any]]) -> dict[str, Any]:
+def losses(example: str, proc: subprocess.CompletedProcess[str], done: list[dict[str, float]]) -> dict[str, Any]:
     """Lost work after the notice and after the kill, in seconds and in the trainer's own steps."""
     _, time_attr, _ = EXAMPLES[example]
-    done = reports(found)
     final = done[-1]
-    units = final[time_attr] if time_attr == "step" else final["iteration"]
-    step_s = final["train_time_s"] / units
+    step_s = final["train_time_s"] / final[time_attr]
     after_notice = next(r for r in done if r["preemptions"] == 1)
     killed_s = final["lost_work_s"] - after_notice["lost_work_s"]
     return {
@@ -118,9 +144,9 @@ def losses(example: str, found: list[dict[str, Any]]) -> dict[str, Any]:
         "lost_after_kill_s": killed_s,
         "recovery_s": final["recovery_s"],
         "preemptions": final["preemptions"],
-        "nodes": len({r["node_id"] for r in found}),
-        # Either on its own or with a report that fell due at the same step.
-        "notice_checkpoints": [r["checkpoint_reason"] for r in found if r.get("checkpoint_reason") in ("drain", "deadline")],
+        "attempts": len(re.findall(r"trial +1/1 \w+  start", proc.stdout)),
+        # The console names every checkpoint a notice asked for, on its own or with a report that fell due.
+        "notice_checkpoints": re.findall(r"checkpoint \((drain|deadline)\)", proc.stdout),
         time_attr: final[time_attr],
     }
 
@@ -134,15 +160,15 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as root, twin() as cluster:
         for example in args.examples:
             _, time_attr, _ = EXAMPLES[example]
-            base, base_rows = run(example, Path(root) / f"{example}-undisturbed")
-            chaos, chaos_rows = run(example, Path(root) / f"{example}-chaos", cluster, notice_s=args.notice_s)
-            metric = [k for k in ("val_loss", "val_acc", "eval_loss") if k in reports(base_rows)[-1]][0]
+            base, base_done = run(example, Path(root) / f"{example}-undisturbed")
+            chaos, chaos_done = run(example, Path(root) / f"{example}-chaos", cluster, notice_s=args.notice_s)
+            metric = search_metric(example)
             report[example] = {
-                **losses(example, chaos_rows),
+                **(losses(example, chaos, chaos_done) if chaos_done else {}),
                 "exit": [base.returncode, chaos.returncode],
-                f"final_{metric}": reports(chaos_rows)[-1][metric],
-                f"undisturbed_{metric}": reports(base_rows)[-1][metric],
-                f"undisturbed_{time_attr}": reports(base_rows)[-1][time_attr],
+                f"final_{metric}": chaos_done[-1][metric] if chaos_done else None,
+                f"undisturbed_{metric}": base_done[-1][metric] if base_done else None,
+                f"undisturbed_{time_attr}": base_done[-1][time_attr] if base_done else None,
             }
     print(json.dumps(report, indent=1))
 

@@ -43,6 +43,19 @@ def test_free_resources_per_node(cluster: Cluster) -> None:
     assert sum(r.get("CPU", 0) for r in free.values()) == 2
 
 
+def test_quiet_token_auth_notice() -> None:
+    """The warning Ray 2.60 logs at every local ray.init comes from the logger named in _ray."""
+    import importlib
+    import logging
+
+    logger = importlib.import_module(_ray.TOKEN_AUTH_LOGGER).logger
+    assert logger.name == _ray.TOKEN_AUTH_LOGGER
+    logger.setLevel(logging.NOTSET)
+    assert logger.isEnabledFor(logging.WARNING)  # as every local search printed it
+    _ray.quiet_token_auth_notice()
+    assert not logger.isEnabledFor(logging.WARNING) and logger.isEnabledFor(logging.ERROR)
+
+
 def test_stop_propagating_env() -> None:
     from ray.tune.execution import class_cache
 

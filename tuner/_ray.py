@@ -12,6 +12,18 @@ from __future__ import annotations
 from typing import Any, Optional
 
 DRAIN_REASON = "DRAIN_NODE_REASON_PREEMPTION"
+TOKEN_AUTH_LOGGER = "ray._private.authentication.authentication_token_setup"
+
+
+def quiet_token_auth_notice() -> None:
+    """Ray 2.60 turns token authentication on for a cluster it starts and says so in a warning at every
+    ``ray.init``; on the console of every local search that line reads as a problem. It is not one (the
+    secure default is what we want), so only real errors from that module are shown.
+
+    Private: the logger is named after Ray's private module; there is no public switch."""
+    import logging
+
+    logging.getLogger(TOKEN_AUTH_LOGGER).setLevel(logging.ERROR)
 
 
 def gcs_client(gcs_address: str) -> Any:

@@ -81,6 +81,7 @@ def test_unknown_search() -> None:
     "override,message",
     [
         ("search.tune.num_samples=-1", "num_samples=-1: must be > 0"),
+        ("search.tune.time_budget_s=0", "time_budget_s=0.0: must be > 0"),
         ("search.max_t=0", "max_t=0: must be > 0"),
         ("search.resources.workers=[3,2]", r"workers=\[3, 2\]: need 1 <= min <= max"),
         ("search.resources.workers=two", "write an integer or \\[min, max\\]"),

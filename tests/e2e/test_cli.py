@@ -77,6 +77,7 @@ def test_every_search_smoke_runs(search: str, tmp_path: Path) -> None:
     proc = run_cli([f"+search={search}", f"output_dir={tmp_path}", *FAST, *TINY])
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "2 of 2 trials finished, 0 failed." in proc.stdout
+    assert "WARNING" not in proc.stdout + proc.stderr, proc.stderr[-3000:]  # nothing to worry a user on a clean run
     assert re.search(r"trial  1/2 \w+  epoch   1/2  val_acc", proc.stdout)
     assert f"mlflow ui --host 127.0.0.1 --backend-store-uri sqlite:///{tmp_path}/mlflow.db" in proc.stdout
     assert_tracked(f"sqlite:///{tmp_path}/mlflow.db", search, num_trials=2, epochs=2)

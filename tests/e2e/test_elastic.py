@@ -20,6 +20,7 @@ from tests.e2e.faults import reclaim
 from tuner.cluster.launcher import load_launcher_config, worker_types
 from tuner.cluster.twin import LocalTwin, twin_config
 from tuner.config import ClusterConfig
+from tuner.trial.heartbeat import EVERY_S as HEARTBEAT_S
 
 pytestmark = pytest.mark.slow
 
@@ -76,21 +77,36 @@ def reports(out: Path) -> list[dict[str, Any]]:
     return sorted((r for r in rows if not r.get("checkpoint_only")), key=lambda r: r["wall_s"])
 
 
-def test_a_notice_shrinks_the_trial_and_capacity_grows_it_back(twin: LocalTwin, tmp_path: Path) -> None:
-    base = subprocess.run(cli(tmp_path / "undisturbed", "search.tune.num_samples=1"), cwd=REPO, env=cli_env(),
-                          capture_output=True, text=True, timeout=900)  # fmt: skip
+@pytest.fixture(scope="module")
+def undisturbed(twin: LocalTwin, tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, Any]]:
+    """The trial's reports with nothing disturbing it: what the disturbed runs must end with."""
+    out = tmp_path_factory.mktemp("undisturbed")
+    base = subprocess.run(cli(out, "search.tune.num_samples=1"), cwd=REPO, env=cli_env(), capture_output=True,
+                          text=True, timeout=900)  # fmt: skip
     assert base.returncode == 0, base.stdout[-3000:]
-    undisturbed = reports(tmp_path / "undisturbed")
-    assert {r["world_size"] for r in undisturbed} == {2} and undisturbed[-1]["step"] == STEPS
+    rows = reports(out)
+    assert {r["world_size"] for r in rows} == {2} and rows[-1]["step"] == STEPS
+    return rows
+
+
+def wide_reports(out: Path, driver: subprocess.Popen[str], count: int = 1) -> list[dict[str, Any]]:
+    """Wait for ``count`` reports at width 2."""
+    deadline = time.monotonic() + 600
+    while len(wide := [r for r in reports(out) if r["world_size"] == 2]) < count:
+        assert driver.poll() is None and time.monotonic() < deadline, "no report at width 2"
+        time.sleep(0.2)
+    return wide
+
+
+def test_a_notice_shrinks_the_trial_and_capacity_grows_it_back(twin: LocalTwin, undisturbed: list[dict[str, Any]],
+                                                               tmp_path: Path) -> None:  # fmt: skip
     out = tmp_path / "chaos"
     log = (tmp_path / "chaos.log").open("w")
     driver = subprocess.Popen(cli(out, "search.tune.num_samples=1"), cwd=REPO, env=cli_env(), stdout=log,
                               stderr=subprocess.STDOUT, text=True)  # fmt: skip
     try:
         deadline = time.monotonic() + 600
-        while not (wide := [r for r in reports(out) if r["world_size"] == 2]):
-            assert driver.poll() is None and time.monotonic() < deadline, "no report at width 2"
-            time.sleep(0.5)
+        wide = wide_reports(out, driver)
         other = next(n for n in wide[0]["worker_nodes"].split(",") if n != wide[0]["node_id"])
         group = node_group(other)
         before = train_workers()
@@ -113,6 +129,36 @@ def test_a_notice_shrinks_the_trial_and_capacity_grows_it_back(twin: LocalTwin, 
     assert 1 in widths and widths[-1] == 2, widths  # shrank, then grew back
     assert done[-1]["step"] == STEPS and done[-1]["preemptions"] >= 1
     assert done[-1]["val_loss"] == pytest.approx(undisturbed[-1]["val_loss"], rel=TOLERANCE)
+
+
+def test_a_worker_node_killed_without_notice_costs_the_work_since_the_last_checkpoint(
+    twin: LocalTwin, undisturbed: list[dict[str, Any]], tmp_path: Path
+) -> None:
+    """Rank 1's node terminated with no notice (the twin's cloud kills its raylet) half-way between two
+    checkpoints: the trial restarts from the last one (a failed Ray Train run, retried by Tune), charges
+    the worker-seconds redone and still ends where the undisturbed run ends."""
+    out = tmp_path / "chaos"
+    log = (tmp_path / "chaos.log").open("w")
+    driver = subprocess.Popen(cli(out, "search.tune.num_samples=1"), cwd=REPO, env=cli_env(), stdout=log,
+                              stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    try:
+        first, second = wide_reports(out, driver, count=2)[:2]
+        time.sleep(0.5 * (second["wall_s"] - first["wall_s"]))  # half-way to the next report (and checkpoint)
+        other = next(n for n in second["worker_nodes"].split(",") if n != second["node_id"])
+        reclaim(twin, other, node_group(other))  # capacity back once the node is gone
+        driver.wait(timeout=900)
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+        log.close()
+    output = (tmp_path / "chaos.log").read_text()
+    assert driver.returncode == 0, output[-4000:]
+    done = reports(out)
+    final = done[-1]
+    assert final["step"] == STEPS and final["preemptions"] >= 1 and final["restarts"] >= 1, final
+    assert final["val_loss"] == pytest.approx(undisturbed[-1]["val_loss"], rel=TOLERANCE)
+    interval_s = max(b["train_time_s"] - a["train_time_s"] for a, b in zip(done, done[1:]))  # a checkpoint each report
+    assert 0 < final["lost_work_s"] <= 2 * (interval_s + HEARTBEAT_S), (final["lost_work_s"], interval_s)  # two workers
 
 
 def test_several_elastic_trials_make_exactly_num_samples(twin: LocalTwin, tmp_path: Path) -> None:

@@ -52,9 +52,9 @@ def remove_workers(cluster: Cluster) -> None:
 
 
 def settings(cluster: Cluster, tmp_path: Path, space: str = "search_spaces.fixed:resnet8", max_failures: int = 0,
-             **ckpt: Any) -> Config:  # fmt: skip
+             epochs: int = EPOCHS, **ckpt: Any) -> Config:  # fmt: skip
     return experiment(
-        f"preempt-{tmp_path.name}", str(tmp_path / "ray_results"), EPOCHS, space=space, output_dir=str(tmp_path),
+        f"preempt-{tmp_path.name}", str(tmp_path / "ray_results"), epochs, space=space, output_dir=str(tmp_path),
         run=RunSettings(max_failures=max_failures), checkpoint=CheckpointConfig(final_margin_s=2.0, **ckpt),
         cluster=ClusterConfig(address=cluster.address),
     )  # fmt: skip
@@ -120,6 +120,7 @@ def run_search(cfg: Config, chaos) -> tuple[int, dict[str, Any], ResultRecorder]
 def test_notice_checkpoints_at_once_and_trial_moves_without_a_failure(cluster: Cluster, tmp_path: Path) -> None:
     """max_failures=0: a preempted trial still resumes on the other node and finishes."""
     chaos = NodeChaos(cluster, provider="aws")
+    epochs = 40  # still training at the deadline, however fast the machine (~0.3-0.6 s an epoch here)
 
     def inject(recorder: ResultRecorder) -> None:
         wait_for(lambda: any(r.get("epoch", 0) >= 2 for r in recorder.results), 120, "two epochs")
@@ -128,12 +129,12 @@ def test_notice_checkpoints_at_once_and_trial_moves_without_a_failure(cluster: C
     try:
         for _ in range(2):
             chaos.add_node(num_cpus=1)
-        status, final, recorder = run_search(settings(cluster, tmp_path, max_failures=0), inject)
+        status, final, recorder = run_search(settings(cluster, tmp_path, max_failures=0, epochs=epochs), inject)
     finally:
         chaos.close()
     assert status == 0
     agents = [e.get("agent_output", "")[-1500:] for e in chaos.log]  # what the agents saw, if it went wrong
-    assert final["epoch"] == EPOCHS and final["preemptions"] == 1, agents
+    assert final["epoch"] == epochs and final["preemptions"] == 1, agents
     reasons = [r.get("checkpoint_reason") for r in recorder.results if r.get("checkpoint_only")]
     assert reasons[:2] == ["drain", "deadline"], reasons
     assert len({r["node_id"] for r in recorder.results}) == 2  # it moved

@@ -49,6 +49,19 @@ def test_several_objectives_make_a_multi_objective_study() -> None:
     assert s.study.trials[0].values == [0.9, 0.01]
 
 
+def test_the_searcher_saves_and_restores_with_a_sampler_that_holds_a_lock(tmp_path) -> None:
+    """Optuna 5's NSGA-II sampler holds a thread lock, which plain pickle refuses."""
+    s = OptunaSearcher(space, ("val_acc", "cost_usd"), ("max", "min"), optuna.samplers.NSGAIISampler(seed=0), 2)
+    s.suggest("a")
+    s.on_trial_complete("a", {"val_acc": 0.9, "cost_usd": 0.01})
+    s.suggest("b")
+    s.save(str(tmp_path / "searcher.pkl"))
+    restored = OptunaSearcher(space, ("val_acc", "cost_usd"), ("max", "min"), optuna.samplers.RandomSampler(), 2)
+    restored.restore(str(tmp_path / "searcher.pkl"))
+    assert isinstance(restored.study.sampler, optuna.samplers.NSGAIISampler) and list(restored.live) == ["b"]
+    assert restored.suggest("c") is not None and states(restored) == ["COMPLETE", "RUNNING", "RUNNING"]
+
+
 def test_a_multi_objective_trial_stopped_early_is_pruned_not_a_cheap_point_on_the_front() -> None:
     s = OptunaSearcher(space, ["val_acc", "cost_usd"], ["max", "min"], optuna.samplers.RandomSampler(seed=0), 3,
                        time_attr="epoch", max_t=10)  # fmt: skip

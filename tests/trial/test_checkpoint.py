@@ -13,8 +13,8 @@ from ray import tune
 from tuner.trial import checkpoint
 
 
-def write(path: Path, epoch: int) -> Path:
-    checkpoint.write(path, {"w": torch.full((100,), float(epoch)), "epoch": epoch}, {"trial_id": "t", "reason": "test"})
+def write(path: Path, epoch: int, trial_id: str = "t") -> Path:
+    checkpoint.write(path, {"w": torch.full((100,), float(epoch)), "epoch": epoch}, {"trial_id": trial_id, "reason": "test"})
     return path
 
 
@@ -88,15 +88,48 @@ def kept(tmp_path: Path) -> list[Path]:
     return [write(tmp_path / "trial" / f"checkpoint_{i:06d}", i) for i in range(3)]
 
 
+def restore(tmp_path: Path, recorded: Path) -> checkpoint.Restored | None:
+    return checkpoint.fetch_newest_intact(tune.Checkpoint.from_directory(str(recorded)), tmp_path / "restore", "t")
+
+
 def restored_epoch(tmp_path: Path, recorded: Path) -> int | None:
-    local = checkpoint.fetch_newest_intact(tune.Checkpoint.from_directory(str(recorded)), tmp_path / "restore")
-    return None if local is None else checkpoint.Checkpoint(str(local)).load()["epoch"]
+    restored = restore(tmp_path, recorded)
+    return None if restored is None else checkpoint.Checkpoint(str(restored.path)).load()["epoch"]
 
 
 def test_intact_newest_checkpoint_is_used(tmp_path) -> None:
     paths = kept(tmp_path)
     (tmp_path / "restore").mkdir()
     assert restored_epoch(tmp_path, paths[-1]) == 2
+
+
+def test_a_newer_checkpoint_than_the_recorded_one_is_used_and_reported_again(tmp_path) -> None:
+    """Written just before its node went; Tune never got its result."""
+    paths = kept(tmp_path)
+    (tmp_path / "restore").mkdir()
+    restored = restore(tmp_path, paths[1])
+    assert restored is not None and restored.unreported
+    assert checkpoint.Checkpoint(str(restored.path)).load()["epoch"] == 2
+    assert not restore(tmp_path, paths[2]).unreported
+
+
+def test_a_newer_checkpoint_of_another_trial_is_not_taken(tmp_path) -> None:
+    """PBT hands a trial another trial's checkpoint: that one, not the donor's later ones."""
+    paths = kept(tmp_path)
+    write(paths[2], 2, trial_id="donor")
+    (tmp_path / "restore").mkdir()
+    restored = restore(tmp_path, paths[1])
+    assert restored is not None and not restored.unreported
+    assert checkpoint.Checkpoint(str(restored.path)).load()["epoch"] == 1
+
+
+def test_tune_gets_a_stand_in_for_a_recorded_checkpoint_that_is_gone(tmp_path) -> None:
+    import shutil
+
+    paths = kept(tmp_path)
+    assert checkpoint.stand_in(tune.Checkpoint.from_directory(str(paths[1]))).path == str(paths[1])
+    shutil.rmtree(paths[0])
+    assert checkpoint.stand_in(tune.Checkpoint.from_directory(str(paths[0]))).path == str(paths[1])  # the oldest kept
 
 
 def test_truncated_newest_falls_back_to_previous(tmp_path, caplog) -> None:
@@ -106,7 +139,7 @@ def test_truncated_newest_falls_back_to_previous(tmp_path, caplog) -> None:
     (tmp_path / "restore").mkdir()
     with caplog.at_level(logging.WARNING):
         assert restored_epoch(tmp_path, paths[-1]) == 1
-    assert any("instead of the newest checkpoint" in r.message for r in caplog.records)
+    assert any("instead of the recorded checkpoint" in r.message for r in caplog.records)
 
 
 def test_a_recorded_checkpoint_deleted_since_is_replaced_by_the_newest_kept(tmp_path, caplog) -> None:

@@ -214,3 +214,24 @@ def test_restore_gives_the_state_and_charges_the_lost_attempt(tmp_path) -> None:
         assert s.progress.lost_work_s == pytest.approx(5.0) and s.progress.recovery_s >= 3
         s.report({"step": 3, "val_loss": 0.3})
     assert resumed.results[-1]["iteration"] == 2 and resumed.results[-1]["lost_work_s"] == pytest.approx(5.0)
+
+
+def test_a_checkpoint_whose_result_never_reached_tune_is_reported_again(tmp_path) -> None:
+    """The node went between writing the deadline checkpoint and Tune taking its result: the next attempt
+    resumes from it and sends that result again, with the checkpoint, so Tune records it."""
+    trial_dir = tmp_path / "trial"
+    progress = {"train_time_s": 2.0, "reports": 2}
+    checkpoint.write(trial_dir / "checkpoint_000000", {"step": 1},
+                     {"trial_id": "t1", "progress": progress, "metrics": {"step": 1.0}, "reason": "drain",
+                      "between_reports": True})  # fmt: skip
+    checkpoint.write(trial_dir / "checkpoint_000001", {"step": 2},
+                     {"trial_id": "t1", "progress": progress, "metrics": {"step": 2.0, "val_loss": 0.2},
+                      "reason": "deadline", "between_reports": True})  # fmt: skip
+    backend = Backend(recorded=str(trial_dir / "checkpoint_000000"))
+    with session(backend) as s:
+        assert s.get_checkpoint().load() == {"step": 2}
+        s.report({"step": 3, "val_loss": 0.1})
+    again, report = backend.results
+    assert again["checkpoint_reason"] == "deadline" and again["checkpoint_only"] == 1 and again["saved"] == {"step": 2}
+    assert again["iteration"] == 2 and again["val_loss"] == 0.2
+    assert report["iteration"] == 3 and "checkpoint_only" not in report

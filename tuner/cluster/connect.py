@@ -17,6 +17,7 @@ import sysconfig
 from pathlib import Path
 from typing import Any, Iterable, Optional
 
+from tuner import _ray
 from tuner.cluster.launcher import load_launcher_config
 from tuner.cluster.twin import LocalTwin, twin_config
 from tuner.config import ClusterConfig
@@ -69,6 +70,7 @@ def connect(cfg: ClusterConfig, code: Iterable[str] = ()) -> tuple[Any, Optional
         address = "local"
     kwargs: dict[str, Any] = {"address": address, "logging_level": logging.WARNING, "log_to_driver": False}
     if address == "local":
+        _ray.quiet_token_auth_notice()
         kwargs.update(
             num_cpus=cfg.num_cpus,
             num_gpus=cfg.num_gpus,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Optional
 
 from omegaconf import MISSING
 
@@ -43,10 +43,13 @@ class TuneSettings:
 
     num_samples: int = 8
     max_concurrent_trials: int = 2
+    time_budget_s: Optional[float] = None  # stop every trial once the search has run this long (None: no limit)
 
     def __post_init__(self) -> None:
         require(self.num_samples > 0, f"search.tune.num_samples={self.num_samples}: must be > 0")
         require(self.max_concurrent_trials > 0, "search.tune.max_concurrent_trials must be > 0")
+        require(self.time_budget_s is None or self.time_budget_s > 0,
+                f"search.tune.time_budget_s={self.time_budget_s}: must be > 0 (or null for no limit)")  # fmt: skip
 
 
 @dataclass

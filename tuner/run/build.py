@@ -96,7 +96,7 @@ def search_alg(search: SearchConfig) -> Any:
         raise ConfigError("search.searcher is not set: choose one with search/searcher=tpe (or random, cmaes, gp, ...)")
     sampler, space = instantiate(search.searcher), load_space(search.space)
     if search.objectives:
-        check_multi_objective(sampler, space, search)
+        check_multi_objective(space, search)
         platforms = [k for k in search.objectives if k in PLATFORM_KEYS and k not in LEDGER_OBJECTIVES]
         if platforms:
             raise ConfigError(f"search.objectives: {', '.join(platforms)} is the platform's bookkeeping, not an objective: "
@@ -106,14 +106,15 @@ def search_alg(search: SearchConfig) -> Any:
     return ConsistentSearch(searcher)
 
 
-def check_multi_objective(sampler: Any, space: Callable[..., Any], search: SearchConfig) -> None:
+def check_multi_objective(space: Callable[..., Any], search: SearchConfig) -> None:
     """Refuse, before the search starts, a sampler that cannot optimise several objectives (CMA-ES):
-    Optuna would raise on the first suggestion of every trial."""
-    import copy
-
+    Optuna would raise on the first suggestion of every trial. Asked of a sampler of its own (a sampler
+    keeps state, and Optuna 5's cannot be copied)."""
     import optuna
+    from hydra.utils import instantiate
 
-    study = optuna.create_study(sampler=copy.deepcopy(sampler), directions=["minimize"] * len(search.metrics))
+    sampler = instantiate(search.searcher)
+    study = optuna.create_study(sampler=sampler, directions=["minimize"] * len(search.metrics))
     try:
         space(study.ask())
     except ValueError as exc:
@@ -168,6 +169,7 @@ def build_tuner(settings: Config, spec: TrialSpec, resume: bool, callbacks: list
             search_alg=search_alg(search),
             scheduler=scheduler(search),
             num_samples=search.tune.num_samples,
+            time_budget_s=search.tune.time_budget_s,
             trial_dirname_creator=trial_dirname,
         ),
         run_config=tune.RunConfig(

@@ -16,7 +16,7 @@ from ray.tune.experiment import Trial
 
 from tuner.config import SearchConfig
 from tuner.text import fmt, params, usd
-from tuner.trial.runtime import CHECKPOINT_ONLY, STEP_HOOK, user_metrics
+from tuner.trial.runtime import CHECKPOINT_ONLY, NOTICE_REASONS, STEP_HOOK, user_metrics
 from tuner.trial.trainer import summary_from_error_text
 
 SHOWN_METRICS = 3  # besides the search's metric
@@ -80,8 +80,9 @@ class ProgressPrinter(Callback):
         trained = float(result.get("train_time_s", 0.0))
         took = trained - self._trained_s.get(trial.trial_id, 0.0)
         self._trained_s[trial.trial_id] = trained
+        notice = result.get("checkpoint_reason") if result.get("checkpoint_reason") in NOTICE_REASONS else None
         self._print(trial, f"{progress}  {self.metric} {fmt(value)}  " + "  ".join(f"{k} {fmt(metrics[k])}" for k in others)
-                    + f"  {fmt(took)} s")  # fmt: skip
+                    + f"  {fmt(took)} s" + (f"  checkpoint ({notice})" if notice else ""))  # fmt: skip
 
     def _upload_state(self, trial: Trial, result: dict[str, Any]) -> None:
         """Say once when a trial's checkpoints stop reaching storage, and once when they do again."""

@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import math
 import pickle
+import threading
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
@@ -42,6 +43,18 @@ def full_budget_values(result: Optional[dict[str, Any]], metrics: Sequence[str],
     if float((result or {}).get(time_attr, 0)) < max_t:
         return None
     return finite_values(result, metrics)
+
+
+_LOCKS = (type(threading.Lock()), type(threading.RLock()))
+
+
+class _LockPickler(pickle.Pickler):
+    """Pickles a study whose sampler holds a lock (Optuna 5's NSGA-II does): a new lock on load."""
+
+    def reducer_override(self, obj: Any) -> Any:
+        if isinstance(obj, _LOCKS):
+            return (threading.RLock if "RLock" in type(obj).__name__ else threading.Lock), ()
+        return NotImplemented
 
 
 class OptunaSearcher(Searcher):
@@ -115,7 +128,7 @@ class OptunaSearcher(Searcher):
 
     def save(self, checkpoint_path: str) -> None:
         with open(checkpoint_path, "wb") as f:
-            pickle.dump({k: v for k, v in self.__dict__.items()}, f)
+            _LockPickler(f).dump(dict(self.__dict__))
 
     def restore(self, checkpoint_path: str) -> None:
         with open(checkpoint_path, "rb") as f:

@@ -229,7 +229,7 @@ class MLflowTracker(Callback):
         from mlflow.entities import Metric
 
         step = int(result.get(self.time_attr, result.get("training_iteration", 0)))
-        ts = int(result.get("timestamp", 0) * 1000)
+        ts = int(result.get("wall_s", result.get("timestamp", 0)) * 1000)  # Tune's timestamp is whole seconds
         metrics = [Metric(k, v, ts, step) for k, v in _numeric(result).items()]
         self._submit("log metrics", trial, lambda rid: self.client.log_batch(rid, metrics=metrics))
 

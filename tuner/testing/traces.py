@@ -24,6 +24,7 @@ class TraceInjector:
         self.first_tick, self.tick_s = first_tick, tick_s
         self.open: set[int] = set()
         self.removals = 0
+        self.returns_s: list[float] = []  # unix times at which a zone's capacity came back
 
     def available(self, zone: int, tick: int) -> bool:
         trace = self.market.zones[zone].available
@@ -53,6 +54,7 @@ class TraceInjector:
             self.twin.set_max_workers(self.node_types[zone], int(available))
             if available:
                 self.open.add(zone)
+                self.returns_s.append(time.time())
             else:
                 self.open.discard(zone)
                 self.removals += 1

@@ -18,7 +18,7 @@ import random
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Optional, Union
+from typing import Any, Mapping, NamedTuple, Optional, Union
 
 import numpy as np
 import torch
@@ -174,27 +174,54 @@ def _kept(parent: str, filesystem: Any) -> list[str]:
     return [f"{parent}/{name}" for name in sorted(names, reverse=True)]
 
 
-def candidates(recorded: Any) -> list[Any]:
-    """Checkpoints to try, newest first: the one Tune recorded and the older ones beside it; if the
-    recorded one is gone (deleted by ``num_to_keep`` after the driver last saved its state), every
-    one kept beside it."""
+class Restored(NamedTuple):
+    """A checkpoint fetched to resume from; ``unreported``: newer than the one Tune recorded (written
+    just before its node went, its result never reached the driver), so it must be reported again."""
+
+    path: Path
+    unreported: bool
+
+
+def _gone(checkpoint: Any) -> bool:
     import pyarrow.fs
+
+    return bool(checkpoint.filesystem.get_file_info(checkpoint.path.rstrip("/")).type == pyarrow.fs.FileType.NotFound)
+
+
+def stand_in(recorded: Any) -> Any:
+    """``recorded`` if it still exists, else the oldest checkpoint kept beside it: Tune refuses to restore
+    a trial from a checkpoint that is gone; the session then restores the newest and reports it again."""
+    kept = candidates(recorded) if _gone(recorded) else []
+    return kept[-1] if kept else recorded
+
+
+def candidates(recorded: Any) -> list[Any]:
+    """Checkpoints to try, newest first: every one kept beside the one Tune recorded, newer ones too
+    (written just before the node went, their result lost with it), and the recorded one unless it
+    is gone (deleted by ``num_to_keep`` after the driver last saved its state)."""
     from ray import tune
 
     path = recorded.path.rstrip("/")
-    parent = path.rsplit("/", 1)[0]
-    gone = recorded.filesystem.get_file_info(path).type == pyarrow.fs.FileType.NotFound
-    kept = [p for p in _kept(parent, recorded.filesystem) if gone or p <= path]
+    parent, name = path.rsplit("/", 1)
+    gone = _gone(recorded)
+    kept = _kept(parent, recorded.filesystem)
     if gone and kept:
         log.warning("checkpoint %s is gone (deleted after the driver last saved its state); trying %s", path, kept[0])
-    ordered = kept if gone else [path, *[p for p in kept if p != path]]
+    if not name.startswith("checkpoint_"):  # not laid out by Tune: only what it recorded
+        ordered = [] if gone else [path]
+    else:
+        ordered = sorted({*kept, *([] if gone else [path])}, reverse=True)
     return [tune.Checkpoint(p, filesystem=recorded.filesystem) for p in ordered]
 
 
-def fetch_newest_intact(recorded: Any, into: Path) -> Optional[Path]:
-    """Download the newest intact candidate into ``into``; None when none is intact."""
+def fetch_newest_intact(recorded: Any, into: Path, trial_id: str) -> Optional[Restored]:
+    """Download the newest intact candidate of trial ``trial_id`` into ``into``; None when none is intact.
+    A checkpoint newer than the recorded one counts only if it is the trial's own (PBT may hand a
+    trial another trial's checkpoint: then only that one and older ones)."""
+    recorded_path = recorded.path.rstrip("/")
     for i, candidate in enumerate(candidates(recorded)):
         local = into / f"restore-{i}"
+        path = candidate.path.rstrip("/")
         try:
             candidate.to_directory(str(local))
             verify(local)
@@ -202,8 +229,12 @@ def fetch_newest_intact(recorded: Any, into: Path) -> Optional[Path]:
             log.warning("%s; trying the previous checkpoint", exc)
             shutil.rmtree(local, ignore_errors=True)
             continue
-        if candidate.path.rstrip("/") != recorded.path.rstrip("/"):
-            log.warning("restored %s instead of the newest checkpoint %s", candidate.path, recorded.path)
-        return local
+        newer = path > recorded_path
+        if newer and read_meta(local).get("trial_id") != trial_id:
+            shutil.rmtree(local, ignore_errors=True)
+            continue
+        if path != recorded_path:
+            log.warning("restored %s instead of the recorded checkpoint %s", candidate.path, recorded.path)
+        return Restored(local, unreported=newer)
     log.error("no intact checkpoint for this trial under %s: starting it from scratch", recorded.path)
     return None

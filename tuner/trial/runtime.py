@@ -53,6 +53,7 @@ TUNE_KEYS = frozenset(AUTO_RESULT_KEYS) | {"trial_id", "experiment_tag", "done",
 State = Union[Mapping[str, Any], str]
 # Why a checkpoint is due, least to most urgent: workers of one trial take the most urgent of theirs.
 REASONS: tuple[Optional[str], ...] = (None, "interval", "report", "retry", "drain", "deadline")
+NOTICE_REASONS = ("drain", "deadline")  # the checkpoints a spot notice asks for
 NO_DEADLINE = float("inf")
 
 
@@ -174,9 +175,11 @@ class TrialSession:
         global _CURRENT
         self.watcher.start()
         self.nodes = self.backend.gather(self.context.node_id)
-        self._restore()
+        unreported = self._restore()
         _CURRENT = self
         self._clock_s = time.perf_counter()
+        if unreported is not None:
+            self._report_again(*unreported)
         return self
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
@@ -190,28 +193,40 @@ class TrialSession:
         self.watcher.stop()
         shutil.rmtree(self._dir, ignore_errors=True)
 
-    def _restore(self) -> None:
+    def _restore(self) -> Optional[tuple[Path, dict[str, Any]]]:
+        """Load the newest intact checkpoint and charge the lost attempt; returns the checkpoint and its
+        record when Tune never got its result (it must be reported again)."""
         recorded = self.backend.recorded_checkpoint()
-        local = ckpt.fetch_newest_intact(recorded, self._dir) if recorded is not None else None
+        restored = ckpt.fetch_newest_intact(recorded, self._dir, self.context.trial_id) if recorded is not None else None
         meta: dict[str, Any] = {}
-        if local is not None:
-            self.checkpoint = ckpt.Checkpoint(str(local))
-            meta = ckpt.read_meta(local)
+        if restored is not None:
+            self.checkpoint = ckpt.Checkpoint(str(restored.path))
+            meta = ckpt.read_meta(restored.path)
             self.progress = Progress.from_dict(meta.get("progress", {}))
             self.last_metrics = dict(meta.get("metrics", {}))
         self.checkpointed_at_s = self.progress.train_time_s
+        unreported = (restored.path, meta) if restored is not None and restored.unreported else None
         beat = self.heartbeat.read() if self.context.is_main else None  # rank 0 keeps the trial's books
         if beat is None:
-            return
+            return unreported
         if meta.get("trial_id", self.context.trial_id) != self.context.trial_id:
             # Another trial's state (PBT's exploit): not a restart of this one; keep its own counters.
             for key in Progress.COUNTERS:
                 setattr(self.progress, key, beat.get(key, 0))
-            return
+            return unreported
         self.progress, preempted, lost_s = account_restart(self.progress, beat, self.nodes, time.time(), node_lost)
         log.warning("trial %s restarted (%s); lost %.1f s of training",
                     self.context.trial_id, "preemption" if preempted else "error", lost_s)  # fmt: skip
         self.beat(force=True)
+        return unreported
+
+    def _report_again(self, local: Path, meta: dict[str, Any]) -> None:
+        """Send the result of a checkpoint Tune never got (its node went first), with the checkpoint:
+        Tune records it (the next restart and ``num_to_keep`` count it) and its metrics are not lost."""
+        log.warning("trial %s: reporting again the %s checkpoint its last node wrote just before it went",
+                    self.context.trial_id, meta.get("reason") or "last")  # fmt: skip
+        result = self._result(bool(meta.get("between_reports", True)), str(meta.get("reason") or ""))
+        self._send(result, str(local))
 
     # -- the training clock ---------------------------------------------------------------------------
     def train_time_s(self) -> float:
@@ -340,8 +355,8 @@ class TrialSession:
         started = time.perf_counter()
         directory = Path(tempfile.mkdtemp(prefix="ckpt-", dir=self._dir))
         try:
-            meta = {"trial_id": self.context.trial_id, "progress": asdict(self.progress),
-                    "metrics": self.last_metrics, "reason": reason}  # fmt: skip
+            meta = {"trial_id": self.context.trial_id, "progress": asdict(self.progress), "metrics": self.last_metrics,
+                    "reason": reason, "between_reports": between_reports}  # fmt: skip
             if self.context.is_main:  # the state is the same on every rank (data-parallel): rank 0 writes it
                 ckpt.write(directory, state, meta)
             # A result that carries its checkpoint got through: no upload is failing any more.

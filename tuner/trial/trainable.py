@@ -99,9 +99,7 @@ def trainable_class(fn: Callable[[dict[str, Any]], None]) -> type:
         def restore(self, checkpoint_path: Any) -> Any:
             recorded = getattr(checkpoint_path, "checkpoint", None)  # Tune passes a (checkpoint, metrics) result
             if recorded is not None:
-                kept = ckpt.candidates(recorded)
-                if kept:
-                    checkpoint_path.checkpoint = kept[0]
+                checkpoint_path.checkpoint = ckpt.stand_in(recorded)
             return super().restore(checkpoint_path)
 
     SpotTrainable.__name__ = SpotTrainable.__qualname__ = base.__name__

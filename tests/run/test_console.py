@@ -1,0 +1,31 @@
+"""The console's progress lines: what a user reads while a search runs."""
+
+from __future__ import annotations
+
+import io
+from types import SimpleNamespace
+
+from tests.config.test_config import compose_cfg
+from tuner.config import to_settings
+from tuner.run.console import ProgressPrinter
+
+
+def lines(*results: dict) -> list[str]:
+    stream = io.StringIO()
+    printer = ProgressPrinter(to_settings(compose_cfg("+search=mlp")).search, ledger=None, stream=stream)
+    trial = SimpleNamespace(trial_id="t1", config={})
+    for result in results:
+        printer.on_trial_result(0, [], trial, result)
+    return stream.getvalue().splitlines()
+
+
+def test_a_checkpoint_a_spot_notice_asked_for_is_named_whether_or_not_it_came_with_a_report() -> None:
+    report = {"epoch": 2, "val_acc": 0.9, "train_time_s": 3.0, "step_hook": 1}
+    with_notice, periodic, between = lines(
+        {**report, "checkpoint_reason": "drain"},
+        {**report, "epoch": 3, "checkpoint_reason": "report"},
+        {**report, "checkpoint_only": 1, "checkpoint_reason": "deadline"},
+    )
+    assert with_notice.endswith("checkpoint (drain)") and "val_acc 0.9" in with_notice
+    assert "checkpoint" not in periodic
+    assert "checkpoint (deadline) at epoch   2/" in between and "between reports" in between
