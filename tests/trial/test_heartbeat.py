@@ -39,3 +39,11 @@ def test_a_restart_is_a_preemption_only_when_a_node_of_the_trial_went(
 def test_an_application_error_is_never_a_preemption() -> None:
     progress, was, _ = account_restart(Progress(), beat(["a"], error=True), ["b"], 130.0, lost("a"))
     assert not was and progress.preemptions == 0 and progress.restarts == 1
+
+
+def test_an_error_that_came_with_another_workers_node_lost_is_that_preemption() -> None:
+    """Rank 1's node killed without notice: rank 0's collective fails and its last heartbeat says error."""
+    progress, was, _ = account_restart(Progress(), beat(["a", "b"], error=True), ["a", "c"], 130.0, lost("b"))
+    assert was and progress.preemptions == 1
+    progress, was, _ = account_restart(Progress(), beat(["a", "b"], error=True), ["a", "b"], 130.0, lost())
+    assert not was and progress.preemptions == 0  # both nodes still there: the trainer's own error

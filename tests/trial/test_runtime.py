@@ -226,12 +226,12 @@ def test_a_checkpoint_whose_result_never_reached_tune_is_reported_again(tmp_path
                       "between_reports": True})  # fmt: skip
     checkpoint.write(trial_dir / "checkpoint_000001", {"step": 2},
                      {"trial_id": "t1", "progress": progress, "metrics": {"step": 2.0, "val_loss": 0.2},
-                      "reason": "deadline", "between_reports": True})  # fmt: skip
+                      "reason": "deadline", "between_reports": True, "step_hook": True})  # fmt: skip
     backend = Backend(recorded=str(trial_dir / "checkpoint_000000"))
     with session(backend) as s:
         assert s.get_checkpoint().load() == {"step": 2}
         s.report({"step": 3, "val_loss": 0.1})
     again, report = backend.results
     assert again["checkpoint_reason"] == "deadline" and again["checkpoint_only"] == 1 and again["saved"] == {"step": 2}
-    assert again["iteration"] == 2 and again["val_loss"] == 0.2
+    assert again["iteration"] == 2 and again["val_loss"] == 0.2 and again["step_hook"] == 1  # no warning about step()
     assert report["iteration"] == 3 and "checkpoint_only" not in report

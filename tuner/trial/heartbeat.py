@@ -54,7 +54,7 @@ def account_restart(
     Returns (progress, preempted, worker-seconds lost). The heartbeat is newer than any checkpoint,
     so its counters win; an attempt that ended with an application error says so in its last
     heartbeat; one that vanished while a node of its was lost or drained (or, with one worker, that
-    now runs elsewhere) was preempted."""
+    now runs elsewhere) was preempted, and so was one whose error came with another worker's node lost."""
     for key in Progress.COUNTERS:
         setattr(progress, key, max(getattr(progress, key), beat.get(key, 0)))
     lost_s = max(0.0, float(beat["train_time_s"]) - progress.train_time_s) * int(beat.get("world_size", 1))
@@ -62,7 +62,10 @@ def account_restart(
     progress.lost_work_s += lost_s
     before = list(beat.get("nodes") or [beat["node_id"]])
     moved = len(before) == 1 and before[0] not in nodes  # a single process elsewhere; a trial that grew has not moved
-    preempted = not beat.get("error") and (moved or any(node_lost(n) for n in before))
+    # A worker whose node went without notice takes its peers down with it (their collectives fail): the
+    # error rank 0 reported then was that loss, not the trainer's.
+    peer_lost = any(node_lost(n) for n in before if n != beat["node_id"])
+    preempted = peer_lost or (not beat.get("error") and (moved or any(node_lost(n) for n in before)))
     if preempted:
         progress.preemptions += 1
         progress.recovery_s += max(0.0, now_s - float(beat["wall_s"]))

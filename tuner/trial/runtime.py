@@ -204,6 +204,7 @@ class TrialSession:
             meta = ckpt.read_meta(restored.path)
             self.progress = Progress.from_dict(meta.get("progress", {}))
             self.last_metrics = dict(meta.get("metrics", {}))
+            self.hooked = bool(meta.get(STEP_HOOK, False))  # the same trainer: it will call step() again
         self.checkpointed_at_s = self.progress.train_time_s
         unreported = (restored.path, meta) if restored is not None and restored.unreported else None
         beat = self.heartbeat.read() if self.context.is_main else None  # rank 0 keeps the trial's books
@@ -356,7 +357,7 @@ class TrialSession:
         directory = Path(tempfile.mkdtemp(prefix="ckpt-", dir=self._dir))
         try:
             meta = {"trial_id": self.context.trial_id, "progress": asdict(self.progress), "metrics": self.last_metrics,
-                    "reason": reason, "between_reports": between_reports}  # fmt: skip
+                    "reason": reason, "between_reports": between_reports, STEP_HOOK: self.hooked}  # fmt: skip
             if self.context.is_main:  # the state is the same on every rank (data-parallel): rank 0 writes it
                 ckpt.write(directory, state, meta)
             # A result that carries its checkpoint got through: no upload is failing any more.
