@@ -50,10 +50,11 @@ def spot_capacity(twin: LocalTwin, launcher: str, available: bool) -> None:
     twin.autoscaler.update_types({t: {"max_workers": int(available)} for t in spot})
 
 
-def search(launcher: str, twin: LocalTwin, out: Path, *extra: str) -> subprocess.Popen[str]:
+def search(launcher: str, twin: LocalTwin, out: Path, *extra: str, steps: int = 1500) -> subprocess.Popen[str]:
     args = [sys.executable, "-m", "tuner.run", "--config-dir", "examples/conf", "+search=regression",
-            "search.space=tests.spaces:regression", "search.resources.gpu=1", "search.workload.steps=1500",
-            "search.workload.eval_every=150", "search.tune.max_concurrent_trials=1", "search.scheduler.grace_period=1500",
+            "search.space=tests.spaces:regression", "search.resources.gpu=1", f"search.workload.steps={steps}",
+            f"search.workload.eval_every={steps // 10}", "search.tune.max_concurrent_trials=1",
+            f"search.scheduler.grace_period={steps}",
             "cluster.address=auto", f"cluster.launcher_config={launcher}", f"cluster.autoscaler_config={twin.config_path}",
             "fallback.deadline_factor=1.2", "fallback.restart_s=5", "fallback.expected_trial_s=20",
             "run.max_failures=-1", "tracking=none", f"output_dir={out}", *extra]  # fmt: skip
@@ -91,9 +92,10 @@ def twin(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[tuple[Local
 @pytest.mark.parametrize("twin", [0], indirect=True)
 def test_spot_first_on_demand_when_the_deadline_needs_it_and_back(twin: tuple[LocalTwin, str], tmp_path: Path) -> None:
     cluster, launcher = twin
-    proc, lines = search(launcher, cluster, tmp_path, "search.tune.num_samples=3"), []
+    # Long enough that the first trial is still training when its node goes (~1 ms a step here).
+    proc, lines = search(launcher, cluster, tmp_path, "search.tune.num_samples=3", steps=15000), []
     try:
-        read_until(proc, r"trial  1/3 \w+  step +300/", lines)  # (i) running, on spot
+        read_until(proc, r"trial  1/3 \w+  step +1500/", lines)  # (i) running, on spot
         spot_capacity(cluster, launcher, available=False)  # every spot type loses its capacity: the node goes
         lost_at = time.time()
         read_until(proc, r"capacity: a trial waited \d+ s for spot .* on-demand opened", lines)
