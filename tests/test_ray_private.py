@@ -50,10 +50,16 @@ def test_quiet_token_auth_notice() -> None:
 
     logger = importlib.import_module(_ray.TOKEN_AUTH_LOGGER).logger
     assert logger.name == _ray.TOKEN_AUTH_LOGGER
-    logger.setLevel(logging.NOTSET)
-    assert logger.isEnabledFor(logging.WARNING)  # as every local search printed it
-    _ray.quiet_token_auth_notice()
-    assert not logger.isEnabledFor(logging.WARNING) and logger.isEnabledFor(logging.ERROR)
+    ray_logger = logging.getLogger("ray")
+    level = ray_logger.level
+    try:
+        ray_logger.setLevel(logging.WARNING)  # what ray.init(logging_level=WARNING) sets, as a search does
+        logger.setLevel(logging.NOTSET)
+        assert logger.isEnabledFor(logging.WARNING)  # as every local search printed it
+        _ray.quiet_token_auth_notice()
+        assert not logger.isEnabledFor(logging.WARNING) and logger.isEnabledFor(logging.ERROR)
+    finally:
+        ray_logger.setLevel(level)
 
 
 def test_stop_propagating_env() -> None:
