@@ -43,7 +43,9 @@ def test_an_example_survives_a_notice_and_a_kill_on_the_twin(example: str, twin:
     assert lost["notice_checkpoints"][:2] == ["drain", "deadline"], lost
     assert lost["lost_after_notice_steps"] <= 1, lost  # at most one step redone after a notice
     interval_s = max(b["train_time_s"] - a["train_time_s"] for a, b in zip(done, done[1:]))
-    assert 0 < lost["lost_after_kill_s"] <= interval_s + HEARTBEAT_S, (lost, interval_s)  # the last periodic checkpoint
+    # At most the work since the last periodic checkpoint; 0 when no heartbeat came after it (Lightning's
+    # epochs here take 0.03 s and each checkpoint forces a beat, while beats between come every HEARTBEAT_S).
+    assert 0 <= lost["lost_after_kill_s"] <= interval_s + HEARTBEAT_S, (lost, interval_s)
     uri = f"sqlite:///{tmp_path / 'chaos'}/mlflow.db"
     (child,) = runs_of(uri, example)[1]
     m = child.data.metrics
