@@ -55,7 +55,22 @@ def test_every_worker_type_is_priced_labelled_and_shaped_as_the_catalog_says() -
         assert node_type["labels"] == {"tuner.io/instance-type": itype, "ray.io/market-type": market}, name
         assert catalog.on_demand(itype, region) and catalog.spot_price(itype, region, "?"), f"{itype} is not priced"
         shape = catalog.shape(itype)
-        assert shape is not None and node_type["resources"] == {"CPU": shape.vcpus, "GPU": shape.gpus}, name
+        compute = {k: v for k, v in node_type["resources"].items() if not k.startswith("type:")}
+        assert shape is not None and compute == {"CPU": shape.vcpus, "GPU": shape.gpus}, name
+
+
+def test_placement_can_steer_to_every_spot_type_and_fall_back_from_each_to_on_demand() -> None:
+    """Each spot type declares its own ``type:`` resource (what a placed trial asks for); the on-demand type
+    declares every spot type's, so any placed trial may fall back there."""
+    from tuner.cost.placement import type_resource
+
+    types = load()["available_node_types"]
+    spot = {n: t for n, t in types.items() if t.get("labels", {}).get("ray.io/market-type") == "spot"}
+    for name, node_type in spot.items():
+        own = {k for k in node_type["resources"] if k.startswith("type:")}
+        assert own == {type_resource(node_type["labels"]["tuner.io/instance-type"])}, name
+    every = {type_resource(t["labels"]["tuner.io/instance-type"]) for t in spot.values()}
+    assert every <= set(types["ondemand_g5"]["resources"])
 
 
 def test_every_key_is_commented() -> None:

@@ -5,7 +5,7 @@ import pytest
 from tuner.cluster.launcher import check_fits, load_launcher_config, worker_types
 from tuner.cluster.twin import HEAD_TYPE, twin_config
 from tuner.config import ClusterConfig, ConfigError
-from tuner.spot.labels import INSTANCE_TYPE, MARKET, ZONE
+from tuner.spot.labels import INSTANCE_TYPE, MARKET, TORCH_THREADS, ZONE
 
 
 def test_twin_mirrors_the_aws_worker_types() -> None:
@@ -40,3 +40,12 @@ def test_trial_that_fits_no_worker_type_is_refused() -> None:
 def test_unreadable_launcher_config() -> None:
     with pytest.raises(ConfigError, match="cannot be read"):
         load_launcher_config("cluster/nope.yaml")
+
+
+def test_a_twin_type_can_train_with_more_torch_threads_and_a_typo_is_refused() -> None:
+    aws = load_launcher_config("cluster/aws.yaml")
+    cfg = ClusterConfig(name="local_spot", launcher_config="cluster/aws.yaml", torch_threads={"spot_g6": 2})
+    types = twin_config(aws, cfg)["available_node_types"]
+    assert types["spot_g6"]["labels"][TORCH_THREADS] == "2" and TORCH_THREADS not in types["spot_g5"]["labels"]
+    with pytest.raises(ConfigError, match="spot_g7 is not a worker type"):
+        twin_config(aws, ClusterConfig(name="local_spot", launcher_config="cluster/aws.yaml", torch_threads={"spot_g7": 2}))

@@ -10,7 +10,8 @@ from botocore.stub import ANY
 from tests.cost.test_pricing import stubbed
 from tuner.config import ConfigError, PriceGuardConfig
 from tuner.cost import price_guard
-from tuner.cost.price_guard import PriceGuard, trial_resources
+from tuner.cost.placement import trial_resources
+from tuner.cost.price_guard import PriceGuard
 from tuner.cost.pricing import AwsPrices, Catalog
 from tuner.spot.labels import INSTANCE_TYPE
 

@@ -42,10 +42,10 @@ def check_fits(launcher: Mapping[str, Any], bundle: Mapping[str, float], workers
     each worker's bundle must fit a type, and ``workers`` of them the node limits together (per type, and
     the cluster's ``max_workers``: the roomiest nodes first)."""
     types = worker_types(launcher)
-    per_node = sorted(((_per_node(bundle, t.get("resources", {})), int(t.get("max_workers", 0))) for t in types.values()),
-                      reverse=True)  # fmt: skip
-    nodes_left, room = int(launcher.get("max_workers", sum(n for _, n in per_node))), 0
-    for each, count in per_node:
+    holds = sorted(((per_node(bundle, t.get("resources", {})), int(t.get("max_workers", 0))) for t in types.values()),
+                   reverse=True)  # fmt: skip
+    nodes_left, room = int(launcher.get("max_workers", sum(n for _, n in holds))), 0
+    for each, count in holds:
         taken = min(count, nodes_left)
         room, nodes_left = room + each * taken, nodes_left - taken
     if room >= workers:
@@ -55,7 +55,7 @@ def check_fits(launcher: Mapping[str, Any], bundle: Mapping[str, float], workers
     raise ConfigError(f"no worker type fits {what} (types: {offered}): lower search.resources or add a node type")
 
 
-def _per_node(bundle: Mapping[str, float], have: Mapping[str, float]) -> int:
+def per_node(bundle: Mapping[str, float], have: Mapping[str, float]) -> int:
     """How many bundles one node of these resources holds."""
     counts = [int(have.get(k, 0) // v) for k, v in bundle.items() if v]
     return min(counts) if counts else 0

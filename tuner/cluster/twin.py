@@ -20,7 +20,7 @@ from typing import Any, Optional
 
 from tuner.cluster.autoscaler import AutoscalerConfig
 from tuner.cluster.launcher import worker_types
-from tuner.config import ClusterConfig
+from tuner.config import ClusterConfig, ConfigError
 from tuner.spot import labels
 
 HEAD_TYPE = "ray.head.default"
@@ -32,6 +32,9 @@ def twin_config(launcher: dict[str, Any], cfg: ClusterConfig) -> dict[str, Any]:
     """A fake_multinode autoscaler config with the launcher config's worker types."""
     zones = launcher["provider"].get("availability_zone", "local-a").split(",")
     region = launcher["provider"].get("region", "local")
+    unknown = sorted(set(cfg.torch_threads) - set(worker_types(launcher)))
+    if unknown:
+        raise ConfigError(f"cluster.torch_threads: {', '.join(unknown)} is not a worker type of {cfg.launcher_config}")
     types: dict[str, Any] = {}
     for i, (name, node_type) in enumerate(sorted(worker_types(launcher).items())):
         node_labels = {
@@ -40,6 +43,8 @@ def twin_config(launcher: dict[str, Any], cfg: ClusterConfig) -> dict[str, Any]:
             labels.REGION: region,
             labels.NODE_GROUP: name,  # the fake provider does not set it; trials report it
         }
+        if name in cfg.torch_threads:
+            node_labels[labels.TORCH_THREADS] = str(cfg.torch_threads[name])
         types[name] = {
             "resources": dict(node_type["resources"]),
             "labels": node_labels,

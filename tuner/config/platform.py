@@ -22,6 +22,7 @@ UNNOTICED_FRACTION = 0.1
 STORAGE_KINDS = ("local", "s3")
 PRICE_SOURCES = ("catalog", "aws")
 MARKETS = ("spot", "on-demand")
+PLACEMENT_BY = ("throughput", "price")
 
 
 @dataclass
@@ -72,6 +73,8 @@ class ClusterConfig:
     keep_running: bool = False  # local_spot: leave the cluster up after the search (dashboard)
     head_instance_type: Optional[str] = None  # priced into the campaign total (None: this machine, not billed)
     autoscaler_config: Optional[str] = None  # the file the running autoscaler reads (aws: the head's); the twin's own
+    # local_spot: torch threads of a trial per worker type, the twin's stand-in for its GPU's speed (others: the trial's CPUs)
+    torch_threads: dict[str, int] = field(default_factory=dict)
 
 @dataclass
 class StorageConfig:
@@ -192,6 +195,21 @@ class FallbackConfig:
 
 
 @dataclass
+class PlacementConfig:
+    """Each new trial on the spot type with the lowest expected cost per unit of training (``tuner.cost.placement``)."""
+
+    enabled: bool = True  # on clusters whose launcher config has two or more priced spot worker types
+    by: str = "throughput"  # throughput: measured seconds per unit x price; price: the spot price alone
+    explore_speedup: float = 2.0  # an unmeasured type is tried while it would win even this many times faster
+    wait_s: float = 120.0  # a trial waiting this long for its type marks the type short: new trials go elsewhere
+
+    def __post_init__(self) -> None:
+        require(self.by in PLACEMENT_BY, f"placement.by={self.by!r}: use {' or '.join(PLACEMENT_BY)}")
+        require(self.explore_speedup >= 1.0, "placement.explore_speedup must be >= 1")
+        require(self.wait_s > 0, "placement.wait_s must be > 0")
+
+
+@dataclass
 class LivenessConfig:
     """How the driver tells a search that cannot progress from one that waits (``tuner.run.liveness``)."""
 
@@ -220,6 +238,7 @@ class Config:
     price_guard: PriceGuardConfig = field(default_factory=PriceGuardConfig)
     liveness: LivenessConfig = field(default_factory=LivenessConfig)
     fallback: FallbackConfig = field(default_factory=FallbackConfig)
+    placement: PlacementConfig = field(default_factory=PlacementConfig)
 
     def __post_init__(self) -> None:
         require(

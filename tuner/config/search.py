@@ -105,6 +105,9 @@ class SearchConfig:
     scheduler: Any = None  # a Tune scheduler node (_target_): search/scheduler=asha|hyperband|median|fifo
     searcher: Any = None  # an Optuna sampler node (_target_): search/searcher=tpe|random|cmaes|gp|nsga2|qmc
     resources: ResourcesConfig = field(default_factory=ResourcesConfig)
+    # How a trial's work per time_attr unit scales with its hyperparameters, {name: power}: placement
+    # compares instance types on seconds per unit of work (a ResNet epoch: {depth: 1, width: 2})
+    work_scaling: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         require(self.mode in MODES, f"search.mode={self.mode!r}: use min or max")

@@ -31,7 +31,7 @@ from ray.tune import Callback
 from ray.tune.experiment import Trial
 
 from tuner.config import LEDGER_OBJECTIVES, CostConfig, SearchConfig
-from tuner.cost.pricing import PriceSource, integrate_usd
+from tuner.cost.pricing import PriceSource, integrate_usd, node_share
 from tuner.trial.runtime import CHECKPOINT_ONLY, WORKER_NODES
 
 log = logging.getLogger(__name__)
@@ -180,14 +180,8 @@ class CostLedger(Callback):
             market, zone = result.get("market") or "on-demand", result.get("zone") or ""
             region = result.get("region") or self.region
         shape = self.prices.shape(itype)
-        if shape is None:
-            share, gpus = 1.0, 0.0
-        elif assumed:
-            share, gpus = 1.0, shape.gpus
-        elif self.resources.gpu > 0 and shape.gpus > 0:
-            share, gpus = self.resources.gpu / shape.gpus, shape.gpus
-        else:
-            share, gpus = self.resources.cpu / max(shape.vcpus, 1.0), shape.gpus
+        gpus = shape.gpus if shape is not None else 0.0
+        share = 1.0 if assumed else node_share(self.resources.cpu, self.resources.gpu, shape)
         self.assumed_used |= assumed
         start = float(result.get("attempt_started_s", result["wall_s"]))
         return Interval(result["node_id"], itype, market, region, zone, start, float(result["wall_s"]),

@@ -20,26 +20,19 @@ from typing import Any, Callable, Optional
 from ray.tune import Callback
 
 from tuner.config import PriceGuardConfig
-from tuner.cost.pricing import PriceSource
-from tuner.spot.labels import INSTANCE_TYPE
+from tuner.cost.pricing import PriceSource, current_spot
 
 log = logging.getLogger(__name__)
 
-LOOKBACK_S = 6 * 3600.0  # DescribeSpotPriceHistory lists changes: look back far enough to find the one in force
-
-# The blocked types live in the driver process: Tune calls ``trial_resources`` there for every new
-# trial, through a copy of the trainable, so the guard's own attributes would not be seen.
+# The blocked types live in the driver process: Tune calls the trial-resources function there for every
+# new trial (``tuner.cost.placement.trial_resources``), through a copy of the trainable, so the guard's own
+# attributes would not be seen.
 _BLOCKED: set[str] = set()
 
 
-def trial_resources(bundle: dict[str, float], config: dict[str, Any]) -> Any:
-    """A new trial's resources (``tune.with_resources`` calls this): off every blocked instance type."""
-    from ray.tune import PlacementGroupFactory
-
-    if not _BLOCKED:
-        return PlacementGroupFactory([bundle])
-    selector = {INSTANCE_TYPE: f"!in({','.join(sorted(_BLOCKED))})"}
-    return PlacementGroupFactory([bundle], bundle_label_selector=[selector])
+def blocked() -> set[str]:
+    """Instance types an enforcing guard keeps new trials off now."""
+    return set(_BLOCKED)
 
 
 @dataclass
@@ -86,13 +79,7 @@ class PriceGuard(Callback):
         return None
 
     def current(self, instance_type: str, now_s: float) -> Optional[float]:
-        prices = []
-        for zone in self.cfg.zones or [""]:
-            history = self.prices.spot_history(instance_type, self.region, zone, now_s - LOOKBACK_S, now_s)
-            in_force = [p for p in history if p.start_s <= now_s]
-            if in_force:
-                prices.append(max(in_force, key=lambda p: p.start_s).usd_per_hour)
-        return max(prices) if prices else None
+        return current_spot(self.prices, instance_type, self.region, self.cfg.zones, now_s)
 
     def check(self) -> list[PriceCheck]:
         """Check every watched type now; block and unblock; record what changed."""

@@ -63,6 +63,30 @@ class PriceSource(Protocol):
     ) -> list[PricePoint]: ...
 
 
+LOOKBACK_S = 6 * 3600.0  # DescribeSpotPriceHistory lists changes: look back far enough to find the one in force
+
+
+def current_spot(prices: PriceSource, instance_type: str, region: str, zones: list[str], now_s: float) -> Optional[float]:
+    """The spot price in force now: the highest over ``zones`` (empty: the region), since a new node may
+    land in any of them; None when no price is known."""
+    found = []
+    for zone in zones or [""]:
+        history = prices.spot_history(instance_type, region, zone, now_s - LOOKBACK_S, now_s)
+        in_force = [p for p in history if p.start_s <= now_s]
+        if in_force:
+            found.append(max(in_force, key=lambda p: p.start_s).usd_per_hour)
+    return max(found) if found else None
+
+
+def node_share(cpu: float, gpu: float, shape: Optional[InstanceShape]) -> float:
+    """The share of a node's price a trial of ``cpu``/``gpu`` pays: its GPUs of the node's, else its vCPUs."""
+    if shape is None:
+        return 1.0
+    if gpu > 0 and shape.gpus > 0:
+        return gpu / shape.gpus
+    return cpu / max(shape.vcpus, 1.0)
+
+
 def integrate_usd(history: list[PricePoint], start_s: float, end_s: float) -> Optional[float]:
     """USD for running from start_s to end_s under a piecewise-constant price; None if uncovered."""
     points = sorted(history, key=lambda p: p.start_s)

@@ -69,20 +69,22 @@ def trial_spec(settings: Config, trainer_settings: Any) -> TrialSpec:
 
 
 def trial_resources(settings: Config, spec: TrialSpec) -> Any:
-    """What the trial's own process asks for: its bundle (kept off blocked types by an enforcing price
-    guard), or, for a multi-worker trial, a coordinator's: no CPU or GPU, never on spot capacity."""
+    """What the trial's own process asks for: its bundle (on the type the placement chooses, off types an
+    enforcing price guard blocks), or, for a multi-worker trial, a coordinator's: no CPU or GPU, never
+    on spot capacity."""
 
     from ray.tune import PlacementGroupFactory
 
-    from tuner.cost import price_guard
+    from tuner.cost import placement
 
     search = settings.search
     assert search is not None
     if spec.elastic:
         selector = [NOT_SPOT] if settings.cluster.launcher_config else None
         return PlacementGroupFactory([COORDINATOR_BUNDLE], bundle_label_selector=selector)
-    if settings.price_guard.enabled and settings.price_guard.enforce:
-        return functools.partial(price_guard.trial_resources, search.resources.bundle)
+    placed = settings.placement.enabled and settings.cluster.launcher_config
+    if placed or (settings.price_guard.enabled and settings.price_guard.enforce):
+        return functools.partial(placement.trial_resources, search.resources.bundle)
     return search.resources.bundle
 
 
@@ -95,6 +97,7 @@ def search_alg(search: SearchConfig) -> Any:
     if search.searcher is None:
         raise ConfigError("search.searcher is not set: choose one with search/searcher=tpe (or random, cmaes, gp, ...)")
     sampler, space = instantiate(search.searcher), load_space(search.space)
+    check_work_scaling(space, search)
     if search.objectives:
         check_multi_objective(space, search)
         platforms = [k for k in search.objectives if k in PLATFORM_KEYS and k not in LEDGER_OBJECTIVES]
@@ -104,6 +107,26 @@ def search_alg(search: SearchConfig) -> Any:
     searcher = OptunaSearcher(space, search.metrics, search.modes, sampler, search.tune.max_concurrent_trials,
                               search.time_attr, search.max_t)  # fmt: skip
     return ConsistentSearch(searcher)
+
+
+def check_work_scaling(space: Callable[..., Any], search: SearchConfig) -> None:
+    """Placement weighs a trial's units by ``search.work_scaling``: each must be a positive number the space suggests."""
+    import optuna
+
+    if not search.work_scaling:
+        return
+    study = optuna.create_study()
+    for _ in range(8):  # define-by-run: a parameter may be suggested on some branches only
+        trial = study.ask()
+        space(trial)
+        for name in search.work_scaling:
+            value = trial.params.get(name)
+            if value is None:
+                raise ConfigError(f"search.work_scaling: {name!r} is not a hyperparameter of {search.space}: "
+                                  "name ones the space suggests (e.g. depth, width)")  # fmt: skip
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+                raise ConfigError(f"search.work_scaling: {name!r} takes the value {value!r}: name only positive numeric ones")
+        study.tell(trial, 0.0)
 
 
 def check_multi_objective(space: Callable[..., Any], search: SearchConfig) -> None:

@@ -143,6 +143,17 @@ def capacity_gate(settings: Config, autoscaler_config: Optional[str]) -> Any:
     return gate_for(settings.fallback, settings.search, launcher, autoscaler_config, caps)
 
 
+def make_placement(settings: Config, autoscaler_config: Optional[str], prices: Any, tracker: Any) -> Any:
+    """Price-performance placement on a cluster with a launcher config (its spot worker types)."""
+    from tuner.cluster.launcher import load_launcher_config
+    from tuner.cost.placement import placement_for
+
+    path = settings.cluster.launcher_config
+    launcher = load_launcher_config(path) if settings.placement.enabled and path else None
+    return placement_for(settings.placement, settings.search, launcher, autoscaler_config, prices, settings.pricing.region,
+                         tag=tracker.tag_trial if tracker is not None else None)  # fmt: skip
+
+
 def check_capacity(settings: Config, connected: bool) -> None:
     """Refuse, before anything starts, a trial no node the cluster can ever provide would hold: an autoscaled
     cluster's node types (before connecting: the twin is not even started), else the nodes there are."""
@@ -264,6 +275,9 @@ def run_search(settings: Config, trainer_settings: Any, resume: bool, dashboard_
     gate = capacity_gate(settings, autoscaler_config)
     if gate is not None:
         callbacks.append(gate)
+    placed = make_placement(settings, autoscaler_config, prices, tracker)
+    if placed is not None:
+        callbacks.append(placed)
     print(f"{'Resuming' if resume else 'Starting'} search {settings.name!r}: {search.tune.num_samples} trials, "
           f"{search.time_attr} <= {search.max_t:g} each, {search.tune.max_concurrent_trials} at a time")  # fmt: skip
     print(f"experiment: {path}")

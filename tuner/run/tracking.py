@@ -245,6 +245,13 @@ class MLflowTracker(Callback):
             self._submit("log trial cost", trial, lambda rid: self.client.log_batch(rid, metrics=metrics, tags=tags))
         self._submit("close trial run", trial, lambda rid: self.client.set_terminated(rid, status))
 
+    def tag_trial(self, trial: Trial, tags: dict[str, str]) -> None:
+        """Tags on the trial's run (e.g. where the placement put it, and why)."""
+        from mlflow.entities import RunTag
+
+        batch = [RunTag(k, v[:5000]) for k, v in tags.items()]
+        self._submit("tag trial", trial, lambda rid: self.client.log_batch(rid, tags=batch))
+
     def record_event(self, tags: dict[str, str], metrics: dict[str, float]) -> None:
         """Tags and timestamped metrics on the parent run (e.g. price guard events)."""
         from mlflow.entities import Metric, RunTag

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
 from tuner.config import CheckpointConfig
+from tuner.spot.labels import TORCH_THREADS
 from tuner.trial import checkpoint as ckpt
 from tuner.trial import trainer as trainers
 from tuner.trial.context import TrialContext
@@ -44,9 +45,9 @@ def call_trainer(spec: TrialSpec, config: dict[str, Any], context: TrialContext,
     import torch
 
     fn = trainers.load(spec.trainer)
-    cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 1.0)
-    torch.set_num_threads(max(1, int(cpus)))
     labels = {k: v[0] if isinstance(v, list) else v for k, v in ray.get_runtime_context().get_node_labels().items()}
+    cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 1.0)
+    torch.set_num_threads(int(labels.get(TORCH_THREADS, max(1, int(cpus)))))
     with TrialSession(spec.objective, spec.checkpoint, context, backend, labels, spec.assumed_instance_type):
         try:
             fn(config, spec.settings)
