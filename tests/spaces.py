@@ -39,5 +39,5 @@ def resnet_wide(trial: optuna.Trial) -> None:
     """ResNets wide enough that a second torch thread speeds them up (the twin's fast type, in placement runs)."""
     trial.suggest_float("lr", 0.03, 0.2, log=True)
     trial.suggest_float("momentum", 0.8, 0.95)
-    trial.suggest_categorical("depth", [8, 14])
+    trial.suggest_categorical("depth", [14, 20])
     _fixed(trial, {"weight_decay": 1e-4, "batch_size": 128, "width": 32})

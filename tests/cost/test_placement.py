@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, Iterator, Optional
 
@@ -11,7 +12,7 @@ from ray.tune.experiment import Trial
 from tuner.config import ConfigError, PlacementConfig
 from tuner.cost import placement, price_guard
 from tuner.cost.placement import NodeType, Placement, Throughput
-from tuner.spot.labels import INSTANCE_TYPE
+from tuner.spot.labels import INSTANCE_TYPE, MARKET
 
 PRICES = {"g6.xlarge": 0.40, "g5.xlarge": 0.42, "g4dn.xlarge": 0.90}
 SECONDS_PER_WORK = {"spot_g6": 2.0, "spot_g5": 1.0, "spot_g4dn": 1.0}  # seconds per unit for a batch of 64
@@ -165,3 +166,40 @@ def test_a_trial_that_lost_its_node_is_placed_afresh_before_it_asks_again() -> N
     placed.slots = lambda name: 0 if name == "spot_g6" else 1  # its type lost its capacity meanwhile
     placed.on_trial_recover(0, [], lost)
     assert asked[-1].bundles == [{"CPU": 1.0, "type:g5.xlarge": placement.PLACED_UNITS}]
+
+
+def launcher(*types: tuple[str, str, bool]) -> dict[str, Any]:
+    """A cluster config of spot types (name, instance type, declares its type resource)."""
+    nodes: dict[str, Any] = {"head": {"resources": {"CPU": 0}}}
+    for name, itype, steerable in types:
+        resources = {"CPU": 4, "GPU": 1, **({placement.type_resource(itype): 1000} if steerable else {})}
+        nodes[name] = {"resources": resources, "max_workers": 2, "labels": {INSTANCE_TYPE: itype, MARKET: "spot"}}
+    return {"head_node_type": "head", "available_node_types": nodes}
+
+
+def test_the_cluster_config_decides_whether_there_is_anything_to_place(tmp_path: Path) -> None:
+    from tuner.cluster.autoscaler import AutoscalerConfig
+    from tuner.config import SearchConfig
+    from tuner.cost.pricing import Catalog
+
+    search = SearchConfig(name="s", trainer="m:f", space="m:s", metric="acc", mode="max", max_t=1)
+    said: list[str] = []
+
+    def placed(config: dict[str, Any], steered: bool = True) -> Optional[Placement]:
+        autoscaler = AutoscalerConfig(tmp_path / "autoscaler.json")
+        autoscaler.write(config)
+        path = str(autoscaler.path) if steered else None
+        return placement.placement_for(PlacementConfig(), search, config, path, Catalog(), "us-east-1", said.append)
+
+    assert placed(launcher(("spot_g5", "g5.xlarge", True), ("spot_g6", "g6.xlarge", True)), steered=False) is None
+    assert said[-1].startswith("placement: off: the on-demand types carry every spot type's resource")
+
+    both = placed(launcher(("spot_g5", "g5.xlarge", True), ("spot_g6", "g6.xlarge", True), ("spot_x", "x9.huge", True)))
+    assert both is not None and [t.name for t in both.types] == ["spot_g5", "spot_g6"]  # the unpriced one is never chosen
+    assert both.slots("spot_g5") == 2 * 4 and placement._ACTIVE is both
+    assert placed(launcher(("spot_g5", "g5.xlarge", True))) is None and placement._ACTIVE is None
+    assert said[-1] == "placement: off: one priced spot type (g5.xlarge): nothing to choose"
+    assert placed(launcher(("spot_g5", "g5.xlarge", False), ("spot_g6", "g6.xlarge", True))) is None
+    assert said[-1] == 'placement: off: add "type:g5.xlarge": 1000 to spot_g5 in resources (as in cluster/aws.yaml)'
+    with pytest.raises(ConfigError, match=r"no spot worker type of the cluster config is priced \(spot_x\)"):
+        placed(launcher(("spot_x", "x9.huge", True)))

@@ -40,7 +40,7 @@ from ray.tune.experiment import Trial
 
 from tuner.cluster.autoscaler import AutoscalerConfig
 from tuner.cluster.launcher import per_node, worker_types
-from tuner.config import PlacementConfig
+from tuner.config import ConfigError, PlacementConfig
 from tuner.cost import price_guard
 from tuner.cost.fallback import worker_types_by_market
 from tuner.cost.pricing import PriceSource, current_spot, node_share
@@ -240,29 +240,48 @@ def placement_for(cfg: PlacementConfig, search: Any, launcher: Optional[dict[str
                   prices: PriceSource, region: str, say: Callable[[str], None] = print,
                   tag: Optional[Callable[[Trial, dict[str, str]], None]] = None) -> Optional[Placement]:  # fmt: skip
     """The placement for this cluster, or None (and none active): disabled, no launcher config,
-    multi-worker trials, or fewer than two priced spot types."""
+    multi-worker trials, no on-demand fallback steering the autoscaler config (``autoscaler_path``:
+    the capacity gate's), or fewer than two priced spot types that declare their resource (said).
+    Spot types of which none is priced are a config error."""
     global _ACTIVE
     _ACTIVE = None
     if not cfg.enabled or launcher is None or search.resources.width != (1, 1):
         return None
     spot, _ = worker_types_by_market(launcher, {})
-    types = []
-    for name, node_type in sorted(worker_types(launcher).items()):
-        itype = node_type.get("labels", {}).get(INSTANCE_TYPE)
-        shape = prices.shape(itype) if itype else None
-        if name in spot and itype and shape is not None and type_resource(itype) in node_type.get("resources", {}):
-            types.append(NodeType(name, itype, node_share(search.resources.cpu, search.resources.gpu, shape)))
-    if len(types) < 2:
+    if not spot:
         return None
-    autoscaler = AutoscalerConfig(autoscaler_path) if autoscaler_path else None
     launched = worker_types(launcher)
-
-    def slots(name: str) -> int:
-        nodes = (autoscaler.read() if autoscaler is not None else launcher)["available_node_types"].get(name, {})
-        return int(nodes.get("max_workers", 0)) * per_node(search.resources.bundle, launched[name].get("resources", {}))
 
     def price(itype: str) -> Optional[float]:
         return current_spot(prices, itype, region, [], time.time())
+
+    types, unpriced, unsteerable = [], [], []
+    for name in sorted(spot):
+        itype = launched[name].get("labels", {}).get(INSTANCE_TYPE)
+        shape = prices.shape(itype) if itype else None
+        if not itype or shape is None or price(itype) is None:
+            unpriced.append(name)
+        elif type_resource(itype) not in launched[name].get("resources", {}):
+            unsteerable.append(f'"{type_resource(itype)}": 1000 to {name}')
+        else:
+            types.append(NodeType(name, itype, node_share(search.resources.cpu, search.resources.gpu, shape)))
+    if autoscaler_path is None:
+        say("placement: off: the on-demand types carry every spot type's resource, and without the fallback's caps on "
+            "them (fallback.enabled, cluster.autoscaler_config) Ray's autoscaler would launch them for placed trials")
+        return None
+    if not types and not unsteerable:
+        raise ConfigError(f"placement: no spot worker type of the cluster config is priced ({', '.join(unpriced)}): label each "
+                          f"{INSTANCE_TYPE}: <a type in the price catalog>, or set placement.enabled=false")  # fmt: skip
+    if len(types) < 2:
+        why = (f"add {', '.join(unsteerable)} in resources (as in cluster/aws.yaml)" if unsteerable
+               else f"one priced spot type ({types[0].instance_type}): nothing to choose")  # fmt: skip
+        say(f"placement: off: {why}")
+        return None
+    autoscaler = AutoscalerConfig(autoscaler_path)
+
+    def slots(name: str) -> int:
+        nodes = autoscaler.read()["available_node_types"].get(name, {})
+        return int(nodes.get("max_workers", 0)) * per_node(search.resources.bundle, launched[name].get("resources", {}))
 
     how = "measured cost per " + search.time_attr if cfg.by == "throughput" else "spot price"
     say(f"placement: each new trial on the spot type with the lowest {how} ({len(types)} types)")

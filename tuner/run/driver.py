@@ -143,14 +143,19 @@ def capacity_gate(settings: Config, autoscaler_config: Optional[str]) -> Any:
     return gate_for(settings.fallback, settings.search, launcher, autoscaler_config, caps)
 
 
-def make_placement(settings: Config, autoscaler_config: Optional[str], prices: Any, tracker: Any) -> Any:
-    """Price-performance placement on a cluster with a launcher config (its spot worker types)."""
+def make_placement(settings: Config, autoscaler_config: Optional[str], gated: bool, prices: Any, tracker: Any) -> Any:
+    """Price-performance placement on a cluster with a launcher config (its spot worker types). Its on-demand
+    types carry every spot type's resource: only with the capacity gate capping them (``gated``) may trials
+    be placed, or Ray's autoscaler would launch an on-demand node for a placed trial."""
     from tuner.cluster.launcher import load_launcher_config
+    from tuner.cost.fallback import worker_types_by_market
     from tuner.cost.placement import placement_for
 
     path = settings.cluster.launcher_config
     launcher = load_launcher_config(path) if settings.placement.enabled and path else None
-    return placement_for(settings.placement, settings.search, launcher, autoscaler_config, prices, settings.pricing.region,
+    on_demand = worker_types_by_market(launcher, {})[1] if launcher is not None else {}
+    steered = autoscaler_config if gated or not on_demand else None
+    return placement_for(settings.placement, settings.search, launcher, steered, prices, settings.pricing.region,
                          tag=tracker.tag_trial if tracker is not None else None)  # fmt: skip
 
 
@@ -275,7 +280,7 @@ def run_search(settings: Config, trainer_settings: Any, resume: bool, dashboard_
     gate = capacity_gate(settings, autoscaler_config)
     if gate is not None:
         callbacks.append(gate)
-    placed = make_placement(settings, autoscaler_config, prices, tracker)
+    placed = make_placement(settings, autoscaler_config, gate is not None, prices, tracker)
     if placed is not None:
         callbacks.append(placed)
     print(f"{'Resuming' if resume else 'Starting'} search {settings.name!r}: {search.tune.num_samples} trials, "
