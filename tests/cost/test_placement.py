@@ -31,7 +31,7 @@ def make(by: str = "throughput", slots: int = 4, clock: Optional[list[float]] = 
     types = [NodeType(n, i, 0.25) for n, i in [("spot_g6", "g6.xlarge"), ("spot_g5", "g5.xlarge"), ("spot_g4dn", "g4dn.xlarge")]]
     now = clock if clock is not None else [0.0]
     placed = Placement(PlacementConfig(by=by, wait_s=60), "epoch", {"CPU": 1.0}, types, PRICES.get,
-                       lambda name: slots, {"batch_size": 1.0}, say=said.append, clock=lambda: now[0])  # fmt: skip
+                       lambda: {t.name: slots for t in types}, {"batch_size": 1.0}, say=said.append, clock=lambda: now[0])  # fmt: skip
     return placed, said
 
 
@@ -163,7 +163,7 @@ def test_a_trial_that_lost_its_node_is_placed_afresh_before_it_asks_again() -> N
     assert placed.running == {"t1": "spot_g6"}
     placed.on_trial_recover(0, [], lost)  # its type still has its one slot: chosen again
     assert asked[-1].bundles == [{"CPU": 1.0, "type:g6.xlarge": placement.PLACED_UNITS}]
-    placed.slots = lambda name: 0 if name == "spot_g6" else 1  # its type lost its capacity meanwhile
+    placed.slots = lambda: {"spot_g6": 0, "spot_g5": 1, "spot_g4dn": 1}  # its type lost its capacity meanwhile
     placed.on_trial_recover(0, [], lost)
     assert asked[-1].bundles == [{"CPU": 1.0, "type:g5.xlarge": placement.PLACED_UNITS}]
 
@@ -196,7 +196,7 @@ def test_the_cluster_config_decides_whether_there_is_anything_to_place(tmp_path:
 
     both = placed(launcher(("spot_g5", "g5.xlarge", True), ("spot_g6", "g6.xlarge", True), ("spot_x", "x9.huge", True)))
     assert both is not None and [t.name for t in both.types] == ["spot_g5", "spot_g6"]  # the unpriced one is never chosen
-    assert both.slots("spot_g5") == 2 * 4 and placement._ACTIVE is both
+    assert both.slots()["spot_g5"] == 2 * 4 and placement._ACTIVE is both
     assert placed(launcher(("spot_g5", "g5.xlarge", True))) is None and placement._ACTIVE is None
     assert said[-1] == "placement: off: one priced spot type (g5.xlarge): nothing to choose"
     assert placed(launcher(("spot_g5", "g5.xlarge", False), ("spot_g6", "g6.xlarge", True))) is None

@@ -10,9 +10,10 @@ of its hyperparameters raised to the powers the search declares in ``search.work
 speed is its seconds per unit of work over every trial that ran there. Declared, not fitted:
 with a few trials per type a fit cannot tell a slow type from heavy trials. A type's expected
 cost per unit for the next trial is its current spot price x the trial's share of the node (the
-ledger's rule) x the seconds per unit predicted for that trial; the trial goes to the cheapest. A type no trial has run on yet is tried
-while it would win even if it ran ``explore_speedup`` times faster than the fastest measured one;
-before any measurement the price alone orders the types (``placement.by=price`` keeps it so).
+ledger's rule) x the seconds per unit predicted for that trial; the trial goes to the cheapest.
+A type no trial has run on yet is tried while it would win even if it ran ``explore_speedup``
+times faster than the fastest measured one; before any measurement the price alone orders the
+types (``placement.by=price`` keeps it so).
 
 A type is offered while it has room: the trials placed there and not finished are fewer than its
 nodes allowed by the autoscaler config (``max_workers``: the twin's "cloud" sets 0 when capacity is
@@ -53,6 +54,7 @@ PLACED_UNITS = 0.001  # of a node's type resource (1000 declared): any number of
 def type_resource(instance_type: str) -> str:
     """The custom resource of nodes of ``instance_type`` (and of the on-demand types) in the cluster config."""
     return f"type:{instance_type}"
+
 
 # The placement lives in the driver process, where Tune calls :func:`trial_resources` for each new
 # trial through a copy of the trainable (the price guard's blocked types live there too).
@@ -108,7 +110,7 @@ class Placement(Callback):
     """The driver's side: measures throughput from results, chooses a type for each new trial, says why."""
 
     def __init__(self, cfg: PlacementConfig, time_attr: str, bundle: dict[str, float], types: list[NodeType],
-                 price: Callable[[str], Optional[float]], slots: Callable[[str], int], work_scaling: Mapping[str, float],
+                 price: Callable[[str], Optional[float]], slots: Callable[[], Mapping[str, int]], work_scaling: Mapping[str, float],
                  say: Callable[[str], None] = print, tag: Optional[Callable[[Trial, dict[str, str]], None]] = None,
                  clock: Callable[[], float] = time.monotonic) -> None:  # fmt: skip
         global _ACTIVE
@@ -128,9 +130,9 @@ class Placement(Callback):
 
     def choose(self, config: Mapping[str, Any]) -> Optional[Decision]:
         """The type for a new trial of ``config``; None when no type is offered (any type will do)."""
-        blocked = price_guard.blocked()
+        blocked, room = price_guard.blocked(), self.slots()  # room: one read of the autoscaler config
         offered = [(t, p) for t in self.types
-                   if t.instance_type not in blocked and t.name not in self.short and self.live(t.name) < self.slots(t.name)
+                   if t.instance_type not in blocked and t.name not in self.short and self.live(t.name) < room.get(t.name, 0)
                    for p in [self.price(t.instance_type)] if p is not None]  # fmt: skip
         if not offered:
             return None
@@ -279,9 +281,11 @@ def placement_for(cfg: PlacementConfig, search: Any, launcher: Optional[dict[str
         return None
     autoscaler = AutoscalerConfig(autoscaler_path)
 
-    def slots(name: str) -> int:
-        nodes = autoscaler.read()["available_node_types"].get(name, {})
-        return int(nodes.get("max_workers", 0)) * per_node(search.resources.bundle, launched[name].get("resources", {}))
+    def slots() -> dict[str, int]:
+        """Trials each type can hold now: its nodes allowed by the autoscaler config x trials per node."""
+        now = autoscaler.read()["available_node_types"]
+        return {t.name: int(now.get(t.name, {}).get("max_workers", 0))
+                        * per_node(search.resources.bundle, launched[t.name].get("resources", {})) for t in types}  # fmt: skip
 
     how = "measured cost per " + search.time_attr if cfg.by == "throughput" else "spot price"
     say(f"placement: each new trial on the spot type with the lowest {how} ({len(types)} types)")
