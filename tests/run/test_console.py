@@ -29,3 +29,14 @@ def test_a_checkpoint_a_spot_notice_asked_for_is_named_whether_or_not_it_came_wi
     assert with_notice.endswith("checkpoint (drain)") and "val_acc 0.9" in with_notice
     assert "checkpoint" not in periodic
     assert "checkpoint (deadline) at epoch   2/" in between and "between reports" in between
+
+
+def test_a_result_reported_again_after_a_restart_is_not_shown_as_training() -> None:
+    """A restarted trial sends its newest checkpoint's result again (the driver never got it): the line
+    says so, and the next epoch's time counts from the checkpoint, not from the start of the trial."""
+    again, trained = lines(
+        {"epoch": 24, "val_acc": 0.9, "train_time_s": 30.0, "step_hook": 1, "reported_again": 1},
+        {"epoch": 25, "val_acc": 0.91, "train_time_s": 31.5, "step_hook": 1},
+    )
+    assert "epoch  24/" in again and "val_acc 0.9" in again and "reported again from its checkpoint" in again
+    assert "30 s" not in again and trained.endswith("1.5 s")

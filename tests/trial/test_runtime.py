@@ -234,4 +234,5 @@ def test_a_checkpoint_whose_result_never_reached_tune_is_reported_again(tmp_path
     again, report = backend.results
     assert again["checkpoint_reason"] == "deadline" and again["checkpoint_only"] == 1 and again["saved"] == {"step": 2}
     assert again["iteration"] == 2 and again["val_loss"] == 0.2 and again["step_hook"] == 1  # no warning about step()
-    assert report["iteration"] == 3 and "checkpoint_only" not in report
+    assert again["reported_again"] == 1  # the console says nothing was trained for it
+    assert report["iteration"] == 3 and "checkpoint_only" not in report and "reported_again" not in report

@@ -16,7 +16,13 @@ from ray.tune.experiment import Trial
 
 from tuner.config import SearchConfig
 from tuner.text import fmt, params, usd
-from tuner.trial.runtime import CHECKPOINT_ONLY, NOTICE_REASONS, STEP_HOOK, user_metrics
+from tuner.trial.runtime import (
+    CHECKPOINT_ONLY,
+    NOTICE_REASONS,
+    REPORTED_AGAIN,
+    STEP_HOOK,
+    user_metrics,
+)
 from tuner.trial.trainer import summary_from_error_text
 
 SHOWN_METRICS = 3  # besides the search's metric
@@ -80,6 +86,10 @@ class ProgressPrinter(Callback):
         trained = float(result.get("train_time_s", 0.0))
         took = trained - self._trained_s.get(trial.trial_id, 0.0)
         self._trained_s[trial.trial_id] = trained
+        if result.get(REPORTED_AGAIN):  # nothing was trained for it: it comes from the restored checkpoint
+            self._print(trial, f"{progress}  {self.metric} {fmt(value)}  reported again from its checkpoint "
+                               "(saved, but its result never reached the driver)")  # fmt: skip
+            return
         notice = result.get("checkpoint_reason") if result.get("checkpoint_reason") in NOTICE_REASONS else None
         self._print(trial, f"{progress}  {self.metric} {fmt(value)}  " + "  ".join(f"{k} {fmt(metrics[k])}" for k in others)
                     + f"  {fmt(took)} s" + (f"  checkpoint ({notice})" if notice else ""))  # fmt: skip

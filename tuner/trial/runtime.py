@@ -42,10 +42,11 @@ FINAL_UPLOAD_TIMEOUT_S = 900.0  # the last checkpoint waits this long for storag
 ITERATION = "iteration"  # report() calls so far (checkpoints between reports do not count)
 CHECKPOINT_ONLY = "checkpoint_only"  # 1 on a result that only carries a checkpoint taken between reports
 WORKER_NODES = "worker_nodes"  # every worker's node id in this attempt, comma-separated (the ledger prices each)
+REPORTED_AGAIN = "reported_again"  # 1 on a checkpoint's result sent again after a restart (the driver never got it)
 STEP_HOOK = "step_hook"  # 1 once the trainer has called step() or should_checkpoint(): notices can checkpoint between reports
 LOCATION = ("node_id", "node_group", "instance_type", "market", "zone", "region", "attempt_started_s")
 PLATFORM_KEYS = frozenset(
-    (ITERATION, CHECKPOINT_ONLY, STEP_HOOK, WORKER_NODES, "wall_s", "train_time_s", "upload_failures", "checkpoint_reason",
+    (ITERATION, CHECKPOINT_ONLY, REPORTED_AGAIN, STEP_HOOK, WORKER_NODES, "wall_s", "train_time_s", "upload_failures", "checkpoint_reason",
      "checkpoint_interval_s", "world_size", *LOCATION, *Progress.COUNTERS, *LEDGER_OBJECTIVES)
 )  # fmt: skip
 
@@ -227,7 +228,7 @@ class TrialSession:
         log.warning("trial %s: reporting again the %s checkpoint its last node wrote just before it went",
                     self.context.trial_id, meta.get("reason") or "last")  # fmt: skip
         result = self._result(bool(meta.get("between_reports", True)), str(meta.get("reason") or ""))
-        self._send(result, str(local))
+        self._send({**result, REPORTED_AGAIN: 1}, str(local))
 
     # -- the training clock ---------------------------------------------------------------------------
     def train_time_s(self) -> float:

@@ -6,8 +6,9 @@ local Ray cluster: the head is gone) the N-th time, counted across processes, th
 is reached; ``TUNER_KILL_DIR`` holds the counters.
 
 - ``checkpoint_upload``: a trial is uploading a checkpoint; half its files are in storage.
-- ``searcher_update``: the driver has told the Optuna searcher a trial's result; nothing
-  about it is saved yet.
+- ``trial_done``: the console has just said a trial is done (Tune told the Optuna searcher
+  first); nothing about its end is saved yet, and its newest checkpoint may be newer than
+  the one the saved experiment state records.
 """
 
 from __future__ import annotations
@@ -55,17 +56,17 @@ def _install() -> None:
             _kill()
 
         storage.StorageContext.persist_current_checkpoint = persist_current_checkpoint
-    elif POINT == "searcher_update":
-        from tuner.run.search import OptunaSearcher
+    elif POINT == "trial_done":
+        from tuner.run.console import ProgressPrinter
 
-        original = OptunaSearcher.on_trial_complete
+        original_done = ProgressPrinter.on_trial_complete
 
-        def on_trial_complete(self, trial_id, result=None, error=False):
-            original(self, trial_id, result=result, error=error)
+        def on_trial_complete(self, iteration, trials, trial, **info):
+            original_done(self, iteration, trials, trial, **info)
             if _reached(POINT):
                 _kill()
 
-        OptunaSearcher.on_trial_complete = on_trial_complete
+        ProgressPrinter.on_trial_complete = on_trial_complete
 
 
 if POINT:
