@@ -22,7 +22,7 @@ def test_plan_cli_writes_tables_plot_and_mlflow_run(tmp_path: Path) -> None:
     for market in ("aws-v100", "gcp-h100", "aws-p3-32node"):
         assert f"\n{market} (" in proc.stdout
     rows = list(csv.DictReader((tmp_path / "plan.csv").open()))
-    assert len(rows) == 3 * 5 and {r["strategy"] for r in rows} >= {"spot-naive", "platform"}
+    assert len(rows) == 3 * 7 and {r["strategy"] for r in rows} >= {"spot-naive", "platform"}
     assert (tmp_path / "plan.png").stat().st_size > 10_000
     client = MlflowClient(tracking_uri=uri)
     (run,) = client.search_runs([client.get_experiment_by_name("tuner-plans").experiment_id])
@@ -33,7 +33,8 @@ def test_plan_cli_writes_tables_plot_and_mlflow_run(tmp_path: Path) -> None:
 def test_plan_bad_input_is_one_line(tmp_path: Path) -> None:
     for args, message in ((["markets=[nope]"], "markets=['nope']: choose from"),
                           (["profile.trials=0"], "profile: trials, epochs, concurrency must be > 0"),
-                          (["profile.trails=3"], "Key 'trails' not in 'CampaignProfile'")):  # fmt: skip
+                          (["profile.trails=3"], "Key 'trails' not in 'CampaignProfile'"),
+                          (["strategies=[{name: x, workers: [2, 1]}]"], "strategy x: workers must be [min, max]")):  # fmt: skip
         proc = subprocess.run([sys.executable, "-m", "tuner.plan", f"output_dir={tmp_path}", "tracking=none", *args],
                               cwd=REPO, env=cli_env(), capture_output=True, text=True, timeout=120)  # fmt: skip
         assert proc.returncode != 0 and message in proc.stderr, proc.stderr[-1000:]

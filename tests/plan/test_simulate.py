@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tuner.config import CampaignProfile, StrategyConfig
+from tuner.config import CampaignProfile, ConfigError, StrategyConfig
 from tuner.plan.simulate import evaluate, interruption_rate_per_h, replay
 from tuner.plan.traces import (
     MARKETS,
@@ -93,3 +93,26 @@ def test_default_strategy_captures_most_of_the_savings_on_every_market() -> None
         assert s.vs_ideal <= 1.10 and s.makespan_ratio <= 1.25 and s.met_deadline_pct == 100, (name, s.row())
     assert evaluate(aws_v100(), CampaignProfile(), StrategyConfig(), 48).savings_pct >= 63
     assert evaluate(gcp_h100(), CampaignProfile(), StrategyConfig(), 48).savings_pct >= 70
+
+
+def test_an_elastic_trial_runs_on_what_is_left_and_grows_back_from_its_last_checkpoint() -> None:
+    """Two one-GPU nodes (capacity 1 each), a 2-GPU trial of 3600 GPU-seconds. Fixed width waits while a
+    node is gone; elastic [1, 2] trains on at half speed, and growing back redoes what it trained since
+    its last checkpoint (Ray Train restarts the worker group from it)."""
+    def nodes(second: str) -> Market:
+        traces = [ZoneTrace("n0", [True] * 10, [1.0] * 10, 3.0), ZoneTrace("n1", [c == "1" for c in second], [1.0] * 10, 3.0)]
+        return Market("hand", "test GPU", TICK_S, 0.0, traces, notice_s=120.0, capacity_per_zone=1)
+
+    wide = dict(PERIODIC, zones="all", notice=True)
+    fixed, elastic = StrategyConfig(**wide, workers=[2, 2]), StrategyConfig(**wide, workers=[1, 2])
+    gone_long = nodes("1000011111")
+    waited, kept_on = replay(gone_long, PROFILE, fixed, 0), replay(gone_long, PROFILE, elastic, 0)
+    assert waited.makespan_s == pytest.approx(5 * TICK_S + 1200)  # 600 s at width 2, 4 ticks waiting, 1200 s
+    assert kept_on.makespan_s == pytest.approx(TICK_S + 4 * TICK_S)  # then 1200 full-width s at half speed
+    assert waited.cost_usd == pytest.approx(1.0) and kept_on.cost_usd == pytest.approx(1.0)  # 1 GPU-hour either way
+    back_soon = nodes("1011111111")
+    waited, regrown = replay(back_soon, PROFILE, fixed, 0), replay(back_soon, PROFILE, elastic, 0)
+    assert regrown.lost_work_s == pytest.approx(600.0) and waited.lost_work_s == 0  # one GPU's tick since the checkpoint
+    assert regrown.makespan_s == pytest.approx(waited.makespan_s) and regrown.cost_usd == pytest.approx(1.0 + 600 / 3600)
+    with pytest.raises(ConfigError, match="never has more than 2 GPUs"):
+        replay(gone_long, PROFILE, StrategyConfig(**wide, workers=[3, 4]), 0)

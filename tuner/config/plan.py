@@ -38,6 +38,7 @@ class StrategyConfig:
     zones: str = "all"  # one (each stream keeps to one zone) | all (the cheapest zone with capacity)
     fallback: bool = True  # on-demand once waiting for spot would miss the deadline
     deadline_factor: float = 1.5  # deadline = this x the on-demand makespan (fallback keeps it)
+    workers: list[int] = field(default_factory=lambda: [1, 1])  # GPUs per trial [min, max]; min < max: elastic
 
     def __post_init__(self) -> None:
         require(self.checkpoint in POLICIES, f"strategy {self.name}: checkpoint {' | '.join(POLICIES)}")
@@ -45,6 +46,8 @@ class StrategyConfig:
         require(self.every_s > 0 and 0 < self.min_interval_s <= self.max_interval_s, f"strategy {self.name}: intervals > 0")
         require(self.deadline_factor >= 1.0, f"strategy {self.name}: deadline_factor must be >= 1")
         require(0 <= self.unnoticed_fraction <= 1, f"strategy {self.name}: unnoticed_fraction must be in [0, 1]")
+        require(len(self.workers) == 2 and 1 <= self.workers[0] <= self.workers[1],
+                f"strategy {self.name}: workers must be [min, max] with 1 <= min <= max")  # fmt: skip
 
 
 @dataclass

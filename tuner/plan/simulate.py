@@ -1,7 +1,11 @@
 """Replay a tuning campaign over a real spot market (``tuner.traces``) under a strategy.
 
 The campaign (``CampaignProfile``) is ``concurrency`` streams of trials, each with an
-equal share of the work (trials x epochs x seconds per epoch). At every tick of the
+equal share of the work (trials x epochs x GPU-seconds per epoch). A strategy's trials
+span ``workers = [min, max]`` GPUs (data parallel, linear speed-up): fixed-width ones
+(min = max) wait for all their GPUs; elastic ones run on as many as they can get, at
+least min, restart at the surviving width when one is preempted and at a larger one
+(from their last checkpoint, as Ray Train's resize does) when capacity returns. At every tick of the
 trace each stream is waiting for capacity, starting (getting a node, restoring its
 checkpoint), training (checkpointing at the strategy's interval, each write
 stalling it ``checkpoint_s``), on on-demand, or done. A zone that turns unavailable
@@ -17,10 +21,11 @@ of the zones it used, with no lost work, no restarts and no waiting.
 from __future__ import annotations
 
 import statistics
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Optional
 
-from tuner.config import CampaignProfile, StrategyConfig
+from tuner.config import CampaignProfile, ConfigError, StrategyConfig
 from tuner.cost.fallback import Fallback
 from tuner.plan.traces import Market
 from tuner.trial.policy import lost_share, young_daly_interval_s
@@ -32,10 +37,10 @@ RETURN_SLACK_TICKS = 2  # an on-demand stream goes back to spot with this much s
 
 @dataclass
 class Stream:
-    work_left_s: float
+    work_left_s: float  # wall seconds at full width
     home: int  # its zone when a strategy keeps to one zone
     interval_s: float
-    zone: Optional[int] = None
+    held: list[int] = field(default_factory=list)  # the zone of each spot GPU it holds while starting or running
     mode: str = "wait"  # wait | start | run | on_demand | done
     restart_left_s: float = 0.0
     since_checkpoint_s: float = 0.0
@@ -43,18 +48,22 @@ class Stream:
     finished_s: float = 0.0
     cost_usd: float = 0.0
     spot_usd: float = 0.0
-    spot_s: float = 0.0
-    on_demand_s: float = 0.0
+    spot_s: float = 0.0  # GPU-seconds on spot
+    on_demand_s: float = 0.0  # GPU-seconds on on-demand
     preemptions: int = 0
-    lost_s: float = 0.0
+    lost_s: float = 0.0  # GPU-seconds of training redone
     preempted_at_s: Optional[float] = None  # when the last preemption hit, until training resumes
     recovery_s: float = 0.0  # waiting for capacity + restarting, summed over preemptions
 
-    @property
-    def on_spot(self) -> int:
-        """The zone a stream that is starting or running on spot is in."""
-        assert self.zone is not None, f"a stream in mode {self.mode} has no zone"
-        return self.zone
+    def start(self, held: list[int], restart_s: float) -> None:
+        """Start (again) on these spot GPUs."""
+        self.held, self.mode, self.restart_left_s = held, "start", restart_s
+
+    def back_to_checkpoint(self, lost_gpu_s: float, width: int) -> None:
+        """Go back to the last checkpoint; ``lost_gpu_s`` of the training since is lost and done again."""
+        self.work_left_s += lost_gpu_s / width
+        self.lost_s += lost_gpu_s
+        self.since_checkpoint_s, self.restart_left_s, self.debt_s = 0.0, 0.0, 0.0
 
 
 @dataclass
@@ -145,8 +154,9 @@ def _lost_share(profile: CampaignProfile, strategy: StrategyConfig, market: Mark
     return lost_share(profile.checkpoint_s, market.notice_s if strategy.notice else None, strategy.unnoticed_fraction)
 
 
-def _advance(s: Stream, budget_s: float, profile: CampaignProfile) -> float:
-    """Spend up to ``budget_s`` restarting and training; return the wall seconds used (paid)."""
+def _advance(s: Stream, budget_s: float, profile: CampaignProfile, rate: float) -> float:
+    """Spend up to ``budget_s`` restarting and training at ``rate`` (the share of full width it runs at);
+    return the wall seconds used (paid)."""
     budget_s -= s.debt_s
     used, s.debt_s = s.debt_s, 0.0
     if s.restart_left_s > 0:
@@ -155,9 +165,9 @@ def _advance(s: Stream, budget_s: float, profile: CampaignProfile) -> float:
         used += step
         budget_s -= step
     while budget_s > 1e-9 and s.work_left_s > 1e-9 and s.restart_left_s <= 0:
-        step = min(budget_s, s.interval_s - s.since_checkpoint_s, s.work_left_s)
+        step = min(budget_s, s.interval_s - s.since_checkpoint_s, s.work_left_s / rate)
         s.since_checkpoint_s += step
-        s.work_left_s -= step
+        s.work_left_s -= step * rate
         used += step
         budget_s -= step
         if s.since_checkpoint_s >= s.interval_s - 1e-9 and s.work_left_s > 1e-9:
@@ -169,75 +179,91 @@ def _advance(s: Stream, budget_s: float, profile: CampaignProfile) -> float:
     return used
 
 
+def _free_slots(market: Market, candidates: list[int], used_by: Counter[int], tick: int, want: int) -> list[int]:
+    """Up to ``want`` free spot GPUs among ``candidates``' zones, cheapest first (a zone per GPU)."""
+    slots: list[int] = []
+    for z in sorted(candidates, key=lambda z: market.zones[z].spot_usd_per_gpu_hour[tick]):
+        if market.zones[z].available[tick]:
+            room = want if market.capacity_per_zone is None else market.capacity_per_zone - used_by[z]
+            slots += [z] * max(0, min(room, want - len(slots)))
+    return slots
+
+
 def replay(market: Market, profile: CampaignProfile, strategy: StrategyConfig, start_tick: int) -> Outcome:
     """One campaign from ``start_tick`` (the trace wraps around if the campaign outlives it)."""
     ticks, dt = market.ticks, market.tick_s
-    per_stream_s = profile.trials * profile.epochs * profile.epoch_s / profile.concurrency
+    low, wide = strategy.workers
+    if market.capacity_per_zone is not None and low > market.capacity_per_zone * len(market.zones):
+        raise ConfigError(f"strategy {strategy.name}: {low} workers per trial, {market.name} never has more than "
+                          f"{market.capacity_per_zone * len(market.zones)} GPUs")  # fmt: skip
+    per_stream_s = profile.trials * profile.epochs * profile.epoch_s / profile.concurrency  # GPU-seconds
     on_demand_price = statistics.mean(z.on_demand_usd_per_gpu_hour for z in market.zones)
-    on_demand_makespan_s = per_stream_s + profile.restart_s
+    on_demand_makespan_s = per_stream_s / wide + profile.restart_s
     deadline_s = strategy.deadline_factor * on_demand_makespan_s
     rule = Fallback(profile.restart_s, return_margin_s=RETURN_SLACK_TICKS * dt)  # the live driver's rule too
-    zones = range(len(market.zones))
+    zones = list(range(len(market.zones)))
     homes = [i % len(market.zones) for i in range(profile.concurrency)]
     if strategy.zones == "one":  # the cheapest zone at the start, for every stream
         cheapest = min(zones, key=lambda z: market.zones[z].spot_usd_per_gpu_hour[start_tick % ticks])
         homes = [cheapest] * profile.concurrency if market.capacity_per_zone is None else homes
-    streams = [Stream(per_stream_s, home, _checkpoint_interval_s(profile, strategy, market, home, start_tick))
+    streams = [Stream(per_stream_s / wide, home, _checkpoint_interval_s(profile, strategy, market, home, start_tick))
                for home in homes]  # fmt: skip
     t = 0.0
     k = start_tick
     while any(s.mode != "done" for s in streams):
         tick = k % ticks
-        used_by: dict[int, int] = {}
-        for s in streams:
-            if s.zone is not None and s.mode in ("start", "run"):
-                used_by[s.zone] = used_by.get(s.zone, 0) + 1
+        used_by = Counter(z for s in streams if s.mode in ("start", "run") for z in s.held)
         for s in streams:
             if s.mode == "done":
                 continue
-            if s.mode in ("start", "run") and not market.zones[s.on_spot].available[tick]:
+            candidates = [s.home] if strategy.zones == "one" else zones
+            if s.mode in ("start", "run") and not all(market.zones[z].available[tick] for z in s.held):
                 s.preemptions += 1
-                lost = s.since_checkpoint_s * _lost_share(profile, strategy, market)
-                s.work_left_s += lost
-                s.lost_s += lost
-                s.since_checkpoint_s, s.restart_left_s, s.debt_s, s.mode = 0.0, 0.0, 0.0, "wait"
+                s.back_to_checkpoint(s.since_checkpoint_s * len(s.held) * _lost_share(profile, strategy, market), wide)
+                used_by.subtract(s.held)
                 s.preempted_at_s = t
-                used_by[s.on_spot] -= 1
+                kept = [z for z in s.held if market.zones[z].available[tick]]
+                if len(kept) >= low:  # elastic: on at the surviving width
+                    s.start(kept, profile.restart_s)
+                    used_by.update(kept)
+                else:
+                    s.held, s.mode = [], "wait"
+            elif s.mode == "run" and len(s.held) < wide:
+                if more := _free_slots(market, candidates, used_by, tick, wide - len(s.held)):
+                    s.back_to_checkpoint(s.since_checkpoint_s * len(s.held), wide)  # Ray Train grows from it
+                    s.start(s.held + more, profile.restart_s)
+                    used_by.update(more)
             slowdown = 1.0 + profile.checkpoint_s / s.interval_s
             slack_s = rule.slack_s(deadline_s, t + dt, s.work_left_s * slowdown)
             if s.mode == "on_demand" and rule.back_to_spot(slack_s):
                 s.mode = "wait"  # spot may be back
             if s.mode == "wait":
                 if strategy.fallback and rule.on_demand_now(slack_s):
-                    s.mode, s.zone, s.restart_left_s = "on_demand", None, profile.restart_s
-                else:
-                    candidates = [s.home] if strategy.zones == "one" else list(zones)
-                    free = [z for z in candidates if market.zones[z].available[tick]
-                            and (market.capacity_per_zone is None or used_by.get(z, 0) < market.capacity_per_zone)]  # fmt: skip
-                    if free:
-                        s.zone = min(free, key=lambda z: market.zones[z].spot_usd_per_gpu_hour[tick])
-                        s.mode, s.restart_left_s = "start", profile.restart_s
-                        used_by[s.zone] = used_by.get(s.zone, 0) + 1
-                        if strategy.checkpoint == "adaptive":
-                            s.interval_s = _checkpoint_interval_s(profile, strategy, market, s.zone, tick)
+                    s.mode, s.held, s.restart_left_s = "on_demand", [], profile.restart_s
+                elif len(slots := _free_slots(market, candidates, used_by, tick, wide)) >= low:
+                    s.start(slots, profile.restart_s)
+                    used_by.update(slots)
+                    if strategy.checkpoint == "adaptive":
+                        s.interval_s = _checkpoint_interval_s(profile, strategy, market, slots[0], tick)
             if s.mode in ("start", "run", "on_demand"):
                 restart_before_s = s.restart_left_s
-                used = _advance(s, dt, profile)
+                width = wide if s.mode == "on_demand" else len(s.held)
+                used = _advance(s, dt, profile, width / wide)
                 if s.preempted_at_s is not None and s.restart_left_s <= 0:
                     s.recovery_s += t + restart_before_s - s.preempted_at_s  # training again from here
                     s.preempted_at_s = None
                 if s.mode == "on_demand":
-                    price = on_demand_price
-                    s.on_demand_s += used
+                    price = on_demand_price * wide
+                    s.on_demand_s += used * wide
                 else:
-                    price = market.zones[s.on_spot].spot_usd_per_gpu_hour[tick]
-                    s.spot_s += used
+                    price = sum(market.zones[z].spot_usd_per_gpu_hour[tick] for z in s.held)
+                    s.spot_s += used * width
                     s.spot_usd += price * used / 3600.0
                     if s.restart_left_s <= 0:
                         s.mode = "run"
                 s.cost_usd += price * used / 3600.0
                 if s.work_left_s <= 1e-9:
-                    s.mode, s.finished_s = "done", t + used
+                    s.mode, s.finished_s, s.held = "done", t + used, []
         t += dt
         k += 1
     work_h = profile.concurrency * per_stream_s / 3600.0
