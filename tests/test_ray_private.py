@@ -123,6 +123,20 @@ def _try(fn):  # type: ignore[no-untyped-def]
         return exc
 
 
+def test_drain_aware_train_coordinator_is_the_one_ray_train_gets(cluster: Cluster) -> None:
+    """Ray Train's get-or-create finds ours, also where a coordinator of Ray's own ran first (replaced)."""
+    from ray.data._internal.cluster_autoscaler.default_autoscaling_coordinator import (
+        get_or_create_autoscaling_coordinator,
+    )
+
+    name, namespace = _ray.TRAIN_COORDINATOR
+    assert not hasattr(get_or_create_autoscaling_coordinator(), "leaves_out_draining_nodes")  # Ray's
+    _ray.drain_aware_train_coordinator()
+    assert ray.get(ray.get_actor(name, namespace=namespace).leaves_out_draining_nodes.remote())
+    assert ray.get(get_or_create_autoscaling_coordinator().leaves_out_draining_nodes.remote())
+    _ray.drain_aware_train_coordinator()  # already ours: kept
+
+
 @ray.remote(num_cpus=1, resources={"drain": 1})
 class Busy:
     """Work on the worker node: an idle node that is drained exits at once."""
@@ -141,3 +155,9 @@ def test_drain_node_and_draining_nodes(cluster: Cluster) -> None:
     assert accepted, error
     draining = _ray.draining_nodes()
     assert draining[node_id] / 1000 == pytest.approx(deadline_s, abs=1)
+    # Ray Train's coordinator (ours, from the test above) reserves nothing on the node being reclaimed.
+    coordinator = ray.get_actor(*_ray.TRAIN_COORDINATOR)
+    assert node_id not in {n["NodeID"] for n in ray.get(coordinator.nodes_staying.remote())}
+    ray.get(coordinator.request_resources.remote("probe", [{"CPU": 1}] * 2, expire_after_s=60))
+    reserved = ray.get(coordinator.get_reserved_resources.remote("probe", recompute=True))
+    assert reserved and node_id not in reserved, reserved

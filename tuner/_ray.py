@@ -2,13 +2,15 @@
 
 Ray 2.60 exposes node draining only through its GCS client and a hidden CLI, Tune
 offers no public way to give a restored experiment this process's callbacks, and Ray
-Train gives no handle to the controller of a ``TorchTrainer.fit()`` run. If a Ray
+Train gives no handle to the controller of a ``TorchTrainer.fit()`` run nor a way to size an
+elastic worker group without the nodes being reclaimed. If a Ray
 upgrade moves or changes any of these, ``tests/test_ray_private.py`` fails and names the
 call; nothing else in the package imports a private Ray module.
 """
 
 from __future__ import annotations
 
+import time
 from typing import Any, Optional
 
 DRAIN_REASON = "DRAIN_NODE_REASON_PREEMPTION"
@@ -140,3 +142,61 @@ def abort_train_run(controller: Any, timeout_s: float) -> None:
         ray.get(controller.abort.remote(), timeout=timeout_s)
     except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError):
         pass  # gone already (abort exits the actor), or it did not answer: its request expires on its own
+
+
+TRAIN_COORDINATOR = ("AutoscalingCoordinator", "AutoscalingCoordinator")  # (name, namespace) Ray Train looks up
+TRAIN_COORDINATOR_TICK_S = 2.0  # how fresh its view of the nodes is (Ray's: 20 s)
+REPLACE_TIMEOUT_S = 10.0
+
+
+def drain_aware_train_coordinator() -> None:
+    """Make the cluster's Ray Train autoscaling coordinator leave draining nodes out of its node view.
+
+    Private (``ray.data._internal``'s ``_AutoscalingCoordinatorActor``, the detached actor an elastic
+    ``TorchTrainer`` sizes its worker group from): it counts every alive node, draining ones included,
+    and refreshes its view every 20 s. After a preemption the controller then restarts at the old width
+    on the node being reclaimed, waits out the worker-group start timeout, counts a controller error,
+    and only then sizes again. Created first under the same name (Ray's ``get_if_exists`` then finds
+    it), a subclass whose view leaves draining nodes out and is at most 2 s old makes the restart size
+    from the nodes that stay; a coordinator of Ray's own already running is replaced (its requesters
+    send their requests again within 20 s)."""
+    import ray
+    from ray.data._internal.cluster_autoscaler.default_autoscaling_coordinator import (
+        _AutoscalingCoordinatorActor,
+    )
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    name, namespace = TRAIN_COORDINATOR
+    try:
+        existing = ray.get_actor(name, namespace=namespace)
+    except ValueError:
+        existing = None
+    if existing is not None:
+        if hasattr(existing, "leaves_out_draining_nodes"):
+            return
+        ray.kill(existing)
+        deadline = time.monotonic() + REPLACE_TIMEOUT_S
+        while time.monotonic() < deadline:
+            try:
+                ray.get_actor(name, namespace=namespace)
+            except ValueError:
+                break
+            time.sleep(0.1)
+
+    class DrainAwareCoordinator(_AutoscalingCoordinatorActor):
+        TICK_INTERVAL_S = TRAIN_COORDINATOR_TICK_S
+
+        def __init__(self) -> None:
+            super().__init__(get_cluster_nodes=self.nodes_staying)
+
+        def nodes_staying(self) -> list[dict[str, Any]]:
+            draining = draining_nodes()
+            return [n for n in ray.nodes() if n["NodeID"] not in draining]
+
+        def leaves_out_draining_nodes(self) -> bool:
+            return True
+
+    here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+    ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=-1)(DrainAwareCoordinator).options(
+        name=name, namespace=namespace, get_if_exists=True, lifetime="detached", scheduling_strategy=here
+    ).remote()

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from tuner.trial.heartbeat import Progress, account_restart
+from tuner.trial.heartbeat import Progress, account_restart, lost_to_preemption
 
 
 def beat(nodes: list[str], train_time_s: float = 10.0, **extra: Any) -> dict[str, Any]:
@@ -47,3 +47,18 @@ def test_an_error_that_came_with_another_workers_node_lost_is_that_preemption() 
     assert was and progress.preemptions == 1
     progress, was, _ = account_restart(Progress(), beat(["a", "b"], error=True), ["a", "b"], 130.0, lost())
     assert not was and progress.preemptions == 0  # both nodes still there: the trainer's own error
+
+
+@pytest.mark.parametrize(
+    "nodes,error,gone,preempted",
+    [
+        (["a", "b"], False, ("b",), True),  # a worker's node went (drained or killed)
+        (["a", "b"], True, ("b",), True),  # rank 0's collective failed with it
+        (["a", "b"], True, ("a",), False),  # rank 0 raised; only its own node is in question
+        (["a", "b"], False, (), False),  # every node still there: the run's own failure
+    ],
+)
+def test_lost_to_preemption_decides_whether_a_failed_multi_worker_run_is_retried_uncounted(
+    nodes: list[str], error: bool, gone: tuple[str, ...], preempted: bool
+) -> None:
+    assert lost_to_preemption(beat(nodes, error=error), lost(*gone)) is preempted

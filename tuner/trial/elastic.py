@@ -10,27 +10,39 @@ notice on any worker's node checkpoints the whole trial at once.
 
 The width moves between ``min`` and ``max``: Ray Train restarts the worker group from the
 newest checkpoint at the surviving width when a worker's node is lost, and at a larger one
-when capacity returns. The trainer keeps the global batch fixed with
+when capacity returns. A drained node's workers hold after the notice's checkpoints until
+its deadline; Ray Train then retries the run as a preemption, sized from the nodes that are
+not draining (see ``_ray.drain_aware_train_coordinator``), so the shrink costs one worker
+group start. The trainer keeps the global batch fixed with
 ``session.get_context().shards(batch)`` (gradient accumulation), so its hyperparameters
 mean the same at every width. A failure Ray Train classifies as a preemption it retries
-itself, without limit; anything else (an application error, a worker's node lost in a way
-Ray Train does not call a preemption) fails the Train run and the Tune trial, which counts
-it against ``run.max_failures`` and retries from the newest checkpoint.
+itself, without limit. A run that fails after a worker's node was lost all the same (no
+notice, or one Ray Train did not see in time) is started again here, resuming from its
+newest checkpoint; only a failure with every node still there (an application error)
+fails the Tune trial, which counts it against ``run.max_failures``.
 """
 
 from __future__ import annotations
 
+import logging
 import os
+import time
 from typing import Any, Optional
 
 from tuner import _ray
+from tuner.spot.drain import node_lost
 from tuner.trial.context import TrialContext
+from tuner.trial.heartbeat import Heartbeat, lost_to_preemption
 from tuner.trial.trainable import TrialSpec, call_trainer
 
 # Ray Train waits this long (default 60 s) for a worker group that cannot be placed, e.g. one sized
 # with a node that is draining or just gone, before it counts the error and sizes again.
 WORKER_GROUP_START_TIMEOUT_S = 15
+PREEMPTION_POLL_S = 1.0  # how soon Ray Train sees a drain (default 5 s): a notice can be shorter than that
 RESIZE_CHECK_S = 10.0  # how often a running trial looks for capacity to grow back into
+NODE_LOSS_WAIT_S = 20.0  # a failed run waits this long for the GCS to call a worker's node lost (Ray: ~15 s)
+
+log = logging.getLogger(__name__)
 
 
 class TrainBackend:
@@ -92,6 +104,8 @@ def run_elastic(config: dict[str, Any], spec: TrialSpec) -> None:
     from ray.tune.integration.ray_train import TuneReportCallback
 
     os.environ.setdefault("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", str(WORKER_GROUP_START_TIMEOUT_S))
+    os.environ.setdefault("RAY_TRAIN_PREEMPTION_POLL_INTERVAL_S", str(PREEMPTION_POLL_S))
+    _ray.drain_aware_train_coordinator()  # a restart after a preemption sizes from the nodes that stay
     trial_id = tune.get_context().get_trial_id()
     low, high = spec.workers
     gpu = (spec.worker_resources or {}).get("GPU", 0.0)
@@ -107,8 +121,32 @@ def run_elastic(config: dict[str, Any], spec: TrialSpec) -> None:
         failure_config=train.FailureConfig(max_failures=0),  # application errors: Tune's run.max_failures counts them
         checkpoint_config=train.CheckpointConfig(num_to_keep=spec.num_to_keep),
     )
-    trainer = TorchTrainer(
-        _worker, train_loop_config={"config": config, "spec": spec, "trial_id": trial_id}, scaling_config=scaling,
-        run_config=run_config, torch_config=TorchConfig(backend="nccl" if gpu > 0 else "gloo"),
-    )  # fmt: skip
-    trainer.fit()
+    heartbeat = Heartbeat(trial_id)
+    while True:
+        trainer = TorchTrainer(
+            _worker, train_loop_config={"config": config, "spec": spec, "trial_id": trial_id}, scaling_config=scaling,
+            run_config=run_config, torch_config=TorchConfig(backend="nccl" if gpu > 0 else "gloo"),
+        )  # fmt: skip
+        try:
+            trainer.fit()
+            return
+        except train.TrainingFailedError:
+            if not _lost_a_node(heartbeat):
+                raise  # an application error: Tune's run.max_failures counts it
+            log.warning("trial %s: a worker's node was lost; the run resumes from its newest checkpoint (a "
+                        "preemption: not counted against run.max_failures)", trial_id)  # fmt: skip
+            time.sleep(_ray.TRAIN_COORDINATOR_TICK_S)  # the coordinator's node view has caught up: size without it
+
+
+def _lost_a_node(heartbeat: Heartbeat) -> bool:
+    """Whether the failed run's last attempt lost a worker's node (its rank 0's heartbeat names them). A node
+    lost without notice is known to the GCS only after its health checks fail: wait for that, bounded."""
+    beat = heartbeat.read()
+    if beat is None:
+        return False
+    deadline = time.monotonic() + NODE_LOSS_WAIT_S
+    while not lost_to_preemption(beat, node_lost):
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(1.0)
+    return True

@@ -62,14 +62,21 @@ def account_restart(
     progress.lost_work_s += lost_s
     before = list(beat.get("nodes") or [beat["node_id"]])
     moved = len(before) == 1 and before[0] not in nodes  # a single process elsewhere; a trial that grew has not moved
-    # A worker whose node went without notice takes its peers down with it (their collectives fail): the
-    # error rank 0 reported then was that loss, not the trainer's.
-    peer_lost = any(node_lost(n) for n in before if n != beat["node_id"])
-    preempted = peer_lost or (not beat.get("error") and (moved or any(node_lost(n) for n in before)))
+    preempted = lost_to_preemption(beat, node_lost) or (not beat.get("error") and moved)
     if preempted:
         progress.preemptions += 1
         progress.recovery_s += max(0.0, now_s - float(beat["wall_s"]))
     return progress, preempted, lost_s
+
+
+def lost_to_preemption(beat: dict[str, Any], node_lost: Callable[[str], bool]) -> bool:
+    """Whether the attempt that wrote ``beat`` ended because a node of its is gone or draining.
+
+    A worker whose node went without notice takes its peers down with it (their collectives
+    fail): the error rank 0 reported then was that loss, not the trainer's."""
+    before = list(beat.get("nodes") or [beat["node_id"]])
+    peer_lost = any(node_lost(n) for n in before if n != beat["node_id"])
+    return peer_lost or (not beat.get("error") and any(node_lost(n) for n in before))
 
 
 @ray.remote(num_cpus=0)
