@@ -130,7 +130,7 @@ def run_arm(twin: LocalTwin, out: Path, steps: int, width: str, tick_s: float) -
         "wall_s": round(wall_s, 1), "goodput_steps_per_s": round(final["step"] / wall_s, 1),
         "widths": sorted({r["world_size"] for r in rows}), "steps_per_s_by_width": steps_per_s_by_width(rows),
         "preemptions": final.get("preemptions", 0), "restarts": final.get("restarts", 0),
-        "lost_work_s": round(final.get("lost_work_s", 0.0), 1), "val_loss": final["val_loss"], "step": final["step"],
+        "lost_work_s": round(final.get("lost_work_s", 0.0), 1), "recovery_s": round(final.get("recovery_s", 0.0), 1), "val_loss": final["val_loss"], "step": final["step"],
         "capacity_losses": injector.removals,
     }  # fmt: skip
 
