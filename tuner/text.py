@@ -6,7 +6,10 @@ from typing import Any, Iterable, Optional
 
 
 def fmt(value: Any) -> str:
-    """Numbers with 4 significant digits (3 for very small or large ones); anything else as is."""
+    """Numbers with 4 significant digits (3 for very small or large ones), whole ones (a step, an epoch)
+    in full; anything else as is."""
+    if isinstance(value, float) and value.is_integer() and abs(value) < 1e12:
+        return str(int(value))
     if isinstance(value, float):
         return f"{value:.3g}" if value != 0 and (abs(value) < 1e-2 or abs(value) >= 1e4) else f"{value:.4g}"
     return str(value)

@@ -62,7 +62,7 @@ def account_restart(
     progress.lost_work_s += lost_s
     before = list(beat.get("nodes") or [beat["node_id"]])
     moved = len(before) == 1 and before[0] not in nodes  # a single process elsewhere; a trial that grew has not moved
-    preempted = lost_to_preemption(beat, node_lost) or (not beat.get("error") and moved)
+    preempted = (not beat.get("error") and moved) or lost_to_preemption(beat, node_lost)
     if preempted:
         progress.preemptions += 1
         progress.recovery_s += max(0.0, now_s - float(beat["wall_s"]))
