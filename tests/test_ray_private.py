@@ -124,17 +124,31 @@ def _try(fn):  # type: ignore[no-untyped-def]
 
 
 def test_drain_aware_train_coordinator_is_the_one_ray_train_gets(cluster: Cluster) -> None:
-    """Ray Train's get-or-create finds ours, also where a coordinator of Ray's own ran first (replaced)."""
+    """Ray Train's get-or-create finds ours; one of Ray's own that runs already is kept (its users hold it)."""
     from ray.data._internal.cluster_autoscaler.default_autoscaling_coordinator import (
         get_or_create_autoscaling_coordinator,
     )
 
     name, namespace = _ray.TRAIN_COORDINATOR
-    assert not hasattr(get_or_create_autoscaling_coordinator(), "leaves_out_draining_nodes")  # Ray's
-    _ray.drain_aware_train_coordinator()
-    assert ray.get(ray.get_actor(name, namespace=namespace).leaves_out_draining_nodes.remote())
+    rays_own = get_or_create_autoscaling_coordinator()  # as a Ray Train run started before ours creates it
+    assert not hasattr(rays_own, "leaves_out_draining_nodes")
+    assert _ray.drain_aware_train_coordinator() is False
+    ray.kill(rays_own)  # a fresh cluster
+    deadline = time.monotonic() + 30
+    while _actor_named(name, namespace):
+        assert time.monotonic() < deadline, "the killed coordinator kept its name"
+        time.sleep(0.1)
+    assert _ray.drain_aware_train_coordinator() is True
     assert ray.get(get_or_create_autoscaling_coordinator().leaves_out_draining_nodes.remote())
-    _ray.drain_aware_train_coordinator()  # already ours: kept
+    assert _ray.drain_aware_train_coordinator() is True  # already ours
+
+
+def _actor_named(name: str, namespace: str) -> bool:
+    try:
+        ray.get_actor(name, namespace=namespace)
+        return True
+    except ValueError:
+        return False
 
 
 @ray.remote(num_cpus=1, resources={"drain": 1})
@@ -155,7 +169,9 @@ def test_drain_node_and_draining_nodes(cluster: Cluster) -> None:
     assert accepted, error
     draining = _ray.draining_nodes()
     assert draining[node_id] / 1000 == pytest.approx(deadline_s, abs=1)
-    # Ray Train's coordinator (ours, from the test above) reserves nothing on the node being reclaimed.
+    # Ray Train's coordinator (ours) reserves nothing on the node being reclaimed.
+    if not _actor_named(*_ray.TRAIN_COORDINATOR):
+        assert _ray.drain_aware_train_coordinator()
     coordinator = ray.get_actor(*_ray.TRAIN_COORDINATOR)
     assert node_id not in {n["NodeID"] for n in ray.get(coordinator.nodes_staying.remote())}
     ray.get(coordinator.request_resources.remote("probe", [{"CPU": 1}] * 2, expire_after_s=60))

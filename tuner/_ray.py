@@ -10,7 +10,6 @@ call; nothing else in the package imports a private Ray module.
 
 from __future__ import annotations
 
-import time
 from typing import Any, Optional
 
 DRAIN_REASON = "DRAIN_NODE_REASON_PREEMPTION"
@@ -146,11 +145,11 @@ def abort_train_run(controller: Any, timeout_s: float) -> None:
 
 TRAIN_COORDINATOR = ("AutoscalingCoordinator", "AutoscalingCoordinator")  # (name, namespace) Ray Train looks up
 TRAIN_COORDINATOR_TICK_S = 2.0  # how fresh its view of the nodes is (Ray's: 20 s)
-REPLACE_TIMEOUT_S = 10.0
 
 
-def drain_aware_train_coordinator() -> None:
-    """Make the cluster's Ray Train autoscaling coordinator leave draining nodes out of its node view.
+def drain_aware_train_coordinator() -> bool:
+    """Create the cluster's Ray Train autoscaling coordinator, one that leaves draining nodes out of its node
+    view; True when that is the coordinator in place (False: an earlier one of Ray's own, kept).
 
     Private (``ray.data._internal``'s ``_AutoscalingCoordinatorActor``, the detached actor an elastic
     ``TorchTrainer`` sizes its worker group from): it counts every alive node, draining ones included,
@@ -158,8 +157,8 @@ def drain_aware_train_coordinator() -> None:
     on the node being reclaimed, waits out the worker-group start timeout, counts a controller error,
     and only then sizes again. Created first under the same name (Ray's ``get_if_exists`` then finds
     it), a subclass whose view leaves draining nodes out and is at most 2 s old makes the restart size
-    from the nodes that stay; a coordinator of Ray's own already running is replaced (its requesters
-    send their requests again within 20 s)."""
+    from the nodes that stay. One already running is never replaced: the Ray Train runs and Ray Data
+    jobs using it keep its handle and would be left with a dead actor."""
     import ray
     from ray.data._internal.cluster_autoscaler.default_autoscaling_coordinator import (
         _AutoscalingCoordinatorActor,
@@ -168,20 +167,9 @@ def drain_aware_train_coordinator() -> None:
 
     name, namespace = TRAIN_COORDINATOR
     try:
-        existing = ray.get_actor(name, namespace=namespace)
+        return hasattr(ray.get_actor(name, namespace=namespace), "leaves_out_draining_nodes")
     except ValueError:
-        existing = None
-    if existing is not None:
-        if hasattr(existing, "leaves_out_draining_nodes"):
-            return
-        ray.kill(existing)
-        deadline = time.monotonic() + REPLACE_TIMEOUT_S
-        while time.monotonic() < deadline:
-            try:
-                ray.get_actor(name, namespace=namespace)
-            except ValueError:
-                break
-            time.sleep(0.1)
+        pass  # none yet: create ours
 
     class DrainAwareCoordinator(_AutoscalingCoordinatorActor):
         TICK_INTERVAL_S = TRAIN_COORDINATOR_TICK_S
@@ -197,6 +185,7 @@ def drain_aware_train_coordinator() -> None:
             return True
 
     here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
-    ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=-1)(DrainAwareCoordinator).options(
+    coordinator = ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=-1)(DrainAwareCoordinator).options(
         name=name, namespace=namespace, get_if_exists=True, lifetime="detached", scheduling_strategy=here
     ).remote()
+    return hasattr(coordinator, "leaves_out_draining_nodes")  # another process may have created one first

@@ -29,6 +29,9 @@ pytestmark = pytest.mark.slow
 STEPS = 15000  # long enough at width 1 for capacity to come back and be used (5000 was, until the machine got faster)
 ELASTIC = ["search.resources.workers=[1,2]", "search.resources.cpu=3", f"search.workload.steps={STEPS}",
            "search.workload.eval_every=500", f"search.scheduler.grace_period={STEPS}"]  # fmt: skip
+# One worker-group start after the notice's deadline (11.4 s measured here), not also Ray Train's start timeout on
+# the node being reclaimed (15 s more: 21.2 s measured before the drain-aware coordinator).
+RECOVERY_BOUND_S = WORKER_GROUP_START_TIMEOUT_S + 3.0
 TOLERANCE = 1e-4  # relative, on the final validation loss: float sums in another order at width 1 (see README)
 
 
@@ -133,7 +136,7 @@ def test_a_notice_shrinks_the_trial_and_capacity_grows_it_back(twin: LocalTwin, 
     widths = [r["world_size"] for r in done]
     assert 1 in widths and widths[-1] == 2, widths  # shrank, then grew back
     assert done[-1]["step"] == STEPS and done[-1]["preemptions"] == 1  # growing back is a resize, not a preemption
-    assert done[-1]["recovery_s"] < WORKER_GROUP_START_TIMEOUT_S, done[-1]["recovery_s"]
+    assert done[-1]["recovery_s"] < RECOVERY_BOUND_S, done[-1]["recovery_s"]
     assert done[-1]["val_loss"] == pytest.approx(undisturbed[-1]["val_loss"], rel=TOLERANCE)
 
 

@@ -248,6 +248,7 @@ def run_search(settings: Config, trainer_settings: Any, resume: bool, dashboard_
     ``autoscaler_config``: the file the cluster's autoscaler reads, which the capacity rule steers."""
     import ray
 
+    from tuner import _ray
     from tuner.cost import pricing
     from tuner.cost.budget import BudgetStopper
     from tuner.cost.ledger import CostLedger
@@ -262,6 +263,9 @@ def run_search(settings: Config, trainer_settings: Any, resume: bool, dashboard_
     assert search is not None
     path = storage.experiment_path(settings.storage, settings.name)
     heartbeat.start_store()
+    if search.resources.width != (1, 1) and not _ray.drain_aware_train_coordinator():
+        print("elastic trials: Ray Train's autoscaling coordinator on this cluster was started by another job; a trial "
+              "shrinking after a notice first waits out a worker-group start timeout (restart the cluster to avoid it)")  # fmt: skip
     cache = Path(settings.output_dir) / "price_cache"
     prices = pricing.make_source(settings.pricing.source, cache, settings.pricing.cache_ttl_s)
     ledger = CostLedger(settings.cost, settings.pricing.region, search, prices, settings.cluster.head_instance_type)

@@ -12,8 +12,8 @@ The width moves between ``min`` and ``max``: Ray Train restarts the worker group
 newest checkpoint at the surviving width when a worker's node is lost, and at a larger one
 when capacity returns. A drained node's workers hold after the notice's checkpoints until
 its deadline; Ray Train then retries the run as a preemption, sized from the nodes that are
-not draining (see ``_ray.drain_aware_train_coordinator``), so the shrink costs one worker
-group start. The trainer keeps the global batch fixed with
+not draining (the driver creates a coordinator that leaves them out, see
+``_ray.drain_aware_train_coordinator``), so the shrink costs one worker group start. The trainer keeps the global batch fixed with
 ``session.get_context().shards(batch)`` (gradient accumulation), so its hyperparameters
 mean the same at every width. A failure Ray Train classifies as a preemption it retries
 itself, without limit. A run that fails after a worker's node was lost all the same (no
@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 from typing import Any, Optional
 
@@ -43,6 +44,7 @@ RESIZE_CHECK_S = 10.0  # how often a running trial looks for capacity to grow ba
 NODE_LOSS_WAIT_S = 20.0  # a failed run waits this long for the GCS to call a worker's node lost (Ray: ~15 s)
 
 log = logging.getLogger(__name__)
+STOPPING = threading.Event()  # Tune is stopping this trial: start no new Ray Train run for it
 
 
 class TrainBackend:
@@ -105,7 +107,6 @@ def run_elastic(config: dict[str, Any], spec: TrialSpec) -> None:
 
     os.environ.setdefault("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", str(WORKER_GROUP_START_TIMEOUT_S))
     os.environ.setdefault("RAY_TRAIN_PREEMPTION_POLL_INTERVAL_S", str(PREEMPTION_POLL_S))
-    _ray.drain_aware_train_coordinator()  # a restart after a preemption sizes from the nodes that stay
     trial_id = tune.get_context().get_trial_id()
     low, high = spec.workers
     gpu = (spec.worker_resources or {}).get("GPU", 0.0)
@@ -122,7 +123,8 @@ def run_elastic(config: dict[str, Any], spec: TrialSpec) -> None:
         checkpoint_config=train.CheckpointConfig(num_to_keep=spec.num_to_keep),
     )
     heartbeat = Heartbeat(trial_id)
-    while True:
+    while not STOPPING.is_set():
+        started_s = time.time()
         trainer = TorchTrainer(
             _worker, train_loop_config={"config": config, "spec": spec, "trial_id": trial_id}, scaling_config=scaling,
             run_config=run_config, torch_config=TorchConfig(backend="nccl" if gpu > 0 else "gloo"),
@@ -131,18 +133,23 @@ def run_elastic(config: dict[str, Any], spec: TrialSpec) -> None:
             trainer.fit()
             return
         except train.TrainingFailedError:
-            if not _lost_a_node(heartbeat):
+            if STOPPING.is_set() or not _lost_a_node(heartbeat, since_s=started_s):
                 raise  # an application error: Tune's run.max_failures counts it
             log.warning("trial %s: a worker's node was lost; the run resumes from its newest checkpoint (a "
                         "preemption: not counted against run.max_failures)", trial_id)  # fmt: skip
             time.sleep(_ray.TRAIN_COORDINATOR_TICK_S)  # the coordinator's node view has caught up: size without it
 
 
-def _lost_a_node(heartbeat: Heartbeat) -> bool:
+def _lost_a_node(heartbeat: Heartbeat, since_s: float) -> bool:
     """Whether the failed run's last attempt lost a worker's node (its rank 0's heartbeat names them). A node
-    lost without notice is known to the GCS only after its health checks fail: wait for that, bounded."""
-    beat = heartbeat.read()
-    if beat is None:
+    lost without notice is known to the GCS only after its health checks fail: wait for that, bounded.
+    An attempt that failed before its first heartbeat (loading the trainer or the checkpoint) is not one."""
+    try:
+        beat = heartbeat.read()
+    except Exception as exc:  # the store unreachable: count the failure rather than guess
+        log.warning("trial heartbeat unreadable (%s): the failure counts against run.max_failures", exc)
+        return False
+    if beat is None or float(beat.get("wall_s", 0.0)) < since_s:
         return False
     deadline = time.monotonic() + NODE_LOSS_WAIT_S
     while not lost_to_preemption(beat, node_lost):

@@ -94,7 +94,9 @@ def trainable_class(fn: Callable[[dict[str, Any]], None]) -> type:
             super().cleanup()
             if self._train_controller is not None:
                 from tuner import _ray
+                from tuner.trial.elastic import STOPPING
 
+                STOPPING.set()  # a run that just failed is not started again
                 _ray.abort_train_run(self._train_controller, ABORT_TIMEOUT_S)
 
         def restore(self, checkpoint_path: Any) -> Any:
