@@ -27,6 +27,11 @@ def regression(trial: optuna.Trial) -> None:
     _fixed(trial, REGRESSION)
 
 
+def regression_bad_lr(trial: optuna.Trial) -> None:
+    """A learning rate the optimizer refuses: the trainer raises on every worker at every attempt."""
+    _fixed(trial, {**REGRESSION, "lr": -1.0})
+
+
 def lightning(trial: optuna.Trial) -> None:
     _fixed(trial, LIGHTNING)
 

@@ -52,9 +52,9 @@ def twin() -> Iterator[LocalTwin]:
         cluster.stop()
 
 
-def cli(out: Path, *extra: str, max_failures: int = 2) -> list[str]:
+def cli(out: Path, *extra: str, max_failures: int = 2, space: str = "regression") -> list[str]:
     return [sys.executable, "-m", "tuner.run", "--config-dir", "examples/conf", "+search=regression",
-            "search.space=tests.spaces:regression", "cluster.address=auto", "cluster.launcher_config=cluster/aws.yaml",
+            f"search.space=tests.spaces:{space}", "cluster.address=auto", "cluster.launcher_config=cluster/aws.yaml",
             f"run.max_failures={max_failures}", "tracking=none", f"output_dir={out}", *ELASTIC, *extra]  # fmt: skip
 
 
@@ -178,6 +178,15 @@ def test_several_elastic_trials_make_exactly_num_samples(twin: LocalTwin, tmp_pa
     assert proc.returncode == 0 and "3 of 3 trials finished, 0 failed." in proc.stdout, proc.stdout[-3000:]
     best = re.search(r"best checkpoint: (\S+)", proc.stdout)
     assert best and Path(best.group(1)).is_dir(), proc.stdout[-1500:]  # the Ray Train run's, rank 0's
+
+
+def test_an_application_error_still_counts_against_max_failures(twin: LocalTwin, tmp_path: Path) -> None:
+    """Every node still there after the run failed: the trainer's own error, retried by Tune once and then failed."""
+    proc = subprocess.run(cli(tmp_path, "search.tune.num_samples=1", max_failures=1, space="regression_bad_lr"),
+                          cwd=REPO, env=cli_env(), capture_output=True, text=True, timeout=600)  # fmt: skip
+    out = proc.stdout
+    assert proc.returncode == 1 and "0 of 1 trials finished, 1 failed." in out, out[-3000:] + proc.stderr[-2000:]
+    assert len(re.findall(r"  retry +\(", out)) == 1 and "Invalid learning rate" in out, out[-3000:]
 
 
 def test_more_workers_than_the_cluster_can_ever_have_is_refused() -> None:
