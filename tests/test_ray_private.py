@@ -4,6 +4,7 @@ by name, instead of deep inside a trial or the agent."""
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Iterator
 
 import pytest
@@ -73,6 +74,24 @@ def test_restored_run_config(tmp_path) -> None:
     tuner = tune.Tuner(lambda config: None, run_config=tune.RunConfig(name="x", storage_path=str(tmp_path)))
     run_config = _ray.restored_run_config(tuner)
     assert isinstance(run_config, tune.RunConfig) and run_config.name == "x"
+
+
+def _saved(config: dict) -> None:
+    """Report whether the experiment state in storage already names this trial."""
+    saved = "".join(p.read_text() for p in Path(config["experiment"]).glob("experiment_state-*.json"))
+    tune.report({"saved": tune.get_context().get_trial_id() in saved})
+
+
+def test_save_state_before_new_trials_start(cluster: Cluster, tmp_path) -> None:
+    """Each trial, one after another (Tune would snapshot every 10 s), finds itself in storage at its start."""
+    _ray.save_state_before_new_trials_start()
+    _ray.save_state_before_new_trials_start()  # idempotent: wrapped once
+    tuner = tune.Tuner(
+        _saved, param_space={"experiment": str(tmp_path / "saved")},
+        tune_config=tune.TuneConfig(num_samples=3, max_concurrent_trials=1),
+        run_config=tune.RunConfig(name="saved", storage_path=str(tmp_path), verbose=0),
+    )  # fmt: skip
+    assert [r.metrics["saved"] for r in tuner.fit()] == [True, True, True]
 
 
 @ray.remote(num_cpus=0)

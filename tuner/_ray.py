@@ -1,11 +1,11 @@
 """Every private Ray API the platform uses, in one place, each with the reason no public one serves.
 
-Ray 2.60 exposes node draining only through its GCS client and a hidden CLI, Tune
-offers no public way to give a restored experiment this process's callbacks, and Ray
-Train gives no handle to the controller of a ``TorchTrainer.fit()`` run nor a way to size an
-elastic worker group without the nodes being reclaimed. If a Ray
-upgrade moves or changes any of these, ``tests/test_ray_private.py`` fails and names the
-call; nothing else in the package imports a private Ray module.
+Ray 2.60 exposes node draining only through its GCS client and a hidden CLI, Tune offers no
+public way to give a restored experiment this process's callbacks or to save its state when it
+creates a trial, and Ray Train gives no handle to the controller of a ``TorchTrainer.fit()`` run
+nor a way to size an elastic worker group without the nodes being reclaimed. If a Ray upgrade
+moves or changes any of these, ``tests/test_ray_private.py`` fails and names the call; nothing
+else in the package imports a private Ray module.
 """
 
 from __future__ import annotations
@@ -111,6 +111,32 @@ def restored_run_config(tuner: Any) -> Any:
     Private: ``Tuner.restore`` unpickles the callbacks of the run that was interrupted and
     takes no new ones; Tune's own advice is to pass them again, which it has no argument for."""
     return tuner._local_tuner.get_run_config()
+
+
+def save_state_before_new_trials_start() -> None:
+    """Make Tune save and upload its experiment state, and wait for the upload, in the step that creates
+    trials, before their processes start: storage then knows every trial that ever ran.
+
+    Private (``TuneController._maybe_update_trial_queue``): Tune snapshots its state every 10 s or more
+    and uploads it in the background, so a driver killed in between left a running trial out of storage;
+    the resumed search made another trial in its place (its work lost, its MLflow run orphaned). No public
+    setting saves the state when a trial is created. Idempotent."""
+    import functools
+
+    from ray.tune.execution.tune_controller import TuneController
+
+    original = TuneController._maybe_update_trial_queue
+    if hasattr(original, "__wrapped__"):
+        return
+
+    @functools.wraps(original)
+    def maybe_update_trial_queue(self: Any) -> None:
+        before = len(self.get_trials())
+        original(self)
+        if len(self.get_trials()) > before:
+            self.checkpoint(force=True, wait=True)
+
+    TuneController._maybe_update_trial_queue = maybe_update_trial_queue
 
 
 def train_controller_handoff(actor: Any, method: str) -> Any:

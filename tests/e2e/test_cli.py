@@ -276,6 +276,7 @@ KILL_POINTS = REPO / "tests" / "e2e" / "killpoints"
     [
         ("checkpoint_upload", 30, True),  # trial 2 is mid-way through uploading its 10th checkpoint to S3
         ("trial_done", 2, True),  # trial 2 just ended (the searcher was told); nothing about its end is saved
+        ("trial_start", 3, False),  # trial 3's process is up: the saved state must already know the trial
     ],
 )
 def test_driver_killed_at_a_precise_point_resumes(point: str, nth: int, s3: bool, s3_server, tmp_path: Path) -> None:
@@ -301,6 +302,8 @@ def test_driver_killed_at_a_precise_point_resumes(point: str, nth: int, s3: bool
     out = proc.stdout
     assert "Resuming search 'mlp'" in out and f"{num_samples} of {num_samples} trials finished, 0 failed." in out
     assert_none_retrained(out, finished)
+    started = set(re.findall(r"trial +\d+/\d+ (\w+)  start", killed.stdout))
+    assert len(started | set(re.findall(r"trial +\d+/\d+ (\w+)  ", out))) == num_samples, "a started trial was lost"
     for trial_id in set(re.findall(r"trial +\d+/\d+ (\w+)  epoch", killed.stdout)) - finished:
         resumed = [int(e) for e in re.findall(rf"{trial_id}  epoch +(\d+)/", out)]
         assert not resumed or resumed[0] > 1, f"interrupted trial {trial_id} restarted from scratch"

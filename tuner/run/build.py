@@ -178,6 +178,7 @@ def build_tuner(settings: Config, spec: TrialSpec, resume: bool, callbacks: list
     os.environ[MAX_PENDING_ENV] = USER_MAX_PENDING or str(search.tune.max_concurrent_trials)
     trainable = tune.with_resources(trainable_class(tune.with_parameters(run, spec=spec)), trial_resources(settings, spec))
     path = storage.experiment_path(settings.storage, settings.name)
+    _ray.save_state_before_new_trials_start()  # a killed driver's storage knows every trial that ran
     if resume:
         tuner = tune.Tuner.restore(path, trainable=trainable, resume_errored=True)
         run_config = _ray.restored_run_config(tuner)  # this process's callbacks, not the pickled ones

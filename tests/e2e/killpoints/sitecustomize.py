@@ -6,6 +6,8 @@ local Ray cluster: the head is gone) the N-th time, counted across processes, th
 is reached; ``TUNER_KILL_DIR`` holds the counters.
 
 - ``checkpoint_upload``: a trial is uploading a checkpoint; half its files are in storage.
+- ``trial_start``: the console has just said a trial started (its process is up; it has
+  trained nothing yet).
 - ``trial_done``: the console has just said a trial is done (Tune told the Optuna searcher
   first); nothing about its end is saved yet, and its newest checkpoint may be newer than
   the one the saved experiment state records.
@@ -56,18 +58,18 @@ def _install() -> None:
             _kill()
 
         storage.StorageContext.persist_current_checkpoint = persist_current_checkpoint
-    elif POINT == "trial_done":
+    elif POINT in ("trial_start", "trial_done"):
         from tuner.run.console import ProgressPrinter
 
-        original_done = ProgressPrinter.on_trial_complete
+        name = {"trial_start": "on_trial_start", "trial_done": "on_trial_complete"}[POINT]
+        original_hook = getattr(ProgressPrinter, name)
 
-        def on_trial_complete(self, iteration, trials, trial, **info):
-            original_done(self, iteration, trials, trial, **info)
+        def hook(self, iteration, trials, trial, **info):
+            original_hook(self, iteration, trials, trial, **info)
             if _reached(POINT):
                 _kill()
 
-        ProgressPrinter.on_trial_complete = on_trial_complete
-
+        setattr(ProgressPrinter, name, hook)
 
 if POINT:
     os.environ.setdefault(PGID_ENV, str(os.getpgrp()))
