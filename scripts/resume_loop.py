@@ -1,4 +1,4 @@
-"""How often do the resume tests fail or hang? Run each of them N times in a row on this machine.
+"""How often do the resume tests fail or hang? Run each of them N times, in turn, on this machine.
 
     python scripts/resume_loop.py [--repeats 20] [--timeout-s 900] [--tests head-loss kill-mid-search ...]
 
@@ -34,10 +34,9 @@ def main() -> None:
     parser.add_argument("--timeout-s", type=float, default=900)
     parser.add_argument("--tests", nargs="+", default=list(TESTS), choices=list(TESTS))
     args = parser.parse_args()
-    report: dict[str, dict[str, object]] = {}
-    for name in args.tests:
-        outcome: dict[str, object] = {"passed": 0, "failed": 0, "hung": 0, "walls_s": []}
-        for _ in range(args.repeats):
+    report: dict[str, dict[str, object]] = {name: {"passed": 0, "failed": 0, "hung": 0, "walls_s": []} for name in args.tests}
+    for _ in range(args.repeats):  # round-robin: a noisy spell on the machine hits every test alike
+        for name, outcome in report.items():
             started = time.monotonic()
             try:
                 proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", TESTS[name]],
@@ -50,7 +49,6 @@ def main() -> None:
                 subprocess.run([str(Path(sys.executable).parent / "ray"), "stop", "--force"], capture_output=True)
             outcome["walls_s"].append(round(time.monotonic() - started, 1))  # type: ignore[attr-defined]
             print(name, outcome, file=sys.stderr, flush=True)
-        report[name] = outcome
     print(json.dumps({**vars(args), "results": report}, indent=1))
 
 
