@@ -94,6 +94,24 @@ def test_save_state_before_new_trials_start(cluster: Cluster, tmp_path) -> None:
     assert [r.metrics["saved"] for r in tuner.fit()] == [True, True, True]
 
 
+def _finds_its_checkpoint(config: dict) -> None:
+    import tempfile
+
+    import pyarrow.fs
+
+    with tempfile.TemporaryDirectory() as d:
+        Path(d, "state").write_text("1")
+        tune.report({"n": 1}, checkpoint=tune.Checkpoint.from_directory(d))
+    filesystem, path = _ray.trial_storage()
+    names = [i.base_name for i in filesystem.get_file_info(pyarrow.fs.FileSelector(path))]
+    tune.report({"found": [n for n in names if n.startswith("checkpoint_")]})
+
+
+def test_trial_storage(cluster: Cluster, tmp_path) -> None:
+    tuner = tune.Tuner(_finds_its_checkpoint, run_config=tune.RunConfig(name="own", storage_path=str(tmp_path), verbose=0))
+    assert tuner.fit()[0].metrics["found"] == ["checkpoint_000000"]
+
+
 @ray.remote(num_cpus=0)
 class Receiver:
     def __init__(self) -> None:

@@ -139,6 +139,18 @@ def save_state_before_new_trials_start() -> None:
     TuneController._maybe_update_trial_queue = maybe_update_trial_queue
 
 
+def trial_storage() -> tuple[Any, str]:
+    """This Tune trial's directory in the experiment's storage: (pyarrow filesystem, path on it).
+
+    Developer API (``TuneContext.get_storage``, whose ``StorageContext`` "may change without notice"):
+    a trial restarted without a checkpoint Tune recorded looks there for the ones it wrote before the
+    driver's saved state caught up; Tune gives no public way to list a trial's checkpoints."""
+    from ray import tune
+
+    storage = tune.get_context().get_storage()
+    return storage.storage_filesystem, storage.trial_fs_path
+
+
 def train_controller_handoff(actor: Any, method: str) -> Any:
     """A Ray Train callback that hands the run's controller actor to ``actor.method`` when the run starts.
 

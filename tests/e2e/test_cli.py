@@ -276,6 +276,7 @@ KILL_POINTS = REPO / "tests" / "e2e" / "killpoints"
     [
         ("checkpoint_upload", 30, True),  # trial 2 is mid-way through uploading its 10th checkpoint to S3
         ("trial_done", 2, True),  # trial 2 just ended (the searcher was told); nothing about its end is saved
+        ("checkpoint_saved", 22, True),  # trial 2 has two checkpoints in S3; the saved state names neither
         ("trial_start", 3, False),  # trial 3's process is up: the saved state must already know the trial
     ],
 )

@@ -113,6 +113,22 @@ def test_a_newer_checkpoint_than_the_recorded_one_is_used_and_reported_again(tmp
     assert not restore(tmp_path, paths[2]).unreported
 
 
+def test_with_none_recorded_the_newest_intact_one_in_the_trial_directory_is_used(tmp_path) -> None:
+    """A driver killed before its saved state named a checkpoint: the trial's own, newest intact first."""
+    import pyarrow.fs
+
+    paths = kept(tmp_path)
+    (paths[2] / checkpoint.STATE_FILE).write_bytes(b"torn")  # the newest was half-written
+    (tmp_path / "restore").mkdir()
+    storage = (pyarrow.fs.LocalFileSystem(), str(tmp_path / "trial"))
+    restored = checkpoint.fetch_unrecorded(storage, tmp_path / "restore", "t")
+    assert restored is not None and restored.unreported
+    assert checkpoint.Checkpoint(str(restored.path)).load()["epoch"] == 1
+    assert checkpoint.fetch_unrecorded(storage, tmp_path / "restore", "another-trial") is None
+    assert checkpoint.fetch_unrecorded((storage[0], str(tmp_path / "none")), tmp_path / "restore", "t") is None
+    assert checkpoint.fetch_unrecorded(None, tmp_path / "restore", "t") is None
+
+
 def test_a_newer_checkpoint_of_another_trial_is_not_taken(tmp_path) -> None:
     """PBT hands a trial another trial's checkpoint: that one, not the donor's later ones."""
     paths = kept(tmp_path)

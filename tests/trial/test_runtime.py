@@ -6,8 +6,10 @@ from __future__ import annotations
 import dataclasses
 import threading
 import time
+from pathlib import Path
 from typing import Any, Optional
 
+import pyarrow.fs
 import pytest
 import torch
 from ray import tune
@@ -24,12 +26,15 @@ OBJECTIVE = Objective(metric="val_loss", mode="min", time_attr="step", max_t=6)
 class Backend(runtime.TuneBackend):
     """Records what the session reports; ``fail_uploads`` makes checkpoint uploads fail like S3 does."""
 
-    def __init__(self, recorded: Optional[str] = None) -> None:
+    def __init__(self, recorded: Optional[str] = None, trial_dir: Optional[Path] = None) -> None:
         self.results: list[dict[str, Any]] = []
-        self.recorded, self.fail_uploads = recorded, 0
+        self.recorded, self.trial_dir, self.fail_uploads = recorded, trial_dir, 0
 
     def recorded_checkpoint(self) -> Any:
         return tune.Checkpoint.from_directory(self.recorded) if self.recorded else None
+
+    def trial_storage(self) -> Optional[tuple[Any, str]]:
+        return (pyarrow.fs.LocalFileSystem(), str(self.trial_dir)) if self.trial_dir else None
 
     def report(self, metrics: dict[str, Any], checkpoint_dir: Optional[str]) -> None:
         if checkpoint_dir and self.fail_uploads:
@@ -236,3 +241,24 @@ def test_a_checkpoint_whose_result_never_reached_tune_is_reported_again(tmp_path
     assert again["iteration"] == 2 and again["val_loss"] == 0.2 and again["step_hook"] == 1  # no warning about step()
     assert again["reported_again"] == 1  # the console says nothing was trained for it
     assert report["iteration"] == 3 and "checkpoint_only" not in report and "reported_again" not in report
+
+
+def test_a_checkpoint_tune_never_recorded_is_found_in_the_trial_directory(tmp_path) -> None:
+    """The driver was killed before its saved state named any checkpoint of a running trial: the restarted
+    trial resumes from the newest one in its directory, not from scratch, and reports it again."""
+    trial_dir = tmp_path / "trial"
+    for step in (1, 2):
+        checkpoint.write(trial_dir / f"checkpoint_{step - 1:06d}", {"step": step},
+                         {"trial_id": "t1", "progress": {"train_time_s": float(step), "reports": step},
+                          "metrics": {"step": float(step), "val_loss": 1.0 / step}})  # fmt: skip
+    backend = Backend(trial_dir=trial_dir)
+    with session(backend) as s:
+        assert s.get_checkpoint().load() == {"step": 2}
+        s.report({"step": 3, "val_loss": 0.1})
+    again, report = backend.results
+    assert again["reported_again"] == 1 and again["iteration"] == 2 and again["saved"] == {"step": 2}
+    assert report["iteration"] == 3
+    with session(fresh := Backend(trial_dir=tmp_path / "never-written")) as s:  # a new trial: nothing to find
+        assert s.get_checkpoint() is None
+        s.report({"step": 1, "val_loss": 0.5})
+    assert fresh.results[0]["iteration"] == 1

@@ -218,8 +218,25 @@ def fetch_newest_intact(recorded: Any, into: Path, trial_id: str) -> Optional[Re
     """Download the newest intact candidate of trial ``trial_id`` into ``into``; None when none is intact.
     A checkpoint newer than the recorded one counts only if it is the trial's own (PBT may hand a
     trial another trial's checkpoint: then only that one and older ones)."""
-    recorded_path = recorded.path.rstrip("/")
-    for i, candidate in enumerate(candidates(recorded)):
+    return _fetch_first_intact(candidates(recorded), recorded.path.rstrip("/"), into, trial_id)
+
+
+def fetch_unrecorded(storage: Optional[tuple[Any, str]], into: Path, trial_id: str) -> Optional[Restored]:
+    """With no checkpoint recorded by Tune: the newest intact one the trial wrote in its directory
+    ``storage`` (filesystem, path) before a driver killed meanwhile saved its state; None when none."""
+    from ray import tune
+
+    if storage is None:
+        return None
+    filesystem, trial_dir = storage
+    kept = [tune.Checkpoint(path, filesystem=filesystem) for path in _kept(trial_dir.rstrip("/"), filesystem)]
+    return _fetch_first_intact(kept, "", into, trial_id) if kept else None
+
+
+def _fetch_first_intact(ordered: list[Any], recorded_path: str, into: Path, trial_id: str) -> Optional[Restored]:
+    """The first of ``ordered`` that downloads and verifies; one newer than ``recorded_path`` ("" when
+    none is recorded) only if it is trial ``trial_id``'s own."""
+    for i, candidate in enumerate(ordered):
         local = into / f"restore-{i}"
         path = candidate.path.rstrip("/")
         try:
@@ -234,7 +251,7 @@ def fetch_newest_intact(recorded: Any, into: Path, trial_id: str) -> Optional[Re
             shutil.rmtree(local, ignore_errors=True)
             continue
         if path != recorded_path:
-            log.warning("restored %s instead of the recorded checkpoint %s", candidate.path, recorded.path)
+            log.warning("restored %s instead of the recorded checkpoint %s", candidate.path, recorded_path or "(none)")
         return Restored(local, unreported=newer)
-    log.error("no intact checkpoint for this trial under %s: starting it from scratch", recorded.path)
+    log.error("no intact checkpoint for this trial under %s: starting it from scratch", recorded_path or ordered[0].path)
     return None

@@ -58,6 +58,9 @@ class TrainBackend:
 
         return train.get_checkpoint()
 
+    def trial_storage(self) -> Optional[tuple[Any, str]]:
+        return None  # a multi-worker trial's checkpoints are its Ray Train run's, which restores them itself
+
     def report(self, metrics: dict[str, Any], checkpoint_dir: Optional[str]) -> None:
         from ray import train
 

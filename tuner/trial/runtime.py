@@ -81,6 +81,8 @@ class Backend(Protocol):
 
     def recorded_checkpoint(self) -> Any: ...
 
+    def trial_storage(self) -> Optional[tuple[Any, str]]: ...
+
     def report(self, metrics: dict[str, Any], checkpoint_dir: Optional[str]) -> None: ...
 
     def agree(self, code: int, deadline_s: float) -> tuple[int, float]: ...
@@ -95,6 +97,11 @@ class TuneBackend:
         from ray import tune
 
         return tune.get_checkpoint()
+
+    def trial_storage(self) -> Optional[tuple[Any, str]]:
+        from tuner import _ray
+
+        return _ray.trial_storage()
 
     def report(self, metrics: dict[str, Any], checkpoint_dir: Optional[str]) -> None:
         from ray import tune
@@ -198,7 +205,10 @@ class TrialSession:
         """Load the newest intact checkpoint and charge the lost attempt; returns the checkpoint and its
         record when Tune never got its result (it must be reported again)."""
         recorded = self.backend.recorded_checkpoint()
-        restored = ckpt.fetch_newest_intact(recorded, self._dir, self.context.trial_id) if recorded is not None else None
+        if recorded is not None:
+            restored = ckpt.fetch_newest_intact(recorded, self._dir, self.context.trial_id)
+        else:  # none recorded: a driver killed before its saved state named one
+            restored = ckpt.fetch_unrecorded(self.backend.trial_storage(), self._dir, self.context.trial_id)
         meta: dict[str, Any] = {}
         if restored is not None:
             self.checkpoint = ckpt.Checkpoint(str(restored.path))

@@ -6,6 +6,7 @@ local Ray cluster: the head is gone) the N-th time, counted across processes, th
 is reached; ``TUNER_KILL_DIR`` holds the counters.
 
 - ``checkpoint_upload``: a trial is uploading a checkpoint; half its files are in storage.
+- ``checkpoint_saved``: a trial's checkpoint is complete in storage; the driver has not heard of it.
 - ``trial_start``: the console has just said a trial started (its process is up; it has
   trained nothing yet).
 - ``trial_done``: the console has just said a trial is done (Tune told the Optuna searcher
@@ -58,6 +59,18 @@ def _install() -> None:
             _kill()
 
         storage.StorageContext.persist_current_checkpoint = persist_current_checkpoint
+    elif POINT == "checkpoint_saved":
+        from ray.train._internal import storage
+
+        original_persist = storage.StorageContext.persist_current_checkpoint
+
+        def persist_then_kill(self, checkpoint):
+            persisted = original_persist(self, checkpoint)
+            if _reached(POINT):
+                _kill()
+            return persisted
+
+        storage.StorageContext.persist_current_checkpoint = persist_then_kill
     elif POINT in ("trial_start", "trial_done"):
         from tuner.run.console import ProgressPrinter
 
