@@ -4,7 +4,8 @@
 
 The tests: the head lost with its disk (restored from S3 alone), and the driver killed with
 SIGKILL mid-search, mid-way through a checkpoint upload to S3, just after a trial ended (the
-searcher told, nothing about its end saved yet), and just after a trial's process started.
+searcher told, nothing about its end saved yet), just after a trial's checkpoint reached S3
+(the saved state names none of its checkpoints), and just after a trial's process started.
 Each run is a fresh pytest process (its own SeaweedFS server and Ray); a run that outlives ``--timeout-s`` counts as a hang. Prints JSON: per test, passes,
 failures, hangs, and the wall time of each run.
 """
@@ -24,6 +25,7 @@ TESTS = {
     "kill-mid-search": "tests/e2e/test_cli.py::test_killed_driver_resumes_whole_search",
     "kill-mid-upload": "tests/e2e/test_cli.py::test_driver_killed_at_a_precise_point_resumes[checkpoint_upload-30-True]",
     "kill-after-trial-done": "tests/e2e/test_cli.py::test_driver_killed_at_a_precise_point_resumes[trial_done-2-True]",
+    "kill-after-checkpoint": "tests/e2e/test_cli.py::test_driver_killed_at_a_precise_point_resumes[checkpoint_saved-22-True]",
     "kill-at-trial-start": "tests/e2e/test_cli.py::test_driver_killed_at_a_precise_point_resumes[trial_start-3-False]",
 }
 
