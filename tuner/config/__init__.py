@@ -14,7 +14,12 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from tuner.config.base import ConfigError, require
-from tuner.config.plan import CampaignProfile, PlanConfig, StrategyConfig
+from tuner.config.plan import (
+    CampaignProfile,
+    PlanConfig,
+    StrategyConfig,
+    TypeChoiceConfig,
+)
 from tuner.config.platform import (
     BudgetConfig,
     CheckpointConfig,
@@ -66,6 +71,7 @@ __all__ = [
     "StrategyConfig",
     "TrackingConfig",
     "TuneSettings",
+    "TypeChoiceConfig",
     "register",
     "require",
     "to_settings",

@@ -51,6 +51,17 @@ class StrategyConfig:
 
 
 @dataclass
+class TypeChoiceConfig:
+    """Which spot GPU type the campaign's trials (one GPU each) should run on (``tuner.plan.types``)."""
+
+    region: str = "us-east-1"  # the catalog's spot prices and the Spot Advisor's interruption rates there
+    epoch_s: dict[str, float] = field(default_factory=dict)  # seconds per epoch on one GPU of each type (measured)
+
+    def __post_init__(self) -> None:
+        require(all(s > 0 for s in self.epoch_s.values()), "types.epoch_s: seconds per epoch must be > 0")
+
+
+@dataclass
 class PlanConfig:
     """``python -m tuner.plan``: a campaign replayed over real spot traces under several strategies."""
 
@@ -59,6 +70,7 @@ class PlanConfig:
     profile: CampaignProfile = field(default_factory=CampaignProfile)
     strategies: list[StrategyConfig] = field(default_factory=lambda: [StrategyConfig()])
     starts: int = 48  # start times spread over each trace; the table shows means
+    types: TypeChoiceConfig = field(default_factory=TypeChoiceConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
 
     def __post_init__(self) -> None:

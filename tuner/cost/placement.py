@@ -56,6 +56,12 @@ def type_resource(instance_type: str) -> str:
     return f"type:{instance_type}"
 
 
+def usd_per_unit(usd_per_hour: float, share: float, seconds_per_unit: float) -> float:
+    """Expected cost of one unit of training (an epoch, a step) on a node type: its price x the trial's share
+    of the node x the unit's seconds there. The rule of the live placement and of the planner's type choice."""
+    return usd_per_hour * share * seconds_per_unit / 3600.0
+
+
 # The placement lives in the driver process, where Tune calls :func:`trial_resources` for each new
 # trial through a copy of the trainable (the price guard's blocked types live there too).
 _ACTIVE: Optional["Placement"] = None
@@ -142,7 +148,7 @@ class Placement(Callback):
         ranked = []
         for t, price in offered:
             seconds = measured.get(t.name)
-            cost = price * t.share * (seconds if seconds is not None else fastest / self.cfg.explore_speedup) / 3600.0
+            cost = usd_per_unit(price, t.share, seconds if seconds is not None else fastest / self.cfg.explore_speedup)
             if not measured:
                 why = "no type measured yet: the cheapest spot price" if self.cfg.by == "throughput" else "placement.by=price"
                 why = f"{usd(price)}/h x {t.share:.2g} of a node; {why}"

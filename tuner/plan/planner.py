@@ -2,7 +2,8 @@
 
 The campaign profile is replayed over real traces (``tuner.plan.traces``) from many start
 times under each strategy (``tuner.plan.simulate``); a table per market, a PNG plot and a
-CSV go to the output directory and, with tracking on, to MLflow.
+CSV go to the output directory and, with tracking on, to MLflow. A last table says which
+spot GPU type the campaign should run on (``tuner.plan.types``).
 """
 
 from __future__ import annotations
@@ -16,7 +17,10 @@ from pathlib import Path
 from tuner.config import ConfigError, PlanConfig
 from tuner.plan.simulate import Summary, evaluate
 from tuner.plan.traces import MARKETS
+from tuner.plan.types import TypeCost, picks, type_costs
 
+TYPE_COLUMNS = ["instance_type", "gpus", "spot_usd_per_gpu_h", "interrupted_%_per_month", "epoch_s", "overhead_%",
+                "campaign_usd", "pick"]  # fmt: skip
 COLUMNS = ["strategy", "spot_usd", "on_demand_usd", "savings_%", "ideal_%", "vs_ideal", "makespan_h", "vs_on_demand",
            "preemptions", "lost_h", "fallback_h", "deadline_met_%"]  # fmt: skip
 
@@ -60,7 +64,7 @@ def plot(results: dict[str, list[Summary]], path: Path) -> None:
     plt.close(fig)
 
 
-def log_to_mlflow(cfg: PlanConfig, results: dict[str, list[Summary]], files: list[Path]) -> str:
+def log_to_mlflow(cfg: PlanConfig, results: dict[str, list[Summary]], chosen: dict[str, float], files: list[Path]) -> str:
     from mlflow.tracking import MlflowClient
 
     from tuner.run.tracking import experiment_id
@@ -77,7 +81,7 @@ def log_to_mlflow(cfg: PlanConfig, results: dict[str, list[Summary]], files: lis
         for market, summaries in results.items()
         for s in summaries
         for key in ("cost_usd", "savings_pct", "vs_ideal", "makespan_ratio", "preemptions", "lost_work_h")
-    ]
+    ] + [Metric(f"types.{key}", value, now_ms, 0) for key, value in chosen.items()]
     client.log_batch(run.info.run_id, metrics=metrics)
     for path in files:
         client.log_artifact(run.info.run_id, str(path))
@@ -104,8 +108,37 @@ def run_plan(cfg: PlanConfig) -> dict[str, list[Summary]]:
             print(f"\n{market} ({summaries[0].gpu}):")
             print(table([s.row() for s in summaries], COLUMNS))
             writer.writerows({"market": market, **s.row()} for s in summaries)
+    types_path = out / "plan_types.csv"
+    chosen = print_type_choice(cfg, type_costs(cfg.types, cfg.profile, cfg.strategies[-1]), types_path)
     plot(results, png_path)
-    print(f"\ntable: {csv_path.resolve()}\nplot:  {png_path.resolve()}")
+    print(f"\ntables: {csv_path.resolve()}, {types_path.resolve()}\nplot:   {png_path.resolve()}")
     if cfg.tracking.enabled:
-        print(f"MLflow: experiment {cfg.tracking.experiment_name!r}, run {log_to_mlflow(cfg, results, [csv_path, png_path])}")
+        run_id = log_to_mlflow(cfg, results, chosen, [csv_path, types_path, png_path])
+        print(f"MLflow: experiment {cfg.tracking.experiment_name!r}, run {run_id}")
     return results
+
+
+def print_type_choice(cfg: PlanConfig, costs: list[TypeCost], path: Path) -> dict[str, float]:
+    """The type table (console and ``path``) and the two picks; returns the picks' costs (empty without
+    any ``types.epoch_s``)."""
+    from tuner.text import table, usd
+
+    by_price, by_cost = picks(costs)
+    marks = {c.instance_type: ", ".join(how for how, pick in (("by price", by_price), ("by cost", by_cost)) if pick is c)
+             for c in costs}  # fmt: skip
+    rows = [c.row(marks[c.instance_type]) for c in costs]
+    print(f"\nspot GPU types in {cfg.types.region} for this campaign (one GPU per trial; catalog prices, Spot Advisor "
+          f"interruption rates, strategy {cfg.strategies[-1].name!r}; a closed form, no trace covers several types):")  # fmt: skip
+    print(table(rows, TYPE_COLUMNS))
+    with path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=TYPE_COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)
+    if by_price is None or by_cost is None or by_price.campaign_usd is None or by_cost.campaign_usd is None:
+        print("types.epoch_s is empty: give the seconds per epoch measured on each type to choose by cost per epoch, "
+              "e.g. +types.epoch_s='{g4dn.xlarge: 60, g5.xlarge: 25}' (the live placement measures them)")  # fmt: skip
+        return {}
+    ratio = by_cost.campaign_usd / by_price.campaign_usd
+    print(f"type choice: by price {by_price.instance_type} {usd(by_price.campaign_usd)}, by cost per epoch "
+          f"{by_cost.instance_type} {usd(by_cost.campaign_usd)}: {ratio:.3f}x")  # fmt: skip
+    return {"by_price_usd": by_price.campaign_usd, "by_cost_usd": by_cost.campaign_usd, "by_cost_vs_by_price": ratio}
