@@ -20,6 +20,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
+STARTUP_TRIES = 3
 STARTUP_TIMEOUT_S = 60
 CHROMIUM = "/usr/bin/chromium"
 
@@ -90,22 +91,42 @@ class S3Server:
         )
 
     def start(self) -> None:
-        """Start (or restart, on the same ports and data) the server; return once it answers."""
-        ports = self.ports = self.ports or {name: free_port() for name in ("master", "volume", "filer")}
-        log = (self.workdir / "weed.log").open("ab")
-        self.proc = subprocess.Popen(
-            [
-                str(BIN / "weed"), "server", f"-dir={self.workdir / 'data'}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
-                f"-master.port={ports['master']}", f"-volume.port={ports['volume']}", f"-filer.port={ports['filer']}",
-                "-s3", f"-s3.port={self.port}", f"-s3.config={self.workdir / 'identities.json'}",
-                "-volume.max=0", "-master.volumeSizeLimitMB=64",
-            ],
-            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-        )  # fmt: skip
-        wait_for_port(self.port, self.proc)
-        # The gateway opens its port before the filer is ready: wait for a real answer.
+        """Start (or restart, on the same ports and data) the server; return once it answers. A first start
+        whose server exits at once (a port, or that port + 10000 for its gRPC, taken meanwhile by another
+        process) is tried again on new ports."""
+        for attempt in range(1, STARTUP_TRIES + 1):
+            first = self.ports is None
+            ports = self.ports = self.ports or {name: free_port() for name in ("master", "volume", "filer")}
+            log = (self.workdir / "weed.log").open("ab")
+            self.proc = subprocess.Popen(
+                [
+                    str(BIN / "weed"), "server", f"-dir={self.workdir / 'data'}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
+                    f"-master.port={ports['master']}", f"-volume.port={ports['volume']}", f"-filer.port={ports['filer']}",
+                    "-s3", f"-s3.port={self.port}", f"-s3.config={self.workdir / 'identities.json'}",
+                    "-volume.max=0", "-master.volumeSizeLimitMB=64",
+                ],
+                stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            )  # fmt: skip
+            try:
+                wait_for_port(self.port, self.proc)
+                self._wait_for_an_answer()
+                return
+            except RuntimeError:
+                if not first or attempt == STARTUP_TRIES:
+                    tail = (self.workdir / "weed.log").read_text(errors="replace")[-2000:]
+                    raise RuntimeError(f"SeaweedFS did not start (log: {self.workdir / 'weed.log'}):\n{tail}") from None
+                shutil.rmtree(self.workdir / "data")
+                (self.workdir / "data").mkdir()
+                self.ports, self.port = None, free_port()
+                self.endpoint_url = f"http://127.0.0.1:{self.port}"
+
+    def _wait_for_an_answer(self) -> None:
+        """The gateway opens its port before the filer is ready (and before its gRPC port, which may fail)."""
+        assert self.proc is not None
         deadline = time.monotonic() + STARTUP_TIMEOUT_S
         while True:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited with {self.proc.returncode}")
             try:
                 self.client().list_buckets()
                 return
