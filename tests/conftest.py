@@ -93,7 +93,8 @@ class S3Server:
     def start(self) -> None:
         """Start (or restart, on the same ports and data) the server; return once it answers. A first start
         whose server exits at once (a port, or that port + 10000 for its gRPC, taken meanwhile by another
-        process) is tried again on new ports."""
+        process) is tried again on new ports. Its catalog listeners (Iceberg, Lance) are off: their ports
+        are fixed, so a second server on the machine (another test run) could not start."""
         for attempt in range(1, STARTUP_TRIES + 1):
             first = self.ports is None
             ports = self.ports = self.ports or {name: free_port() for name in ("master", "volume", "filer")}
@@ -104,6 +105,7 @@ class S3Server:
                     f"-master.port={ports['master']}", f"-volume.port={ports['volume']}", f"-filer.port={ports['filer']}",
                     "-s3", f"-s3.port={self.port}", f"-s3.config={self.workdir / 'identities.json'}",
                     "-volume.max=0", "-master.volumeSizeLimitMB=64",
+                    "-s3.port.iceberg=0", "-s3.port.lance=0",  # fixed ports (8181, 9101): a second server would die
                 ],
                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
             )  # fmt: skip
