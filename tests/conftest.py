@@ -98,22 +98,23 @@ class S3Server:
         for attempt in range(1, STARTUP_TRIES + 1):
             first = self.ports is None
             ports = self.ports = self.ports or {name: free_port() for name in ("master", "volume", "filer")}
-            log = (self.workdir / "weed.log").open("ab")
-            self.proc = subprocess.Popen(
-                [
-                    str(BIN / "weed"), "server", f"-dir={self.workdir / 'data'}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
-                    f"-master.port={ports['master']}", f"-volume.port={ports['volume']}", f"-filer.port={ports['filer']}",
-                    "-s3", f"-s3.port={self.port}", f"-s3.config={self.workdir / 'identities.json'}",
-                    "-volume.max=0", "-master.volumeSizeLimitMB=64",
-                    "-s3.port.iceberg=0", "-s3.port.lance=0",  # fixed ports (8181, 9101): a second server would die
-                ],
-                stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-            )  # fmt: skip
+            with (self.workdir / "weed.log").open("ab") as log:
+                self.proc = subprocess.Popen(
+                    [
+                        str(BIN / "weed"), "server", f"-dir={self.workdir / 'data'}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
+                        f"-master.port={ports['master']}", f"-volume.port={ports['volume']}", f"-filer.port={ports['filer']}",
+                        "-s3", f"-s3.port={self.port}", f"-s3.config={self.workdir / 'identities.json'}",
+                        "-volume.max=0", "-master.volumeSizeLimitMB=64",
+                        "-s3.port.iceberg=0", "-s3.port.lance=0",  # fixed ports (8181, 9101): a second server would die
+                    ],
+                    stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                )  # fmt: skip
             try:
                 wait_for_port(self.port, self.proc)
                 self._wait_for_an_answer()
                 return
             except RuntimeError:
+                stop(self.proc)  # one still up but not answering would hold its ports
                 if not first or attempt == STARTUP_TRIES:
                     tail = (self.workdir / "weed.log").read_text(errors="replace")[-2000:]
                     raise RuntimeError(f"SeaweedFS did not start (log: {self.workdir / 'weed.log'}):\n{tail}") from None

@@ -82,10 +82,16 @@ def _saved(config: dict) -> None:
     tune.report({"saved": tune.get_context().get_trial_id() in saved})
 
 
-def test_save_state_before_new_trials_start(cluster: Cluster, tmp_path) -> None:
-    """Each trial, one after another (Tune would snapshot every 10 s), finds itself in storage at its start."""
+def test_save_state_before_new_trials_start(cluster: Cluster, tmp_path, monkeypatch) -> None:
+    """Each trial, one after another, finds itself in storage at its start (Tune alone would not save
+    again for an hour here)."""
+    from ray.tune.execution.tune_controller import TuneController
+
+    monkeypatch.setenv("TUNE_GLOBAL_CHECKPOINT_S", "3600")
+    monkeypatch.setattr(TuneController, "_maybe_update_trial_queue", TuneController._maybe_update_trial_queue)
     _ray.save_state_before_new_trials_start()
     _ray.save_state_before_new_trials_start()  # idempotent: wrapped once
+    assert not getattr(TuneController._maybe_update_trial_queue.__wrapped__, _ray.SAVES_STATE_FIRST, False)
     tuner = tune.Tuner(
         _saved, param_space={"experiment": str(tmp_path / "saved")},
         tune_config=tune.TuneConfig(num_samples=3, max_concurrent_trials=1),

@@ -113,20 +113,26 @@ def restored_run_config(tuner: Any) -> Any:
     return tuner._local_tuner.get_run_config()
 
 
+SAVES_STATE_FIRST = "_tuner_saves_state_first"  # marks Tune's method once wrapped
+
+
 def save_state_before_new_trials_start() -> None:
     """Make Tune save and upload its experiment state, and wait for the upload, in the step that creates
-    trials, before their processes start: storage then knows every trial that ever ran.
+    trials, before their processes start: storage then names every trial that ran (while it takes uploads;
+    a failed one is logged, as Tune's own, and the trials start anyway).
 
-    Private (``TuneController._maybe_update_trial_queue``): Tune snapshots its state every 10 s or more
-    and uploads it in the background, so a driver killed in between left a running trial out of storage;
-    the resumed search made another trial in its place (its work lost, its MLflow run orphaned). No public
-    setting saves the state when a trial is created. Idempotent."""
+    Private (``TuneController._maybe_update_trial_queue``, ``checkpoint``, its checkpoint manager's period):
+    Tune snapshots its state every 10 s or more and uploads it in the background, so a driver killed in
+    between left a running trial out of storage; the resumed search made another trial in its place (its
+    work lost, its MLflow run orphaned). No public setting saves the state when a trial is created. The
+    snapshot period Tune derives from how long a save takes is kept as it was: these saves wait for an
+    upload, Tune's own do not. Idempotent."""
     import functools
 
     from ray.tune.execution.tune_controller import TuneController
 
     original = TuneController._maybe_update_trial_queue
-    if hasattr(original, "__wrapped__"):
+    if getattr(original, SAVES_STATE_FIRST, False):
         return
 
     @functools.wraps(original)
@@ -134,8 +140,12 @@ def save_state_before_new_trials_start() -> None:
         before = len(self.get_trials())
         original(self)
         if len(self.get_trials()) > before:
+            manager = self._checkpoint_manager
+            period_s = manager._checkpoint_period
             self.checkpoint(force=True, wait=True)
+            manager._checkpoint_period = period_s
 
+    setattr(maybe_update_trial_queue, SAVES_STATE_FIRST, True)
     TuneController._maybe_update_trial_queue = maybe_update_trial_queue
 
 

@@ -129,6 +129,33 @@ def test_with_none_recorded_the_newest_intact_one_in_the_trial_directory_is_used
     assert checkpoint.fetch_unrecorded(None, tmp_path / "restore", "t") is None
 
 
+def test_the_newest_is_the_one_that_trained_most_not_the_highest_name(tmp_path) -> None:
+    """A trial restarted with nothing recorded writes over its own directories from checkpoint_000000 on:
+    a stale checkpoint_000002 (3 reports) must lose to checkpoint_000000 rewritten since (4 reports)."""
+    import pyarrow.fs
+
+    trial = tmp_path / "trial"
+    for index, reports in ((0, 4), (1, 2), (2, 3)):
+        checkpoint.write(trial / f"checkpoint_{index:06d}", {"epoch": reports},
+                         {"trial_id": "t", "progress": {"reports": reports, "train_time_s": 10.0 * reports}})  # fmt: skip
+    (tmp_path / "restore").mkdir()
+    restored = checkpoint.fetch_unrecorded((pyarrow.fs.LocalFileSystem(), str(trial)), tmp_path / "restore", "t")
+    assert restored is not None and checkpoint.Checkpoint(str(restored.path)).load()["epoch"] == 4
+    recorded = restore(tmp_path, trial / "checkpoint_000000")  # recorded since: the stale one is not "newer"
+    assert recorded is not None and not recorded.unreported
+    assert checkpoint.Checkpoint(str(recorded.path)).load()["epoch"] == 4
+
+
+def test_storage_that_cannot_be_listed_starts_the_trial_afresh(tmp_path, caplog) -> None:
+    class Unreachable:
+        def get_file_info(self, selector):  # type: ignore[no-untyped-def]
+            raise OSError("When listing objects under key 'trial': AWS Error NETWORK_CONNECTION")
+
+    with caplog.at_level(logging.WARNING):
+        assert checkpoint.fetch_unrecorded((Unreachable(), "bucket/trial"), tmp_path, "t") is None
+    assert "cannot list bucket/trial for checkpoints" in caplog.text
+
+
 def test_a_newer_checkpoint_of_another_trial_is_not_taken(tmp_path) -> None:
     """PBT hands a trial another trial's checkpoint: that one, not the donor's later ones."""
     paths = kept(tmp_path)

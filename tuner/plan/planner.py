@@ -93,6 +93,7 @@ def run_plan(cfg: PlanConfig) -> dict[str, list[Summary]]:
     from tuner.text import table
 
     logging.getLogger("matplotlib").setLevel(logging.WARNING)
+    costs = type_costs(cfg.types, cfg.profile, cfg.strategies[-1])  # bad types.* fail before the replay
     results = plan(cfg)
     p = cfg.profile
     work_h = p.trials * p.epochs * p.epoch_s / 3600.0
@@ -109,7 +110,7 @@ def run_plan(cfg: PlanConfig) -> dict[str, list[Summary]]:
             print(table([s.row() for s in summaries], COLUMNS))
             writer.writerows({"market": market, **s.row()} for s in summaries)
     types_path = out / "plan_types.csv"
-    chosen = print_type_choice(cfg, type_costs(cfg.types, cfg.profile, cfg.strategies[-1]), types_path)
+    chosen = print_type_choice(cfg, costs, types_path)
     plot(results, png_path)
     print(f"\ntables: {csv_path.resolve()}, {types_path.resolve()}\nplot:   {png_path.resolve()}")
     if cfg.tracking.enabled:

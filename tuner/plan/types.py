@@ -6,10 +6,11 @@ takes there. The planner applies the same rule to the whole campaign on every GP
 region's catalog: the cheapest zone's spot price, one GPU's share of the node, and the seconds
 per epoch given for the type (``types.epoch_s``: measured, e.g. by the live placement, whose
 console line and MLflow tag give them), plus what interruptions add at the type's Spot Advisor
-rate under the planner's default strategy: checkpoint writes at its interval, the work lost by
-the interruptions that come without a usable notice, and a restart each. The shipped traces
-each cover one type, so this part is a closed form, not a replay. "By price" is the choice of
-a list-price chooser (the lowest spot price per GPU-hour); "by cost" is the platform's.
+rate (a type it does not rate: its worst bucket) under the planner's default strategy:
+checkpoint writes at its interval, the work lost by the interruptions that come without a
+usable notice, and a restart each. The shipped traces each cover one type, so this part is a
+closed form, not a replay. Among the types with seconds per epoch, "by price" is what a
+list-price chooser takes (the lowest spot price per GPU-hour), "by cost" the platform's choice.
 """
 
 from __future__ import annotations
@@ -22,11 +23,14 @@ from tuner.cost.placement import usd_per_unit
 from tuner.cost.pricing import Catalog
 from tuner.plan.traces import AWS_NOTICE_S
 from tuner.trial.policy import (
+    BUCKET_MONTHLY_FRACTION,
     HOURS_PER_MONTH,
     advisor_rate_per_h,
     lost_share,
     young_daly_interval_s,
 )
+
+UNRATED_PER_H = max(BUCKET_MONTHLY_FRACTION.values()) / HOURS_PER_MONTH  # a type the Spot Advisor does not rate
 
 
 @dataclass(frozen=True)
@@ -34,7 +38,7 @@ class TypeCost:
     """A campaign on one spot GPU type, one GPU per trial."""
 
     instance_type: str
-    gpus: int  # per node
+    gpus: float  # per node
     usd_per_gpu_h: float  # the cheapest zone's spot price / the node's GPUs
     rate_per_h: Optional[float]  # interruptions per node-hour (the Spot Advisor bucket's midpoint); None: not rated
     epoch_s: Optional[float]  # None: not given, ranked by price only
@@ -66,10 +70,10 @@ def interruption_overhead(rate_per_h: float, profile: CampaignProfile, strategy:
 def type_costs(cfg: TypeChoiceConfig, profile: CampaignProfile, strategy: StrategyConfig,
                catalog: Optional[Catalog] = None) -> list[TypeCost]:  # fmt: skip
     """Every spot GPU type of the region: those with ``epoch_s`` by expected campaign cost, then the rest by price."""
-    spot: dict[str, tuple[int, float]] = {}  # type -> (GPUs, cheapest zone's price)
+    spot: dict[str, tuple[float, float]] = {}  # type -> (GPUs, cheapest zone's price)
     for r in (catalog or Catalog()).rows:
         if r.region == cfg.region and r.shape.gpus > 0 and r.spot is not None:
-            gpus, price = spot.get(r.instance_type, (int(r.shape.gpus), r.spot))
+            gpus, price = spot.get(r.instance_type, (r.shape.gpus, r.spot))
             spot[r.instance_type] = (gpus, min(price, r.spot))
     if not spot:
         raise ConfigError(f"types.region={cfg.region!r}: the catalog has no spot GPU prices there")
@@ -79,7 +83,7 @@ def type_costs(cfg: TypeChoiceConfig, profile: CampaignProfile, strategy: Strate
     costs = []
     for itype, (gpus, price) in spot.items():
         rate = advisor_rate_per_h(itype, cfg.region)
-        overhead = interruption_overhead(rate or 0.0, profile, strategy)
+        overhead = interruption_overhead(UNRATED_PER_H if rate is None else rate, profile, strategy)
         epoch_s = cfg.epoch_s.get(itype)
         campaign = None
         if epoch_s is not None:

@@ -16,6 +16,9 @@ from tuner.trial.trainable import TrialSpec
 SPOT = {MARKET: "spot"}  # a multi-worker trial's workers: on spot capacity
 NOT_SPOT = {MARKET: "!in(spot)"}  # its coordinator: the head or an on-demand worker
 COORDINATOR_BUNDLE = {"memory": 64 * 2**20}  # no CPU or GPU: it only drives Ray Train and forwards results
+# A stalled upload of the experiment state holds the driver's loop (Tune waits for it before the next
+# one, and before a new trial starts: tuner._ray.save_state_before_new_trials_start); Tune's default is 30 min.
+STATE_UPLOAD_TIMEOUT_S = 120
 MAX_PENDING_ENV = "TUNE_MAX_PENDING_TRIALS_PG"  # Tune's documented knob: trials waiting for resources at once
 USER_MAX_PENDING = os.environ.get(MAX_PENDING_ENV)  # a value the user set wins over the search's concurrency
 
@@ -201,6 +204,7 @@ def build_tuner(settings: Config, spec: TrialSpec, resume: bool, callbacks: list
             storage_path=storage.storage_path(settings.storage),
             failure_config=tune.FailureConfig(max_failures=run_settings.max_failures),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=run_settings.num_to_keep),
+            sync_config=tune.SyncConfig(sync_timeout=STATE_UPLOAD_TIMEOUT_S),
             callbacks=callbacks,
             stop=stopper,
             verbose=run_settings.verbose,

@@ -18,7 +18,7 @@ import random
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, NamedTuple, Optional, Union
+from typing import Any, Iterable, Mapping, NamedTuple, Optional, Union
 
 import numpy as np
 import torch
@@ -165,13 +165,30 @@ def read_meta(directory: Union[str, os.PathLike[str]]) -> dict[str, Any]:
 
 
 # -- finding the newest intact checkpoint in storage --------------------------------------------------
+# Tune numbers a restarted trial's checkpoints on from the last one its driver recorded; after a driver
+# lost its state before recording any, a restarted trial writes over its own older directories. So a
+# directory's name does not say how far training had got: its record does (then its name).
+Age = tuple[float, float, str]  # (reports, training seconds, name): -1 where the record says nothing
+
+
+def _age(path: str, filesystem: Any) -> Age:
+    """How far training had got in the checkpoint at ``path``, by its record, then its name."""
+    name = path.rsplit("/", 1)[-1]
+    try:
+        with filesystem.open_input_stream(f"{path}/{META_FILE}") as f:
+            progress = dict(json.loads(f.read()).get("progress") or {})
+        return float(progress.get("reports", -1)), float(progress.get("train_time_s", -1)), name
+    except (OSError, ValueError, TypeError, AttributeError):
+        return -1.0, -1.0, name
+
+
 def _kept(parent: str, filesystem: Any) -> list[str]:
-    """Paths of the ``checkpoint_NNNNNN`` directories under a trial's directory, newest first."""
+    """Paths of the ``checkpoint_NNNNNN`` directories under a trial's directory."""
     import pyarrow.fs
 
     infos = filesystem.get_file_info(pyarrow.fs.FileSelector(parent, allow_not_found=True))
-    names = [i.base_name for i in infos if i.type == pyarrow.fs.FileType.Directory and i.base_name.startswith("checkpoint_")]
-    return [f"{parent}/{name}" for name in sorted(names, reverse=True)]
+    return [f"{parent}/{i.base_name}" for i in infos
+            if i.type == pyarrow.fs.FileType.Directory and i.base_name.startswith("checkpoint_")]  # fmt: skip
 
 
 class Restored(NamedTuple):
@@ -192,51 +209,59 @@ def stand_in(recorded: Any) -> Any:
     """``recorded`` if it still exists, else the oldest checkpoint kept beside it: Tune refuses to restore
     a trial from a checkpoint that is gone; the session then restores the newest and reports it again."""
     kept = candidates(recorded) if _gone(recorded) else []
-    return kept[-1] if kept else recorded
+    return kept[-1][0] if kept else recorded
 
 
-def candidates(recorded: Any) -> list[Any]:
-    """Checkpoints to try, newest first: every one kept beside the one Tune recorded, newer ones too
-    (written just before the node went, their result lost with it), and the recorded one unless it
-    is gone (deleted by ``num_to_keep`` after the driver last saved its state)."""
-    from ray import tune
-
+def candidates(recorded: Any) -> list[tuple[Any, Age]]:
+    """Checkpoints to try with their age, newest first: every one kept beside the one Tune recorded, newer
+    ones too (written just before the node went, their result lost with it), and the recorded one unless
+    it is gone (deleted by ``num_to_keep`` after the driver last saved its state)."""
     path = recorded.path.rstrip("/")
     parent, name = path.rsplit("/", 1)
     gone = _gone(recorded)
-    kept = _kept(parent, recorded.filesystem)
-    if gone and kept:
-        log.warning("checkpoint %s is gone (deleted after the driver last saved its state); trying %s", path, kept[0])
     if not name.startswith("checkpoint_"):  # not laid out by Tune: only what it recorded
-        ordered = [] if gone else [path]
-    else:
-        ordered = sorted({*kept, *([] if gone else [path])}, reverse=True)
-    return [tune.Checkpoint(p, filesystem=recorded.filesystem) for p in ordered]
+        return [] if gone else [(recorded, _age(path, recorded.filesystem))]
+    ordered = _newest_first({*_kept(parent, recorded.filesystem), *([] if gone else [path])}, recorded.filesystem)
+    if gone and ordered:
+        log.warning("checkpoint %s is gone (deleted after the driver last saved its state); trying %s", path, ordered[0][0].path)
+    return ordered
+
+
+def _newest_first(paths: Iterable[str], filesystem: Any) -> list[tuple[Any, Age]]:
+    from ray import tune
+
+    aged = [(tune.Checkpoint(p, filesystem=filesystem), _age(p, filesystem)) for p in paths]
+    return sorted(aged, key=lambda checkpoint_age: checkpoint_age[1], reverse=True)
 
 
 def fetch_newest_intact(recorded: Any, into: Path, trial_id: str) -> Optional[Restored]:
     """Download the newest intact candidate of trial ``trial_id`` into ``into``; None when none is intact.
     A checkpoint newer than the recorded one counts only if it is the trial's own (PBT may hand a
     trial another trial's checkpoint: then only that one and older ones)."""
-    return _fetch_first_intact(candidates(recorded), recorded.path.rstrip("/"), into, trial_id)
+    path = recorded.path.rstrip("/")
+    return _fetch_first_intact(candidates(recorded), _age(path, recorded.filesystem), path, into, trial_id)
 
 
 def fetch_unrecorded(storage: Optional[tuple[Any, str]], into: Path, trial_id: str) -> Optional[Restored]:
     """With no checkpoint recorded by Tune: the newest intact one the trial wrote in its directory
-    ``storage`` (filesystem, path) before a driver killed meanwhile saved its state; None when none."""
-    from ray import tune
-
+    ``storage`` (filesystem, path) before a driver killed meanwhile saved its state; None when none
+    (or when storage cannot be listed: the trial starts afresh, as a new one does)."""
     if storage is None:
         return None
     filesystem, trial_dir = storage
-    kept = [tune.Checkpoint(path, filesystem=filesystem) for path in _kept(trial_dir.rstrip("/"), filesystem)]
-    return _fetch_first_intact(kept, "", into, trial_id) if kept else None
+    try:
+        kept = _newest_first(_kept(trial_dir.rstrip("/"), filesystem), filesystem)
+    except OSError as exc:
+        log.warning("cannot list %s for checkpoints (%s); starting the trial afresh", trial_dir, exc)
+        return None
+    return _fetch_first_intact(kept, (-1.0, -1.0, ""), "", into, trial_id) if kept else None
 
 
-def _fetch_first_intact(ordered: list[Any], recorded_path: str, into: Path, trial_id: str) -> Optional[Restored]:
-    """The first of ``ordered`` that downloads and verifies; one newer than ``recorded_path`` ("" when
-    none is recorded) only if it is trial ``trial_id``'s own."""
-    for i, candidate in enumerate(ordered):
+def _fetch_first_intact(ordered: list[tuple[Any, Age]], recorded_age: Age, recorded_path: str, into: Path,
+                        trial_id: str) -> Optional[Restored]:  # fmt: skip
+    """The first of ``ordered`` that downloads and verifies; one newer than the recorded one (``recorded_path``
+    "" when none is recorded) only if it is trial ``trial_id``'s own."""
+    for i, (candidate, age) in enumerate(ordered):
         local = into / f"restore-{i}"
         path = candidate.path.rstrip("/")
         try:
@@ -246,12 +271,12 @@ def _fetch_first_intact(ordered: list[Any], recorded_path: str, into: Path, tria
             log.warning("%s; trying the previous checkpoint", exc)
             shutil.rmtree(local, ignore_errors=True)
             continue
-        newer = path > recorded_path
+        newer = age > recorded_age
         if newer and read_meta(local).get("trial_id") != trial_id:
             shutil.rmtree(local, ignore_errors=True)
             continue
         if path != recorded_path:
             log.warning("restored %s instead of the recorded checkpoint %s", candidate.path, recorded_path or "(none)")
         return Restored(local, unreported=newer)
-    log.error("no intact checkpoint for this trial under %s: starting it from scratch", recorded_path or ordered[0].path)
+    log.error("no intact checkpoint for this trial under %s: starting it from scratch", recorded_path or ordered[0][0].path)
     return None
