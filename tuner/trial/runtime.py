@@ -13,13 +13,14 @@ checkpoint decision, the training clock it pauses and the upload retries share i
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import shutil
 import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping, Optional, Protocol, Union
+from typing import Any, Callable, Iterator, Mapping, Optional, Protocol, Union
 
 from ray.tune.result import AUTO_RESULT_KEYS
 
@@ -250,9 +251,18 @@ class TrialSession:
             self.progress.train_time_s = self.train_time_s()
             self._clock_s = None
 
-    def _resume(self) -> None:
-        if self._clock_s is None:
-            self._clock_s = time.perf_counter()
+    @contextlib.contextmanager
+    def _paused(self) -> Iterator[None]:
+        """The platform's own work (reports, checkpoint writes and their bookkeeping, holds) is not training:
+        lost work is the training seconds a heartbeat holds past the checkpoint resumed from, so a node lost
+        while the trial holds still after its deadline checkpoint must have lost nothing. Nests."""
+        running = self._clock_s is not None
+        self._pause()
+        try:
+            yield
+        finally:
+            if running:
+                self._clock_s = time.perf_counter()
 
     # -- the calls of tuner.session -------------------------------------------------------------------
     def get_checkpoint(self) -> Optional[ckpt.Checkpoint]:
@@ -313,9 +323,10 @@ class TrialSession:
         reason = "final" if final else self.due(self.progress.reports)  # a notice's reason is kept when it comes here
         if checkpoint is not None and reason is not None and (final or time.time() >= self.upload_retry_at_s):
             state = checkpoint() if callable(checkpoint) else checkpoint
-            if self._persist(state, reason, between_reports=False, wait=final):
-                self._hold_for_deadline(reason)
-                return
+            with self._paused():
+                if self._persist(state, reason, between_reports=False, wait=final):
+                    self._hold_for_deadline(reason)
+                    return
         self._send(self._result(between_reports=False), None)
 
     # -- internals ------------------------------------------------------------------------------------
@@ -333,16 +344,14 @@ class TrialSession:
         return result
 
     def _send(self, result: dict[str, Any], checkpoint_dir: Optional[str]) -> None:
-        self._pause()
-        try:
+        with self._paused():
             self.backend.report(result, checkpoint_dir)
-        finally:
-            self._resume()
-        self.beat()
+            self.beat()
 
     def _checkpoint_between_reports(self, state: State, reason: str) -> None:
-        self._persist(state, reason, between_reports=True, wait=False)
-        self._hold_for_deadline(reason)
+        with self._paused():
+            self._persist(state, reason, between_reports=True, wait=False)
+            self._hold_for_deadline(reason)
 
     def _hold_for_deadline(self, reason: str) -> None:
         """After the checkpoint just before a notice's deadline, train no further on a node about to go."""
@@ -363,44 +372,42 @@ class TrialSession:
             self._hold(until_s=self.upload_retry_at_s)
 
     def _try_persist(self, state: State, reason: str, between_reports: bool) -> bool:
-        self._pause()
-        started = time.perf_counter()
-        directory = Path(tempfile.mkdtemp(prefix="ckpt-", dir=self._dir))
-        try:
-            meta = {"trial_id": self.context.trial_id, "progress": asdict(self.progress), "metrics": self.last_metrics,
-                    "reason": reason, "between_reports": between_reports, STEP_HOOK: self.hooked}  # fmt: skip
-            if self.context.is_main:  # the state is the same on every rank (data-parallel): rank 0 writes it
-                ckpt.write(directory, state, meta)
-            # A result that carries its checkpoint got through: no upload is failing any more.
-            self.backend.report({**self._result(between_reports, reason), "upload_failures": 0},
-                                str(directory) if self.context.is_main else None)  # fmt: skip
-        except (OSError, RuntimeError) as exc:  # pyarrow's S3 errors; Ray's "Unable to set up cluster storage"
-            self.upload_failures += 1
-            wait_s = min(UPLOAD_RETRY_MAX_S, UPLOAD_RETRY_S * 2 ** (self.upload_failures - 1))
-            self.upload_retry_at_s = time.time() + wait_s
-            log.warning("trial %s: checkpoint upload failed (%s); training goes on, retrying in %.0f s",
-                        self.context.trial_id, first_line(exc), wait_s)  # fmt: skip
-            return False
-        finally:
-            shutil.rmtree(directory, ignore_errors=True)
-            self._resume()
-        if self.upload_failures:
-            log.warning("trial %s: checkpoint upload works again after %d failures", self.context.trial_id, self.upload_failures)
-        self.upload_failures = 0
-        self.policy.observe_cost(time.perf_counter() - started, notice_usable=self.hooked)
-        self.checkpointed_at_s = self.progress.train_time_s
-        self.drain_checkpointed |= reason == "drain"  # decided after the notice was seen: it holds the state to keep
-        self.deadline_checkpointed |= reason == "deadline"
-        self.beat(force=True)
-        return True
+        with self._paused():
+            started = time.perf_counter()
+            directory = Path(tempfile.mkdtemp(prefix="ckpt-", dir=self._dir))
+            try:
+                meta = {"trial_id": self.context.trial_id, "progress": asdict(self.progress), "metrics": self.last_metrics,
+                        "reason": reason, "between_reports": between_reports, STEP_HOOK: self.hooked}  # fmt: skip
+                if self.context.is_main:  # the state is the same on every rank (data-parallel): rank 0 writes it
+                    ckpt.write(directory, state, meta)
+                # A result that carries its checkpoint got through: no upload is failing any more.
+                self.backend.report({**self._result(between_reports, reason), "upload_failures": 0},
+                                    str(directory) if self.context.is_main else None)  # fmt: skip
+            except (OSError, RuntimeError) as exc:  # pyarrow's S3 errors; Ray's "Unable to set up cluster storage"
+                self.upload_failures += 1
+                wait_s = min(UPLOAD_RETRY_MAX_S, UPLOAD_RETRY_S * 2 ** (self.upload_failures - 1))
+                self.upload_retry_at_s = time.time() + wait_s
+                log.warning("trial %s: checkpoint upload failed (%s); training goes on, retrying in %.0f s",
+                            self.context.trial_id, first_line(exc), wait_s)  # fmt: skip
+                return False
+            finally:
+                shutil.rmtree(directory, ignore_errors=True)
+            if self.upload_failures:
+                log.warning("trial %s: checkpoint upload works again after %d failures", self.context.trial_id, self.upload_failures)
+            self.upload_failures = 0
+            self.policy.observe_cost(time.perf_counter() - started, notice_usable=self.hooked)
+            self.checkpointed_at_s = self.progress.train_time_s
+            self.drain_checkpointed |= reason == "drain"  # decided after the notice was seen: it holds the state to keep
+            self.deadline_checkpointed |= reason == "deadline"
+            self.beat(force=True)
+            return True
 
     def _hold(self, until_s: float) -> None:
         """Do no work the node's loss would discard; train on if the node survives."""
-        self._pause()
-        while time.time() < until_s:
-            time.sleep(0.5)
-            self.beat()
-        self._resume()
+        with self._paused():
+            while time.time() < until_s:
+                time.sleep(0.5)
+                self.beat()
 
     def beat(self, force: bool = False, error: bool = False) -> None:
         if not self.context.is_main:
