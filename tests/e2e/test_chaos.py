@@ -28,8 +28,10 @@ def test_random_node_kills_lose_nothing(s3_server, tmp_path: Path, monkeypatch: 
         monkeypatch.setenv(key, value)
     bucket = s3_server.make_bucket()
     uri = f"sqlite:///{tmp_path}/mlflow.db"
+    # Enough epochs that the search outlasts three kills: a restart takes 5-16 s here, an epoch ~0.2 s, and
+    # with 10 epochs the third kill came as late as 47 s in, near the end (a fresh-clone run counted 2 preemptions).
     cfg = experiment(
-        "chaos", str(tmp_path), epochs=10, space="search_spaces.resnet:space", num_samples=4, concurrency=2,
+        "chaos", str(tmp_path), epochs=16, space="search_spaces.resnet:space", num_samples=4, concurrency=2,
         output_dir=str(tmp_path),
         storage=StorageConfig(kind="s3", bucket=bucket, endpoint_url=s3_server.endpoint_url),
         tracking=TrackingConfig(tracking_uri=uri, artifact_location=str(tmp_path / "mlartifacts")),
