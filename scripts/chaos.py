@@ -1,6 +1,6 @@
 """Node chaos at a chosen intensity: random worker kills (some after a spot notice) during a real search.
 
-    python scripts/chaos.py [--kills 3] [--seed 7] [--notice-fraction 0.5] [--interval-s 3] [--epochs 10]
+    python scripts/chaos.py [--kills 3] [--seed 7] [--notice-fraction 0.5] [--span-epochs 2] [--epochs 10]
 
 Runs the ResNet search (4 trials, 2 at a time) twice on a local multi-node Ray cluster:
 undisturbed, then with the kills; prints a table and JSON. `data lost` counts trials that
@@ -30,8 +30,8 @@ def main() -> None:
     parser.add_argument("--kills", type=int, default=3)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--notice-fraction", type=float, default=0.5)
-    parser.add_argument("--interval-s", type=float, default=3.0, help="mean time between kills")
-    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--span-epochs", type=int, default=2, help="most epochs a victim trains before its kill")
+    parser.add_argument("--epochs", type=int, default=16)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as root, contextlib.redirect_stdout(sys.stderr):
         cfg = experiment(
@@ -41,7 +41,7 @@ def main() -> None:
         cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})
         try:
             report = node_chaos(cluster, cfg, kills=args.kills, seed=args.seed, notice_fraction=args.notice_fraction,
-                                mean_interval_s=args.interval_s, workers=2)  # fmt: skip
+                                span_epochs=args.span_epochs, workers=2)  # fmt: skip
         finally:
             cluster.shutdown()
     print("| kills | notices | trials finished | trials interrupted | preemptions seen | lost work (s) | data lost |")

@@ -23,6 +23,12 @@ def invalid_resnet(trial: optuna.Trial) -> None:
     _fixed(trial, {**RESNET8, "depth": 10})
 
 
+def resnet8_lr(trial: optuna.Trial) -> None:
+    """ResNet-8 at several learning rates: distinct trials of the smallest ResNet (chaos runs key trials by config)."""
+    trial.suggest_float("lr", 0.03, 0.3, log=True)
+    _fixed(trial, {name: value for name, value in RESNET8.items() if name != "lr"})
+
+
 def regression(trial: optuna.Trial) -> None:
     _fixed(trial, REGRESSION)
 

@@ -89,10 +89,12 @@ def test_agent_drains_its_node_for_each_provider(cluster: Cluster, provider: str
     busy = Busy.options(scheduling_strategy=NodeAffinitySchedulingStrategy(node.node_id, soft=False)).remote()
     assert ray.get(busy.ping.remote()) == node.node_id
     try:
-        time.sleep(1.5)
+        polled = len(node.metadata.requests)
+        wait_for(lambda: len(node.metadata.requests) >= polled + 3, 30, "polls with no notice")
         assert node.node_id not in drain.draining_nodes()
         node.metadata.mode = "malformed"  # never a false drain
-        time.sleep(1.0)
+        polled = len(node.metadata.requests)
+        wait_for(lambda: len(node.metadata.requests) >= polled + 3, 30, "polls of malformed answers")
         assert node.node_id not in drain.draining_nodes() and node.agent.poll() is None
         node.metadata.mode, node.metadata.terminate_at = "ok", time.time() + 30
         wait_for(lambda: node.node_id in drain.draining_nodes(), 10, "the drain")

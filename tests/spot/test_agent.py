@@ -113,7 +113,10 @@ def test_agent_loop_polls_at_its_interval() -> None:
         stop = threading.Event()
         thread = threading.Thread(target=agent.run, args=(stop,))
         thread.start()
-        time.sleep(0.5)
+        deadline = time.monotonic() + 5
+        while len(fake.requests) < 3:  # it polls with no notice, at its interval
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
         fake.terminate_at = time.time() + 30
         deadline = time.monotonic() + 5
         while not drains and time.monotonic() < deadline:

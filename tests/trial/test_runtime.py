@@ -163,7 +163,7 @@ def test_a_failed_upload_is_retried_and_training_goes_on(monkeypatch) -> None:
     with session(backend) as s:
         s.report({"step": 1, "val_loss": 0.5}, checkpoint={"step": 1})
         assert backend.results[-1]["saved"] is None and backend.results[-1]["upload_failures"] == 1
-        time.sleep(0.06)
+        wait_until(lambda: time.time() >= s.upload_retry_at_s)  # the retry is due
         s.step(lambda: {"step": 1.5})
     assert backend.results[-1]["checkpoint_reason"] == "retry" and backend.results[-1]["upload_failures"] == 0
 

@@ -117,6 +117,7 @@ class RunSettings:
     max_failures: int = 2  # application errors per trial; preemptions are not counted
     num_to_keep: int = 2  # checkpoints kept per trial
     verbose: int = 0  # Tune's own console output; our progress lines replace it
+    stop_file: Optional[str] = None  # once this file exists, the search ends as done (tuner.run.stop)
 
     def __post_init__(self) -> None:
         require(self.max_failures >= -1, "run.max_failures must be >= -1 (-1 = retry forever)")

@@ -247,6 +247,7 @@ def run_search(settings: Config, trainer_settings: Any, resume: bool, dashboard_
     """The search on the connected cluster, watched by the callbacks; its outcome on the console and in MLflow.
     ``autoscaler_config``: the file the cluster's autoscaler reads, which the capacity rule steers."""
     import ray
+    from ray.tune.stopper import CombinedStopper
 
     from tuner import _ray
     from tuner.cost import pricing
@@ -256,6 +257,7 @@ def run_search(settings: Config, trainer_settings: Any, resume: bool, dashboard_
     from tuner.run.build import build_tuner, search_params, trial_spec
     from tuner.run.console import ProgressPrinter
     from tuner.run.liveness import SearchStalled, Watchdog
+    from tuner.run.stop import StopFile
     from tuner.run.tracking import MLflowTracker
     from tuner.trial import heartbeat
 
@@ -269,7 +271,10 @@ def run_search(settings: Config, trainer_settings: Any, resume: bool, dashboard_
     cache = Path(settings.output_dir) / "price_cache"
     prices = pricing.make_source(settings.pricing.source, cache, settings.pricing.cache_ttl_s)
     ledger = CostLedger(settings.cost, settings.pricing.region, search, prices, settings.cluster.head_instance_type)
-    stopper = BudgetStopper(ledger, settings.budget.max_usd, search.time_attr, search.max_t) if settings.budget.max_usd else None
+    budget = BudgetStopper(ledger, settings.budget.max_usd, search.time_attr, search.max_t) if settings.budget.max_usd else None
+    stop_file = StopFile(settings.run.stop_file) if settings.run.stop_file else None
+    stoppers: list[BudgetStopper | StopFile] = [s for s in (budget, stop_file) if s is not None]
+    stopper = CombinedStopper(*stoppers) if len(stoppers) > 1 else next(iter(stoppers), None)
     watchdog = Watchdog(settings.liveness, search.tune.num_samples, ray.available_resources)
     callbacks: list[Any] = [ProgressPrinter(search, ledger), ledger, watchdog, *observers]
     tracker: Optional[MLflowTracker] = None
@@ -301,7 +306,7 @@ def run_search(settings: Config, trainer_settings: Any, resume: bool, dashboard_
         if tracker is not None:
             tracker.close({}, "FAILED")
         return EXIT_STALLED
-    if watchdog.unfinished and not (stopper is not None and stopper.tripped):
+    if watchdog.unfinished and not any(s.tripped for s in stoppers):
         done = watchdog.statuses["TERMINATED"] + watchdog.statuses["ERROR"]
         print(f"\nsearch interrupted: {done} of {search.tune.num_samples} trials done; the same command resumes it:\n"
               f"  {resume_command()}")  # fmt: skip
@@ -312,7 +317,7 @@ def run_search(settings: Config, trainer_settings: Any, resume: bool, dashboard_
     told, front = pareto_front(results, settings)
     links = tracker.links() if tracker else []
     status = summarize(results, settings, ledger, totals, told, front, dashboard_url, links)
-    if stopper is not None and stopper.tripped:
+    if budget is not None and budget.tripped:
         print(f"budget: stopped at {usd(ledger.committed_usd())} of budget.max_usd={settings.budget.max_usd}: "
               "no new trials were started; running trials stopped after their checkpoint")  # fmt: skip
     if tracker is not None:

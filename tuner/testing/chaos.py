@@ -24,6 +24,7 @@ from tuner.testing.metadata import MetadataServer
 from tuner.trial.runtime import CHECKPOINT_ONLY
 
 AGENT_START_TIMEOUT_S = 60.0
+POLL_S = 0.05  # how often the injector looks at the results it has seen
 
 
 def nodes_in_use(resource: str = "CPU") -> dict[str, dict[str, Any]]:
@@ -172,6 +173,36 @@ def timeline(log: list[dict[str, Any]], results: list[dict[str, Any]]) -> dict[s
     return {"placements": placements, "removals": removals}
 
 
+def _latest(recorder: ResultRecorder) -> dict[str, dict[str, Any]]:
+    return {r["trial_id"]: r for r in list(recorder.results) if not r.get(CHECKPOINT_ONLY)}
+
+
+def _next_victim(
+    recorder: ResultRecorder, done: threading.Event, rng: random.Random, nodes: set[str], epochs: int, span: int
+) -> str | None:
+    """The node to take away next: a random trial in the first half of its epochs on one of ``nodes``, once it
+    reports an epoch 1 to ``span`` ahead (still in that half: half its epochs left while the node goes);
+    None once the search is over."""
+    while not done.is_set():
+        live = sorted(
+            (r for r in _latest(recorder).values() if r["node_id"] in nodes and r.get("epoch", 0) < epochs // 2),
+            key=lambda r: r["trial_id"],
+        )
+        if not live:
+            done.wait(POLL_S)
+            continue
+        trial = rng.choice(live)
+        at = min(trial.get("epoch", 0) + rng.randint(1, span), epochs // 2)
+        while not done.is_set():
+            now = _latest(recorder)[trial["trial_id"]]
+            if now.get("epoch", 0) >= at:
+                if now["node_id"] in nodes:  # still where it reported: it is training there now
+                    return str(now["node_id"])
+                break  # it moved (another removal): draw again
+            done.wait(POLL_S)
+    return None
+
+
 def node_chaos(
     cluster: Any,
     cfg: Config,
@@ -179,11 +210,15 @@ def node_chaos(
     seed: int = 0,
     notice_fraction: float = 0.5,
     notice_s: float = 4.0,
-    mean_interval_s: float = 6.0,
+    span_epochs: int = 2,
     workers: int = 3,
 ) -> dict[str, Any]:
     """Run ``cfg`` twice on ``cluster``: undisturbed, then with ``kills`` worker nodes taken away at random
     (fixed seed; some with a spot notice first), each replaced. Every search runs through the real driver.
+
+    Each kill is placed by training progress, never by the clock: a random trial in the first half of its
+    epochs, and the node it is on when it reports a random epoch 1 to ``span_epochs`` ahead, so that every
+    kill comes, and lands on a running trial, at any machine speed.
 
     Returns the figures of the chaos run and ``data_lost``: trials that did not finish, or finished with
     other final metrics than the undisturbed run. Requires the search's trials to come from seeded
@@ -206,14 +241,9 @@ def node_chaos(
 
         def inject(recorder: ResultRecorder = recorder, done: threading.Event = done) -> None:
             while len(events) < kills:
-                if done.wait(rng.uniform(0.5, 1.5) * mean_interval_s):
+                victim = _next_victim(recorder, done, rng, set(chaos.nodes), epochs, span_epochs)
+                if victim is None:
                     return
-                latest = {r["trial_id"]: r for r in recorder.results}
-                running = {r["node_id"] for r in latest.values() if r.get("epoch", 0) < epochs} & set(chaos.nodes)
-                busy = sorted(running & set(nodes_in_use())) if running else []
-                if not busy:
-                    continue
-                victim = rng.choice(busy)
                 if rng.random() < notice_fraction:
                     events.append("notice")
                     chaos.preempt(victim, notice_s)
