@@ -52,7 +52,7 @@ def resume_is_exact(device: str, epochs: int = 4) -> dict:
     first = Trial(PARAMS, workload, data, torch.device(device))
     head = [[m[k] for k in keys] for m in (first.run_epoch() for _ in range(epochs // 2))]
     with tempfile.TemporaryDirectory() as d:
-        checkpoint.write(d, first.state(), {})
+        checkpoint.write(d, first.state(), {}, rng=[checkpoint.rng_state()])
         resumed = Trial(PARAMS, workload, data, torch.device(device))
         resumed.load_state(checkpoint.Checkpoint(d).load())
     tail = [[m[k] for k in keys] for m in (resumed.run_epoch() for _ in range(epochs - epochs // 2))]

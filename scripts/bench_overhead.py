@@ -59,7 +59,7 @@ def plain_train(config: dict[str, Any], workload: dict[str, Any]) -> None:
     while not trial.done:
         metrics = trial.run_epoch(lambda: None)
         with tempfile.TemporaryDirectory() as directory:
-            checkpoint.write(directory, trial.state(), {})
+            checkpoint.write(directory, trial.state(), {}, rng=[checkpoint.rng_state()])
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(directory))
 
 

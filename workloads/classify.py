@@ -103,15 +103,13 @@ class Trial:
             "optimizer": self.optimizer.state_dict(),
             "schedule": self.schedule.state_dict(),
             "progress": asdict(self.progress),
-            "rng": session.rng_state(),
-        }
+        }  # the RNG states: recorded with every checkpoint and put back by load() (checkpoint.rng)
 
     def load_state(self, state: dict[str, Any]) -> None:
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.schedule.load_state_dict(state["schedule"])
         self.progress = Progress(**state["progress"])
-        session.set_rng_state(state["rng"])
 
     def train_epoch(self, after_step: Optional[Callable[[], None]] = None) -> float:
         """Finish the current epoch in its fixed order; returns its mean training loss.

@@ -16,8 +16,10 @@ GONE_TIMEOUT_S = 60.0
 
 
 def reclaim(twin: LocalTwin, node_id: str, node_type: str, notice_s: Optional[float] = None, back: bool = True) -> int:
-    """Take the node away (after ``notice_s`` of notice, if given); with ``back``, its type has capacity again
-    once it is gone. Returns the type's capacity before (to give it back later with ``twin.set_max_workers``)."""
+    """Take the node away (at the deadline of a notice of ``notice_s``, if given: the cloud's rule, not a wait for
+    anything); with ``back``, its type has capacity again once it is gone. Returns the type's capacity before (to
+    give it back later with ``twin.set_max_workers``). The sleep is the notice itself: a cloud takes the node at
+    the deadline whatever the trial did meanwhile."""
     gcs = _ray.bootstrap_address("auto")
     if notice_s:
         assert drain_node(gcs, node_id, "test spot notice", time.time() + notice_s)

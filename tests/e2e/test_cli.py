@@ -149,13 +149,35 @@ def test_tracking_server(mlflow_server, tmp_path: Path) -> None:
     assert_tracked(mlflow_server.uri, name, num_trials=2, epochs=2)
 
 
+EPOCH_LINE = re.compile(r"trial +\d+/\d+ \w+  epoch")
+
+
+def read_until_seen(driver: subprocess.Popen, lines: list[str], needles: list[str], epochs_after: int,
+                    timeout_s: float = 300) -> int:  # fmt: skip
+    """Read the driver's output into ``lines`` until every needle has appeared and ``epochs_after`` epoch lines
+    came after the last of them (a fault's end placed by what the search has done, not by the clock).
+    Returns the epoch lines read. The time limit is a hang guard only."""
+    assert driver.stdout is not None
+    deadline, missing, after, epochs = time.monotonic() + timeout_s, set(needles), 0, 0
+    for line in driver.stdout:
+        lines.append(line)
+        missing = {n for n in missing if n not in line}
+        if EPOCH_LINE.search(line):
+            epochs += 1
+            after += not missing
+        if not missing and after >= epochs_after:
+            return epochs
+        assert time.monotonic() < deadline, f"still waiting for {sorted(missing)} after {timeout_s} s"
+    raise AssertionError(f"the search ended before {sorted(missing) or f'{epochs_after} epochs'}: " + "".join(lines)[-3000:])
+
+
 def test_mlflow_outage_mid_search_loses_nothing(tmp_path: Path) -> None:
     """Stop the tracking server mid-search, start it again: every update kept meanwhile reaches it."""
     port, workdir = free_port(), tmp_path / "mlflow"
     workdir.mkdir()
     server = start_mlflow_server(workdir, port)
     uri = f"http://127.0.0.1:{port}"
-    num_samples, epochs = 6, 40  # long enough to outlast the outage and the server's restart
+    num_samples, epochs = 6, 40  # long enough to outlast the server's restart (seconds), after the outage's events
     args = [*long_search(tmp_path / "run", num_samples, epochs), f"tracking.tracking_uri={uri}", "name=outage"]
     driver = subprocess.Popen(
         [sys.executable, "-m", "tuner.run", *args], cwd=REPO, env=cli_env(),
@@ -168,8 +190,8 @@ def test_mlflow_outage_mid_search_loses_nothing(tmp_path: Path) -> None:
             lines.append(line)
             if re.search(r"trial +1/\d+ \w+  epoch +3/", line):
                 break
-        stop(server)  # the outage: trials keep reporting meanwhile
-        time.sleep(8)
+        stop(server)  # the outage: trials keep reporting meanwhile, until the driver has said so and a few more epochs
+        read_until_seen(driver, lines, [f"MLflow at {uri} is unreachable"], epochs_after=3)
         server = start_mlflow_server(workdir, port)
         lines += driver.stdout.readlines()
         driver.wait(timeout=300)
@@ -223,9 +245,8 @@ def kill_driver_mid_search(args: list[str], env: dict[str, str] | None = None) -
         assert time.monotonic() < deadline, "search never reached the kill point"
     os.kill(driver.pid, signal.SIGKILL)
     driver.wait()
-    time.sleep(1)
     try:
-        os.killpg(driver.pid, signal.SIGKILL)
+        os.killpg(driver.pid, signal.SIGKILL)  # the head's Ray processes go with it
     except ProcessLookupError:
         pass
     return finished, next(iter(running))
@@ -325,9 +346,9 @@ def test_head_loss_restores_from_the_bucket_alone(s3_server, tmp_path: Path) -> 
 
 
 def test_s3_outage_mid_search_loses_nothing(s3_server, tmp_path: Path) -> None:
-    """Stop the S3 server for ~30 s mid-search, start it again: training goes on, uploads resume,
-    and every trial's results and last checkpoint end up in the bucket."""
-    num_samples, epochs, outage_s = 3, 60, 30
+    """Stop the S3 server mid-search until uploads have failed and training went on, start it again: uploads
+    resume, and every trial's results and last checkpoint end up in the bucket."""
+    num_samples, epochs = 3, 20
     bucket = s3_server.make_bucket()
     args = [
         *long_search(tmp_path, num_samples, epochs), "storage=s3", f"storage.bucket={bucket}",
@@ -347,12 +368,8 @@ def test_s3_outage_mid_search_loses_nothing(s3_server, tmp_path: Path) -> None:
             if re.search(r"trial +1/\d+ \w+  epoch +3/", line):
                 break
         s3_server.stop()
-        back_at = time.monotonic() + outage_s
-        for line in driver.stdout:  # the search goes on meanwhile
-            lines.append(line)
-            epochs_during_outage += bool(re.search(r"trial +\d+/\d+ \w+  epoch", line))
-            if time.monotonic() > back_at:
-                break
+        # The outage lasts until the driver has said uploads fail and the search has trained 5 epochs meanwhile.
+        epochs_during_outage = read_until_seen(driver, lines, ["WARNING checkpoint upload failed"], epochs_after=5)
     finally:
         s3_server.start()  # the session's server must come back for the other tests, whatever happened
     try:

@@ -118,7 +118,7 @@ def stop_and_match(out: Path, driver: subprocess.Popen[str], log: Path, tmp_path
     driver.wait(timeout=GUARD_S)
     assert driver.returncode == 0, log.read_text()[-4000:]
     done = reports(out)
-    reference = {r["step"]: r["val_loss"] for r in undisturbed(done[-1]["step"], tmp_path)}
+    reference = {r["step"]: r["val_loss"] for r in undisturbed(int(done[-1]["step"]), tmp_path)}
     for r in done:
         if r["step"] in reference:
             assert r["val_loss"] == pytest.approx(reference[r["step"]], rel=TOLERANCE), (r["step"], r["world_size"])

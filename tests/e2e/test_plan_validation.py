@@ -31,11 +31,11 @@ pytestmark = pytest.mark.slow
 
 SLOTS = {10: "spot_g5", 9: "spot_g6"}  # two slots of the trace: 5 drops between ticks 40 and 165
 FIRST_TICK, TICKS = 40, 125
-TICK_S = 1.0  # one minute of the trace per second
-# The trials train until the search's time budget ends them, well after the traced window and the
+TICK_S = 0.5  # one minute of the trace per half second: capacity is down 4-5.5 s, up 14-22 s between drops
+# The trials train until the search's time budget ends them, after the traced window (62.5 s) and the
 # recoveries (an epoch count would be too short on a fast machine and too long on a slow one).
 EPOCHS = 100_000
-BUDGET_S = 260.0
+BUDGET_S = 140.0
 TOLERANCE = 0.20
 
 

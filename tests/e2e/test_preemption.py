@@ -20,7 +20,7 @@ from ray.cluster_utils import Cluster
 from tuner.config import CheckpointConfig, ClusterConfig, Config, RunSettings
 from tuner.run.driver import execute
 from tuner.spot import drain
-from tuner.testing.chaos import NodeChaos, ResultRecorder
+from tuner.testing.chaos import NodeChaos, ResultRecorder, deadline_saved
 from tuner.testing.searches import experiment
 from tuner.trial.heartbeat import EVERY_S as HEARTBEAT_EVERY_S
 
@@ -122,11 +122,14 @@ def run_search(cfg: Config, chaos) -> tuple[int, dict[str, Any], ResultRecorder]
 def test_notice_checkpoints_at_once_and_trial_moves_without_a_failure(cluster: Cluster, tmp_path: Path) -> None:
     """max_failures=0: a preempted trial still resumes on the other node and finishes."""
     chaos = NodeChaos(cluster, provider="aws")
-    epochs = 40  # still training at the deadline, however fast the machine (~0.3-0.6 s an epoch here)
+    # A notice shorter than the final margin (2 s): the deadline checkpoint follows the drain checkpoint at
+    # once and the trial holds still, so it only has to be training when the notice comes (0.2-0.6 s an epoch).
+    epochs = 20
 
     def inject(recorder: ResultRecorder) -> None:
         wait_for(lambda: any(r.get("epoch", 0) >= 2 for r in recorder.results), 120, "two epochs")
-        chaos.preempt(node_of(recorder.results), notice_s=6.0)
+        node = node_of(recorder.results)
+        chaos.preempt(node, notice_s=1.5, saved=deadline_saved(recorder, node))
 
     try:
         for _ in range(2):

@@ -60,12 +60,14 @@ def start(args: list[str]) -> subprocess.Popen:
                             stderr=subprocess.STDOUT, text=True, start_new_session=True)  # fmt: skip
 
 
-def read_until(proc: subprocess.Popen, pattern: str, lines: list[str]) -> None:
+def read_until(proc: subprocess.Popen, pattern: str, lines: list[str], timeout_s: float = 300) -> None:
     assert proc.stdout is not None
+    deadline = time.monotonic() + timeout_s  # a hang guard: checked at each line
     for line in proc.stdout:
         lines.append(line)
         if re.search(pattern, line):
             return
+        assert time.monotonic() < deadline, f"no line matching {pattern!r} in {timeout_s} s"
     raise AssertionError("".join(lines)[-3000:])
 
 
@@ -76,9 +78,10 @@ def test_ctrl_c_says_how_to_resume_and_the_same_command_does(presses: int, tmp_p
     proc, lines = start(args), []
     read_until(proc, r"trial +1/\d+ \w+  epoch +3/", lines)
     started = time.monotonic()
-    for _ in range(presses):
+    for press in range(1, presses + 1):
         os.killpg(proc.pid, signal.SIGINT)
-        time.sleep(0.3)
+        if press < presses:
+            read_until(proc, r"Stop signal received", lines)  # Tune's line: the first press has reached it
     out, _ = proc.communicate(timeout=120)
     out = "".join(lines) + out
     assert proc.returncode == 130, out[-3000:]

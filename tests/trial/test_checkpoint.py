@@ -35,6 +35,47 @@ def test_roundtrip_with_rng_states(tmp_path) -> None:
     assert checkpoint.read_meta(tmp_path) == {"progress": {"reports": 3}}
 
 
+
+def draws() -> tuple[torch.Tensor, np.ndarray, float]:
+    return torch.rand(3), np.random.rand(3), random.random()
+
+
+def test_load_puts_back_this_ranks_rng_states_unless_told_not_to(tmp_path) -> None:
+    states, expected = [], []
+    for rank in range(2):  # what each worker's RNGs would draw next, when the checkpoint was written
+        torch.manual_seed(10 + rank), np.random.seed(20 + rank), random.seed(30 + rank)
+        states.append(checkpoint.rng_state())
+        expected.append(draws())
+    checkpoint.write(tmp_path, {"w": torch.arange(4.0)}, {}, rng=states)
+    checkpoint.verify(tmp_path)  # the RNG file is in the manifest
+
+    for rank in range(2):
+        torch.manual_seed(99), np.random.seed(99), random.seed(99)
+        assert torch.equal(checkpoint.Checkpoint(str(tmp_path), rank=rank).load()["w"], torch.arange(4.0))
+        got = draws()
+        assert torch.equal(got[0], expected[rank][0]) and np.array_equal(got[1], expected[rank][1]) and got[2] == expected[rank][2]
+    torch.manual_seed(99)
+    untouched = torch.rand(3)
+    torch.manual_seed(99)
+    checkpoint.Checkpoint(str(tmp_path)).load(rng=False)
+    assert torch.equal(torch.rand(3), untouched)
+    torch.manual_seed(99)
+    checkpoint.Checkpoint(str(tmp_path), rng=False).load()  # checkpoint.rng=false
+    assert torch.equal(torch.rand(3), untouched)
+    assert not checkpoint.Checkpoint(str(tmp_path), rank=2).restore_rng()  # a rank the checkpoint did not have
+
+    (tmp_path / checkpoint.RNG_FILE).write_bytes(b"tampered")
+    with pytest.raises(checkpoint.CorruptCheckpointError, match="rng.pt does not match"):
+        checkpoint.verify(tmp_path)
+
+
+def test_a_directory_holding_the_rng_file_name_is_refused(tmp_path) -> None:
+    source = tmp_path / "mine"
+    source.mkdir()
+    (source / checkpoint.RNG_FILE).write_bytes(b"x")
+    with pytest.raises(checkpoint.CheckpointStateError, match="rng.pt, a name the platform reserves"):
+        checkpoint.write(tmp_path / "ckpt", str(source), {})
+
 def test_a_directory_of_files_is_copied_in_and_verified(tmp_path) -> None:
     written = tmp_path / "by-framework"
     (written / "sub").mkdir(parents=True)

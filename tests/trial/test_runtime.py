@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import dataclasses
+import shutil
 import threading
 import time
 from pathlib import Path
@@ -281,3 +282,65 @@ def test_a_checkpoint_tune_never_recorded_is_found_in_the_trial_directory(tmp_pa
         assert s.get_checkpoint() is None
         s.report({"step": 1, "val_loss": 0.5})
     assert fresh.results[0]["iteration"] == 1
+
+
+class KeepingBackend(Backend):
+    """Keeps a copy of every checkpoint the session uploads (``checkpoint_00000N``), as storage would."""
+
+    def __init__(self, root: Path, recorded: Optional[str] = None) -> None:
+        super().__init__(recorded)
+        self.root, self.kept = root, 0
+
+    def report(self, metrics: dict[str, Any], checkpoint_dir: Optional[str]) -> None:
+        if checkpoint_dir:
+            self.kept += 1
+            shutil.copytree(checkpoint_dir, self.root / f"checkpoint_{self.kept:06d}")
+        self.results.append(dict(metrics))
+
+
+def readme_trainer(steps: int) -> None:
+    """The README's sample, followed literally (state = model + optimizer + step), on a model with dropout
+    and a data order drawn from the global RNG: nothing in it saves or restores an RNG."""
+    from tuner import session as api
+
+    torch.manual_seed(0)
+    x, y = torch.randn(64, 4), torch.randn(64, 1)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 16), torch.nn.ReLU(), torch.nn.Dropout(0.5), torch.nn.Linear(16, 1))
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    step = 0
+    ckpt = api.get_checkpoint()
+    if ckpt is not None:
+        state = ckpt.load()
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["opt"])
+        step = state["step"]
+
+    def state() -> dict[str, Any]:
+        return {"model": model.state_dict(), "opt": opt.state_dict(), "step": step}
+
+    while step < steps:
+        idx = torch.randperm(64)[:16]  # the global RNG's shuffle
+        loss = ((model(x[idx]) - y[idx]) ** 2).mean()  # and its dropout masks
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        step += 1
+        api.step(state)
+        api.report({"step": step, "val_loss": loss.item()}, checkpoint=state)
+
+
+@pytest.mark.parametrize("rng", [True, False])
+def test_the_readme_sample_resumes_bit_identically_because_checkpoints_hold_the_rng(rng: bool, tmp_path: Path) -> None:
+    """Resumed from its step-3 checkpoint, the trainer reports exactly what the uninterrupted run reported; with
+    ``checkpoint.rng=false`` (the platform saving no RNG) it does not: the dropout masks and shuffles differ."""
+    whole = KeepingBackend(tmp_path / "whole")
+    with session(whole, rng=rng):
+        readme_trainer(6)
+    shutil.copytree(tmp_path / "whole" / "checkpoint_000003", tmp_path / "storage" / "checkpoint_000003")  # its only one
+    resumed = KeepingBackend(tmp_path / "resumed", recorded=str(tmp_path / "storage" / "checkpoint_000003"))
+    torch.manual_seed(12345)  # whatever the new process's RNGs hold
+    with session(resumed, rng=rng):
+        readme_trainer(6)
+    after = [(r["step"], r["val_loss"]) for r in whole.results if r["step"] > 3]
+    assert [r["step"] for r in resumed.results] == [4, 5, 6]
+    assert ([(r["step"], r["val_loss"]) for r in resumed.results] == after) is rng

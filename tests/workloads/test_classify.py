@@ -38,7 +38,7 @@ def test_resume_after_epoch_k_matches_uninterrupted(tmp_path, model: str, params
 
     first = Trial(params, workload, data, cpu)
     head = run(first, k)
-    checkpoint.write(tmp_path, first.state(), {})
+    checkpoint.write(tmp_path, first.state(), {}, rng=[checkpoint.rng_state()])  # as the session writes it
     del first
     torch.manual_seed(12345)  # a fresh process would not share the old RNG position
     resumed = Trial(params, workload, data, cpu)
@@ -67,7 +67,7 @@ def test_resume_mid_epoch_matches_uninterrupted(tmp_path) -> None:
 
     def save_at_step_5() -> None:
         if first.progress.epoch == 1 and first.progress.step == 5:
-            checkpoint.write(tmp_path, first.state(), {})
+            checkpoint.write(tmp_path, first.state(), {}, rng=[checkpoint.rng_state()])  # as the session writes it
 
     for _ in range(2):
         first.run_epoch(save_at_step_5)

@@ -42,6 +42,7 @@ class CheckpointConfig:
     observed_rates_per_h: dict[str, float] = field(default_factory=dict)  # "type@zone" -> lambda; the driver fills it
     final_margin_s: float = 10.0  # on a drain with a deadline: checkpoint again this long before it
     drain_poll_interval_s: float = 0.5  # how often a trial asks the GCS whether its node is draining
+    rng: bool = True  # record every worker's RNG states with each checkpoint; Checkpoint.load() puts them back
 
     def __post_init__(self) -> None:
         require(self.policy in POLICIES, f"checkpoint.policy={self.policy!r}: use {' or '.join(POLICIES)}")

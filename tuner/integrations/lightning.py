@@ -8,8 +8,10 @@ At the end of every training epoch (after validation) the logged metrics
 (``trainer.save_checkpoint``) goes with them when the checkpoint policy says so. When a spot
 notice arrives it is written at the next batch boundary. ``resume_path()`` is where the
 trial's newest intact checkpoint is, for ``ckpt_path``. Lightning restores its loops'
-counters but not the RNG: the callback carries torch's RNG state in the checkpoint. One
-process per trial (multi-worker trials use ``tuner.session`` in a plain loop).
+counters but not the RNGs: at the first batch after a resume the callback puts back the RNG
+states the platform recorded with the checkpoint (Python, NumPy, torch, CUDA; unless
+``checkpoint.rng=false``). One process per trial (multi-worker trials use ``tuner.session``
+in a plain loop).
 """
 
 from __future__ import annotations
@@ -47,7 +49,9 @@ class TunerCallback(pl.Callback):
 
     def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int) -> None:
         if self._rng is not None:  # the first batch after a resume draws where the saved run would have
-            torch.set_rng_state(self._rng)
+            ckpt = session.get_checkpoint()
+            if ckpt is not None and ckpt.rng and not ckpt.restore_rng():
+                torch.set_rng_state(self._rng)  # a checkpoint written before the platform recorded RNGs
             self._rng = None
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,

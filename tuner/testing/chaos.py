@@ -15,7 +15,7 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Callable
 
 from ray.tune import Callback
 
@@ -95,13 +95,16 @@ class NodeChaos:
                 raise RuntimeError(f"the agent of node {chaos_node.node_id} is not watching its metadata")
             time.sleep(0.05)
 
-    def preempt(self, node_id: str, notice_s: float) -> None:
-        """Give the node an interruption notice, then take it away at the deadline (blocks)."""
+    def preempt(self, node_id: str, notice_s: float, saved: Callable[[float], bool] | None = None) -> None:
+        """Give the node an interruption notice, then take it away at the deadline, or as soon as ``saved(notice
+        time)`` says its trial has taken its deadline checkpoint (it only holds still after it), if given. Blocks."""
         chaos_node = self.nodes[node_id]
         self._wait_until_watched(chaos_node)
-        chaos_node.metadata.terminate_at = time.time() + notice_s
-        self.log.append({"event": "notice", "node_id": node_id, "time_s": time.time()})
-        time.sleep(notice_s)
+        noticed_s = time.time()
+        chaos_node.metadata.terminate_at = noticed_s + notice_s
+        self.log.append({"event": "notice", "node_id": node_id, "time_s": noticed_s})
+        while time.time() < noticed_s + notice_s and not (saved and saved(noticed_s)):
+            time.sleep(POLL_S)
         self._remove(node_id, "preempted")
 
     def kill(self, node_id: str) -> None:
@@ -171,6 +174,18 @@ def timeline(log: list[dict[str, Any]], results: list[dict[str, Any]]) -> dict[s
             runs_on.append([r["node_id"][:8], round(r["wall_s"] - origin, 1), r.get("epoch", 0)])
     removals = [[e["event"], e["node_id"][:8], round(e["time_s"] - origin, 1)] for e in log if e["event"] in REMOVALS]
     return {"placements": placements, "removals": removals}
+
+
+def deadline_saved(recorder: ResultRecorder, node_id: str) -> Callable[[float], bool]:
+    """Whether a trial on ``node_id`` has reported its deadline checkpoint since a notice (given its time)."""
+
+    def saved(noticed_s: float) -> bool:
+        return any(
+            r.get(CHECKPOINT_ONLY) and r.get("checkpoint_reason") == "deadline" and r.get("node_id") == node_id
+            and r.get("wall_s", 0.0) >= noticed_s for r in list(recorder.results)
+        )  # fmt: skip
+
+    return saved
 
 
 def _latest(recorder: ResultRecorder) -> dict[str, dict[str, Any]]:
@@ -246,7 +261,7 @@ def node_chaos(
                     return
                 if rng.random() < notice_fraction:
                     events.append("notice")
-                    chaos.preempt(victim, notice_s)
+                    chaos.preempt(victim, notice_s, deadline_saved(recorder, victim))
                 else:
                     events.append("kill")
                     chaos.kill(victim)

@@ -27,9 +27,10 @@ log = logging.getLogger(__name__)
 
 STATE_FILE = "state.pt"
 META_FILE = "tuner.json"
+RNG_FILE = "rng.pt"  # every worker's RNG states when the checkpoint was written, by rank
 MANIFEST_FILE = "manifest.json"
 FORMAT_VERSION = 2
-RESERVED = (META_FILE, MANIFEST_FILE)
+RESERVED = (META_FILE, RNG_FILE, MANIFEST_FILE)
 
 
 class CorruptCheckpointError(RuntimeError):
@@ -42,22 +43,47 @@ class CheckpointStateError(TypeError):
 
 @dataclass(frozen=True)
 class Checkpoint:
-    """A verified checkpoint in a local directory (``path``) that lives as long as the trial attempt."""
+    """A verified checkpoint in a local directory (``path``) that lives as long as the trial attempt.
+
+    It also holds the RNG states (Python, NumPy, torch CPU and every CUDA device) of every worker at the
+    moment it was written: :meth:`load` puts this worker's back (``rank``), so that dropout masks, random
+    augmentations and shuffles after a resume draw what the uninterrupted run drew, and the resumed trial
+    is bit-identical. Load it after building the model and optimizer (their initialisation draws from the
+    same RNGs). ``rng``: the default of :meth:`load` (``checkpoint.rng``)."""
 
     path: str
+    rank: int = 0
+    rng: bool = True
 
-    def load(self) -> Any:
-        """The state given to ``report(checkpoint=...)``, ``step`` or ``save`` as a state dict.
+    def load(self, rng: Optional[bool] = None) -> Any:
+        """The state given to ``report(checkpoint=...)``, ``step`` or ``save`` as a state dict; RNG states put
+        back as they were when it was written unless ``rng=False`` (default: ``checkpoint.rng``).
 
         Loaded with ``weights_only=False``: the state may hold any object ``torch.save``
         writes, and the file is the trial's own, verified against its manifest."""
         state_path = Path(self.path) / STATE_FILE
         if not state_path.is_file():
             raise FileNotFoundError(f"checkpoint {self.path} holds files, not a state dict: read them from .path")
-        return torch.load(state_path, map_location="cpu", weights_only=False)
+        state = torch.load(state_path, map_location="cpu", weights_only=False)
+        if self.rng if rng is None else rng:
+            self.restore_rng()
+        return state
+
+    def restore_rng(self) -> bool:
+        """Put back this worker's RNG states as they were when the checkpoint was written (for checkpoints of
+        files a framework wrote, which :meth:`load` does not read). False when it holds none for this rank (a
+        checkpoint written with ``checkpoint.rng=false``, or by a narrower trial than this one)."""
+        path = Path(self.path) / RNG_FILE
+        if not path.is_file():
+            return False
+        states = torch.load(path, map_location="cpu", weights_only=False)
+        if self.rank >= len(states):
+            return False
+        set_rng_state(states[self.rank])
+        return True
 
 
-# -- RNG capture (offered to users: a bit-identical resume needs it) ----------------------------------
+# -- RNG capture (every checkpoint of the session records it; offered to users who write their own) ------
 def rng_state() -> dict[str, Any]:
     """RNG states of Python, NumPy and torch (and CUDA when present), as plain tensors and numbers."""
     np_state = np.random.get_state(legacy=False)
@@ -113,8 +139,10 @@ def _payload_files(root: Path) -> list[Path]:
     return sorted(p for p in root.rglob("*") if p.is_file() and p.relative_to(root).as_posix() not in RESERVED)
 
 
-def write(directory: Union[str, os.PathLike[str]], state: Union[Mapping[str, Any], str], meta: Mapping[str, Any]) -> None:
-    """Write ``state`` (a state dict, or the path of a directory to copy in), ``meta``, then the manifest."""
+def write(directory: Union[str, os.PathLike[str]], state: Union[Mapping[str, Any], str], meta: Mapping[str, Any],
+          rng: Optional[list[dict[str, Any]]] = None) -> None:  # fmt: skip
+    """Write ``state`` (a state dict, or the path of a directory to copy in), ``meta``, the workers' RNG states
+    (``rng``, by rank, if given), then the manifest."""
     root = Path(directory)
     root.mkdir(parents=True, exist_ok=True)
     if isinstance(state, (str, os.PathLike)):
@@ -134,9 +162,13 @@ def write(directory: Union[str, os.PathLike[str]], state: Union[Mapping[str, Any
                 f"checkpoint state cannot be saved by torch.save ({type(exc).__name__}: {first}): "
                 "keep tensors, numbers, strings and containers of them in it"
             ) from exc
+    if rng is not None:
+        torch.save(rng, root / RNG_FILE)
     _fsync_write(root / META_FILE, json.dumps(meta).encode())
     files = {p.relative_to(root).as_posix(): _sha256(p) for p in _payload_files(root)}
-    files[META_FILE] = _sha256(root / META_FILE)
+    for name in (RNG_FILE, META_FILE):
+        if (root / name).is_file():
+            files[name] = _sha256(root / name)
     _fsync_write(root / MANIFEST_FILE, json.dumps({"format": FORMAT_VERSION, "files": files}).encode())
 
 

@@ -212,7 +212,7 @@ class TrialSession:
             restored = ckpt.fetch_unrecorded(self.backend.trial_storage(), self._dir, self.context.trial_id)
         meta: dict[str, Any] = {}
         if restored is not None:
-            self.checkpoint = ckpt.Checkpoint(str(restored.path))
+            self.checkpoint = ckpt.Checkpoint(str(restored.path), rank=self.context.world_rank, rng=self.cfg.rng)
             meta = ckpt.read_meta(restored.path)
             self.progress = Progress.from_dict(meta.get("progress", {}))
             self.last_metrics = dict(meta.get("metrics", {}))
@@ -378,8 +378,9 @@ class TrialSession:
             try:
                 meta = {"trial_id": self.context.trial_id, "progress": asdict(self.progress), "metrics": self.last_metrics,
                         "reason": reason, "between_reports": between_reports, STEP_HOOK: self.hooked}  # fmt: skip
+                rngs = self.backend.gather(ckpt.rng_state()) if self.cfg.rng else None  # each rank's draws differ
                 if self.context.is_main:  # the state is the same on every rank (data-parallel): rank 0 writes it
-                    ckpt.write(directory, state, meta)
+                    ckpt.write(directory, state, meta, rngs)
                 # A result that carries its checkpoint got through: no upload is failing any more.
                 self.backend.report({**self._result(between_reports, reason), "upload_failures": 0},
                                     str(directory) if self.context.is_main else None)  # fmt: skip
