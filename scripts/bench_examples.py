@@ -28,7 +28,7 @@ from typing import Any, Callable, Iterator, Optional
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from tests.e2e.faults import reclaim  # noqa: E402
+from tests.e2e.faults import reclaim, trained_past  # noqa: E402
 from tuner.cluster.launcher import load_launcher_config  # noqa: E402
 from tuner.cluster.twin import LocalTwin, twin_config  # noqa: E402
 from tuner.config import ClusterConfig  # noqa: E402
@@ -105,7 +105,7 @@ def run(example: str, out: Path, cluster: Optional[LocalTwin] = None,
         notice_s: float = 4.0) -> tuple[subprocess.CompletedProcess[str], list[dict[str, Any]]]:  # fmt: skip
     """One trial of the example on the running twin; with ``cluster`` (the twin) it injects faults: its node
     reclaimed with a notice after its first report, then, once it has reported again elsewhere, its new node
-    reclaimed without notice half-way to the next report. Returns the CLI's run and the trial's reports
+    reclaimed without notice once the trial has trained past that report's checkpoint. Returns the CLI's run and the trial's reports
     (:func:`history`)."""
     space, _, overrides = EXAMPLES[example]
     args = [sys.executable, "-m", "tuner.run", "--config-dir", "examples/conf", f"+search={example}",
@@ -120,7 +120,8 @@ def run(example: str, out: Path, cluster: Optional[LocalTwin] = None,
             reclaim(cluster, first["node_id"], first["node_group"], notice_s)
             moved = wait_for(lambda: [r for r in reports(rows(experiment)) if r["preemptions"] == 1], driver,
                              "a report after the notice")  # fmt: skip
-            time.sleep(0.5 * moved[0]["train_time_s"] / max(moved[0]["iteration"], 1))  # half-way to the next report
+            # Killed once it has trained past that report's checkpoint (a heartbeat says so): work a kill loses.
+            trained_past(moved[-1]["trial_id"], moved[-1]["train_time_s"], lambda: driver.poll() is None)
             reclaim(cluster, moved[-1]["node_id"], moved[-1]["node_group"])
         output, _ = driver.communicate(timeout=600)
     finally:

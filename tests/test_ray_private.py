@@ -63,6 +63,18 @@ def test_quiet_token_auth_notice() -> None:
         ray_logger.setLevel(level)
 
 
+def test_use_local_token(monkeypatch) -> None:
+    """The twin is joined by its address: ray.init sends the machine's token only once this has enabled it."""
+    from ray._private.authentication import authentication_token_setup
+
+    enabled = []
+    monkeypatch.delenv("RAY_AUTH_MODE", raising=False)
+    monkeypatch.setattr(authentication_token_setup, "_enable_token_auth", lambda: enabled.append(True))
+    monkeypatch.setattr(authentication_token_setup.AuthenticationTokenLoader.instance(), "has_token", lambda **_: True)
+    _ray.use_local_token()
+    assert enabled == [True]
+
+
 def test_stop_propagating_env() -> None:
     from ray.tune.execution import class_cache
 

@@ -27,18 +27,28 @@ def quiet_token_auth_notice() -> None:
     logging.getLogger(TOKEN_AUTH_LOGGER).setLevel(logging.ERROR)
 
 
-def gcs_client(gcs_address: str) -> Any:
-    """A client of the cluster's GCS, authenticated as ``ray.init`` would be (Ray 2.60 turns token
-    authentication on by default: a client that does not look for the token is refused).
+def use_local_token() -> None:
+    """Send this machine's Ray token (``~/.ray/auth_token``) to clusters from now on, as ``ray.init`` does for
+    ``address="auto"`` only: Ray 2.60 turns token authentication on for a cluster ``ray start`` starts here,
+    and refuses a client given that cluster's address explicitly (as the twin is joined: "auto" may name
+    another cluster on the machine) unless it looks for the token.
 
-    Private: the GCS client and the token setup are what ``ray.init`` uses internally; the agent
-    and fault injection talk to the GCS without becoming a driver."""
-    import ray
+    Private: the token setup is what ``ray.init`` uses internally; no public switch does this."""
     from ray._private.authentication.authentication_token_setup import (
         maybe_enable_token_auth_if_token_available,
     )
 
     maybe_enable_token_auth_if_token_available(warn_if_disabled=False)
+
+
+def gcs_client(gcs_address: str) -> Any:
+    """A client of the cluster's GCS, authenticated as ``ray.init`` would be (see :func:`use_local_token`).
+
+    Private: the GCS client is what ``ray.init`` uses internally; the agent and fault injection talk to the
+    GCS without becoming a driver."""
+    import ray
+
+    use_local_token()
     return ray._raylet.GcsClient(address=gcs_address)
 
 

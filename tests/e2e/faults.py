@@ -6,7 +6,7 @@ node is gone, gives it back."""
 from __future__ import annotations
 
 import time
-from typing import Optional
+from typing import Callable, Optional
 
 from tuner import _ray
 from tuner.cluster.twin import LocalTwin
@@ -33,3 +33,24 @@ def reclaim(twin: LocalTwin, node_id: str, node_type: str, notice_s: Optional[fl
     if back:
         twin.set_max_workers(node_type, capacity)
     return capacity
+
+
+def trained_past(trial_id: str, train_time_s: float, running: Callable[[], bool], timeout_s: float = 600) -> None:
+    """Block until the trial's heartbeat (the driver's store, read as the trial's next attempt reads it) holds
+    more than ``train_time_s`` of training: work past the checkpoint taken then, which a kill now loses.
+    ``running()`` false (the search ended) fails at once; the limit is a hang guard."""
+    import ray
+
+    from tuner.trial.heartbeat import Heartbeat
+
+    connected = ray.is_initialized()
+    if not connected:
+        ray.init(address="auto", logging_level="ERROR", log_to_driver=False)
+    try:
+        beats, deadline = Heartbeat(trial_id), time.monotonic() + timeout_s
+        while (beats.read() or {}).get("train_time_s", 0.0) <= train_time_s:
+            assert running() and time.monotonic() < deadline, f"trial {trial_id} trained nothing past {train_time_s:.2f} s"
+            time.sleep(0.05)
+    finally:
+        if not connected:
+            ray.shutdown()

@@ -394,7 +394,8 @@ def test_s3_outage_mid_search_loses_nothing(s3_server, tmp_path: Path) -> None:
         assert epochs_seen == set(range(1, epochs + 1)), f"{trial}: results lost"
         newest = max(k for k in keys if k.startswith(f"team/outage/{trial}/checkpoint_") and k.endswith("manifest.json"))
         with tempfile.TemporaryDirectory() as directory:
-            for name in (checkpoint.MANIFEST_FILE, checkpoint.META_FILE, checkpoint.STATE_FILE):
+            client.download_file(bucket, newest, f"{directory}/{checkpoint.MANIFEST_FILE}")
+            for name in json.loads(Path(directory, checkpoint.MANIFEST_FILE).read_text())["files"]:
                 client.download_file(bucket, newest.replace(checkpoint.MANIFEST_FILE, name), f"{directory}/{name}")
             checkpoint.verify(directory)
             assert checkpoint.Checkpoint(directory).load()["progress"]["epoch"] == epochs, f"{trial}: last checkpoint lost"

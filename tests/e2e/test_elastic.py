@@ -16,7 +16,7 @@ from typing import Any, Callable, Iterator
 import pytest
 
 from tests.conftest import REPO, cli_env, run_cli
-from tests.e2e.faults import reclaim
+from tests.e2e.faults import reclaim, trained_past
 from tuner.cluster.launcher import load_launcher_config, worker_types
 from tuner.cluster.twin import LocalTwin, twin_config
 from tuner.config import ClusterConfig
@@ -126,17 +126,6 @@ def stop_and_match(out: Path, driver: subprocess.Popen[str], log: Path, tmp_path
     return done
 
 
-def heartbeat_of(trial_id: str) -> dict[str, Any]:
-    """The trial's latest heartbeat (training seconds, node), as the driver's store holds it."""
-    import ray
-
-    from tuner.trial.heartbeat import Heartbeat
-
-    if not ray.is_initialized():
-        ray.init(address="auto", logging_level="ERROR", log_to_driver=False)
-    return Heartbeat(trial_id).read() or {}
-
-
 def test_a_notice_shrinks_the_trial_and_capacity_grows_it_back(twin: LocalTwin, tmp_path: Path) -> None:
     """A preemption is not a failure: with ``run.max_failures=0`` the trial still finishes. The restart after the
     notice sizes from the nodes that stay, so it costs one worker-group start (not also Ray Train's start
@@ -188,10 +177,7 @@ def test_a_worker_node_killed_without_notice_costs_the_work_since_the_last_check
                                   stdout=stream, stderr=subprocess.STDOUT, text=True)  # fmt: skip
     try:
         first, second = wide_reports(out, driver, count=2)[:2]
-        deadline = time.monotonic() + GUARD_S
-        while heartbeat_of(second["trial_id"]).get("train_time_s", 0.0) <= second["train_time_s"]:
-            assert driver.poll() is None and time.monotonic() < deadline, "no heartbeat past the checkpoint"
-            time.sleep(0.1)
+        trained_past(second["trial_id"], second["train_time_s"], lambda: driver.poll() is None)
         other = next(n for n in second["worker_nodes"].split(",") if n != second["node_id"])
         reclaim(twin, other, node_group(other))  # capacity back once the node is gone
         wait_for_reports(out, driver, "report after the restart", lambda rows: rows[-1].get("restarts", 0) >= 1)
@@ -199,9 +185,6 @@ def test_a_worker_node_killed_without_notice_costs_the_work_since_the_last_check
     finally:
         if driver.poll() is None:
             driver.kill()
-        import ray
-
-        ray.shutdown()
     final = done[-1]
     assert final["preemptions"] >= 1 and final["restarts"] >= 1, final
     interval_s = max(b["train_time_s"] - a["train_time_s"] for a, b in zip(done, done[1:]))  # a checkpoint each report

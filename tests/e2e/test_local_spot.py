@@ -2,8 +2,7 @@
 
 The CLI starts the twin; trials request fake GPUs; the autoscaler launches spot worker
 types for them; a worker raylet is killed mid-trial and the trial finishes elsewhere.
-The twin calls `ray stop --force` at the end: these tests must not overlap other Ray
-clusters on the machine (pytest runs tests one at a time).
+The twin stops only its own processes at the end: another Ray cluster on the machine keeps running.
 """
 
 from __future__ import annotations
@@ -149,3 +148,46 @@ def test_aws_cluster_needs_s3(tmp_path: Path) -> None:
 def test_unknown_cluster_name() -> None:
     proc = run_cli(["+search=mlp", "cluster=gke"])
     assert proc.returncode == 1 and "Could not find 'cluster/gke'" in proc.stderr
+
+
+TINY_SPOT = ["+search=mlp", "cluster=local_spot", "search.resources.gpu=1", "search.tune.num_samples=1",
+             "search.workload.epochs=2", "search.scheduler.grace_period=2", "tracking=none"]  # fmt: skip
+
+
+def test_the_twin_stops_only_what_it_started(tmp_path: Path) -> None:
+    """An unrelated Ray cluster on other ports (a user's, another search's) still answers after a local_spot
+    search has run to the end and stopped its twin."""
+    import ray.util
+
+    from tests.conftest import free_port
+    from tuner.cluster.twin import cluster_processes
+
+    other = f"{ray.util.get_node_ip_address()}:{free_port()}"
+    subprocess.run([str(Path(sys.executable).parent / "ray"), "start", "--head", f"--port={other.split(':')[1]}",
+                    "--num-cpus=1", "--include-dashboard=false"], check=True, capture_output=True, env=cli_env())  # fmt: skip
+    try:
+        proc = run_cli([*TINY_SPOT, "cluster.include_dashboard=false", f"output_dir={tmp_path}"])
+        assert proc.returncode == 0 and "1 of 1 trials finished, 0 failed." in proc.stdout, proc.stderr[-3000:]
+        probe = f"import ray; ray.init(address={other!r}, logging_level='ERROR'); print(ray.cluster_resources()['CPU'])"
+        answer = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=cli_env(), timeout=120)
+        assert answer.returncode == 0 and answer.stdout.strip().splitlines()[-1] == "1.0", answer.stderr[-2000:]
+    finally:
+        procs = cluster_processes(other, None)
+        for p in procs:
+            p.kill()
+
+
+def test_a_second_twin_while_one_holds_the_dashboard_port_is_refused_in_one_line(tmp_path: Path) -> None:
+    from tuner.cluster.launcher import load_launcher_config
+    from tuner.cluster.twin import LocalTwin, twin_config
+    from tuner.config import ClusterConfig
+
+    cfg = ClusterConfig(name="local_spot", launcher_config="cluster/aws.yaml", max_workers_per_type=1)
+    first = LocalTwin(twin_config(load_launcher_config("cluster/aws.yaml"), cfg), cfg)
+    first.start()
+    try:
+        proc = run_cli([*TINY_SPOT, f"output_dir={tmp_path}"])
+        assert proc.returncode == 2, proc.stderr[-3000:]
+        assert proc.stderr.strip().splitlines()[-1].startswith("error: cluster=local_spot: 127.0.0.1:8265 is taken"), proc.stderr
+    finally:
+        first.stop()

@@ -64,6 +64,8 @@ def connect(cfg: ClusterConfig, code: Iterable[str] = ()) -> tuple[Any, Optional
             raise ValueError("cluster=local_spot needs cluster.launcher_config")
         twin = LocalTwin(twin_config(load_launcher_config(cfg.launcher_config), cfg), cfg)
         address = twin.start()
+        _ray.quiet_token_auth_notice()
+        _ray.use_local_token()  # joined by its address, which Ray does not authenticate by itself
     if address is None and not os.environ.get("RAY_ADDRESS"):
         # Start Ray on this machine, whatever /tmp/ray/ray_current_cluster says: a stale file left by a
         # killed `ray start` would otherwise turn this into a connect to a cluster that is not ours.

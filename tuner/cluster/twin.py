@@ -9,14 +9,18 @@ hand.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 from typing import Any, Optional
+
+import psutil
 
 from tuner.cluster.autoscaler import AutoscalerConfig
 from tuner.cluster.launcher import worker_types
@@ -26,6 +30,7 @@ from tuner.spot import labels
 HEAD_TYPE = "ray.head.default"
 # On one machine a killed raylet is noticed by GCS health checks: 1 s x 3 instead of Ray's slower default.
 FAST_FAILURE_DETECTION = {"health_check_period_ms": 1000, "health_check_failure_threshold": 3}
+STOP_TIMEOUT_S = 10.0  # SIGTERM, then this long before SIGKILL
 
 
 def twin_config(launcher: dict[str, Any], cfg: ClusterConfig) -> dict[str, Any]:
@@ -81,15 +86,62 @@ def twin_config(launcher: dict[str, Any], cfg: ClusterConfig) -> dict[str, Any]:
     }
 
 
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _port_taken(host: str, port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex((host, port)) == 0
+
+
+def _names(arg: str, value: str) -> bool:
+    """Whether a command-line argument names ``value`` whole (a path under it, or ``--flag=value``)."""
+    return arg == value or arg.endswith(f"={value}") or f"{value}/" in arg
+
+
+def cluster_processes(gcs_address: str, session_dir: Optional[str]) -> list[psutil.Process]:
+    """The processes of the Ray cluster whose GCS is at ``gcs_address``: those whose command line names it or its
+    session directory, and everything they started (workers and trial processes only carry a title)."""
+    roots = []
+    for proc in psutil.process_iter(["cmdline"]):
+        args = proc.info["cmdline"] or []
+        if any(_names(a, gcs_address) or (session_dir is not None and _names(a, session_dir)) for a in args):
+            roots.append(proc)
+    found: dict[int, psutil.Process] = {}
+    for root in roots:
+        try:
+            for proc in (root, *root.children(recursive=True)):
+                found[proc.pid] = proc
+        except psutil.NoSuchProcess:
+            continue
+    return list(found.values())
+
+
+def _session_dir(gcs_port: int) -> Optional[str]:
+    """The session directory of the GCS listening on ``gcs_port`` (from its command line)."""
+    for proc in psutil.process_iter(["cmdline"]):
+        args = proc.info["cmdline"] or []
+        if args and args[0].endswith("gcs_server") and f"--gcs_server_port={gcs_port}" in args:
+            for arg in args:
+                if arg.startswith("--log_dir="):
+                    return str(Path(arg.removeprefix("--log_dir=")).parent)
+    return None
+
+
 class LocalTwin:
-    """Start the twin with ``ray start --head --autoscaling-config`` and stop it after."""
+    """Start the twin with ``ray start --head --autoscaling-config`` on ports of its own, and stop only the
+    processes it started: other Ray clusters on the machine (another search's, a user's) are left alone."""
 
     def __init__(self, config: dict[str, Any], cfg: ClusterConfig) -> None:
         self.config, self.cfg = config, cfg  # config: as generated; the file is the running truth
         self._dir = Path(tempfile.mkdtemp(prefix="tuner-twin-"))
         self.autoscaler = AutoscalerConfig(self._dir / "autoscaler.json")
         self.autoscaler.write(config)
-        self.address: Optional[str] = None
+        self.address: Optional[str] = None  # host:port of its GCS, once started
+        self._session_dir: Optional[str] = None
 
     def _ray(self, *args: str, env: Optional[dict[str, str]] = None) -> None:
         ray_bin = shutil.which("ray", path=str(Path(sys.executable).parent)) or "ray"
@@ -106,22 +158,47 @@ class LocalTwin:
         self.autoscaler.update_types({node_type: {"max_workers": count}})
 
     def start(self) -> str:
-        path = self.config_path
-        # Fake nodes are local raylets; the fake provider stops every Ray process on `ray stop --force`.
+        """Start the twin; its GCS address (``host:port``), for ``ray.init``."""
+        if self.cfg.include_dashboard and _port_taken(self.cfg.dashboard_host, self.cfg.dashboard_port):
+            raise ConfigError(
+                f"cluster=local_spot: {self.cfg.dashboard_host}:{self.cfg.dashboard_port} is taken (another local twin "
+                "or Ray dashboard on this machine): wait for it to end, or set cluster.dashboard_port to a free port"
+            )
+        import ray.util
+
+        host, port = ray.util.get_node_ip_address(), _free_port()
+        gcs_address = f"{host}:{port}"
+        # Its fake nodes join this GCS, not the default port another cluster may hold.
+        config = self.autoscaler.read()
+        config["provider"]["gcs_address"] = gcs_address
+        self.autoscaler.write(config)
+        # Fake nodes are local raylets started by the twin's autoscaler.
         env = {**os.environ, "RAY_FAKE_CLUSTER": "1", "AUTOSCALER_UPDATE_INTERVAL_S": "1"}
         self._ray(
-            "start", "--head", f"--autoscaling-config={path}", "--num-cpus=0", "--num-gpus=0",
-            f"--dashboard-host={self.cfg.dashboard_host}", f"--dashboard-port={self.cfg.dashboard_port}",
+            "start", "--head", f"--port={port}", f"--autoscaling-config={self.config_path}", "--num-cpus=0",
+            "--num-gpus=0", f"--dashboard-host={self.cfg.dashboard_host}", f"--dashboard-port={self.cfg.dashboard_port}",
             "--include-dashboard=true" if self.cfg.include_dashboard else "--include-dashboard=false",
             "--system-config=" + json.dumps(FAST_FAILURE_DETECTION, separators=(",", ":")),
             env=env,
         )  # fmt: skip
-        self.address = "auto"
+        self.address, self._session_dir = gcs_address, _session_dir(port)
         return self.address
 
     def stop(self) -> None:
+        """Stop the twin's own processes (SIGTERM, then SIGKILL after ``STOP_TIMEOUT_S``), no other cluster's."""
         if self.cfg.keep_running:
-            print("local_spot cluster left running (cluster.keep_running=true): stop it with `ray stop --force`")
+            print(f"local_spot cluster left running (cluster.keep_running=true) at {self.address}: stop it with "
+                  "`ray stop --force` (which stops every Ray cluster on this machine)")  # fmt: skip
             return
-        self._ray("stop", "--force")
+        if self.address is not None:
+            procs = cluster_processes(self.address, self._session_dir)
+            for proc in procs:
+                with contextlib.suppress(psutil.NoSuchProcess):
+                    proc.terminate()
+            _, alive = psutil.wait_procs(procs, timeout=STOP_TIMEOUT_S)
+            for proc in alive:
+                with contextlib.suppress(psutil.NoSuchProcess):
+                    proc.kill()
+            psutil.wait_procs(alive, timeout=STOP_TIMEOUT_S)
+            self.address = None
         shutil.rmtree(self._dir, ignore_errors=True)

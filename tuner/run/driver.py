@@ -3,7 +3,8 @@
 Bad input raises :class:`~tuner.config.ConfigError` before anything starts. While the
 search runs, the console gets a line per trial result, MLflow a run per trial and the
 cost ledger every stay on a node. Afterwards: the best trials with their cost, where to
-look next, and an exit status (0 done, 1 every trial failed, 3 stalled, 130 interrupted).
+look next, and an exit status (0 done, 1 every trial failed, 2 a report the search cannot use, 3 stalled,
+130 interrupted).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from tuner.config import Config, ConfigError
 from tuner.text import usd
 
 EXIT_TRIALS_FAILED = 1
+EXIT_BAD_REPORT = 2  # as for bad input: the trainer's reports do not fit the search's config
 EXIT_STALLED = 3
 EXIT_INTERRUPTED = 130
 TABLE_ROWS = 5
@@ -257,7 +259,7 @@ def run_search(settings: Config, trainer_settings: Any, resume: bool, dashboard_
     from tuner.run.build import build_tuner, search_params, trial_spec
     from tuner.run.console import ProgressPrinter
     from tuner.run.liveness import SearchStalled, Watchdog
-    from tuner.run.stop import StopFile
+    from tuner.run.stop import BadReports, StopFile
     from tuner.run.tracking import MLflowTracker
     from tuner.trial import heartbeat
 
@@ -273,10 +275,11 @@ def run_search(settings: Config, trainer_settings: Any, resume: bool, dashboard_
     ledger = CostLedger(settings.cost, settings.pricing.region, search, prices, settings.cluster.head_instance_type)
     budget = BudgetStopper(ledger, settings.budget.max_usd, search.time_attr, search.max_t) if settings.budget.max_usd else None
     stop_file = StopFile(settings.run.stop_file) if settings.run.stop_file else None
-    stoppers: list[BudgetStopper | StopFile] = [s for s in (budget, stop_file) if s is not None]
-    stopper = CombinedStopper(*stoppers) if len(stoppers) > 1 else next(iter(stoppers), None)
+    bad_reports = BadReports()
+    stoppers: list[Any] = [s for s in (budget, stop_file, bad_reports.stopper) if s is not None]
+    stopper = CombinedStopper(*stoppers)
     watchdog = Watchdog(settings.liveness, search.tune.num_samples, ray.available_resources)
-    callbacks: list[Any] = [ProgressPrinter(search, ledger), ledger, watchdog, *observers]
+    callbacks: list[Any] = [ProgressPrinter(search, ledger), ledger, watchdog, bad_reports, *observers]
     tracker: Optional[MLflowTracker] = None
     if settings.tracking.enabled:
         tracker = MLflowTracker(settings.tracking, path, search_params(settings), resume, search.time_attr, ledger)
@@ -306,6 +309,11 @@ def run_search(settings: Config, trainer_settings: Any, resume: bool, dashboard_
         if tracker is not None:
             tracker.close({}, "FAILED")
         return EXIT_STALLED
+    if bad_reports.error is not None:
+        print(f"error: a trial's report cannot be used, so no trial can finish: {bad_reports.error}", file=sys.stderr)
+        if tracker is not None:
+            tracker.close({}, "FAILED")
+        return EXIT_BAD_REPORT
     if watchdog.unfinished and not any(s.tripped for s in stoppers):
         done = watchdog.statuses["TERMINATED"] + watchdog.statuses["ERROR"]
         print(f"\nsearch interrupted: {done} of {search.tune.num_samples} trials done; the same command resumes it:\n"

@@ -130,20 +130,25 @@ def first_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text.splitlines()[0]}" if text else type(exc).__name__
 
 
+class ReportError(TypeError, ValueError):
+    """A report the search cannot use (a key it needs missing, a value that is not a number): every attempt of
+    every trial would fail the same way, so the driver stops the search at once (``tuner.run.liveness``)."""
+
+
 def numeric(metrics: Mapping[str, Any]) -> dict[str, float]:
     """Metrics as floats; anything else is refused with the key that is wrong."""
     out: dict[str, float] = {}
     for key, value in metrics.items():
         if not isinstance(key, str):
-            raise TypeError(f"tuner.session.report: metric names must be strings, got {key!r}")
+            raise ReportError(f"tuner.session.report: metric names must be strings, got {key!r}")
         if key in PLATFORM_KEYS:
-            raise ValueError(f"tuner.session.report: {key!r} is reported by the platform itself: rename your metric")
+            raise ReportError(f"tuner.session.report: {key!r} is reported by the platform itself: rename your metric")
         if isinstance(value, bool) or not hasattr(value, "__float__"):
-            raise TypeError(f"tuner.session.report: metric {key!r} is {type(value).__name__} {value!r:.40}: report numbers only")
+            raise ReportError(f"tuner.session.report: metric {key!r} is {type(value).__name__} {value!r:.40}: report numbers only")
         try:
             out[key] = float(value)
         except (TypeError, ValueError) as exc:  # e.g. a tensor of more than one element
-            raise TypeError(f"tuner.session.report: metric {key!r} is not a single number ({first_line(exc)})") from exc
+            raise ReportError(f"tuner.session.report: metric {key!r} is not a single number ({first_line(exc)})") from exc
     return out
 
 
@@ -312,7 +317,7 @@ class TrialSession:
         required += [self.objective.time_attr] if self.objective.time_attr != ITERATION else []
         missing = [k for k in required if k not in values]
         if missing:
-            raise ValueError(
+            raise ReportError(
                 f"tuner.session.report: {' and '.join(repr(k) for k in missing)} missing (reported: "
                 f"{', '.join(sorted(values)) or 'nothing'}): the search's metric, objectives and time_attr must be "
                 "in every report"
