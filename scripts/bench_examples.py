@@ -28,7 +28,7 @@ from typing import Any, Callable, Iterator, Optional
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from tests.e2e.faults import reclaim, trained_past  # noqa: E402
+from tests.e2e.faults import trained_past  # noqa: E402
 from tuner.cluster.launcher import load_launcher_config  # noqa: E402
 from tuner.cluster.twin import LocalTwin, twin_config  # noqa: E402
 from tuner.config import ClusterConfig  # noqa: E402
@@ -117,12 +117,12 @@ def run(example: str, out: Path, cluster: Optional[LocalTwin] = None,
     try:
         if cluster is not None:
             first = wait_for(lambda: reports(rows(experiment)), driver, "a first report")[0]
-            reclaim(cluster, first["node_id"], first["node_group"], notice_s)
+            cluster.reclaim(first["node_id"], first["node_group"], notice_s)
             moved = wait_for(lambda: [r for r in reports(rows(experiment)) if r["preemptions"] == 1], driver,
                              "a report after the notice")  # fmt: skip
             # Killed once it has trained past that report's checkpoint (a heartbeat says so): work a kill loses.
             trained_past(moved[-1]["trial_id"], moved[-1]["train_time_s"], lambda: driver.poll() is None)
-            reclaim(cluster, moved[-1]["node_id"], moved[-1]["node_group"])
+            cluster.reclaim(moved[-1]["node_id"], moved[-1]["node_group"])
         output, _ = driver.communicate(timeout=600)
     finally:
         if driver.poll() is None:

@@ -52,3 +52,8 @@ def resnet_wide(trial: optuna.Trial) -> None:
     trial.suggest_float("momentum", 0.8, 0.95)
     trial.suggest_categorical("depth", [14, 20])
     _fixed(trial, {"weight_decay": 1e-4, "batch_size": 128, "width": 32})
+
+
+def raising_space(trial: optuna.Trial) -> None:
+    """A space that cannot draw: the check says so before anything starts."""
+    raise KeyError("no such hyperparameter table")

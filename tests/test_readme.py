@@ -1,5 +1,6 @@
-"""The README stays true: its links point into the repository, every command line of ours it shows
-composes and validates, and every config key it names exists (bar the bad-input table's deliberate typos)."""
+"""The README and the pages in docs/ stay true: their links point into the repository, every command line of
+ours they show composes and validates, and every config key they name exists (bar the bad-input table's
+deliberate typos)."""
 
 from __future__ import annotations
 
@@ -19,6 +20,8 @@ from tuner.trial.trainer import load, settings_for
 
 REPO = Path(__file__).resolve().parent.parent
 README = (REPO / "README.md").read_text()
+PAGES = {path: path.read_text() for path in [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]}
+EVERYTHING = "\n".join(PAGES.values())
 config_mod.register()
 
 GROUPS = ("search", "cluster", "storage", "tracking", "run", "checkpoint", "pricing", "cost", "budget", "price_guard",
@@ -27,8 +30,9 @@ KEY = re.compile(rf"^\+?((?:{'|'.join(GROUPS)})\.[A-Za-z_][\w.]*)(?:=.*)?$")
 
 
 def commands(module: str) -> list[list[str]]:
-    """Every ``python -m MODULE ...`` line in the README's code blocks, continuation lines joined, comments cut."""
-    blocks = re.findall(r"```bash\n(.*?)```", README, flags=re.S)
+    """Every ``python -m MODULE ...`` line in the code blocks of the README and docs/, continuation lines joined,
+    comments cut."""
+    blocks = re.findall(r"```bash\n(.*?)```", EVERYTHING, flags=re.S)
     lines = "\n".join(blocks).replace("\\\n", " ").splitlines()
     found = []
     for line in lines:
@@ -61,11 +65,13 @@ def test_the_readme_starts_with_the_two_commands() -> None:
     assert first and [line.split("#")[0].strip() for line in first.group(1).splitlines()] == ["make run", "make test"]
 
 
-def test_links_point_into_the_repository() -> None:
-    for target in re.findall(r"\]\(([^)#]+)\)", README):
+@pytest.mark.parametrize("page", sorted(PAGES), ids=lambda path: path.name)
+def test_links_point_into_the_repository(page: Path) -> None:
+    for target in re.findall(r"\]\(([^)#]+)\)", PAGES[page]):
         if not target.startswith(("http://", "https://")):
-            assert (REPO / target).exists(), target
-            assert not target.startswith("../"), target
+            resolved = (page.parent / target).resolve()
+            assert resolved.exists(), target
+            assert REPO in (resolved, *resolved.parents), target  # users have the repository, nothing beside it
 
 
 @pytest.mark.parametrize("args", RUN_COMMANDS, ids=[" ".join(a) or "(none)" for a in RUN_COMMANDS])
@@ -77,6 +83,20 @@ def test_every_run_command_composes_and_validates(args: list[str]) -> None:
     assert settings.search is not None
 
 
+CHECK_COMMANDS = commands("tuner.check")
+
+
+@pytest.mark.parametrize("args", CHECK_COMMANDS, ids=[" ".join(a) for a in CHECK_COMMANDS])
+def test_every_check_command_composes_and_validates(args: list[str]) -> None:
+    from tuner.check.__main__ import hydra_argv
+
+    config_dir, overrides = split_config_dir(hydra_argv(args))
+    if config_dir == "conf":
+        config_dir, overrides = "examples/conf", ["+search=regression" if o == "+search=mine" else o for o in overrides]
+    settings = to_settings(compose_cfg("check", overrides, config_dir))
+    assert settings.search is not None and settings.tracking.enabled is False
+
+
 @pytest.mark.parametrize("module,config_name", [("tuner.plan", "plan"), ("tuner.report", "report")])
 def test_every_plan_and_report_command_composes(module: str, config_name: str) -> None:
     found = commands(module)
@@ -85,10 +105,10 @@ def test_every_plan_and_report_command_composes(module: str, config_name: str) -
         compose_cfg(config_name, args)
 
 
-def test_every_key_the_readme_names_exists() -> None:
-    prose = re.sub(r"Bad input exits.*?Each row is a test", "", README, flags=re.S)  # that table names typos on purpose
+def test_every_key_the_readme_and_docs_name_exists() -> None:
+    prose = re.sub(r"Bad input exits.*?Each row is a test", "", EVERYTHING, flags=re.S)  # that table names typos on purpose
     tokens = {t for t in re.findall(r"`([^`\s]+)`", prose)}
-    for block in re.findall(r"```bash\n(.*?)```", README, flags=re.S):
+    for block in re.findall(r"```bash\n(.*?)```", EVERYTHING, flags=re.S):
         tokens |= set(block.split())
     keys = sorted({m.group(1).rstrip(".") for t in tokens if (m := KEY.match(t))})
     assert len(keys) > 30, keys

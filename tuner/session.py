@@ -3,7 +3,7 @@
 A search names a training function (``search.trainer: mypkg.train:fit``); the platform
 calls it once per trial attempt as ``fit(config, settings)``: ``config`` holds the
 hyperparameters the searcher chose, ``settings`` the search's ``workload:`` section.
-Inside it, five calls::
+Inside it, the calls below (three in the usual loop)::
 
     from tuner import session
 
@@ -18,7 +18,9 @@ Inside it, five calls::
             session.report({"epoch": epoch + 1, "val_loss": evaluate()}, checkpoint=state(epoch + 1))
 
 - :func:`get_checkpoint`: where to resume from. Checksums are verified; a corrupt newest
-  checkpoint falls back to the one before.
+  checkpoint falls back to the one before. Its ``load()`` also puts back the RNG states of the
+  moment it was saved (every checkpoint records them), so the resumed trial draws what the
+  uninterrupted one would have.
 - :func:`report`: metrics (numbers) for the searcher, the scheduler, the console and
   MLflow; with ``checkpoint=`` a state (or a function returning one) that is saved when
   the checkpoint policy says so (always on the last report: ``time_attr >= search.max_t``).
@@ -35,7 +37,7 @@ Everything else (preemption and restart counts, lost work, recovery time, the
 heartbeat, node labels in results, the cost ledger) happens without user code. A state
 is any object ``torch.save`` can write (tensors, numbers, dicts, lists, ...);
 :func:`rng_state` / :func:`set_rng_state` capture Python's, NumPy's and torch's RNGs
-for a bit-identical resume.
+for loops that write checkpoints the platform does not see.
 """
 
 from __future__ import annotations

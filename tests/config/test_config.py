@@ -169,6 +169,26 @@ def test_an_untyped_trainer_gets_its_settings_as_a_dict() -> None:
     assert trainer.settings_for(fit, {"steps": 3, "anything": {"goes": 1}}) == {"steps": 3, "anything": {"goes": 1}}
 
 
+def fit_with_keywords(params, *, epochs=30, seed=0, lr_floor):  # a trainer written the ordinary way
+    return params, epochs, seed, lr_floor
+
+
+def test_a_keyword_trainer_gets_the_workload_as_keywords_checked_against_its_signature() -> None:
+    settings = trainer.settings_for(fit_with_keywords, {"epochs": 5, "lr_floor": 1e-4})
+    assert trainer.call(fit_with_keywords, {"lr": 0.1}, settings) == ({"lr": 0.1}, 5, 0, 1e-4)
+    with pytest.raises(ConfigError, match=r"search.workload.epoch: tests.config.test_config:fit_with_keywords takes no "
+                                          r"such keyword \(it takes: epochs, seed, lr_floor\)"):  # fmt: skip
+        trainer.settings_for(fit_with_keywords, {"epoch": 5, "lr_floor": 1e-4})
+    with pytest.raises(ConfigError, match=r"search.workload.lr_floor is missing: .* needs it \(a keyword without a default\)"):
+        trainer.settings_for(fit_with_keywords, {"epochs": 5})
+
+    def fit_anything(params, **settings):
+        return settings
+
+    assert trainer.call(fit_anything, {}, trainer.settings_for(fit_anything, {"x": 1})) == {"x": 1}
+    assert not trainer.takes_keywords(lambda config, settings: None) and not trainer.takes_keywords(lambda config: None)
+
+
 @pytest.mark.parametrize(
     "spec,message",
     [

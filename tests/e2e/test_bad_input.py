@@ -64,3 +64,21 @@ def test_unreachable_s3() -> None:
 def test_malformed_endpoint() -> None:
     proc = run_cli(["+search=mlp", "storage=s3", "storage.bucket=ok-bucket", "storage.endpoint_url=127.0.0.1:9000"])
     assert_one_line_error(proc, "write it as http(s)://host:port")
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["+search=mlp", "search.space=tests.spaces:raising_space"],
+         "search.space='tests.spaces:raising_space' cannot draw a configuration (KeyError: 'no such hyperparameter table')"),
+        (["--config-dir", "examples/conf", "+search=regression", 'search.space.lr="uniform(1, 2)"'],
+         "search.space.lr='uniform(1, 2)': HydraException while evaluating 'uniform(1, 2)': Unknown function 'uniform'"),
+        (["--config-dir", "examples/conf", "+search=regression", 'search.space.lr="interval(3, 1)"'],
+         "search.space.lr='interval(3, 1)': "),
+    ],
+)
+def test_a_space_that_cannot_draw(args: list[str], message: str) -> None:
+    from tests.conftest import REPO
+
+    args = [a.replace("examples/conf", str(REPO / "examples" / "conf")) for a in args]
+    assert_one_line_error(run_cli(args, env={"PYTHONPATH": str(REPO)}), message)  # run_cli's cwd is elsewhere

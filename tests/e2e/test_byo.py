@@ -54,6 +54,17 @@ def test_a_users_search_runs_from_its_own_repository(repo: Path, tmp_path: Path)
     assert max(reached) == 6
 
 
+def test_a_trainer_written_the_ordinary_way_gets_the_workload_as_keywords(repo: Path, tmp_path: Path) -> None:
+    proc = run_in(repo, ["+search=mine", "search.trainer=mypkg.train:fit_keywords", "search.tune.num_samples=1",
+                         f"output_dir={tmp_path}", *FAST])  # fmt: skip
+    assert proc.returncode == 0 and "1 of 1 trials finished, 0 failed." in proc.stdout, proc.stderr[-3000:]
+    assert re.search(r"trial  1/1 \w+  iteration   6/6  mse", proc.stdout), proc.stdout[-2000:]
+    bad = run_in(repo, ["+search=mine", "search.trainer=mypkg.train:fit_keywords", "+search.workload.epochs=3"])
+    lines = [line for line in bad.stderr.splitlines() if line.strip()]
+    assert bad.returncode == 2 and lines[-1] == ("error: search.workload.epochs: mypkg.train:fit_keywords takes no such "
+                                                 "keyword (it takes: iterations, seed)"), bad.stderr[-2000:]  # fmt: skip
+
+
 @pytest.mark.parametrize(
     "trainer,message",
     [

@@ -16,7 +16,7 @@ from typing import Any, Callable, Iterator
 import pytest
 
 from tests.conftest import REPO, cli_env, run_cli
-from tests.e2e.faults import reclaim, trained_past
+from tests.e2e.faults import trained_past
 from tuner.cluster.launcher import load_launcher_config, worker_types
 from tuner.cluster.twin import LocalTwin, twin_config
 from tuner.config import ClusterConfig
@@ -141,7 +141,7 @@ def test_a_notice_shrinks_the_trial_and_capacity_grows_it_back(twin: LocalTwin, 
         other = next(n for n in wide[0]["worker_nodes"].split(",") if n != wide[0]["node_id"])
         group = node_group(other)
         before, noticed_s = train_workers(), time.time()
-        capacity = reclaim(twin, other, group, notice_s=4.0, back=False)  # rank 1's node, its capacity gone a while
+        capacity = twin.reclaim(other, group, notice_s=4.0, back=False)  # rank 1's node, its capacity gone a while
         # Capacity comes back once the trial has restarted with the one worker there is room for (a new worker
         # group of one, whether Ray Train or Tune restarted it): any earlier, the restart could take both nodes.
         while len(now := train_workers()) != 1 or now & before:
@@ -179,7 +179,7 @@ def test_a_worker_node_killed_without_notice_costs_the_work_since_the_last_check
         first, second = wide_reports(out, driver, count=2)[:2]
         trained_past(second["trial_id"], second["train_time_s"], lambda: driver.poll() is None)
         other = next(n for n in second["worker_nodes"].split(",") if n != second["node_id"])
-        reclaim(twin, other, node_group(other))  # capacity back once the node is gone
+        twin.reclaim(other, node_group(other))  # capacity back once the node is gone
         wait_for_reports(out, driver, "report after the restart", lambda rows: rows[-1].get("restarts", 0) >= 1)
         done = stop_and_match(out, driver, log, tmp_path)
     finally:

@@ -42,6 +42,11 @@ def fit(config, settings):
         session.report({"mse": loss.item(), "slope": model.weight.item(), "shipped": shipped}, checkpoint=state)
 
 
+def fit_keywords(params, *, iterations=6, seed=0):
+    """The same loop written the ordinary way: the workload's keys come as keywords."""
+    fit(params, {"iterations": iterations, "seed": seed})
+
+
 def wrong_signature(config):
     pass
 '''

@@ -17,20 +17,24 @@ import socket
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any, Optional
 
 import psutil
 
+from tuner import _ray
 from tuner.cluster.autoscaler import AutoscalerConfig
 from tuner.cluster.launcher import worker_types
 from tuner.config import ClusterConfig, ConfigError
 from tuner.spot import labels
+from tuner.spot.drain import drain_node
 
 HEAD_TYPE = "ray.head.default"
 # On one machine a killed raylet is noticed by GCS health checks: 1 s x 3 instead of Ray's slower default.
 FAST_FAILURE_DETECTION = {"health_check_period_ms": 1000, "health_check_failure_threshold": 3}
 STOP_TIMEOUT_S = 10.0  # SIGTERM, then this long before SIGKILL
+GONE_TIMEOUT_S = 60.0  # a reclaimed node's raylet is gone within this (the autoscaler updates every second)
 
 
 def twin_config(launcher: dict[str, Any], cfg: ClusterConfig) -> dict[str, Any]:
@@ -156,6 +160,27 @@ class LocalTwin:
         config every update: nodes over the new maximum are terminated (spot capacity reclaimed), and
         pending trials get a node of that type again once capacity is back."""
         self.autoscaler.update_types({node_type: {"max_workers": count}})
+
+    def reclaim(self, node_id: str, node_type: str, notice_s: Optional[float] = None, back: bool = True) -> int:
+        """A spot instance reclaimed, the way a cloud does it: with ``notice_s``, a notice first (the drain the
+        node's agent sends, reason PREEMPTION, with its deadline); then the type's capacity is taken away
+        (``max_workers`` 0: the twin's autoscaler terminates the node, as EC2 terminates the instance) and, with
+        ``back``, given back once the node is gone. The node goes at the notice's deadline whatever its trials
+        did meanwhile: that wait is the notice. Returns the type's capacity before (for ``set_max_workers``)."""
+        assert self.address is not None, "the twin is not running"
+        if notice_s:
+            assert drain_node(self.address, node_id, "spot notice (twin)", time.time() + notice_s)
+            time.sleep(notice_s)
+        capacity = int(self.autoscaler.read()["available_node_types"][node_type]["max_workers"])
+        self.set_max_workers(node_type, 0)
+        deadline = time.monotonic() + GONE_TIMEOUT_S
+        while _ray.node_info(self.address).get(node_id, {}).get("alive"):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"node {node_id} of {node_type} was not terminated in {GONE_TIMEOUT_S:.0f} s")
+            time.sleep(0.2)
+        if back:
+            self.set_max_workers(node_type, capacity)
+        return capacity
 
     def start(self) -> str:
         """Start the twin; its GCS address (``host:port``), for ``ray.init``."""

@@ -22,7 +22,9 @@ from tuner.config.plan import (
 )
 from tuner.config.platform import (
     BudgetConfig,
+    CheckConfig,
     CheckpointConfig,
+    CheckSettings,
     ClusterConfig,
     Config,
     CostConfig,
@@ -52,6 +54,8 @@ __all__ = [
     "SCHEDULERS",
     "BudgetConfig",
     "CampaignProfile",
+    "CheckConfig",
+    "CheckSettings",
     "CheckpointConfig",
     "ClusterConfig",
     "Config",
@@ -84,6 +88,7 @@ def register() -> None:
 
     store = ConfigStore.instance()
     store.store(name="base_config", node=Config)
+    store.store(name="check_config", node=CheckConfig)
     store.store(name="report_config", node=ReportConfig)
     store.store(name="plan_config", node=PlanConfig)
     register_groups(store)

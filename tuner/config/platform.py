@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Any, Optional
 
 from tuner.config.base import require
 from tuner.config.search import SearchConfig
@@ -254,3 +254,29 @@ class Config:
             "search.resources.workers > 1 needs Ray's dashboard (Ray Train uses its State API): "
             "drop cluster.include_dashboard=false",
         )
+
+
+@dataclass
+class CheckSettings:
+    """``python -m tuner.check``: where its faults go and what counts as the same result."""
+
+    notice_at: float = 0.3  # the spot notice comes at this fraction of the run's time_attr budget
+    kill_at: float = 0.5  # the hard node kill: at this fraction, once the trial has trained past a checkpoint
+    notice_s: float = 4.0  # the notice's lead time on the twin (time-compressed: AWS gives 120 s, GCP and Azure 30 s)
+    tolerance: float = 0.0  # relative difference allowed per metric (for trainers nondeterministic on purpose)
+    budget_s: Optional[float] = None  # about this long in all: the runs end at the step the first reaches in a sixth of it
+    params: dict[str, Any] = field(default_factory=dict)  # the configuration checked; default: the space's first suggestion
+    launcher_config: str = "cluster/aws.yaml"  # the worker types of the twin it runs on
+
+    def __post_init__(self) -> None:
+        require(0 < self.notice_at < 1 and 0 < self.kill_at < 1, "check.notice_at and check.kill_at: fractions in (0, 1)")
+        require(self.notice_s > 0, "check.notice_s must be > 0")
+        require(self.tolerance >= 0, "check.tolerance must be >= 0")
+        require(self.budget_s is None or self.budget_s > 0, "check.budget_s must be > 0")
+
+
+@dataclass
+class CheckConfig(Config):
+    """``python -m tuner.check``: a search's config, and where the check's faults go."""
+
+    check: CheckSettings = field(default_factory=CheckSettings)

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, Mapping, Optional
 
 from omegaconf import MISSING
 
 from tuner.config.base import require
+from tuner.config.space import parameters
 from tuner.config.targets import builds
 
 MODES = ("min", "max")
@@ -91,7 +92,9 @@ class SearchConfig:
 
     name: str = MISSING
     trainer: str = MISSING  # "module:function", called as fn(config, settings) (tuner.session inside)
-    space: str = MISSING  # "module:function", a define-by-run Optuna space (pure: no training)
+    # "module:function", a define-by-run Optuna space (pure: no training), or a mapping of hyperparameters in the
+    # syntax of Hydra's Optuna sweeper ({lr: "tag(log, interval(1e-3, 3e-2))", batch_size: "choice(16, 64)"})
+    space: Any = MISSING
     metric: str = MISSING  # a key the trainer reports; what the searcher and scheduler optimise
     mode: str = MISSING  # min | max
     # Further objectives {key: min|max} for a multi-objective sampler (nsga2, tpe, gp, random, qmc):
@@ -114,7 +117,11 @@ class SearchConfig:
         for key, mode in self.objectives.items():
             require(mode in MODES, f"search.objectives.{key}={mode!r}: give each objective min or max")
         require(self.metric not in self.objectives, f"search.objectives repeats search.metric={self.metric!r}: drop it there")
-        require(":" in self.space, f"search.space={self.space!r}: write it as module:function")
+        if isinstance(self.space, Mapping):
+            parameters(self.space)  # each entry parses and its bounds hold
+        else:
+            require(isinstance(self.space, str) and ":" in self.space,
+                    f"search.space={self.space!r}: write it as module:function, or as a mapping of hyperparameters")  # fmt: skip
         require(":" in self.trainer, f"search.trainer={self.trainer!r}: write it as module:function")
         require(self.max_t > 0, f"search.max_t={self.max_t}: must be > 0")
 

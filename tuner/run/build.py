@@ -6,9 +6,10 @@ import functools
 import importlib
 import inspect
 import os
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 from tuner.config import LEDGER_OBJECTIVES, Config, ConfigError, SearchConfig
+from tuner.config.space import space_function
 from tuner.spot.labels import MARKET
 from tuner.trial.runtime import PLATFORM_KEYS, Objective
 from tuner.trial.trainable import TrialSpec
@@ -23,8 +24,10 @@ MAX_PENDING_ENV = "TUNE_MAX_PENDING_TRIALS_PG"  # Tune's documented knob: trials
 USER_MAX_PENDING = os.environ.get(MAX_PENDING_ENV)  # a value the user set wins over the search's concurrency
 
 
-def load_space(spec: str) -> Callable[..., Any]:
-    """Import ``module:function``; the function is the define-by-run Optuna space."""
+def load_space(spec: str | Mapping[str, Any]) -> Callable[..., Any]:
+    """Import ``module:function``, the define-by-run Optuna space; or build it from the YAML's mapping."""
+    if isinstance(spec, Mapping):
+        return space_function(spec)
     module_name, _, attr = spec.partition(":")
     try:
         fn = getattr(importlib.import_module(module_name), attr)
@@ -44,6 +47,9 @@ def check_space(space: Callable[..., Any], spec: str) -> None:
         space(optuna.trial.FixedTrial({}))
     except ValueError:  # FixedTrial raises on the first suggest_* call: the space suggests something
         return
+    except Exception as exc:  # the space's own bug, before it suggests anything
+        raise ConfigError(f"search.space={spec!r} cannot draw a configuration ({type(exc).__name__}: {exc}): "
+                          "fix the space") from exc  # fmt: skip
     raise ConfigError(f"search.space={spec!r} suggests no hyperparameters: add trial.suggest_* calls")
 
 

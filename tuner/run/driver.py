@@ -232,7 +232,8 @@ def execute(settings: Config, observers: Sequence[Any] = ()) -> int:
     resume = tune.Tuner.can_restore(storage.experiment_path(settings.storage, settings.name))
 
     check_capacity(settings, connected=False)
-    context, twin = connect(settings.cluster, code=[search.trainer, search.space])
+    code = [spec for spec in (search.trainer, search.space) if isinstance(spec, str)]  # a YAML space is no code
+    context, twin = connect(settings.cluster, code=code)
     with stop_at_once_on_a_second_interrupt():
         try:
             check_capacity(settings, connected=True)

@@ -133,3 +133,17 @@ class Heartbeat:
     def clear(self) -> None:
         if self._store is not None:
             self._store.clear.remote(self.trial_id)
+
+
+def wait_trained_past(trial_id: str, train_time_s: float, running: Callable[[], bool], timeout_s: float = 600.0) -> None:
+    """Block until the trial's heartbeat holds more than ``train_time_s`` of training (work past the checkpoint
+    taken then, which losing its node now would cost): how a fault is placed between two checkpoints by what
+    the trial did, not by the clock. Needs a connected driver; ``running()`` false (the search ended) raises
+    at once, and ``timeout_s`` is a hang guard."""
+    beats, deadline = Heartbeat(trial_id), time.monotonic() + timeout_s
+    while (beats.read() or {}).get("train_time_s", 0.0) <= train_time_s:
+        if not running():
+            raise RuntimeError(f"the search ended before trial {trial_id} trained past {train_time_s:.2f} s")
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"trial {trial_id} trained nothing past {train_time_s:.2f} s in {timeout_s:.0f} s")
+        time.sleep(0.05)

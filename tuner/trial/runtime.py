@@ -48,7 +48,7 @@ STEP_HOOK = "step_hook"  # 1 once the trainer has called step() or should_checkp
 LOCATION = ("node_id", "node_group", "instance_type", "market", "zone", "region", "attempt_started_s")
 PLATFORM_KEYS = frozenset(
     (ITERATION, CHECKPOINT_ONLY, REPORTED_AGAIN, STEP_HOOK, WORKER_NODES, "wall_s", "train_time_s", "upload_failures", "checkpoint_reason",
-     "checkpoint_interval_s", "world_size", *LOCATION, *Progress.COUNTERS, *LEDGER_OBJECTIVES)
+     "checkpoint_interval_s", "checkpoint_write_s", "world_size", *LOCATION, *Progress.COUNTERS, *LEDGER_OBJECTIVES)
 )  # fmt: skip
 
 TUNE_KEYS = frozenset(AUTO_RESULT_KEYS) | {"trial_id", "experiment_tag", "done", "should_checkpoint"}
@@ -344,8 +344,9 @@ class TrialSession:
         }  # fmt: skip
         if between_reports:
             result[CHECKPOINT_ONLY] = 1
-        if reason:
-            result.update(checkpoint_reason=reason, checkpoint_interval_s=self.policy.interval_s or 0.0)
+        if reason:  # with the write time of the checkpoint before (this one's is measured once it is uploaded)
+            result.update(checkpoint_reason=reason, checkpoint_interval_s=self.policy.interval_s or 0.0,
+                          checkpoint_write_s=self.policy.last_cost_s)  # fmt: skip
         return result
 
     def _send(self, result: dict[str, Any], checkpoint_dir: Optional[str]) -> None:

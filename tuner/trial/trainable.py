@@ -50,7 +50,7 @@ def call_trainer(spec: TrialSpec, config: dict[str, Any], context: TrialContext,
     torch.set_num_threads(int(labels.get(TORCH_THREADS, max(1, int(cpus)))))
     with TrialSession(spec.objective, spec.checkpoint, context, backend, labels, spec.assumed_instance_type):
         try:
-            fn(config, spec.settings)
+            trainers.call(fn, config, spec.settings)
         except Exception as exc:
             raise trainers.TrainerError(trainers.describe(exc, trainers.package_root(fn))) from exc
 

@@ -1,10 +1,15 @@
 """A search's training function: found, checked and given its settings before anything starts.
 
-``search.trainer: mypkg.train:fit`` names a function the platform calls as
-``fit(config, settings)``. ``settings`` is the search's ``workload:`` section: a plain
-dict, or, when the function annotates its second parameter with a dataclass, an
-instance of it, so that a typo or a wrong type in the YAML fails with one line before
-the search starts (the built-in searches are typed that way).
+``search.trainer: mypkg.train:fit`` names a function the platform calls in one of two ways:
+
+- ``fit(config, settings)``: ``settings`` is the search's ``workload:`` section, a plain dict, or,
+  when the function annotates its second parameter with a dataclass, an instance of it, so that a
+  typo or a wrong type in the YAML fails with one line before the search starts (the built-in
+  searches are typed that way);
+- ``fit(config, *, epochs=30, seed=0)``, a function written the ordinary way (every parameter after
+  the first keyword-only): the ``workload:`` section comes as keywords, checked against the signature
+  before the search starts (a key it does not take, or a keyword without a default that is missing,
+  is one line).
 """
 
 from __future__ import annotations
@@ -35,6 +40,8 @@ def load(spec: str, key: str = "search.trainer") -> Callable[..., Any]:
         raise ConfigError(f"{key}={spec!r}: module {module_name} has no {attr!r}") from exc
     if not callable(fn):
         raise ConfigError(f"{key}={spec!r} is a {type(fn).__name__}, not a function")
+    if takes_keywords(fn):
+        return typing.cast(Callable[..., Any], fn)
     try:
         inspect.signature(fn).bind({}, {})
     except TypeError as exc:
@@ -44,6 +51,21 @@ def load(spec: str, key: str = "search.trainer") -> Callable[..., Any]:
     except ValueError:  # no signature to inspect (a builtin): let the call tell
         pass
     return typing.cast(Callable[..., Any], fn)
+
+
+def takes_keywords(fn: Callable[..., Any]) -> bool:
+    """Whether ``fn`` takes its settings as keywords: every parameter after the first keyword-only (at least one)."""
+    try:
+        params = list(inspect.signature(fn).parameters.values())[1:]
+    except ValueError:  # no signature to inspect (a builtin)
+        return False
+    keywords = (inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.VAR_KEYWORD)
+    return bool(params) and all(p.kind in keywords for p in params)
+
+
+def call(fn: Callable[..., Any], config: dict[str, Any], settings: Any) -> Any:
+    """The trainer called the way it takes its settings (see the module's docstring)."""
+    return fn(config, **settings) if takes_keywords(fn) else fn(config, settings)
 
 
 def settings_type(fn: Callable[..., Any]) -> Optional[type]:
@@ -63,6 +85,8 @@ def settings_for(fn: Callable[..., Any], workload: Mapping[str, Any], key: str =
     from omegaconf import OmegaConf
     from omegaconf.errors import OmegaConfBaseException
 
+    if takes_keywords(fn):
+        return keyword_settings(fn, workload, key)
     kind = settings_type(fn)
     if kind is None:
         return dict(workload)
@@ -73,6 +97,23 @@ def settings_for(fn: Callable[..., Any], workload: Mapping[str, Any], key: str =
         raise ConfigError(f"{where}: {str(exc).splitlines()[0]} (settings of {kind.__name__})") from exc
     except ConfigError as exc:  # the dataclass's own checks
         raise ConfigError(f"{key}: {exc}") from exc
+
+
+def keyword_settings(fn: Callable[..., Any], workload: Mapping[str, Any], key: str = "search.workload") -> dict[str, Any]:
+    """``workload`` as the keywords of ``fn(config, *, ...)``: every key one it takes, every keyword without a
+    default given."""
+    signature = inspect.signature(fn)
+    params = list(signature.parameters.values())[1:]
+    name = f"{fn.__module__}:{fn.__qualname__}"
+    if not any(p.kind == inspect.Parameter.VAR_KEYWORD for p in params):
+        unknown = sorted(set(workload) - {p.name for p in params})
+        if unknown:
+            takes = ", ".join(p.name for p in params)
+            raise ConfigError(f"{key}.{unknown[0]}: {name} takes no such keyword (it takes: {takes})")
+    missing = [p.name for p in params if p.kind == inspect.Parameter.KEYWORD_ONLY and p.default is p.empty and p.name not in workload]
+    if missing:
+        raise ConfigError(f"{key}.{missing[0]} is missing: {name} needs it (a keyword without a default)")
+    return dict(workload)
 
 
 class TrainerError(RuntimeError):
