@@ -63,6 +63,26 @@ def test_quiet_token_auth_notice() -> None:
         ray_logger.setLevel(level)
 
 
+def test_quiet_trial_failures() -> None:
+    """Tune's logger and the text of its message for a failed trial attempt, as _ray filters them."""
+    import importlib
+    import inspect
+    import logging
+
+    controller = importlib.import_module(_ray.TRIAL_FAILURE_LOGGER)
+    assert f'"{_ray.TRIAL_FAILURE_MESSAGE} {{trial}}"' in inspect.getsource(controller).replace("f\"", "\"")
+    _ray.quiet_trial_failures()
+    _ray.quiet_trial_failures()  # once is enough
+    logger = logging.getLogger(_ray.TRIAL_FAILURE_LOGGER)
+    assert len(logger.filters) == 1
+
+    def record(message: str) -> logging.LogRecord:
+        return logging.LogRecord(logger.name, logging.ERROR, __file__, 1, message, (), None)
+
+    assert not logger.filter(record(f"{_ray.TRIAL_FAILURE_MESSAGE} train_abc_00000"))
+    assert logger.filter(record("Trial train_abc: Error stopping trial."))
+
+
 def test_use_local_token(monkeypatch) -> None:
     """The twin is joined by its address: ray.init sends the machine's token only once this has enabled it."""
     from ray._private.authentication import authentication_token_setup

@@ -10,6 +10,7 @@ else in the package imports a private Ray module.
 
 from __future__ import annotations
 
+import logging
 from typing import Any, Optional
 
 DRAIN_REASON = "DRAIN_NODE_REASON_PREEMPTION"
@@ -22,9 +23,27 @@ def quiet_token_auth_notice() -> None:
     secure default is what we want), so only real errors from that module are shown.
 
     Private: the logger is named after Ray's private module; there is no public switch."""
-    import logging
-
     logging.getLogger(TOKEN_AUTH_LOGGER).setLevel(logging.ERROR)
+
+
+TRIAL_FAILURE_LOGGER = "ray.tune.execution.tune_controller"
+TRIAL_FAILURE_MESSAGE = "Trial task failed for trial"
+
+
+class _DropTrialFailures(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith(TRIAL_FAILURE_MESSAGE)
+
+
+def quiet_trial_failures() -> None:
+    """Tune logs every failed trial attempt, a preemption included, with Ray's whole traceback (dozens of lines,
+    in colour); the console's line for the trial (``tuner.run.console``) already says what failed, where in
+    the user's code, and which file holds the traceback. Only those records are dropped.
+
+    Private: the logger is Tune's internal module, and the filter matches its message's text."""
+    logger = logging.getLogger(TRIAL_FAILURE_LOGGER)
+    if not any(isinstance(f, _DropTrialFailures) for f in logger.filters):
+        logger.addFilter(_DropTrialFailures())
 
 
 def use_local_token() -> None:

@@ -83,10 +83,13 @@ def test_a_trainer_that_cannot_be_called_is_refused_before_anything_starts(repo:
 def test_a_trainer_that_goes_wrong_fails_its_trial_with_the_line_that_says_why(repo: Path, tmp_path: Path) -> None:
     proc = run_in(repo, ["+search=cases", f"output_dir={tmp_path}", "run.max_failures=1", *FAST])
     out = proc.stdout
-    assert proc.returncode == 0, proc.stderr[-3000:]  # one trial (no_step_hook) finished
+    assert proc.returncode == 1, proc.stderr[-3000:]  # one trial (no_step_hook) finished, two failed
     assert "1 of 3 trials finished, 2 failed." in out, out[-3000:]
-    raised = r"ValueError: bad batch 1 \(at mypkg/cases\.py:\d+ in helper\)"
-    assert re.search(rf"retry +\({raised}\)", out), out  # counted against run.max_failures=1: retried once
+    raised = r"ValueError: bad batch 2 \(at mypkg/cases\.py:\d+ in helper\)"
+    last = [line for line in proc.stderr.splitlines() if line.strip()][-1]
+    assert re.fullmatch(rf"error: 2 of 3 trials failed; the first: ({raised}|CheckpointStateError: .*)", last), last
+    assert re.search(rf"retry +\({raised}; traceback in \S+\)", out), out  # counted against run.max_failures=1: retried once
+    assert "Trial task failed" not in proc.stderr and "\x1b[" not in proc.stderr, proc.stderr[-3000:]  # no Ray traceback
     expected = [
         raised,
         r"CheckpointStateError: checkpoint state cannot be saved by torch\.save \(TypeError: cannot pickle '_thread\.lock'",
@@ -98,6 +101,22 @@ def test_a_trainer_that_goes_wrong_fails_its_trial_with_the_line_that_says_why(r
     _, children = runs_of(f"sqlite:///{tmp_path}/mlflow.db", "cases")
     errors = [c.data.tags.get("tuner.error", "") for c in children if c.info.status == "FAILED"]
     assert len(errors) == 2 and any(re.search(raised, e) for e in errors), errors
+
+
+def test_failed_trials_can_be_allowed(repo: Path, tmp_path: Path) -> None:
+    proc = run_in(repo, ["+search=cases", f"output_dir={tmp_path}", "run.max_failures=0", "run.allow_failed_trials=true", *FAST])
+    assert proc.returncode == 0 and "1 of 3 trials finished, 2 failed." in proc.stdout, proc.stderr[-3000:]
+    assert "(run.allow_failed_trials=true: exit 0 all the same)" in proc.stderr
+
+
+def test_a_trainer_that_raises_before_its_first_report_stops_the_search_after_one_retry(repo: Path, tmp_path: Path) -> None:
+    proc = run_in(repo, ["+search=cases", "search.space=mypkg.cases:raises_at_once", "search.tune.max_concurrent_trials=1",
+                         f"output_dir={tmp_path}", "run.max_failures=3", *FAST])  # fmt: skip
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert re.fullmatch(r"error: the trainer failed before its first report, on its retry too: ValueError: bad batch 1 "
+                        r"\(at mypkg/cases\.py:\d+ in helper\)", lines[-1]), lines[-1]  # fmt: skip
+    assert len(re.findall(r"  retry +\(", proc.stdout)) == 1 and len(re.findall(r"  start ", proc.stdout)) == 1, proc.stdout
 
 
 @pytest.mark.parametrize(

@@ -200,12 +200,13 @@ def test_several_elastic_trials_make_exactly_num_samples(twin: LocalTwin, tmp_pa
 
 
 def test_an_application_error_still_counts_against_max_failures(twin: LocalTwin, tmp_path: Path) -> None:
-    """Every node still there after the run failed: the trainer's own error, retried by Tune once and then failed."""
-    proc = subprocess.run(cli(tmp_path, "search.tune.num_samples=1", steps=400, max_failures=1, space="regression_bad_lr"),
+    """Every node still there after the run failed: the trainer's own error, retried by Tune once; it came before
+    the first report both times, so the search stops there (every attempt would fail so) with one line."""
+    proc = subprocess.run(cli(tmp_path, "search.tune.num_samples=1", steps=400, max_failures=3, space="regression_bad_lr"),
                           cwd=REPO, env=cli_env(), capture_output=True, text=True, timeout=600)  # fmt: skip
-    out = proc.stdout
-    assert proc.returncode == 1 and "0 of 1 trials finished, 1 failed." in out, out[-3000:] + proc.stderr[-2000:]
-    assert len(re.findall(r"  retry +\(", out)) == 1 and "Invalid learning rate" in out, out[-3000:]
+    out, last = proc.stdout, [line for line in proc.stderr.splitlines() if line.strip()][-1]
+    assert proc.returncode == 2 and "the trainer failed before its first report, on its retry too" in last, out[-3000:] + last
+    assert len(re.findall(r"  retry +\(", out)) == 1 and "Invalid learning rate" in last, out[-3000:]
 
 
 def test_more_workers_than_the_cluster_can_ever_have_is_refused() -> None:

@@ -118,6 +118,7 @@ def test_autoscaled_spot_workers_run_every_trial_and_survive_a_lost_node(tmp_pat
     assert killed and not errors, errors
     assert "3 of 3 trials finished, 0 failed." in out
     assert "retry" in out  # the trial on the lost node was resumed
+    assert "Trial task failed" not in out and "Traceback" not in out, out[-4000:]  # the console's lines, no Ray traceback
     rows = results_of(tmp_path / "ray_results" / "resnet")
     groups = {r["node_group"] for r in rows}
     assert all(g.startswith(("spot_", "ondemand_")) for g in groups), groups  # never the head

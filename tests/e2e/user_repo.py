@@ -86,17 +86,25 @@ def helper(n):
     raise ValueError(f"bad batch {n}")
 
 
+def raises_at_once(trial):
+    """A trainer that raises before its first report: every attempt of every trial would."""
+    trial.suggest_float("x", 0.0, 1.0)
+    return {"case": "raises_at_once"}
+
+
 def fit(config, settings):
     case = config["case"]
     for i in range(1, 4):
-        if case == "raises":
+        if case == "raises_at_once" or (case == "raises" and i > 1):  # "raises": after its first report
             helper(i)
-        if case == "no_metric":
+        if case == "raises":
+            session.report({"loss": 1.0 / i})
+        elif case == "no_metric":
             session.report({"iteration_loss": 0.5})
         elif case == "text_metric":
             session.report({"loss": "low"})
-        elif case == "unsaveable":
-            session.report({"loss": 0.5}, checkpoint={"lock": threading.Lock()})
+        elif case == "unsaveable":  # its first report has nothing to save; the second cannot be saved
+            session.report({"loss": 0.5}, checkpoint={"lock": threading.Lock()} if i > 1 else None)
         else:  # no_step_hook: reports (with checkpoints) but never calls session.step
             session.report({"loss": 1.0 / i}, checkpoint={"i": i})
 '''

@@ -119,6 +119,7 @@ class RunSettings:
     num_to_keep: int = 2  # checkpoints kept per trial
     verbose: int = 0  # Tune's own console output; our progress lines replace it
     stop_file: Optional[str] = None  # once this file exists, the search ends as done (tuner.run.stop)
+    allow_failed_trials: bool = False  # exit 0 when some trials failed (and others finished); else 1
 
     def __post_init__(self) -> None:
         require(self.max_failures >= -1, "run.max_failures must be >= -1 (-1 = retry forever)")

@@ -28,13 +28,22 @@ from tuner.trial.trainer import summary_from_error_text
 SHOWN_METRICS = 3  # besides the search's metric
 
 
-def error_line(trial: Trial) -> str:
-    """The trainer's own line from a failed trial's error file, else the file's last line."""
+def _error_text(trial: Trial) -> str:
     path = trial.error_file
     try:
-        text = open(path).read() if path else ""
+        return open(path).read() if path else ""
     except OSError:
-        text = ""
+        return ""
+
+
+def trainer_error(trial: Trial) -> Optional[str]:
+    """The trainer's own line, when the trial's last failure was the trainer raising (not a lost node)."""
+    return summary_from_error_text(_error_text(trial))
+
+
+def error_line(trial: Trial) -> str:
+    """The trainer's own line from a failed trial's error file, else the file's last line."""
+    text = _error_text(trial)
     summary = summary_from_error_text(text)
     if summary:
         return summary
@@ -67,7 +76,8 @@ class ProgressPrinter(Callback):
         self._print(trial, f"start   {params(trial.config)}")
 
     def on_trial_recover(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
-        self._print(trial, f"retry   ({error_line(trial) if trial.error_file else 'node lost'}): resuming from its latest checkpoint")
+        why = f"{error_line(trial)}; traceback in {trial.error_file}" if trial.error_file else "node lost"
+        self._print(trial, f"retry   ({why}): resuming from its latest checkpoint")
 
     def on_trial_result(self, iteration: int, trials: list[Trial], trial: Trial, result: dict[str, Any], **info: Any) -> None:
         self._upload_state(trial, result)

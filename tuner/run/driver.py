@@ -3,7 +3,7 @@
 Bad input raises :class:`~tuner.config.ConfigError` before anything starts. While the
 search runs, the console gets a line per trial result, MLflow a run per trial and the
 cost ledger every stay on a node. Afterwards: the best trials with their cost, where to
-look next, and an exit status (0 done, 1 every trial failed, 2 a report the search cannot use, 3 stalled,
+look next, and an exit status (0 done, 1 trials failed, 2 an error every trial would repeat, 3 stalled,
 130 interrupted).
 """
 
@@ -22,8 +22,8 @@ from typing import Any, Iterator, Optional, Sequence
 from tuner.config import Config, ConfigError
 from tuner.text import usd
 
-EXIT_TRIALS_FAILED = 1
-EXIT_BAD_REPORT = 2  # as for bad input: the trainer's reports do not fit the search's config
+EXIT_TRIALS_FAILED = 1  # unless run.allow_failed_trials (as legacy tune.run's raise_on_failed_trial=False)
+EXIT_FAIL_FAST = 2  # as for bad input: an error every attempt of every trial would repeat
 EXIT_STALLED = 3
 EXIT_INTERRUPTED = 130
 TABLE_ROWS = 5
@@ -104,9 +104,23 @@ def summarize(results: Any, settings: Config, ledger: Any, totals: dict[str, flo
         print(line)
     if dashboard_url:
         print(f"Ray dashboard:  http://{dashboard_url}  (while this process runs)")
-    for r in errors[:3]:
-        print(f"failed trial {r.path}: {str(r.error).splitlines()[0][:200]}", file=sys.stderr)
-    return 0 if done else EXIT_TRIALS_FAILED
+    if not errors:
+        return 0
+    print(f"error: {len(errors)} of {len(results)} trials failed; the first: {failure_line(errors[0])}"
+          + (" (run.allow_failed_trials=true: exit 0 all the same)" if settings.run.allow_failed_trials and done else ""),
+          file=sys.stderr)  # fmt: skip
+    return 0 if settings.run.allow_failed_trials and done else EXIT_TRIALS_FAILED
+
+
+def failure_line(result: Any) -> str:
+    """A failed trial's error as one line: the trainer's own (file and line) from its error file, else Ray's first."""
+    from tuner.trial.trainer import summary_from_error_text
+
+    try:
+        text = (Path(result.path) / "error.txt").read_text()
+    except (OSError, TypeError):  # in S3, or no file
+        text = ""
+    return summary_from_error_text(text) or str(result.error).strip().splitlines()[0][:200]
 
 
 def make_price_guard(settings: Config, tracker: Any) -> Any:
@@ -210,6 +224,7 @@ def execute(settings: Config, observers: Sequence[Any] = ()) -> int:
     import ray
     from ray import tune
 
+    from tuner import _ray
     from tuner.cluster.connect import connect
     from tuner.run import storage
     from tuner.run.build import search_alg
@@ -229,6 +244,7 @@ def execute(settings: Config, observers: Sequence[Any] = ()) -> int:
         )
     storage.keep_credentials_out_of_ray()
     storage.shorten_ray_storage_errors()
+    _ray.quiet_trial_failures()  # the console's line per failed attempt says it, without Ray's traceback
     resume = tune.Tuner.can_restore(storage.experiment_path(settings.storage, settings.name))
 
     check_capacity(settings, connected=False)
@@ -260,7 +276,7 @@ def run_search(settings: Config, trainer_settings: Any, resume: bool, dashboard_
     from tuner.run.build import build_tuner, search_params, trial_spec
     from tuner.run.console import ProgressPrinter
     from tuner.run.liveness import SearchStalled, Watchdog
-    from tuner.run.stop import BadReports, StopFile
+    from tuner.run.stop import FailFast, StopFile
     from tuner.run.tracking import MLflowTracker
     from tuner.trial import heartbeat
 
@@ -276,11 +292,11 @@ def run_search(settings: Config, trainer_settings: Any, resume: bool, dashboard_
     ledger = CostLedger(settings.cost, settings.pricing.region, search, prices, settings.cluster.head_instance_type)
     budget = BudgetStopper(ledger, settings.budget.max_usd, search.time_attr, search.max_t) if settings.budget.max_usd else None
     stop_file = StopFile(settings.run.stop_file) if settings.run.stop_file else None
-    bad_reports = BadReports()
-    stoppers: list[Any] = [s for s in (budget, stop_file, bad_reports.stopper) if s is not None]
+    fail_fast = FailFast()
+    stoppers: list[Any] = [s for s in (budget, stop_file, fail_fast.stopper) if s is not None]
     stopper = CombinedStopper(*stoppers)
     watchdog = Watchdog(settings.liveness, search.tune.num_samples, ray.available_resources)
-    callbacks: list[Any] = [ProgressPrinter(search, ledger), ledger, watchdog, bad_reports, *observers]
+    callbacks: list[Any] = [ProgressPrinter(search, ledger), ledger, watchdog, fail_fast, *observers]
     tracker: Optional[MLflowTracker] = None
     if settings.tracking.enabled:
         tracker = MLflowTracker(settings.tracking, path, search_params(settings), resume, search.time_attr, ledger)
@@ -310,11 +326,11 @@ def run_search(settings: Config, trainer_settings: Any, resume: bool, dashboard_
         if tracker is not None:
             tracker.close({}, "FAILED")
         return EXIT_STALLED
-    if bad_reports.error is not None:
-        print(f"error: a trial's report cannot be used, so no trial can finish: {bad_reports.error}", file=sys.stderr)
+    if fail_fast.error is not None:
+        print(f"error: {fail_fast.error}", file=sys.stderr)
         if tracker is not None:
             tracker.close({}, "FAILED")
-        return EXIT_BAD_REPORT
+        return EXIT_FAIL_FAST
     if watchdog.unfinished and not any(s.tripped for s in stoppers):
         done = watchdog.statuses["TERMINATED"] + watchdog.statuses["ERROR"]
         print(f"\nsearch interrupted: {done} of {search.tune.num_samples} trials done; the same command resumes it:\n"
