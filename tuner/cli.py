@@ -1,4 +1,4 @@
-"""What every command (``tuner.run``, ``tuner.plan``, ``tuner.report``) does with bad input and logging."""
+"""What every command (``tuner.run``, ``tuner.check``, ``tuner.plan``, ``tuner.report``) does with bad input and logging."""
 
 from __future__ import annotations
 
@@ -51,3 +51,13 @@ def available_searches() -> list[str]:
     if HydraConfig.initialized():
         dirs += [Path(s.path) for s in HydraConfig.get().runtime.config_sources if s.provider == "command-line"]
     return sorted({p.stem for d in dirs for p in (d / "search").glob("*.yaml")})
+
+
+def search_command(body: Callable[[Any], int], cfg: Any) -> NoReturn:
+    """A command over one search (``tuner.run``, ``tuner.check``): refuse a config without ``+search``, run
+    ``body`` on the checked settings, exit with its status."""
+    from omegaconf import OmegaConf
+
+    if OmegaConf.is_missing(cfg.search, "name"):
+        fail(f"no search chosen: add +search=NAME, one of: {', '.join(available_searches())}")
+    sys.exit(command(body, cfg))

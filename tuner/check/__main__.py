@@ -10,10 +10,10 @@ from __future__ import annotations
 import sys
 
 import hydra
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from tuner import config as config_mod
-from tuner.cli import available_searches, command, fail
+from tuner.cli import search_command
 
 FLAGS = {"--budget": "check.budget_s", "--tolerance": "check.tolerance"}
 
@@ -34,9 +34,7 @@ def hydra_argv(argv: list[str]) -> list[str]:
 def main(cfg: DictConfig) -> None:
     from tuner.check.runs import run_check
 
-    if OmegaConf.is_missing(cfg.search, "name"):
-        fail(f"no search chosen: add +search=NAME, one of: {', '.join(available_searches())}")
-    sys.exit(command(run_check, cfg))
+    search_command(run_check, cfg)
 
 
 config_mod.register()

@@ -7,22 +7,18 @@ status 2 and one line that says what to fix; a user's own searches are found wit
 
 from __future__ import annotations
 
-import sys
-
 import hydra
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from tuner import config as config_mod
-from tuner.cli import available_searches, command, fail
+from tuner.cli import search_command
 
 
 @hydra.main(version_base="1.3", config_path="../../conf", config_name="config")
 def main(cfg: DictConfig) -> None:
     from tuner.run.driver import execute
 
-    if OmegaConf.is_missing(cfg.search, "name"):
-        fail(f"no search chosen: add +search=NAME, one of: {', '.join(available_searches())}")
-    sys.exit(command(execute, cfg))
+    search_command(execute, cfg)
 
 
 config_mod.register()
