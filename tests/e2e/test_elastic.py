@@ -30,9 +30,6 @@ pytestmark = pytest.mark.slow
 # with then trains to the step they stopped at (the trainer's data order and optimiser depend on the step only).
 UNTIL_STOPPED = 10_000_000
 ELASTIC = ["search.resources.workers=[1,2]", "search.resources.cpu=3", "search.workload.eval_every=500"]
-# One worker-group start after the notice's deadline (11.4 s measured here), not also Ray Train's start timeout on
-# the node being reclaimed (15 s more: 21.2 s measured before the drain-aware coordinator).
-RECOVERY_BOUND_S = WORKER_GROUP_START_TIMEOUT_S + 3.0
 TOLERANCE = 1e-4  # relative, on the validation loss: float sums in another order at width 1 (see README)
 GUARD_S = 600  # a hang guard only: every wait below ends on an event
 
@@ -160,7 +157,12 @@ def test_a_notice_shrinks_the_trial_and_capacity_grows_it_back(twin: LocalTwin, 
     widths = [r["world_size"] for r in done]
     assert 1 in widths and widths[-1] == 2, widths  # shrank, then grew back
     assert done[-1]["preemptions"] == 1  # growing back is a resize, not a preemption
-    assert done[-1]["recovery_s"] < RECOVERY_BOUND_S, done[-1]["recovery_s"]
+    # The restart after the notice is one start, not also Ray Train's start timeout on the node being reclaimed
+    # (which the drain-aware coordinator avoids: tests/test_ray_private.py). A start is measured in this run, on
+    # this machine: the first attempt's time before its first report that was not training (node launch included).
+    first = done[0]
+    start_s = first["time_total_s"] - first["train_time_s"]
+    assert done[-1]["recovery_s"] < WORKER_GROUP_START_TIMEOUT_S + start_s, (done[-1]["recovery_s"], start_s)
 
 
 def test_a_worker_node_killed_without_notice_costs_the_work_since_the_last_checkpoint(
@@ -206,7 +208,8 @@ def test_an_application_error_still_counts_against_max_failures(twin: LocalTwin,
                           cwd=REPO, env=cli_env(), capture_output=True, text=True, timeout=600)  # fmt: skip
     out, last = proc.stdout, [line for line in proc.stderr.splitlines() if line.strip()][-1]
     assert proc.returncode == 2 and "the trainer failed before its first report, on its retry too" in last, out[-3000:] + last
-    assert len(re.findall(r"  retry +\(", out)) == 1 and "Invalid learning rate" in last, out[-3000:]
+    # The console's line for each of the two failures; there is no third attempt.
+    assert len(re.findall(r"  retry +\(", out)) == 2 and "Invalid learning rate" in last, out[-3000:]
 
 
 def test_more_workers_than_the_cluster_can_ever_have_is_refused() -> None:
