@@ -10,6 +10,7 @@ it, and the other two at the step it reached.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import tempfile
 import threading
@@ -167,8 +168,11 @@ class Checker:
         watcher = threading.Thread(target=watch, daemon=True)
         started = time.monotonic()
         watcher.start()
+        log = Path(cfg.output_dir) / "driver.log"  # the run's own console: a line per report, kept out of the check's
+        log.parent.mkdir(parents=True, exist_ok=True)
         try:
-            run.status = execute(cfg, observers=[recorder])
+            with log.open("w") as stream, contextlib.redirect_stdout(stream):
+                run.status = execute(cfg, observers=[recorder])
         finally:
             done.set()
             watcher.join(FAULT_GUARD_S)
@@ -222,7 +226,9 @@ def run_check(settings: CheckConfig) -> int:
     time_attr, budget = search.time_attr, settings.check.budget_s
     print(f"resume check of search {search.name!r}: {_params(params)} ({where}), on the local twin of "
           f"{settings.check.launcher_config}")  # fmt: skip
-    with Checker(settings, params, scratch()) as checker:
+    workdir = scratch()
+    print(f"  (each run's own console: {workdir}/<run>/driver.log)")
+    with Checker(settings, params, workdir) as checker:
         base = checker.run("undisturbed", stop_after_s=budget / 6 if budget else None)
         rows = reports(base.results)
         if base.status != 0 or not rows:
