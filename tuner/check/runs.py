@@ -146,6 +146,12 @@ class Checker:
             return lambda: next((r for r in reports(recorder.results) if float(r.get(time_attr, 0)) >= fraction * budget), None)
 
         def watch() -> None:
+            try:
+                place_fault_and_stop()
+            except Exception as exc:  # the fault could not be placed (the run ended first, the twin refused): said
+                run.notes.append(f"{type(exc).__name__}: {exc}")
+
+        def place_fault_and_stop() -> None:
             if kind == "notice":
                 hit = _wait(done, at(self.settings.check.notice_at))
                 if hit is not None:
@@ -265,5 +271,6 @@ def run_check(settings: CheckConfig) -> int:
     print(render(verdict, base.results, time_attr, settings.check.tolerance))
     for run in failed:
         print(f"INCOMPLETE: the {run.kind} run " + (f"failed (exit {run.status})" if run.status else
-                                                    "was not interrupted by its fault (the trial ended first?)"))  # fmt: skip
+                                                    "was not interrupted by its fault (the trial ended first?)")
+              + "".join(f"; {note}" for note in run.notes))  # fmt: skip
     return 0 if verdict.identical and not failed else 1
