@@ -22,6 +22,9 @@ from tuner.config import ClusterConfig
 
 pytestmark = pytest.mark.slow
 
+# No early stopping: how each trial ends is its case's doing, not the order in which trials happened to report.
+CASES = ["+search=cases", "search/scheduler=fifo"]
+
 
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
@@ -81,7 +84,7 @@ def test_a_trainer_that_cannot_be_called_is_refused_before_anything_starts(repo:
 
 
 def test_a_trainer_that_goes_wrong_fails_its_trial_with_the_line_that_says_why(repo: Path, tmp_path: Path) -> None:
-    proc = run_in(repo, ["+search=cases", f"output_dir={tmp_path}", "run.max_failures=1", *FAST])
+    proc = run_in(repo, [*CASES, f"output_dir={tmp_path}", "run.max_failures=1", *FAST])
     out = proc.stdout
     assert proc.returncode == 1, proc.stderr[-3000:]  # one trial (no_step_hook) finished, two failed
     assert "1 of 3 trials finished, 2 failed." in out, out[-3000:]
@@ -104,13 +107,13 @@ def test_a_trainer_that_goes_wrong_fails_its_trial_with_the_line_that_says_why(r
 
 
 def test_failed_trials_can_be_allowed(repo: Path, tmp_path: Path) -> None:
-    proc = run_in(repo, ["+search=cases", f"output_dir={tmp_path}", "run.max_failures=0", "run.allow_failed_trials=true", *FAST])
+    proc = run_in(repo, [*CASES, f"output_dir={tmp_path}", "run.max_failures=0", "run.allow_failed_trials=true", *FAST])
     assert proc.returncode == 0 and "1 of 3 trials finished, 2 failed." in proc.stdout, proc.stderr[-3000:]
     assert "(run.allow_failed_trials=true: exit 0 all the same)" in proc.stderr
 
 
 def test_a_trainer_that_raises_before_its_first_report_stops_the_search_after_one_retry(repo: Path, tmp_path: Path) -> None:
-    proc = run_in(repo, ["+search=cases", "search.space=mypkg.cases:raises_at_once", "search.tune.max_concurrent_trials=1",
+    proc = run_in(repo, [*CASES, "search.space=mypkg.cases:raises_at_once", "search.tune.max_concurrent_trials=1",
                          f"output_dir={tmp_path}", "run.max_failures=3", *FAST])  # fmt: skip
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert proc.returncode == 2, proc.stderr[-3000:]
@@ -130,7 +133,7 @@ def test_a_trainer_that_raises_before_its_first_report_stops_the_search_after_on
 def test_a_report_the_search_cannot_use_stops_the_search_at_once_in_one_line(repo: Path, tmp_path: Path, space: str,
                                                                               message: str) -> None:  # fmt: skip
     """The same error would come on every attempt of every trial: no retries, no more trials, exit 2."""
-    proc = run_in(repo, ["+search=cases", f"search.space=mypkg.cases:{space}", "search.tune.num_samples=4",
+    proc = run_in(repo, [*CASES, f"search.space=mypkg.cases:{space}", "search.tune.num_samples=4",
                          "search.tune.max_concurrent_trials=1", f"output_dir={tmp_path}", "run.max_failures=3", *FAST])  # fmt: skip
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert proc.returncode == 2 and re.search(message, lines[-1]), proc.stderr[-3000:]
