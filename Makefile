@@ -22,7 +22,9 @@ $(CHROMIUM):
 run: setup  ## the default search on this machine: make run ARGS="cluster=... storage=s3 ..."
 	$(PY) -m tuner.run +search=resnet $(ARGS)
 
-test: setup $(CHROMIUM)  ## strict type check of the package, then the whole suite, slow multi-node tests included
+test: setup $(CHROMIUM)  ## format and lint check, strict type check, then the whole suite, slow multi-node tests included
+	$(PY) -m ruff format --check --quiet .
+	$(PY) -m ruff check --quiet .
 	$(PY) -m mypy
 	$(PY) -m pytest $(ARGS)
 

@@ -31,7 +31,11 @@ def bucket_policy(bucket: str) -> dict[str, Any]:
     return {
         "Version": "2012-10-17",
         "Statement": [
-            {"Effect": "Allow", "Action": ["s3:ListBucket", "s3:GetBucketLocation"], "Resource": f"arn:aws:s3:::{bucket}"},
+            {
+                "Effect": "Allow",
+                "Action": ["s3:ListBucket", "s3:GetBucketLocation"],
+                "Resource": f"arn:aws:s3:::{bucket}",
+            },
             {
                 "Effect": "Allow",
                 "Action": ["s3:GetObject", "s3:PutObject", "s3:DeleteObject", "s3:AbortMultipartUpload"],
@@ -48,20 +52,27 @@ def autoscaler_policy(account: str) -> dict[str, Any]:
             {
                 "Effect": "Allow",
                 "Action": [
-                    "ec2:RunInstances", "ec2:TerminateInstances", "ec2:CreateTags", "ec2:Describe*",
-                    "ec2:RequestSpotInstances", "ec2:CancelSpotInstanceRequests",
-                    "ec2:DescribeSpotPriceHistory", "pricing:GetProducts",
+                    "ec2:RunInstances",
+                    "ec2:TerminateInstances",
+                    "ec2:CreateTags",
+                    "ec2:Describe*",
+                    "ec2:RequestSpotInstances",
+                    "ec2:CancelSpotInstanceRequests",
+                    "ec2:DescribeSpotPriceHistory",
+                    "pricing:GetProducts",
                 ],
                 "Resource": "*",
             },
             {
                 "Effect": "Allow",
                 "Action": ["iam:PassRole", "iam:GetInstanceProfile"],
-                "Resource": [f"arn:aws:iam::{account}:role/{WORKER_PROFILE}",
-                             f"arn:aws:iam::{account}:instance-profile/{WORKER_PROFILE}"],
+                "Resource": [
+                    f"arn:aws:iam::{account}:role/{WORKER_PROFILE}",
+                    f"arn:aws:iam::{account}:instance-profile/{WORKER_PROFILE}",
+                ],
             },
         ],
-    }  # fmt: skip
+    }
 
 
 def _profile(iam: Any, name: str, policies: dict[str, dict[str, Any]]) -> str:

@@ -62,11 +62,26 @@ def space(trial: optuna.Trial) -> None:
 
 
 def cli(out: Path, steps: int, width: str) -> list[str]:
-    return [sys.executable, "-m", "tuner.run", "--config-dir", "examples/conf", "+search=regression",
-            "search.space=scripts.bench_elastic:space", "search.tune.num_samples=1", width, "search.resources.cpu=3",
-            f"search.workload.steps={steps}", "search.workload.eval_every=100", f"search.scheduler.grace_period={steps}",
-            "cluster.address=auto", "cluster.launcher_config=cluster/aws.yaml", "run.max_failures=3",
-            "tracking=none", f"output_dir={out}"]  # fmt: skip
+    return [
+        sys.executable,
+        "-m",
+        "tuner.run",
+        "--config-dir",
+        "examples/conf",
+        "+search=regression",
+        "search.space=scripts.bench_elastic:space",
+        "search.tune.num_samples=1",
+        width,
+        "search.resources.cpu=3",
+        f"search.workload.steps={steps}",
+        "search.workload.eval_every=100",
+        f"search.scheduler.grace_period={steps}",
+        "cluster.address=auto",
+        "cluster.launcher_config=cluster/aws.yaml",
+        "run.max_failures=3",
+        "tracking=none",
+        f"output_dir={out}",
+    ]
 
 
 def reports(out: Path) -> list[dict[str, Any]]:
@@ -92,7 +107,9 @@ def run_arm(twin: LocalTwin, out: Path, steps: int, width: str, tick_s: float) -
     injector.start()
     out.mkdir(parents=True, exist_ok=True)
     log = (out / "driver.log").open("w")
-    driver = subprocess.Popen(cli(out, steps, width), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    driver = subprocess.Popen(
+        cli(out, steps, width), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
     lines: list[str] = []
     started, finished = threading.Event(), threading.Event()
     times: dict[str, float] = {}
@@ -127,12 +144,18 @@ def run_arm(twin: LocalTwin, out: Path, steps: int, width: str, tick_s: float) -
     final = rows[-1]
     wall_s = times["done"] - times["start"]
     return {
-        "wall_s": round(wall_s, 1), "goodput_steps_per_s": round(final["step"] / wall_s, 1),
-        "widths": sorted({r["world_size"] for r in rows}), "steps_per_s_by_width": steps_per_s_by_width(rows),
-        "preemptions": final.get("preemptions", 0), "restarts": final.get("restarts", 0),
-        "lost_work_s": round(final.get("lost_work_s", 0.0), 1), "recovery_s": round(final.get("recovery_s", 0.0), 1), "val_loss": final["val_loss"], "step": final["step"],
+        "wall_s": round(wall_s, 1),
+        "goodput_steps_per_s": round(final["step"] / wall_s, 1),
+        "widths": sorted({r["world_size"] for r in rows}),
+        "steps_per_s_by_width": steps_per_s_by_width(rows),
+        "preemptions": final.get("preemptions", 0),
+        "restarts": final.get("restarts", 0),
+        "lost_work_s": round(final.get("lost_work_s", 0.0), 1),
+        "recovery_s": round(final.get("recovery_s", 0.0), 1),
+        "val_loss": final["val_loss"],
+        "step": final["step"],
         "capacity_losses": injector.removals,
-    }  # fmt: skip
+    }
 
 
 def main() -> None:
@@ -143,8 +166,13 @@ def main() -> None:
     args = parser.parse_args()
     launcher = load_launcher_config("cluster/aws.yaml")
     # With the dashboard: Ray Train's placement-group cleaner asks the State API whether a controller is gone.
-    cfg = ClusterConfig(name="local_spot", launcher_config="cluster/aws.yaml", max_workers_per_type=1,
-                        torch_threads={t: 1 for t in TYPES})  # one core per node: the two nodes share this machine's two  # fmt: skip
+    # one core per node: the two nodes share this machine's two
+    cfg = ClusterConfig(
+        name="local_spot",
+        launcher_config="cluster/aws.yaml",
+        max_workers_per_type=1,
+        torch_threads={t: 1 for t in TYPES},
+    )
     twin = LocalTwin(twin_config(launcher, cfg), cfg)
     twin.autoscaler.update_types({t: {"max_workers": 0} for t in worker_types(launcher) if t not in TYPES})
     results: dict[str, Any] = {}
@@ -156,12 +184,24 @@ def main() -> None:
         finally:
             twin.stop()
     elastic, fixed = results["elastic"], results["fixed"]
-    print(json.dumps({
-        "trace": {"market": "aws-p3-32node", "slots": SLOTS, "first_tick": FIRST_TICK, "ticks": TICKS, "tick_s": args.tick_s},
-        "steps": args.steps, **results,
-        "elastic_time_vs_fixed": round(elastic["wall_s"] / fixed["wall_s"], 3),
-        "val_loss_rel_diff": abs(elastic["val_loss"] - fixed["val_loss"]) / abs(fixed["val_loss"]),
-    }, indent=2))  # fmt: skip
+    print(
+        json.dumps(
+            {
+                "trace": {
+                    "market": "aws-p3-32node",
+                    "slots": SLOTS,
+                    "first_tick": FIRST_TICK,
+                    "ticks": TICKS,
+                    "tick_s": args.tick_s,
+                },
+                "steps": args.steps,
+                **results,
+                "elastic_time_vs_fixed": round(elastic["wall_s"] / fixed["wall_s"], 3),
+                "val_loss_rel_diff": abs(elastic["val_loss"] - fixed["val_loss"]) / abs(fixed["val_loss"]),
+            },
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":

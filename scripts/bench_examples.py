@@ -22,8 +22,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator, Optional
+from typing import Any, Optional
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -34,17 +35,26 @@ from tuner.cluster.twin import LocalTwin, twin_config  # noqa: E402
 from tuner.config import ClusterConfig  # noqa: E402
 
 EXAMPLES = {  # search: (its fixed configuration, time attribute, a budget long enough to inject into: 10-60 s here)
-    "regression": ("tests.spaces:regression", "step", ["search.workload.steps=16000", "search.workload.eval_every=800"]),
+    "regression": (
+        "tests.spaces:regression",
+        "step",
+        ["search.workload.steps=16000", "search.workload.eval_every=800"],
+    ),
     "lightning_cancer": ("tests.spaces:lightning", "epoch", ["search.workload.epochs=200"]),
-    "hf_tokens": ("tests.spaces:huggingface", "step", ["search.workload.max_steps=2000", "search.workload.eval_every=100"]),
+    "hf_tokens": (
+        "tests.spaces:huggingface",
+        "step",
+        ["search.workload.max_steps=2000", "search.workload.eval_every=100"],
+    ),
 }
 
 
 @contextlib.contextmanager
 def twin() -> Iterator[LocalTwin]:
     """The twin with one node per worker type (it runs `ray stop --force` at the end: one at a time)."""
-    cfg = ClusterConfig(name="local_spot", launcher_config="cluster/aws.yaml", max_workers_per_type=1,
-                        include_dashboard=False)  # fmt: skip
+    cfg = ClusterConfig(
+        name="local_spot", launcher_config="cluster/aws.yaml", max_workers_per_type=1, include_dashboard=False
+    )
     cluster = LocalTwin(twin_config(load_launcher_config("cluster/aws.yaml"), cfg), cfg)
     cluster.start()
     try:
@@ -101,25 +111,41 @@ def wait_for(predicate: Callable[[], Any], driver: subprocess.Popen[str], what: 
     return found
 
 
-def run(example: str, out: Path, cluster: Optional[LocalTwin] = None,
-        notice_s: float = 4.0) -> tuple[subprocess.CompletedProcess[str], list[dict[str, Any]]]:  # fmt: skip
+def run(
+    example: str, out: Path, cluster: Optional[LocalTwin] = None, notice_s: float = 4.0
+) -> tuple[subprocess.CompletedProcess[str], list[dict[str, Any]]]:
     """One trial of the example on the running twin; with ``cluster`` (the twin) it injects faults: its node
     reclaimed with a notice after its first report, then, once it has reported again elsewhere, its new node
-    reclaimed without notice once the trial has trained past that report's checkpoint. Returns the CLI's run and the trial's reports
-    (:func:`history`)."""
+    reclaimed without notice once the trial has trained past that report's checkpoint. Returns the CLI's run and the
+    trial's reports (:func:`history`)."""
     space, _, overrides = EXAMPLES[example]
-    args = [sys.executable, "-m", "tuner.run", "--config-dir", "examples/conf", f"+search={example}",
-            f"search.space={space}", "search.tune.num_samples=1", "cluster.address=auto",
-            "cluster.launcher_config=cluster/aws.yaml", "run.max_failures=2", "checkpoint.final_margin_s=1.5",
-            f"output_dir={out}", *overrides]  # fmt: skip
+    args = [
+        sys.executable,
+        "-m",
+        "tuner.run",
+        "--config-dir",
+        "examples/conf",
+        f"+search={example}",
+        f"search.space={space}",
+        "search.tune.num_samples=1",
+        "cluster.address=auto",
+        "cluster.launcher_config=cluster/aws.yaml",
+        "run.max_failures=2",
+        "checkpoint.final_margin_s=1.5",
+        f"output_dir={out}",
+        *overrides,
+    ]
     driver = subprocess.Popen(args, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     experiment = out / "ray_results" / example
     try:
         if cluster is not None:
             first = wait_for(lambda: reports(rows(experiment)), driver, "a first report")[0]
             cluster.reclaim(first["node_id"], first["node_group"], notice_s)
-            moved = wait_for(lambda: [r for r in reports(rows(experiment)) if r["preemptions"] == 1], driver,
-                             "a report after the notice")  # fmt: skip
+            moved = wait_for(
+                lambda: [r for r in reports(rows(experiment)) if r["preemptions"] == 1],
+                driver,
+                "a report after the notice",
+            )
             # Killed once it has trained past that report's checkpoint (a heartbeat says so): work a kill loses.
             trained_past(moved[-1]["trial_id"], moved[-1]["train_time_s"], lambda: driver.poll() is None)
             cluster.reclaim(moved[-1]["node_id"], moved[-1]["node_group"])

@@ -37,11 +37,13 @@ def main() -> None:
     for market in (v100, gcp_h100()):
         zones = [forecast.evaluate_capacity(z.available[: market.ticks], market.tick_s) for z in market.zones]
         report[f"capacity_{market.name}"] = {
-            f: {"precision": round(statistics.mean(s[f].precision for s in zones), 3),
+            f: {
+                "precision": round(statistics.mean(s[f].precision for s in zones), 3),
                 "recall": round(statistics.mean(s[f].recall for s in zones), 3),
-                "f1": round(statistics.mean(s[f].f1 for s in zones), 3)}
+                "f1": round(statistics.mean(s[f].f1 for s in zones), 3),
+            }
             for f in FORECASTERS
-        }  # fmt: skip
+        }
     mape = report["price_mape_pct"]
     verdict = {"price": {f: mape[f] < mape["last_value"] for f in FORECASTERS[1:]}}  # type: ignore[operator]
     for key in [k for k in report if k.startswith("capacity_")]:

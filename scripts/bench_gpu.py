@@ -27,9 +27,14 @@ from workloads.data import load  # noqa: E402
 
 # The best configuration of an earlier default +search=resnet run (README, Results: lr 0.144, width 32, batch 32).
 PARAMS = {
-    "lr": 0.144, "weight_decay": 1.2e-4, "momentum": 0.8656, "batch_size": 32,
-    "depth": 8, "width": 32, "label_smoothing": 0.0877,
-}  # fmt: skip
+    "lr": 0.144,
+    "weight_decay": 1.2e-4,
+    "momentum": 0.8656,
+    "batch_size": 32,
+    "depth": 8,
+    "width": 32,
+    "label_smoothing": 0.0877,
+}
 HEAVY = {**PARAMS, "depth": 20, "batch_size": 128}
 
 

@@ -82,15 +82,25 @@ def plain(cfg: Config, address: str) -> float:
     tuner = tune.Tuner(
         tune.with_resources(tune.with_parameters(plain_train, workload=search.workload), {"cpu": 1}),
         tune_config=tune.TuneConfig(
-            metric=search.metric, mode=search.mode, num_samples=search.tune.num_samples,
+            metric=search.metric,
+            mode=search.mode,
+            num_samples=search.tune.num_samples,
             max_concurrent_trials=search.tune.max_concurrent_trials,
-            search_alg=OptunaSearch(space=load_space(search.space), metric=search.metric, mode=search.mode,
-                                    sampler=instantiate(search.searcher)),
+            search_alg=OptunaSearch(
+                space=load_space(search.space),
+                metric=search.metric,
+                mode=search.mode,
+                sampler=instantiate(search.searcher),
+            ),
             scheduler=scheduler(search),
         ),
-        run_config=tune.RunConfig(name=cfg.name, storage_path=cfg.storage.path, verbose=0,
-                                  checkpoint_config=tune.CheckpointConfig(num_to_keep=cfg.run.num_to_keep)),
-    )  # fmt: skip
+        run_config=tune.RunConfig(
+            name=cfg.name,
+            storage_path=cfg.storage.path,
+            verbose=0,
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=cfg.run.num_to_keep),
+        ),
+    )
     results = tuner.fit()
     assert not results.errors, results.errors
     ray.shutdown()
@@ -101,6 +111,26 @@ def platform(cfg: Config) -> float:
     started = time.perf_counter()
     assert execute(cfg) == 0
     return time.perf_counter() - started
+
+
+def search_config(name: str, root: str, store: str, args: argparse.Namespace, address: str) -> Config:
+    """One repeat's search, plain or through the platform: ASHA on, as in the searches."""
+    c = experiment(
+        name,
+        f"{root}/{name}",
+        args.epochs,
+        space="search_spaces.mlp:space",
+        model="mlp",
+        num_samples=args.trials,
+        concurrency=2,
+        output_dir=f"{root}/{name}",
+        cluster=ClusterConfig(address=address),
+        tracking=TrackingConfig(tracking_uri=store, experiment_name=name, artifact_location=f"{root}/art"),
+    )
+    c.search.scheduler.grace_period = 2
+    c.search.scheduler.reduction_factor = 2
+    c.search.searcher.n_startup_trials = 4  # so that TPE models within 8 trials
+    return c
 
 
 def main() -> None:
@@ -117,19 +147,8 @@ def main() -> None:
             store = f"sqlite:///{root}/mlflow.db"
             MlflowClient(tracking_uri=store).search_experiments()  # creates the store's tables: once per store, untimed
             for i in range(args.repeats):
-                def cfg(kind: str) -> Config:
-                    c = experiment(
-                        f"{kind}{i}", f"{root}/{kind}{i}", args.epochs, space="search_spaces.mlp:space", model="mlp",
-                        num_samples=args.trials, concurrency=2, output_dir=f"{root}/{kind}{i}",
-                        cluster=ClusterConfig(address=cluster.address),
-                        tracking=TrackingConfig(tracking_uri=store, experiment_name=f"{kind}{i}", artifact_location=f"{root}/art"),
-                    )  # fmt: skip
-                    c.search.scheduler.grace_period, c.search.scheduler.reduction_factor = 2, 2  # ASHA on, as in the searches
-                    c.search.searcher.n_startup_trials = 4  # so that TPE models within 8 trials
-                    return c
-
                 for kind, run in (("plain", lambda c: plain(c, cluster.address)), ("platform", platform)):
-                    c = cfg(kind)
+                    c = search_config(f"{kind}{i}", root, store, args, cluster.address)
                     walls[kind].append(run(c))
                     work[kind].append(epochs_trained(c))
     finally:
@@ -137,16 +156,24 @@ def main() -> None:
     medians = {k: statistics.median(v) for k, v in walls.items()}
     # ASHA's decisions depend on the order results arrive in: a repeat whose two searches trained a
     # different number of epochs compares different work, so the ratio is taken over equal-work repeats.
-    same = [walls["platform"][i] / walls["plain"][i] for i in range(args.repeats) if work["plain"][i] == work["platform"][i]]
-    print(json.dumps({
-        **vars(args), "search": "mlp (digits), TPE seed 0 + ASHA, 2 trials at a time, 1 CPU each",
-        "walls_s": {k: [round(x, 2) for x in v] for k, v in walls.items()},
-        "epochs_trained": work,
-        "median_s": {k: round(v, 2) for k, v in medians.items()},
-        "platform_vs_plain": round(statistics.median(same), 3) if same else None,
-        "equal_work_repeats": len(same),
-        "target": 1.05,
-    }, indent=1))  # fmt: skip
+    same = [
+        walls["platform"][i] / walls["plain"][i] for i in range(args.repeats) if work["plain"][i] == work["platform"][i]
+    ]
+    print(
+        json.dumps(
+            {
+                **vars(args),
+                "search": "mlp (digits), TPE seed 0 + ASHA, 2 trials at a time, 1 CPU each",
+                "walls_s": {k: [round(x, 2) for x in v] for k, v in walls.items()},
+                "epochs_trained": work,
+                "median_s": {k: round(v, 2) for k, v in medians.items()},
+                "platform_vs_plain": round(statistics.median(same), 3) if same else None,
+                "equal_work_repeats": len(same),
+                "target": 1.05,
+            },
+            indent=1,
+        )
+    )
 
 
 if __name__ == "__main__":

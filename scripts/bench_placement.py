@@ -22,8 +22,9 @@ import json
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import yaml
 
@@ -44,11 +45,18 @@ def twin(workdir: Path) -> Iterator[tuple[LocalTwin, Path]]:
     """The twin of cluster/aws.yaml's two types, one node each (it runs `ray stop --force` at the end)."""
     launcher = load_launcher_config("cluster/aws.yaml")
     head = launcher["head_node_type"]
-    launcher["available_node_types"] = {n: t for n, t in launcher["available_node_types"].items() if n in (head, *TYPES)}
+    launcher["available_node_types"] = {
+        n: t for n, t in launcher["available_node_types"].items() if n in (head, *TYPES)
+    }
     path = workdir / "aws-placement.yaml"
     path.write_text(yaml.safe_dump(launcher))
-    cfg = ClusterConfig(name="local_spot", launcher_config=str(path), max_workers_per_type=1, include_dashboard=False,
-                        torch_threads=TORCH_THREADS)  # fmt: skip
+    cfg = ClusterConfig(
+        name="local_spot",
+        launcher_config=str(path),
+        max_workers_per_type=1,
+        include_dashboard=False,
+        torch_threads=TORCH_THREADS,
+    )
     cluster = LocalTwin(twin_config(launcher, cfg), cfg)
     cluster.start()
     try:
@@ -57,12 +65,27 @@ def twin(workdir: Path) -> Iterator[tuple[LocalTwin, Path]]:
         cluster.stop()
 
 
-def search(cluster: LocalTwin, launcher: Path, out: Path, trials: int, epochs: int, *extra: str) -> subprocess.CompletedProcess[str]:
-    args = [sys.executable, "-m", "tuner.run", "+search=resnet", "search.space=tests.spaces:resnet_wide",
-            "search/searcher=random", "search/scheduler=fifo", f"search.tune.num_samples={trials}",
-            "search.tune.max_concurrent_trials=1", f"search.workload.epochs={epochs}", 
-            "search.resources.gpu=1", "cluster.address=auto", f"cluster.launcher_config={launcher}",
-            f"cluster.autoscaler_config={cluster.config_path}", f"output_dir={out}", *extra]  # fmt: skip
+def search(
+    cluster: LocalTwin, launcher: Path, out: Path, trials: int, epochs: int, *extra: str
+) -> subprocess.CompletedProcess[str]:
+    args = [
+        sys.executable,
+        "-m",
+        "tuner.run",
+        "+search=resnet",
+        "search.space=tests.spaces:resnet_wide",
+        "search/searcher=random",
+        "search/scheduler=fifo",
+        f"search.tune.num_samples={trials}",
+        "search.tune.max_concurrent_trials=1",
+        f"search.workload.epochs={epochs}",
+        "search.resources.gpu=1",
+        "cluster.address=auto",
+        f"cluster.launcher_config={launcher}",
+        f"cluster.autoscaler_config={cluster.config_path}",
+        f"output_dir={out}",
+        *extra,
+    ]
     return subprocess.run(args, cwd=REPO, capture_output=True, text=True, timeout=1200)
 
 
@@ -74,11 +97,23 @@ def outcome(out: Path) -> dict[str, Any]:
     rows = []
     for child in children:
         m, tags = child.data.metrics, child.data.tags
-        rows.append({"instance_type": tags.get("tuner.instance_types", ""), "placement": tags.get("tuner.placement"),
-                     "epochs": m.get("epoch", 0.0), "cost_usd": m.get("cost_usd", 0.0), "val_acc": m.get("val_acc"),
-                     "depth": float(child.data.params["depth"]), "lr": float(child.data.params["lr"]),
-                     "start_s": child.info.start_time / 1000})  # fmt: skip
-    return {"cost_usd": parent.data.metrics["cost_usd"], "best_val_acc": max(r["val_acc"] for r in rows), "trials": rows}
+        rows.append(
+            {
+                "instance_type": tags.get("tuner.instance_types", ""),
+                "placement": tags.get("tuner.placement"),
+                "epochs": m.get("epoch", 0.0),
+                "cost_usd": m.get("cost_usd", 0.0),
+                "val_acc": m.get("val_acc"),
+                "depth": float(child.data.params["depth"]),
+                "lr": float(child.data.params["lr"]),
+                "start_s": child.info.start_time / 1000,
+            }
+        )
+    return {
+        "cost_usd": parent.data.metrics["cost_usd"],
+        "best_val_acc": max(r["val_acc"] for r in rows),
+        "trials": rows,
+    }
 
 
 def cost_per_epoch(arms: dict[str, dict[str, Any]]) -> dict[str, float]:

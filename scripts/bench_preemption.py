@@ -65,21 +65,29 @@ def run(
     injector = threading.Thread(target=inject, daemon=True)
     injector.start()
     cfg = experiment(
-        name, root, epochs,
+        name,
+        root,
+        epochs,
         run=RunSettings(max_failures=-1),  # preemptions are free anyway; this also retries errors
         checkpoint=CheckpointConfig(every_reports=args.checkpoint_every, final_margin_s=1.5),
         cluster=ClusterConfig(address=cluster.address),
-    )  # fmt: skip
+    )
     status = execute(cfg, observers=[recorder])
     wall_s = time.perf_counter() - started
     finished.set()
     injector.join()
     chaos.close()
     final = [r for r in recorder.results if not r.get("checkpoint_only")][-1]
-    lost = [b["lost_work_s"] - a["lost_work_s"] for a, b in zip(recorder.results, recorder.results[1:])
-            if b["preemptions"] > a["preemptions"]]  # fmt: skip
-    recovery = [b["recovery_s"] - a["recovery_s"] for a, b in zip(recorder.results, recorder.results[1:])
-                if b["preemptions"] > a["preemptions"]]  # fmt: skip
+    lost = [
+        b["lost_work_s"] - a["lost_work_s"]
+        for a, b in zip(recorder.results, recorder.results[1:])
+        if b["preemptions"] > a["preemptions"]
+    ]
+    recovery = [
+        b["recovery_s"] - a["recovery_s"]
+        for a, b in zip(recorder.results, recorder.results[1:])
+        if b["preemptions"] > a["preemptions"]
+    ]
     useful = final["train_time_s"]
     step_s = useful / (epochs * STEPS_PER_EPOCH)
     return {
@@ -117,7 +125,9 @@ def main() -> None:
         cluster.shutdown()
     for key in ("with_notice", "without_notice"):
         report[key]["wall_vs_baseline"] = report[key]["wall_s"] / report["baseline"]["wall_s"]
-        report[key]["same_final_val_acc_as_baseline"] = report[key]["final_val_acc"] == report["baseline"]["final_val_acc"]
+        report[key]["same_final_val_acc_as_baseline"] = (
+            report[key]["final_val_acc"] == report["baseline"]["final_val_acc"]
+        )
     text = json.dumps(report, indent=2)
     if args.out:  # Ray's own node-death messages also reach stdout; the file holds only the report
         Path(args.out).write_text(text + "\n")

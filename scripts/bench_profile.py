@@ -65,7 +65,12 @@ def measure(device: str, params: dict, steps: int) -> dict[str, float]:
         checkpoint.write(directory, trial.state(), {})
         checkpoint_s = time.perf_counter() - t0
         size_mb = sum(p.stat().st_size for p in Path(directory).iterdir()) / 1e6
-    return {"step_s": step_s, "epoch_s": step_s * trial.steps_per_epoch, "checkpoint_s": checkpoint_s, "checkpoint_mb": size_mb}
+    return {
+        "step_s": step_s,
+        "epoch_s": step_s * trial.steps_per_epoch,
+        "checkpoint_s": checkpoint_s,
+        "checkpoint_mb": size_mb,
+    }
 
 
 def main() -> None:
@@ -76,15 +81,25 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--cpu-steps", type=int, default=5)
     args = parser.parse_args()
-    params = {"lr": 0.1, "weight_decay": 5e-4, "momentum": 0.9, "batch_size": args.batch_size, "depth": args.depth,
-              "width": args.width, "label_smoothing": 0.0}  # fmt: skip
+    params = {
+        "lr": 0.1,
+        "weight_decay": 5e-4,
+        "momentum": 0.9,
+        "batch_size": args.batch_size,
+        "depth": args.depth,
+        "width": args.width,
+        "label_smoothing": 0.0,
+    }
     report: dict = {**vars(args), "data": "CIFAR-10-shaped (50k x 3x32x32)"}
     report["cpu"] = measure("cpu", params, args.cpu_steps)
     if torch.cuda.is_available():
         report["gpu_name"] = torch.cuda.get_device_name(0)
         report["cuda"] = measure("cuda", params, args.steps)
         report["gpu_vs_cpu_speedup"] = report["cpu"]["epoch_s"] / report["cuda"]["epoch_s"]
-        report["profile"] = {"epoch_s": round(report["cuda"]["epoch_s"], 2), "checkpoint_s": round(report["cuda"]["checkpoint_s"], 3)}
+        report["profile"] = {
+            "epoch_s": round(report["cuda"]["epoch_s"], 2),
+            "checkpoint_s": round(report["cuda"]["checkpoint_s"], 3),
+        }
     print(json.dumps(report, indent=1))
 
 

@@ -25,7 +25,9 @@ from tuner.plan.simulate import evaluate  # noqa: E402
 from tuner.plan.traces import MARKETS  # noqa: E402
 
 MIN_SAVINGS_PCT = {"aws-v100": 63.0, "gcp-h100": 70.0}
-NAIVE = StrategyConfig(name="spot-naive", checkpoint="periodic", every_s=1800, notice=False, zones="one", fallback=False)
+NAIVE = StrategyConfig(
+    name="spot-naive", checkpoint="periodic", every_s=1800, notice=False, zones="one", fallback=False
+)
 
 
 def main() -> None:
@@ -35,21 +37,34 @@ def main() -> None:
     profile, report = CampaignProfile(), {}
     for name, build in MARKETS.items():
         market = build()
-        platform, naive = evaluate(market, profile, StrategyConfig(), args.starts), evaluate(market, profile, NAIVE, args.starts)
+        platform, naive = (
+            evaluate(market, profile, StrategyConfig(), args.starts),
+            evaluate(market, profile, NAIVE, args.starts),
+        )
         ok = platform.vs_ideal <= 1.10 and platform.makespan_ratio <= 1.25
         ok &= platform.savings_pct >= MIN_SAVINGS_PCT.get(name, 0.0)
         report[name] = {
-            "gpu": market.gpu, "on_demand_usd": round(platform.on_demand_cost_usd, 2),
+            "gpu": market.gpu,
+            "on_demand_usd": round(platform.on_demand_cost_usd, 2),
             "ideal_spot_usd": round(platform.on_demand_cost_usd * (1 - platform.ideal_savings_pct / 100), 2),
             "ideal_savings_pct": round(platform.ideal_savings_pct, 1),
-            "platform": {"usd": round(platform.cost_usd, 2), "savings_pct": round(platform.savings_pct, 1),
-                         "vs_ideal": round(platform.vs_ideal, 3), "makespan_vs_on_demand": round(platform.makespan_ratio, 3),
-                         "deadline_met_pct": round(platform.met_deadline_pct), "preemptions": round(platform.preemptions, 2)},
-            "spot_naive": {"usd": round(naive.cost_usd, 2), "savings_pct": round(naive.savings_pct, 1),
-                           "vs_ideal": round(naive.vs_ideal, 3), "makespan_vs_on_demand": round(naive.makespan_ratio, 3),
-                           "deadline_met_pct": round(naive.met_deadline_pct)},
+            "platform": {
+                "usd": round(platform.cost_usd, 2),
+                "savings_pct": round(platform.savings_pct, 1),
+                "vs_ideal": round(platform.vs_ideal, 3),
+                "makespan_vs_on_demand": round(platform.makespan_ratio, 3),
+                "deadline_met_pct": round(platform.met_deadline_pct),
+                "preemptions": round(platform.preemptions, 2),
+            },
+            "spot_naive": {
+                "usd": round(naive.cost_usd, 2),
+                "savings_pct": round(naive.savings_pct, 1),
+                "vs_ideal": round(naive.vs_ideal, 3),
+                "makespan_vs_on_demand": round(naive.makespan_ratio, 3),
+                "deadline_met_pct": round(naive.met_deadline_pct),
+            },
             "pass": ok,
-        }  # fmt: skip
+        }
     print(json.dumps({"profile": vars(profile), "starts": args.starts, "markets": report}, indent=1))
 
 

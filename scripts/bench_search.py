@@ -108,8 +108,16 @@ def median_over_orders(curves: list[Curve], target: float, slots: int, orders: i
 
 
 def search(root: str, name: str, seed: int, args: argparse.Namespace, tpe_asha: bool) -> dict[str, Any]:
-    cfg: Config = experiment(name, f"{root}/{name}", args.epochs, space=args.space,
-                             model=args.model, num_samples=args.trials, concurrency=2, output_dir=f"{root}/{name}")  # fmt: skip
+    cfg: Config = experiment(
+        name,
+        f"{root}/{name}",
+        args.epochs,
+        space=args.space,
+        model=args.model,
+        num_samples=args.trials,
+        concurrency=2,
+        output_dir=f"{root}/{name}",
+    )
     s = cfg.search
     s.searcher.seed = seed
     if not tpe_asha:
@@ -154,14 +162,18 @@ def ratio(a: Optional[float], b: Optional[float]) -> Optional[float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", choices=["mlp", "resnet"], default="mlp")
-    parser.add_argument("--space", help="search space (default: search_spaces.mlp:wide for mlp, the model's own otherwise)")
+    parser.add_argument(
+        "--space", help="search space (default: search_spaces.mlp:wide for mlp, the model's own otherwise)"
+    )
     parser.add_argument("--seeds", type=int, nargs="+", default=list(range(10)))
     parser.add_argument("--trials", type=int, default=32)
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--target", type=float, default=0.98, help="validation accuracy the bar is judged at")
     parser.add_argument("--targets", type=float, nargs="+", default=[0.97, 0.975, 0.98, 0.985])
     args = parser.parse_args()
-    args.space = args.space or ("search_spaces.mlp:wide" if args.model == "mlp" else f"search_spaces.{args.model}:space")
+    args.space = args.space or (
+        "search_spaces.mlp:wide" if args.model == "mlp" else f"search_spaces.{args.model}:space"
+    )
     args.targets = sorted(set(args.targets) | {args.target})
     runs: dict[str, list[dict[str, Any]]] = {"tpe_asha": [], "random_no_stopping": []}
     with tempfile.TemporaryDirectory() as root, contextlib.redirect_stdout(sys.stderr):
@@ -171,21 +183,41 @@ def main() -> None:
     by_target = {}
     for target in map(str, args.targets):
         tpe = median_over_seeds(runs["tpe_asha"], target, "compute_to_target_s", censored_is_never=True)
-        rnd = median_over_seeds(runs["random_no_stopping"], target, "compute_to_target_over_orders_s", censored_is_never=False)
-        rnd_as_run = median_over_seeds(runs["random_no_stopping"], target, "compute_to_target_s", censored_is_never=False)
+        rnd = median_over_seeds(
+            runs["random_no_stopping"], target, "compute_to_target_over_orders_s", censored_is_never=False
+        )
+        rnd_as_run = median_over_seeds(
+            runs["random_no_stopping"], target, "compute_to_target_s", censored_is_never=False
+        )
         reaching = sum(r["trials_reaching"][target] for r in runs["random_no_stopping"])
         by_target[target] = {
-            "median_compute_to_target_s": {"tpe_asha": tpe, "random_no_stopping": rnd, "random_no_stopping_as_run": rnd_as_run},
+            "median_compute_to_target_s": {
+                "tpe_asha": tpe,
+                "random_no_stopping": rnd,
+                "random_no_stopping_as_run": rnd_as_run,
+            },
             "tpe_asha_vs_random": ratio(tpe, rnd),
             "tpe_asha_vs_random_as_run": ratio(tpe, rnd_as_run),
             "random_trials_reaching": round(reaching / (args.trials * len(args.seeds)), 3),
-        }  # fmt: skip
+        }
     at_bar = by_target[str(args.target)]["tpe_asha_vs_random"]
-    print(json.dumps({
-        **vars(args), "search": f"{args.model} over {args.space} (digits), 2 trials at a time, 1 CPU each",
-        "runs": runs, "by_target": by_target,
-        "bar": {"target": args.target, "max_ratio": MAX_RATIO, "ratio": at_bar, "met": at_bar is not None and at_bar <= MAX_RATIO},
-    }, indent=1))  # fmt: skip
+    print(
+        json.dumps(
+            {
+                **vars(args),
+                "search": f"{args.model} over {args.space} (digits), 2 trials at a time, 1 CPU each",
+                "runs": runs,
+                "by_target": by_target,
+                "bar": {
+                    "target": args.target,
+                    "max_ratio": MAX_RATIO,
+                    "ratio": at_bar,
+                    "met": at_bar is not None and at_bar <= MAX_RATIO,
+                },
+            },
+            indent=1,
+        )
+    )
 
 
 if __name__ == "__main__":

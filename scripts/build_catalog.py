@@ -16,7 +16,16 @@ import json
 from pathlib import Path
 
 OUT = Path(__file__).resolve().parent.parent / "tuner" / "catalog" / "prices.csv"
-COLUMNS = ["provider", "instance_type", "region", "zone", "gpus", "vcpus", "on_demand_usd_per_hour", "spot_usd_per_hour"]
+COLUMNS = [
+    "provider",
+    "instance_type",
+    "region",
+    "zone",
+    "gpus",
+    "vcpus",
+    "on_demand_usd_per_hour",
+    "spot_usd_per_hour",
+]
 
 
 def main() -> None:
@@ -26,13 +35,33 @@ def main() -> None:
     rows = []
     with (prices / "aws-gpu-prices.csv").open() as f:
         for r in csv.DictReader(f):
-            rows.append(["aws", r["instance_type"], r["region"], r["availability_zone"], r["accelerator_count"],
-                         r["vcpus"], r["on_demand_usd_per_hour"], r["spot_usd_per_hour"]])  # fmt: skip
+            rows.append(
+                [
+                    "aws",
+                    r["instance_type"],
+                    r["region"],
+                    r["availability_zone"],
+                    r["accelerator_count"],
+                    r["vcpus"],
+                    r["on_demand_usd_per_hour"],
+                    r["spot_usd_per_hour"],
+                ]
+            )
     for path in sorted((prices / "gcp-a3-highgpu-8g").glob("*.json")):
         doc = json.loads(path.read_text())
         billed = {c["label"]: c["quantity"] for c in doc["components"]}  # cpu and gpu counts as billed
-        rows.append(["gcp", doc["machine_type"], doc["region"], "", billed["gpu"], billed["cpu"],
-                     doc["on_demand_price"], doc["price"]])  # fmt: skip
+        rows.append(
+            [
+                "gcp",
+                doc["machine_type"],
+                doc["region"],
+                "",
+                billed["gpu"],
+                billed["cpu"],
+                doc["on_demand_price"],
+                doc["price"],
+            ]
+        )
     with OUT.open("w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(COLUMNS)

@@ -35,20 +35,35 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as root, contextlib.redirect_stdout(sys.stderr):
         cfg = experiment(
-            "chaos", root, epochs=args.epochs, space="search_spaces.resnet:space", num_samples=4, concurrency=2,
-            output_dir=root, run=RunSettings(max_failures=args.kills),
-        )  # fmt: skip
+            "chaos",
+            root,
+            epochs=args.epochs,
+            space="search_spaces.resnet:space",
+            num_samples=4,
+            concurrency=2,
+            output_dir=root,
+            run=RunSettings(max_failures=args.kills),
+        )
         cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})
         try:
-            report = node_chaos(cluster, cfg, kills=args.kills, seed=args.seed, notice_fraction=args.notice_fraction,
-                                span_epochs=args.span_epochs, workers=2)  # fmt: skip
+            report = node_chaos(
+                cluster,
+                cfg,
+                kills=args.kills,
+                seed=args.seed,
+                notice_fraction=args.notice_fraction,
+                span_epochs=args.span_epochs,
+                workers=2,
+            )
         finally:
             cluster.shutdown()
     print("| kills | notices | trials finished | trials interrupted | preemptions seen | lost work (s) | data lost |")
     print("|---|---|---|---|---|---|---|")
-    print(f"| {report['kills']} | {report['notices']} | {report['trials_finished']}/{report['trials']} | "
-          f"{report['trials_interrupted']} | {report['preemptions_seen_by_trials']} | {report['lost_work_s']} | "
-          f"{report['data_lost']} |")  # fmt: skip
+    print(
+        f"| {report['kills']} | {report['notices']} | {report['trials_finished']}/{report['trials']} | "
+        f"{report['trials_interrupted']} | {report['preemptions_seen_by_trials']} | {report['lost_work_s']} | "
+        f"{report['data_lost']} |"
+    )
     print(json.dumps(report))
 
 

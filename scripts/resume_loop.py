@@ -6,8 +6,8 @@ The tests: the head lost with its disk (restored from S3 alone), and the driver 
 SIGKILL mid-search, mid-way through a checkpoint upload to S3, just after a trial ended (the
 searcher told, nothing about its end saved yet), just after a trial's checkpoint reached S3
 (the saved state names none of its checkpoints), and just after a trial's process started.
-Each run is a fresh pytest process (its own SeaweedFS server and Ray); a run that outlives ``--timeout-s`` counts as a hang. Prints JSON: per test, passes,
-failures, hangs, and the wall time of each run.
+Each run is a fresh pytest process (its own SeaweedFS server and Ray); a run that outlives ``--timeout-s`` counts as
+a hang. Prints JSON: per test, passes, failures, hangs, and the wall time of each run.
 """
 
 from __future__ import annotations
@@ -20,13 +20,14 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
+KILL = "tests/e2e/test_cli.py::test_driver_killed_at_a_precise_point_resumes"
 TESTS = {
     "head-loss": "tests/e2e/test_cli.py::test_head_loss_restores_from_the_bucket_alone",
     "kill-mid-search": "tests/e2e/test_cli.py::test_killed_driver_resumes_whole_search",
-    "kill-mid-upload": "tests/e2e/test_cli.py::test_driver_killed_at_a_precise_point_resumes[checkpoint_upload-30-True]",
-    "kill-after-trial-done": "tests/e2e/test_cli.py::test_driver_killed_at_a_precise_point_resumes[trial_done-2-True]",
-    "kill-after-checkpoint": "tests/e2e/test_cli.py::test_driver_killed_at_a_precise_point_resumes[checkpoint_saved-22-True]",
-    "kill-at-trial-start": "tests/e2e/test_cli.py::test_driver_killed_at_a_precise_point_resumes[trial_start-3-False]",
+    "kill-mid-upload": f"{KILL}[checkpoint_upload-30-True]",
+    "kill-after-trial-done": f"{KILL}[trial_done-2-True]",
+    "kill-after-checkpoint": f"{KILL}[checkpoint_saved-22-True]",
+    "kill-at-trial-start": f"{KILL}[trial_start-3-False]",
 }
 
 
@@ -36,13 +37,20 @@ def main() -> None:
     parser.add_argument("--timeout-s", type=float, default=900)
     parser.add_argument("--tests", nargs="+", default=list(TESTS), choices=list(TESTS))
     args = parser.parse_args()
-    report: dict[str, dict[str, object]] = {name: {"passed": 0, "failed": 0, "hung": 0, "walls_s": []} for name in args.tests}
+    report: dict[str, dict[str, object]] = {
+        name: {"passed": 0, "failed": 0, "hung": 0, "walls_s": []} for name in args.tests
+    }
     for _ in range(args.repeats):  # round-robin: a noisy spell on the machine hits every test alike
         for name, outcome in report.items():
             started = time.monotonic()
             try:
-                proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", TESTS[name]],
-                                      cwd=REPO, capture_output=True, text=True, timeout=args.timeout_s)  # fmt: skip
+                proc = subprocess.run(
+                    [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", TESTS[name]],
+                    cwd=REPO,
+                    capture_output=True,
+                    text=True,
+                    timeout=args.timeout_s,
+                )
                 outcome["passed" if proc.returncode == 0 else "failed"] += 1  # type: ignore[operator]
                 if proc.returncode != 0:
                     print(proc.stdout[-3000:], file=sys.stderr)

@@ -19,9 +19,9 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 REPO = Path(__file__).resolve().parent.parent
 CALIBRATION_STEPS = 30
@@ -41,6 +41,7 @@ for _ in range({CALIBRATION_STEPS}):
     step()
 print((time.perf_counter() - started) / {CALIBRATION_STEPS})
 """
+
 
 def _spin(cpu: int) -> None:
     os.sched_setaffinity(0, {cpu})

@@ -12,9 +12,10 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any, Optional
 
 import pytest
 
@@ -101,14 +102,26 @@ class S3Server:
             with (self.workdir / "weed.log").open("ab") as log:
                 self.proc = subprocess.Popen(
                     [
-                        str(BIN / "weed"), "server", f"-dir={self.workdir / 'data'}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
-                        f"-master.port={ports['master']}", f"-volume.port={ports['volume']}", f"-filer.port={ports['filer']}",
-                        "-s3", f"-s3.port={self.port}", f"-s3.config={self.workdir / 'identities.json'}",
-                        "-volume.max=0", "-master.volumeSizeLimitMB=64",
-                        "-s3.port.iceberg=0", "-s3.port.lance=0",  # fixed ports (8181, 9101): a second server would die
+                        str(BIN / "weed"),
+                        "server",
+                        f"-dir={self.workdir / 'data'}",
+                        "-ip=127.0.0.1",
+                        "-ip.bind=127.0.0.1",
+                        f"-master.port={ports['master']}",
+                        f"-volume.port={ports['volume']}",
+                        f"-filer.port={ports['filer']}",
+                        "-s3",
+                        f"-s3.port={self.port}",
+                        f"-s3.config={self.workdir / 'identities.json'}",
+                        "-volume.max=0",
+                        "-master.volumeSizeLimitMB=64",
+                        "-s3.port.iceberg=0",
+                        "-s3.port.lance=0",  # fixed ports (8181, 9101): a second server would die
                     ],
-                    stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-                )  # fmt: skip
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
             try:
                 wait_for_port(self.port, self.proc)
                 self._wait_for_an_answer()
@@ -188,12 +201,24 @@ def start_mlflow_server(workdir: Path, port: int) -> subprocess.Popen:
     log = (workdir / "server.log").open("ab")
     proc = subprocess.Popen(
         [
-            str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-            "--backend-store-uri", f"sqlite:///{workdir / 'mlflow.db'}",
-            "--artifacts-destination", str(workdir / "artifacts"),
+            str(BIN / "mlflow"),
+            "server",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+            "--backend-store-uri",
+            f"sqlite:///{workdir / 'mlflow.db'}",
+            "--artifacts-destination",
+            str(workdir / "artifacts"),
         ],
-        stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=workdir,
-    )  # fmt: skip
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+        cwd=workdir,
+    )
     wait_for_port(port, proc, timeout_s=120)
     return proc
 
@@ -226,8 +251,12 @@ def run_cli(
     with tempfile.TemporaryDirectory(prefix="tuner-cli-") as cwd:
         return subprocess.run(
             [sys.executable, "-m", "tuner.run", *args],
-            cwd=cwd, env=cli_env(env), capture_output=True, text=True, timeout=timeout_s,
-        )  # fmt: skip
+            cwd=cwd,
+            env=cli_env(env),
+            capture_output=True,
+            text=True,
+            timeout=timeout_s,
+        )
 
 
 def screenshot(url: str, shot: Path, width: int = 1200, height: int = 2400, wait_ms: int = 0) -> Any:
@@ -238,10 +267,25 @@ def screenshot(url: str, shot: Path, width: int = 1200, height: int = 2400, wait
 
     wait = [f"--virtual-time-budget={wait_ms}"] if wait_ms else []
     subprocess.run(
-        [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync", "--hide-scrollbars",
-         f"--user-data-dir={shot.parent / 'chromium'}", f"--screenshot={shot}", f"--window-size={width},{height}",
-         *wait, url],
-        check=True, capture_output=True, timeout=120,
-    )  # fmt: skip
+        [
+            CHROMIUM,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--hide-scrollbars",
+            f"--user-data-dir={shot.parent / 'chromium'}",
+            f"--screenshot={shot}",
+            f"--window-size={width},{height}",
+            *wait,
+            url,
+        ],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
     return np.asarray(Image.open(shot).convert("RGB")).astype(int)

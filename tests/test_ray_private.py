@@ -4,8 +4,8 @@ by name, instead of deep inside a trial or the agent."""
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 import ray
@@ -70,7 +70,7 @@ def test_quiet_trial_failures() -> None:
     import logging
 
     controller = importlib.import_module(_ray.TRIAL_FAILURE_LOGGER)
-    assert f'"{_ray.TRIAL_FAILURE_MESSAGE} {{trial}}"' in inspect.getsource(controller).replace("f\"", "\"")
+    assert f'"{_ray.TRIAL_FAILURE_MESSAGE} {{trial}}"' in inspect.getsource(controller).replace('f"', '"')
     _ray.quiet_trial_failures()
     _ray.quiet_trial_failures()  # once is enough
     logger = logging.getLogger(_ray.TRIAL_FAILURE_LOGGER)
@@ -125,10 +125,11 @@ def test_save_state_before_new_trials_start(cluster: Cluster, tmp_path, monkeypa
     _ray.save_state_before_new_trials_start()  # idempotent: wrapped once
     assert not getattr(TuneController._maybe_update_trial_queue.__wrapped__, _ray.SAVES_STATE_FIRST, False)
     tuner = tune.Tuner(
-        _saved, param_space={"experiment": str(tmp_path / "saved")},
+        _saved,
+        param_space={"experiment": str(tmp_path / "saved")},
         tune_config=tune.TuneConfig(num_samples=3, max_concurrent_trials=1),
         run_config=tune.RunConfig(name="saved", storage_path=str(tmp_path), verbose=0),
-    )  # fmt: skip
+    )
     assert [r.metrics["saved"] for r in tuner.fit()] == [True, True, True]
 
 
@@ -146,7 +147,9 @@ def _finds_its_checkpoint(config: dict) -> None:
 
 
 def test_trial_storage(cluster: Cluster, tmp_path) -> None:
-    tuner = tune.Tuner(_finds_its_checkpoint, run_config=tune.RunConfig(name="own", storage_path=str(tmp_path), verbose=0))
+    tuner = tune.Tuner(
+        _finds_its_checkpoint, run_config=tune.RunConfig(name="own", storage_path=str(tmp_path), verbose=0)
+    )
     assert tuner.fit()[0].metrics["found"] == ["checkpoint_000000"]
 
 
@@ -177,7 +180,9 @@ def test_train_controller_handoff_and_abort_train_run(cluster: Cluster, tmp_path
     trainer = TorchTrainer(
         _forever,
         scaling_config=train.ScalingConfig(num_workers=1, resources_per_worker={"CPU": 1, "handoff": 1}),
-        run_config=train.RunConfig(storage_path=str(tmp_path), callbacks=[_ray.train_controller_handoff(receiver, "take")]),
+        run_config=train.RunConfig(
+            storage_path=str(tmp_path), callbacks=[_ray.train_controller_handoff(receiver, "take")]
+        ),
     )
     outcome: list[object] = []
     fit = threading.Thread(target=lambda: outcome.append(_try(trainer.fit)), daemon=True)

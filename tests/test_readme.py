@@ -24,8 +24,20 @@ PAGES = {path: path.read_text() for path in [REPO / "README.md", *sorted((REPO /
 EVERYTHING = "\n".join(PAGES.values())
 config_mod.register()
 
-GROUPS = ("search", "cluster", "storage", "tracking", "run", "checkpoint", "pricing", "cost", "budget", "price_guard",
-          "liveness", "fallback")  # fmt: skip
+GROUPS = (
+    "search",
+    "cluster",
+    "storage",
+    "tracking",
+    "run",
+    "checkpoint",
+    "pricing",
+    "cost",
+    "budget",
+    "price_guard",
+    "liveness",
+    "fallback",
+)
 KEY = re.compile(rf"^\+?((?:{'|'.join(GROUPS)})\.[A-Za-z_][\w.]*)(?:=.*)?$")
 
 
@@ -106,7 +118,8 @@ def test_every_plan_and_report_command_composes(module: str, config_name: str) -
 
 
 def test_every_key_the_readme_and_docs_name_exists() -> None:
-    prose = re.sub(r"Bad input exits.*?Each row is a test", "", EVERYTHING, flags=re.S)  # that table names typos on purpose
+    # that table names typos on purpose
+    prose = re.sub(r"Bad input exits.*?Each row is a test", "", EVERYTHING, flags=re.S)
     tokens = {t for t in re.findall(r"`([^`\s]+)`", prose)}
     for block in re.findall(r"```bash\n(.*?)```", EVERYTHING, flags=re.S):
         tokens |= set(block.split())

@@ -80,7 +80,9 @@ def drain_node(gcs_address: str, node_id: str, message: str, deadline_s: Optiona
 
     deadline_ms = int(deadline_s * 1000) if deadline_s else 0
     client = gcs_client(gcs_address)
-    accepted, error = client.drain_node(node_id, autoscaler_pb2.DrainNodeReason.Value(DRAIN_REASON), message, deadline_ms)
+    accepted, error = client.drain_node(
+        node_id, autoscaler_pb2.DrainNodeReason.Value(DRAIN_REASON), message, deadline_ms
+    )
     return bool(accepted), str(error)
 
 
@@ -262,7 +264,9 @@ def drain_aware_train_coordinator() -> bool:
             return True
 
     here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
-    coordinator = ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=-1)(DrainAwareCoordinator).options(
-        name=name, namespace=namespace, get_if_exists=True, lifetime="detached", scheduling_strategy=here
-    ).remote()
+    coordinator = (
+        ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=-1)(DrainAwareCoordinator)
+        .options(name=name, namespace=namespace, get_if_exists=True, lifetime="detached", scheduling_strategy=here)
+        .remote()
+    )
     return hasattr(coordinator, "leaves_out_draining_nodes")  # another process may have created one first

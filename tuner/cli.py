@@ -1,12 +1,14 @@
-"""What every command (``tuner.run``, ``tuner.check``, ``tuner.plan``, ``tuner.report``) does with bad input and logging."""
+"""What every command (``tuner.run``, ``tuner.check``, ``tuner.plan``, ``tuner.report``) does with bad input and
+logging."""
 
 from __future__ import annotations
 
 import logging
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, NoReturn, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 EXIT_BAD_INPUT = 2
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"

@@ -42,7 +42,8 @@ for loops that write checkpoints the platform does not see.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping, Optional, Union
+from collections.abc import Callable, Mapping
+from typing import Any, Optional, Union
 
 from tuner.trial.checkpoint import Checkpoint, rng_state, set_rng_state
 from tuner.trial.context import TrialContext

@@ -45,9 +45,7 @@ class Dataset:
 
 
 def _split_and_normalize(x: np.ndarray, y: np.ndarray, cfg: DataSettings) -> Dataset:
-    x_tr, x_va, y_tr, y_va = train_test_split(
-        x, y, test_size=cfg.val_fraction, random_state=cfg.split_seed, stratify=y
-    )
+    x_tr, x_va, y_tr, y_va = train_test_split(x, y, test_size=cfg.val_fraction, random_state=cfg.split_seed, stratify=y)
     mean = x_tr.mean(axis=(0, 2, 3), keepdims=True)
     std = x_tr.std(axis=(0, 2, 3), keepdims=True) + 1e-8
 

@@ -28,8 +28,12 @@ class Classifier(L.LightningModule):
     def __init__(self, config: dict[str, Any], features: int) -> None:
         super().__init__()
         self.config = config
-        self.net = nn.Sequential(nn.Linear(features, config["hidden"]), nn.ReLU(), nn.Dropout(config["dropout"]),
-                                 nn.Linear(config["hidden"], 1))  # fmt: skip
+        self.net = nn.Sequential(
+            nn.Linear(features, config["hidden"]),
+            nn.ReLU(),
+            nn.Dropout(config["dropout"]),
+            nn.Linear(config["hidden"], 1),
+        )
 
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         x, y = batch
@@ -57,15 +61,25 @@ def loaders(batch_size: int, seed: int) -> tuple[DataLoader, DataLoader]:
     mean, std = x[train].mean(0), x[train].std(0)
     x = (x - mean) / std
     shuffled = torch.Generator().manual_seed(seed)  # the loader's own generator: epochs draw a fixed order
-    return (DataLoader(TensorDataset(x[train], y[train]), batch_size=batch_size, shuffle=True, generator=shuffled),
-            DataLoader(TensorDataset(x[val], y[val]), batch_size=256))  # fmt: skip
+    return (
+        DataLoader(TensorDataset(x[train], y[train]), batch_size=batch_size, shuffle=True, generator=shuffled),
+        DataLoader(TensorDataset(x[val], y[val]), batch_size=256),
+    )
 
 
 def fit(config: dict[str, Any], settings: Settings) -> None:
     L.seed_everything(settings.seed, verbose=False)
     train, val = loaders(config["batch_size"], settings.seed)
     model = Classifier(config, train.dataset.tensors[0].shape[1])
-    trainer = L.Trainer(max_epochs=settings.epochs, callbacks=[TunerCallback()], accelerator="cpu", devices=1,
-                        logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                        enable_model_summary=False, num_sanity_val_steps=0)  # fmt: skip
+    trainer = L.Trainer(
+        max_epochs=settings.epochs,
+        callbacks=[TunerCallback()],
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+    )
     trainer.fit(model, train, val, ckpt_path=resume_path())

@@ -77,4 +77,3 @@ def fit(config: dict[str, Any], settings: dict[str, Any]) -> None:
             with torch.no_grad():
                 val_loss = nn.functional.mse_loss(model(x_val).squeeze(1), y_val).item()
             session.report({"step": step, "val_loss": val_loss}, checkpoint=state)  # tuner
-

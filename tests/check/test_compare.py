@@ -18,8 +18,10 @@ from tuner.check.compare import (
 
 
 def rows(values: list[float], lr: float = 0.1, **extra: float) -> list[dict[str, float]]:
-    return [{"step": float(i + 1), "val_loss": v, "lr": lr, "epoch_time_s": 0.1 * i, "train_time_s": float(i + 1), **extra}
-            for i, v in enumerate(values)]  # fmt: skip
+    return [
+        {"step": float(i + 1), "val_loss": v, "lr": lr, "epoch_time_s": 0.1 * i, "train_time_s": float(i + 1), **extra}
+        for i, v in enumerate(values)
+    ]
 
 
 def test_identical_runs_and_a_redone_step_with_the_same_values_agree() -> None:
@@ -36,8 +38,9 @@ def test_the_first_differing_step_and_metric_are_named() -> None:
 
 
 def test_durations_and_platform_keys_are_not_compared() -> None:
-    assert compared_metrics({"val_loss": 1.0, "epoch_time_s": 3.0, "train_time_s": 1.0, "preemptions": 1, "step": 2}) == {
-        "val_loss": 1.0, "step": 2.0}  # fmt: skip
+    assert compared_metrics(
+        {"val_loss": 1.0, "epoch_time_s": 3.0, "train_time_s": 1.0, "preemptions": 1, "step": 2}
+    ) == {"val_loss": 1.0, "step": 2.0}
 
 
 def test_steps_past_the_undisturbed_run_are_not_compared_and_a_missing_step_is() -> None:

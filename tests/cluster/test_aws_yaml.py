@@ -5,8 +5,8 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import boto3
 import pytest
@@ -33,12 +33,16 @@ def test_ray_validates_the_config() -> None:
     validate_config(config)
     types = config["available_node_types"]
     assert types["head"]["resources"] == {"CPU": 0}  # no trial fits on the head
-    spot = [n for n, t in types.items() if t["node_config"].get("InstanceMarketOptions", {}).get("MarketType") == "spot"]
+    spot = [
+        n for n, t in types.items() if t["node_config"].get("InstanceMarketOptions", {}).get("MarketType") == "spot"
+    ]
     # Diversified, as the seed prescribes ("10 to 15 different instance types to maximise availability").
     itypes = {types[n]["node_config"]["InstanceType"] for n in spot}
     assert len(itypes) >= 10 and len({t.split(".")[0] for t in itypes}) >= 5  # g4dn, g5, g6, g6e, p3
     assert any(types[n]["resources"]["GPU"] > 1 for n in spot) and any(types[n]["resources"]["GPU"] == 1 for n in spot)
-    assert types["ondemand_g5"]["min_workers"] == 0 and "InstanceMarketOptions" not in types["ondemand_g5"]["node_config"]
+    assert (
+        types["ondemand_g5"]["min_workers"] == 0 and "InstanceMarketOptions" not in types["ondemand_g5"]["node_config"]
+    )
     assert len(config["provider"]["availability_zone"].split(",")) >= 2
 
 
@@ -93,8 +97,11 @@ def moto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     log = (tmp_path_factory.mktemp("moto") / "moto.log").open("ab")
     proc = subprocess.Popen(
         [str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
-        env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-    )  # fmt: skip
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     try:
         wait_for_port(port, proc)
         yield f"http://127.0.0.1:{port}"
@@ -153,7 +160,9 @@ def test_bootstrap_and_one_node_of_each_type(aws_env: str) -> None:
         assert [g["GroupId"] for g in instance["SecurityGroups"]] == [made["security_group"]]
         profile = instance["IamInstanceProfile"]["Arn"]
         assert profile.endswith("/tuner-head" if name == "head" else "/tuner-worker"), (name, profile)
-    zones = {ec2.describe_subnets(SubnetIds=[i["SubnetId"]])["Subnets"][0]["AvailabilityZone"] for i in instances.values()}
+    zones = {
+        ec2.describe_subnets(SubnetIds=[i["SubnetId"]])["Subnets"][0]["AvailabilityZone"] for i in instances.values()
+    }
     subnets = config["available_node_types"]["spot_g5"]["node_config"]["SubnetIds"]
     subnet_zones = {s["AvailabilityZone"] for s in ec2.describe_subnets(SubnetIds=subnets)["Subnets"]}
     assert len(subnet_zones) >= 2 and zones <= subnet_zones
@@ -161,7 +170,9 @@ def test_bootstrap_and_one_node_of_each_type(aws_env: str) -> None:
     # The only way in from outside: SSH from the configured CIDR. No dashboard/GCS/client port.
     group = ec2.describe_security_groups(GroupIds=[made["security_group"]])["SecurityGroups"][0]
     public = [p for p in group["IpPermissions"] if p.get("IpRanges")]
-    assert [(p["FromPort"], p["ToPort"], [r["CidrIp"] for r in p["IpRanges"]]) for p in public] == [(22, 22, [SSH_CIDR])]
+    assert [(p["FromPort"], p["ToPort"], [r["CidrIp"] for r in p["IpRanges"]]) for p in public] == [
+        (22, 22, [SSH_CIDR])
+    ]
     assert all(not p.get("Ipv6Ranges") for p in group["IpPermissions"])
 
 
@@ -171,7 +182,9 @@ def test_worker_profile_reaches_only_the_bucket(aws_env: str) -> None:
     iam = session.client("iam")
     (policy_name,) = iam.list_role_policies(RoleName="tuner-worker")["PolicyNames"]
     document = iam.get_role_policy(RoleName="tuner-worker", PolicyName=policy_name)["PolicyDocument"]
-    resources = {r for s in document["Statement"] for r in ([s["Resource"]] if isinstance(s["Resource"], str) else s["Resource"])}
+    resources = {
+        r for s in document["Statement"] for r in ([s["Resource"]] if isinstance(s["Resource"], str) else s["Resource"])
+    }
     assert resources == {"arn:aws:s3:::tuner-ckpts", "arn:aws:s3:::tuner-ckpts/*"}
     assert all(a.startswith("s3:") for s in document["Statement"] for a in s["Action"])
 
@@ -189,11 +202,17 @@ def test_node_start_labels_from_instance_metadata(market: str, agent: bool) -> N
         out = subprocess.run(
             ["bash", str(REPO / "cluster" / "node_start.sh"), "worker", "--agent", "on"],
             env={**os.environ, "TUNER_IMDS_URL": imds.url, "TUNER_DRY_RUN": "1", "RAY_HEAD_IP": "10.0.0.5"},
-            capture_output=True, text=True, check=True,
-        ).stdout  # fmt: skip
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
     finally:
         imds.stop()
     assert "ray start --address=10.0.0.5:6379" in out
-    for label in ("ray.io/availability-zone=us-east-1b", "tuner.io/instance-type=g5.xlarge", f"ray.io/market-type={market}"):
+    for label in (
+        "ray.io/availability-zone=us-east-1b",
+        "tuner.io/instance-type=g5.xlarge",
+        f"ray.io/market-type={market}",
+    ):
         assert label in out
     assert ("python3 -m tuner.spot.agent --provider aws" in out) == agent

@@ -70,7 +70,9 @@ def test_servers_we_start_bind_loopback_only() -> None:
     driver = [e for e in exposed if e[2] == os.getpid()]  # this process is Ray's driver: one core-worker RPC port
     assert len(driver) <= 1, driver
     # Match the whole command line: a deep install path pushes the script name far to the right.
-    unexpected = [(host, p, pid, cmd[:160]) for host, p, pid, cmd in exposed if pid != os.getpid() and not RAY_CORE.search(cmd)]
+    unexpected = [
+        (host, p, pid, cmd[:160]) for host, p, pid, cmd in exposed if pid != os.getpid() and not RAY_CORE.search(cmd)
+    ]
     assert not unexpected, unexpected
 
 

@@ -48,4 +48,6 @@ def test_a_twin_type_can_train_with_more_torch_threads_and_a_typo_is_refused() -
     types = twin_config(aws, cfg)["available_node_types"]
     assert types["spot_g6"]["labels"][TORCH_THREADS] == "2" and TORCH_THREADS not in types["spot_g5"]["labels"]
     with pytest.raises(ConfigError, match="spot_g7 is not a worker type"):
-        twin_config(aws, ClusterConfig(name="local_spot", launcher_config="cluster/aws.yaml", torch_threads={"spot_g7": 2}))
+        twin_config(
+            aws, ClusterConfig(name="local_spot", launcher_config="cluster/aws.yaml", torch_threads={"spot_g7": 2})
+        )

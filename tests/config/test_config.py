@@ -104,7 +104,9 @@ def test_s3_needs_a_valid_bucket() -> None:
     with pytest.raises(ConfigError, match="not a valid S3 bucket name"):
         to_settings(compose_cfg("+search=mlp", "storage=s3", "storage.bucket=Bad_Bucket"))
     with pytest.raises(ConfigError, match="endpoint_url"):
-        to_settings(compose_cfg("+search=mlp", "storage=s3", "storage.bucket=ok-bucket", "storage.endpoint_url=localhost"))
+        to_settings(
+            compose_cfg("+search=mlp", "storage=s3", "storage.bucket=ok-bucket", "storage.endpoint_url=localhost")
+        )
 
 
 def test_space_must_import_and_suggest() -> None:
@@ -130,7 +132,9 @@ def test_benchmark_space_draws_build_models() -> None:
 
 
 def test_price_guard_limits_are_typed() -> None:
-    settings = to_settings(compose_cfg("+search=mlp", "price_guard.enabled=true", "+price_guard.max_usd_per_hour={g5.xlarge:0.6}"))
+    settings = to_settings(
+        compose_cfg("+search=mlp", "price_guard.enabled=true", "+price_guard.max_usd_per_hour={g5.xlarge:0.6}")
+    )
     assert settings.price_guard.max_usd_per_hour == {"g5.xlarge": 0.6}
     with pytest.raises(ConfigCompositionException):
         compose_cfg("+search=mlp", "+price_guard.max_usd_per_hour={g5.xlarge:cheap}")
@@ -176,10 +180,15 @@ def fit_with_keywords(params, *, epochs=30, seed=0, lr_floor):  # a trainer writ
 def test_a_keyword_trainer_gets_the_workload_as_keywords_checked_against_its_signature() -> None:
     settings = trainer.settings_for(fit_with_keywords, {"epochs": 5, "lr_floor": 1e-4})
     assert trainer.call(fit_with_keywords, {"lr": 0.1}, settings) == ({"lr": 0.1}, 5, 0, 1e-4)
-    with pytest.raises(ConfigError, match=r"search.workload.epoch: tests.config.test_config:fit_with_keywords takes no "
-                                          r"such keyword \(it takes: epochs, seed, lr_floor\)"):  # fmt: skip
+    with pytest.raises(
+        ConfigError,
+        match=r"search.workload.epoch: tests.config.test_config:fit_with_keywords takes no "
+        r"such keyword \(it takes: epochs, seed, lr_floor\)",
+    ):
         trainer.settings_for(fit_with_keywords, {"epoch": 5, "lr_floor": 1e-4})
-    with pytest.raises(ConfigError, match=r"search.workload.lr_floor is missing: .* needs it \(a keyword without a default\)"):
+    with pytest.raises(
+        ConfigError, match=r"search.workload.lr_floor is missing: .* needs it \(a keyword without a default\)"
+    ):
         trainer.settings_for(fit_with_keywords, {"epochs": 5})
 
     def fit_anything(params, **settings):
@@ -217,7 +226,8 @@ def test_scheduler_nodes_mirror_the_api_with_the_search_s_time() -> None:
     asha = build.scheduler(settings.search)
     assert (asha._time_attr, asha._max_t, asha._reduction_factor) == ("epoch", 10, 3)  # max_t: search.max_t
     with pytest.raises(ConfigCompositionException):
-        compose_cfg("+search=resnet", "search/scheduler=hyperband", "search.scheduler.grace_period=3")  # not HyperBand's
+        # not HyperBand's
+        compose_cfg("+search=resnet", "search/scheduler=hyperband", "search.scheduler.grace_period=3")
 
 
 def test_tune_lets_as_many_trials_wait_for_resources_as_may_run(tmp_path, monkeypatch) -> None:
@@ -238,7 +248,9 @@ def test_a_multi_objective_search_needs_a_sampler_that_can_run_one() -> None:
     with pytest.raises(ConfigError, match="searcher=CmaEsSampler cannot optimise several objectives"):
         build.search_alg(settings.search)
     for sampler in ("tpe", "nsga2"):
-        searcher = build.search_alg(to_settings(compose_cfg("+search=resnet_cost", f"search/searcher={sampler}")).search).searcher
+        searcher = build.search_alg(
+            to_settings(compose_cfg("+search=resnet_cost", f"search/searcher={sampler}")).search
+        ).searcher
         assert searcher.metrics == ["val_acc", "cost_usd"] and len(searcher.study.directions) == 2
 
 
@@ -249,5 +261,7 @@ def test_the_platforms_bookkeeping_is_not_an_objective() -> None:
 
 
 def test_objectives_the_trainer_reports_are_required_in_its_reports_and_the_ledgers_are_not() -> None:
-    settings = to_settings(compose_cfg("+search=mlp", "+search.objectives.cost_usd=min", "+search.objectives.train_loss=min"))
+    settings = to_settings(
+        compose_cfg("+search=mlp", "+search.objectives.cost_usd=min", "+search.objectives.train_loss=min")
+    )
     assert build.objective(settings.search).reported == ("train_loss",)

@@ -47,7 +47,10 @@ def test_fractional_gpu_share() -> None:
 
 
 def test_trial_moved_from_spot_g5_to_on_demand_g6() -> None:
-    cost = trial_cost([interval("g5.xlarge", "spot", T0, T0 + 1800), interval("g6.xlarge", "on-demand", T0 + 1800, T0 + 3600)], Prices())
+    cost = trial_cost(
+        [interval("g5.xlarge", "spot", T0, T0 + 1800), interval("g6.xlarge", "on-demand", T0 + 1800, T0 + 3600)],
+        Prices(),
+    )
     assert cost.cost_usd == pytest.approx(0.3 * 0.5 + 0.8 * 0.5)
     assert cost.on_demand_cost_usd == pytest.approx(1.0 * 0.5 + 0.8 * 0.5)
     assert cost.savings_pct == pytest.approx(100 * (1 - 0.55 / 0.9))
@@ -59,17 +62,41 @@ def test_unknown_instance_type_is_unpriced_not_free() -> None:
     assert not cost.priced and cost.cost_usd == 0.0
 
 
-def result(node: str, itype: str, market: str, started: float, wall: float, lost: float = 0.0, pre: int = 0,
-           epoch: int = 1, loss: float = 0.5) -> dict:  # fmt: skip
-    return {"node_id": node, "instance_type": itype, "market": market, "zone": "us-east-1a", "region": "us-east-1",
-            "attempt_started_s": started, "wall_s": wall, "lost_work_s": lost, "preemptions": pre, "epoch": epoch,
-            "val_loss": loss}  # fmt: skip
+def result(
+    node: str,
+    itype: str,
+    market: str,
+    started: float,
+    wall: float,
+    lost: float = 0.0,
+    pre: int = 0,
+    epoch: int = 1,
+    loss: float = 0.5,
+) -> dict:
+    return {
+        "node_id": node,
+        "instance_type": itype,
+        "market": market,
+        "zone": "us-east-1a",
+        "region": "us-east-1",
+        "attempt_started_s": started,
+        "wall_s": wall,
+        "lost_work_s": lost,
+        "preemptions": pre,
+        "epoch": epoch,
+        "val_loss": loss,
+    }
 
 
 def ledger_for(cpu: float = 1, gpu: float = 1, **kw) -> CostLedger:
     """A search that minimises val_loss over epochs (nothing here assumes classification)."""
-    search = SimpleNamespace(resources=ResourcesConfig(cpu=cpu, gpu=gpu), metric="val_loss", mode="min", time_attr="epoch",
-                             objectives=kw.pop("objectives", {}))  # fmt: skip
+    search = SimpleNamespace(
+        resources=ResourcesConfig(cpu=cpu, gpu=gpu),
+        metric="val_loss",
+        mode="min",
+        time_attr="epoch",
+        objectives=kw.pop("objectives", {}),
+    )
     return CostLedger(kw.pop("cost", CostConfig()), "us-east-1", search, Prices(), **kw)  # type: ignore[arg-type]
 
 
@@ -80,8 +107,12 @@ def test_preempted_trial_pays_for_redone_work() -> None:
     for wall in (T0 + 300, T0 + 600, T0 + 900):
         ledger.on_trial_result(0, [], trial, result("a", "g5.xlarge", "spot", T0, wall))
     for wall in (T0 + 1900, T0 + 2800):
-        ledger.on_trial_result(0, [], trial, result("b", "g6.xlarge", "on-demand", T0 + 1000, wall, lost=300, pre=1,
-                                                    epoch=int((wall - T0) // 700)))  # fmt: skip
+        ledger.on_trial_result(
+            0,
+            [],
+            trial,
+            result("b", "g6.xlarge", "on-demand", T0 + 1000, wall, lost=300, pre=1, epoch=int((wall - T0) // 700)),
+        )
     cost = ledger.cost_of("t1")
     g5 = 0.3 * 1200 / 3600  # 900 s reported + 300 s worked after the last report, then lost
     g6 = 0.8 * 1800 / 3600
@@ -112,7 +143,9 @@ def test_best_value_follows_the_mode() -> None:
     trial = SimpleNamespace(trial_id="t")
     for i, loss in enumerate((0.9, 0.4, 0.6), start=1):
         ledger.on_trial_result(0, [], trial, result("a", "g5.xlarge", "spot", T0, T0 + i, epoch=i, loss=loss))
-    ledger.on_trial_result(0, [], trial, {**result("a", "g5.xlarge", "spot", T0, T0 + 9, epoch=3, loss=0.1), "checkpoint_only": 1})
+    ledger.on_trial_result(
+        0, [], trial, {**result("a", "g5.xlarge", "spot", T0, T0 + 9, epoch=3, loss=0.1), "checkpoint_only": 1}
+    )
     assert ledger.best("t") == 0.4 and ledger.best_overall() == 0.4  # a checkpoint-only result is no report
 
 
@@ -150,8 +183,9 @@ def test_a_trial_on_several_nodes_pays_its_share_of_each() -> None:
     ledger = ledger_for(node_labels=labels.__getitem__)
     trial = SimpleNamespace(trial_id="t")
     for wall in (T0 + 900, T0 + 1800):
-        ledger.on_trial_result(0, [], trial, {**result("a", "g5.12xlarge", "spot", T0, wall), "worker_nodes": "a,b",
-                                              "world_size": 2})  # fmt: skip
+        ledger.on_trial_result(
+            0, [], trial, {**result("a", "g5.12xlarge", "spot", T0, wall), "worker_nodes": "a,b", "world_size": 2}
+        )
     a, b = ledger.trials["t"].intervals.values()
     assert (a.share, b.share) == (0.25, 1.0)
     assert ledger.cost_of("t").cost_usd == pytest.approx(2.0 * 0.5 * 0.25 + 0.3 * 0.5)

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any, Iterator, Optional
+from typing import Any, Optional
 
 import pytest
 from ray.tune.experiment import Trial
@@ -28,10 +29,22 @@ def no_active_placement() -> Iterator[None]:
 
 def make(by: str = "throughput", slots: int = 4, clock: Optional[list[float]] = None) -> tuple[Placement, list[str]]:
     said: list[str] = []
-    types = [NodeType(n, i, 0.25) for n, i in [("spot_g6", "g6.xlarge"), ("spot_g5", "g5.xlarge"), ("spot_g4dn", "g4dn.xlarge")]]
+    types = [
+        NodeType(n, i, 0.25)
+        for n, i in [("spot_g6", "g6.xlarge"), ("spot_g5", "g5.xlarge"), ("spot_g4dn", "g4dn.xlarge")]
+    ]
     now = clock if clock is not None else [0.0]
-    placed = Placement(PlacementConfig(by=by, wait_s=60), "epoch", {"CPU": 1.0}, types, PRICES.get,
-                       lambda: {t.name: slots for t in types}, {"batch_size": 1.0}, say=said.append, clock=lambda: now[0])  # fmt: skip
+    placed = Placement(
+        PlacementConfig(by=by, wait_s=60),
+        "epoch",
+        {"CPU": 1.0},
+        types,
+        PRICES.get,
+        lambda: {t.name: slots for t in types},
+        {"batch_size": 1.0},
+        say=said.append,
+        clock=lambda: now[0],
+    )
     return placed, said
 
 
@@ -43,7 +56,12 @@ def run_epochs(placed: Placement, t: Any, node_type: str, epochs: int) -> None:
     """Results as a trial on ``node_type`` reports them: its seconds per epoch scale with its batch."""
     per_epoch = SECONDS_PER_WORK[node_type] * t.config["batch_size"] / 64
     for epoch in range(1, epochs + 1):
-        result = {"node_group": node_type, "attempt_started_s": 1.0, "train_time_s": 0.3 + epoch * per_epoch, "epoch": epoch}
+        result = {
+            "node_group": node_type,
+            "attempt_started_s": 1.0,
+            "train_time_s": 0.3 + epoch * per_epoch,
+            "epoch": epoch,
+        }
         placed.on_trial_result(0, [], t, result)
 
 
@@ -51,7 +69,9 @@ def test_types_are_compared_per_unit_of_work_with_each_trials_work_factored_out(
     # The fast type only ever ran heavy trials, the slow one light ones: raw seconds per epoch would call
     # the fast type slower (2.0 s vs 1.0 s); per unit of work (declared: ~ depth^1 width^2) it is twice as fast.
     speed = Throughput({"depth": 1.0, "width": 2.0})
-    for i, (node_type, depth, width) in enumerate([("spot_g5", 20, 32), ("spot_g5", 20, 32), ("spot_g6", 8, 16), ("spot_g6", 14, 16)]):
+    for i, (node_type, depth, width) in enumerate(
+        [("spot_g5", 20, 32), ("spot_g5", 20, 32), ("spot_g6", 8, 16), ("spot_g6", 14, 16)]
+    ):
         per_epoch = SECONDS_PER_WORK[node_type] * depth * width**2 / (14 * 16**2)
         for epoch in range(1, 4):
             speed.observe(f"t{i}", {"depth": depth, "width": width}, node_type, "a", epoch * per_epoch, epoch)
@@ -116,7 +136,9 @@ def test_a_full_blocked_or_short_type_is_passed_over_and_none_left_means_any() -
     clock[0] = 61.0
     placed.on_step_end(0, [waiting])
     assert placed.short == {"spot_g6"} and "waited 61 s for g6.xlarge" in said[-1]
-    placed.on_trial_result(0, [], waiting, {"node_group": "spot_g6", "attempt_started_s": 1, "train_time_s": 1.0, "epoch": 1})
+    placed.on_trial_result(
+        0, [], waiting, {"node_group": "spot_g6", "attempt_started_s": 1, "train_time_s": 1.0, "epoch": 1}
+    )
     assert placed.short == set()
 
 
@@ -195,7 +217,11 @@ def test_the_cluster_config_decides_whether_there_is_anything_to_place(tmp_path:
     assert said[-1].startswith("placement: off: the on-demand types carry every spot type's resource")
 
     both = placed(launcher(("spot_g5", "g5.xlarge", True), ("spot_g6", "g6.xlarge", True), ("spot_x", "x9.huge", True)))
-    assert both is not None and [t.name for t in both.types] == ["spot_g5", "spot_g6"]  # the unpriced one is never chosen
+    # the unpriced one is never chosen
+    assert both is not None and [t.name for t in both.types] == [
+        "spot_g5",
+        "spot_g6",
+    ]
     assert both.slots()["spot_g5"] == 2 * 4 and placement._ACTIVE is both
     assert placed(launcher(("spot_g5", "g5.xlarge", True))) is None and placement._ACTIVE is None
     assert said[-1] == "placement: off: one priced spot type (g5.xlarge): nothing to choose"

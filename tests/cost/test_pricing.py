@@ -46,13 +46,24 @@ def test_spot_history_paginated_and_cached(tmp_path) -> None:
     ts = [datetime.fromtimestamp(T0 + dt, timezone.utc) for dt in (0, 1800)]
     page = lambda entries, token=None: {  # noqa: E731  (real DescribeSpotPriceHistory shape)
         "SpotPriceHistory": [
-            {"AvailabilityZone": "us-east-1a", "InstanceType": "g5.xlarge", "ProductDescription": "Linux/UNIX",
-             "SpotPrice": price, "Timestamp": t} for t, price in entries
+            {
+                "AvailabilityZone": "us-east-1a",
+                "InstanceType": "g5.xlarge",
+                "ProductDescription": "Linux/UNIX",
+                "SpotPrice": price,
+                "Timestamp": t,
+            }
+            for t, price in entries
         ],
         **({"NextToken": token} if token else {"NextToken": ""}),
-    }  # fmt: skip
-    expected = {"InstanceTypes": ["g5.xlarge"], "ProductDescriptions": ["Linux/UNIX"], "StartTime": ANY,
-                "EndTime": ANY, "AvailabilityZone": "us-east-1a"}  # fmt: skip
+    }
+    expected = {
+        "InstanceTypes": ["g5.xlarge"],
+        "ProductDescriptions": ["Linux/UNIX"],
+        "StartTime": ANY,
+        "EndTime": ANY,
+        "AvailabilityZone": "us-east-1a",
+    }
     stub.add_response("describe_spot_price_history", page([(ts[1], "0.600000")], "page2"), expected)
     stub.add_response("describe_spot_price_history", page([(ts[0], "0.400000")]), {**expected, "NextToken": "page2"})
     prices = AwsPrices(tmp_path, ec2_client=ec2)
@@ -75,7 +86,9 @@ def test_on_demand_from_get_products(tmp_path) -> None:
     pricing, stub = stubbed("pricing")
     product = {
         "product": {"attributes": {"instanceType": "g6.xlarge"}},
-        "terms": {"OnDemand": {"T1": {"priceDimensions": {"D1": {"unit": "Hrs", "pricePerUnit": {"USD": "0.8048000000"}}}}}},
+        "terms": {
+            "OnDemand": {"T1": {"priceDimensions": {"D1": {"unit": "Hrs", "pricePerUnit": {"USD": "0.8048000000"}}}}}
+        },
     }
     stub.add_response("get_products", {"PriceList": [json.dumps(product)], "FormatVersion": "aws_v1", "NextToken": ""})
     with stub:

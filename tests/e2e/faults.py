@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 
 def trained_past(trial_id: str, train_time_s: float, running: Callable[[], bool], timeout_s: float = 600) -> None:

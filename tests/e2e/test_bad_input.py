@@ -69,12 +69,20 @@ def test_malformed_endpoint() -> None:
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["+search=mlp", "search.space=tests.spaces:raising_space"],
-         "search.space='tests.spaces:raising_space' cannot draw a configuration (KeyError: 'no such hyperparameter table')"),
-        (["--config-dir", "examples/conf", "+search=regression", 'search.space.lr="uniform(1, 2)"'],
-         "search.space.lr='uniform(1, 2)': HydraException while evaluating 'uniform(1, 2)': Unknown function 'uniform'"),
-        (["--config-dir", "examples/conf", "+search=regression", 'search.space.lr="interval(3, 1)"'],
-         "search.space.lr='interval(3, 1)': "),
+        (
+            ["+search=mlp", "search.space=tests.spaces:raising_space"],
+            "search.space='tests.spaces:raising_space' cannot draw a configuration "
+            "(KeyError: 'no such hyperparameter table')",
+        ),
+        (
+            ["--config-dir", "examples/conf", "+search=regression", 'search.space.lr="uniform(1, 2)"'],
+            "search.space.lr='uniform(1, 2)': HydraException while evaluating 'uniform(1, 2)': "
+            "Unknown function 'uniform'",
+        ),
+        (
+            ["--config-dir", "examples/conf", "+search=regression", 'search.space.lr="interval(3, 1)"'],
+            "search.space.lr='interval(3, 1)': ",
+        ),
     ],
 )
 def test_a_space_that_cannot_draw(args: list[str], message: str) -> None:

@@ -7,8 +7,8 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 from mlflow.tracking import MlflowClient
@@ -36,8 +36,14 @@ def run_in(repo: Path, args: list[str], timeout_s: float = 600, elsewhere: bool 
     directory, the repository on the driver's Python path only (so that Ray's workers, which would get the
     driver's working directory, can import the package only from what the platform ships)."""
     cwd, env = (repo.parent, cli_env({"PYTHONPATH": str(repo)})) if elsewhere else (repo, cli_env())
-    return subprocess.run([sys.executable, "-m", "tuner.run", "--config-dir", str(repo / "conf"), *args], cwd=cwd,
-                          env=env, capture_output=True, text=True, timeout=timeout_s)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", "tuner.run", "--config-dir", str(repo / "conf"), *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+    )
 
 
 def test_a_users_search_runs_from_its_own_repository(repo: Path, tmp_path: Path) -> None:
@@ -58,14 +64,23 @@ def test_a_users_search_runs_from_its_own_repository(repo: Path, tmp_path: Path)
 
 
 def test_a_trainer_written_the_ordinary_way_gets_the_workload_as_keywords(repo: Path, tmp_path: Path) -> None:
-    proc = run_in(repo, ["+search=mine", "search.trainer=mypkg.train:fit_keywords", "search.tune.num_samples=1",
-                         f"output_dir={tmp_path}", *FAST])  # fmt: skip
+    proc = run_in(
+        repo,
+        [
+            "+search=mine",
+            "search.trainer=mypkg.train:fit_keywords",
+            "search.tune.num_samples=1",
+            f"output_dir={tmp_path}",
+            *FAST,
+        ],
+    )
     assert proc.returncode == 0 and "1 of 1 trials finished, 0 failed." in proc.stdout, proc.stderr[-3000:]
     assert re.search(r"trial  1/1 \w+  iteration   6/6  mse", proc.stdout), proc.stdout[-2000:]
     bad = run_in(repo, ["+search=mine", "search.trainer=mypkg.train:fit_keywords", "+search.workload.epochs=3"])
     lines = [line for line in bad.stderr.splitlines() if line.strip()]
-    assert bad.returncode == 2 and lines[-1] == ("error: search.workload.epochs: mypkg.train:fit_keywords takes no such "
-                                                 "keyword (it takes: iterations, seed)"), bad.stderr[-2000:]  # fmt: skip
+    assert bad.returncode == 2 and lines[-1] == (
+        "error: search.workload.epochs: mypkg.train:fit_keywords takes no such keyword (it takes: iterations, seed)"
+    ), bad.stderr[-2000:]
 
 
 @pytest.mark.parametrize(
@@ -76,7 +91,9 @@ def test_a_trainer_written_the_ordinary_way_gets_the_workload_as_keywords(repo: 
         ("mypkg.train:wrong_signature", r"must accept \(config, settings\), its signature is \(config\)"),
     ],
 )
-def test_a_trainer_that_cannot_be_called_is_refused_before_anything_starts(repo: Path, trainer: str, message: str) -> None:
+def test_a_trainer_that_cannot_be_called_is_refused_before_anything_starts(
+    repo: Path, trainer: str, message: str
+) -> None:
     proc = run_in(repo, ["+search=mine", f"search.trainer={trainer}"], timeout_s=120)
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert proc.returncode == 2 and re.search(message, lines[-1]), proc.stderr[-2000:]
@@ -91,11 +108,14 @@ def test_a_trainer_that_goes_wrong_fails_its_trial_with_the_line_that_says_why(r
     raised = r"ValueError: bad batch 2 \(at mypkg/cases\.py:\d+ in helper\)"
     last = [line for line in proc.stderr.splitlines() if line.strip()][-1]
     assert re.fullmatch(rf"error: 2 of 3 trials failed; the first: ({raised}|CheckpointStateError: .*)", last), last
-    assert re.search(rf"retry +\({raised}; traceback in \S+\)", out), out  # counted against run.max_failures=1: retried once
-    assert "Trial task failed" not in proc.stderr and "\x1b[" not in proc.stderr, proc.stderr[-3000:]  # no Ray traceback
+    # counted against run.max_failures=1: retried once
+    assert re.search(rf"retry +\({raised}; traceback in \S+\)", out), out
+    # no Ray traceback
+    assert "Trial task failed" not in proc.stderr and "\x1b[" not in proc.stderr, proc.stderr[-3000:]
     expected = [
         raised,
-        r"CheckpointStateError: checkpoint state cannot be saved by torch\.save \(TypeError: cannot pickle '_thread\.lock'",
+        r"CheckpointStateError: checkpoint state cannot be saved by torch\.save "
+        r"\(TypeError: cannot pickle '_thread\.lock'",
     ]
     failed = [line for line in out.splitlines() if "FAILED" in line]
     for pattern in expected:
@@ -112,13 +132,27 @@ def test_failed_trials_can_be_allowed(repo: Path, tmp_path: Path) -> None:
     assert "(run.allow_failed_trials=true: exit 0 all the same)" in proc.stderr
 
 
-def test_a_trainer_that_raises_before_its_first_report_stops_the_search_after_one_retry(repo: Path, tmp_path: Path) -> None:
-    proc = run_in(repo, [*CASES, "search.space=mypkg.cases:raises_at_once", "search.tune.max_concurrent_trials=1",
-                         f"output_dir={tmp_path}", "run.max_failures=3", *FAST])  # fmt: skip
+def test_a_trainer_that_raises_before_its_first_report_stops_the_search_after_one_retry(
+    repo: Path, tmp_path: Path
+) -> None:
+    proc = run_in(
+        repo,
+        [
+            *CASES,
+            "search.space=mypkg.cases:raises_at_once",
+            "search.tune.max_concurrent_trials=1",
+            f"output_dir={tmp_path}",
+            "run.max_failures=3",
+            *FAST,
+        ],
+    )
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert proc.returncode == 2, proc.stderr[-3000:]
-    assert re.fullmatch(r"error: the trainer failed before its first report, on its retry too: ValueError: bad batch 1 "
-                        r"\(at mypkg/cases\.py:\d+ in helper\)", lines[-1]), lines[-1]  # fmt: skip
+    assert re.fullmatch(
+        r"error: the trainer failed before its first report, on its retry too: ValueError: bad batch 1 "
+        r"\(at mypkg/cases\.py:\d+ in helper\)",
+        lines[-1],
+    ), lines[-1]
     starts = re.findall(r"trial +\d+/3 (\w+)  start ", proc.stdout)
     assert len(starts) == 2 and len(set(starts)) == 1, proc.stdout  # the first trial and its one retry; no other
 
@@ -126,15 +160,30 @@ def test_a_trainer_that_raises_before_its_first_report_stops_the_search_after_on
 @pytest.mark.parametrize(
     "space, message",
     [
-        ("no_metric", r"ReportError: tuner\.session\.report: 'loss' missing \(reported: iteration_loss\).* \(at mypkg/cases\.py:\d+ in fit\)"),
+        (
+            "no_metric",
+            r"ReportError: tuner\.session\.report: 'loss' missing \(reported: iteration_loss\).* "
+            r"\(at mypkg/cases\.py:\d+ in fit\)",
+        ),
         ("text_metric", r"ReportError: tuner\.session\.report: metric 'loss' is str 'low': report numbers only"),
     ],
 )
-def test_a_report_the_search_cannot_use_stops_the_search_at_once_in_one_line(repo: Path, tmp_path: Path, space: str,
-                                                                              message: str) -> None:  # fmt: skip
+def test_a_report_the_search_cannot_use_stops_the_search_at_once_in_one_line(
+    repo: Path, tmp_path: Path, space: str, message: str
+) -> None:
     """The same error would come on every attempt of every trial: no retries, no more trials, exit 2."""
-    proc = run_in(repo, [*CASES, f"search.space=mypkg.cases:{space}", "search.tune.num_samples=4",
-                         "search.tune.max_concurrent_trials=1", f"output_dir={tmp_path}", "run.max_failures=3", *FAST])  # fmt: skip
+    proc = run_in(
+        repo,
+        [
+            *CASES,
+            f"search.space=mypkg.cases:{space}",
+            "search.tune.num_samples=4",
+            "search.tune.max_concurrent_trials=1",
+            f"output_dir={tmp_path}",
+            "run.max_failures=3",
+            *FAST,
+        ],
+    )
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert proc.returncode == 2 and re.search(message, lines[-1]), proc.stderr[-3000:]
     assert lines[-1].startswith("error: a trial's report cannot be used"), lines[-1]
@@ -146,8 +195,9 @@ def test_a_report_the_search_cannot_use_stops_the_search_at_once_in_one_line(rep
 def twin() -> Iterator[str]:
     """The local twin of cluster/aws.yaml, its dashboard (and job server) on 127.0.0.1; yields the job address."""
     port = free_port()
-    cfg = ClusterConfig(name="local_spot", launcher_config="cluster/aws.yaml", max_workers_per_type=1,
-                        dashboard_port=port)  # fmt: skip
+    cfg = ClusterConfig(
+        name="local_spot", launcher_config="cluster/aws.yaml", max_workers_per_type=1, dashboard_port=port
+    )
     cluster = LocalTwin(twin_config(load_launcher_config("cluster/aws.yaml"), cfg), cfg)
     cluster.start()
     try:
@@ -173,15 +223,37 @@ def test_on_the_twin_the_users_code_travels_to_the_workers(repo: Path, twin: str
 
 def test_ray_job_submit_runs_the_users_search_on_the_twin(repo: Path, twin: str, tmp_path: Path) -> None:
     """The documented way to start a search on a cluster: Ray's Jobs API, the user's repo as working dir."""
-    submit = [str(BIN / "ray"), "job", "submit", "--address", twin, "--working-dir", str(repo), "--",
-              sys.executable, "-m", "tuner.run", "--config-dir", "conf", *ON_THE_TWIN, f"output_dir={tmp_path}"]  # fmt: skip
+    submit = [
+        str(BIN / "ray"),
+        "job",
+        "submit",
+        "--address",
+        twin,
+        "--working-dir",
+        str(repo),
+        "--",
+        sys.executable,
+        "-m",
+        "tuner.run",
+        "--config-dir",
+        "conf",
+        *ON_THE_TWIN,
+        f"output_dir={tmp_path}",
+    ]
     auth = {"RAY_AUTH_MODE": "token"}  # the twin's token is in ~/.ray/auth_token, as `ray start` left it
     proc = subprocess.run(submit, env=cli_env(auth), capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0 and "3 of 3 trials finished, 0 failed." in proc.stdout, proc.stdout[-3000:] + proc.stderr
+    assert proc.returncode == 0 and "3 of 3 trials finished, 0 failed." in proc.stdout, (
+        proc.stdout[-3000:] + proc.stderr
+    )
     job_id = re.search(r"Job '(raysubmit_\w+)' succeeded", proc.stdout + proc.stderr)
     assert job_id, proc.stdout[-2000:]
-    status = subprocess.run([str(BIN / "ray"), "job", "status", "--address", twin, job_id.group(1)], env=cli_env(auth),
-                            capture_output=True, text=True, timeout=60)  # fmt: skip
+    status = subprocess.run(
+        [str(BIN / "ray"), "job", "status", "--address", twin, job_id.group(1)],
+        env=cli_env(auth),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert status.returncode == 0 and f"Job '{job_id.group(1)}' succeeded" in status.stdout + status.stderr, status
     assert "shipping to the cluster" not in proc.stdout  # the job's working_dir carried the code
     assert shipped(f"sqlite:///{tmp_path}/mlflow.db") == [1.0, 1.0, 1.0]

@@ -16,8 +16,9 @@ import re
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 import yaml
@@ -51,13 +52,30 @@ def spot_capacity(twin: LocalTwin, launcher: str, available: bool) -> None:
 
 
 def search(launcher: str, twin: LocalTwin, out: Path, *extra: str, steps: int = 1500) -> subprocess.Popen[str]:
-    args = [sys.executable, "-m", "tuner.run", "--config-dir", "examples/conf", "+search=regression",
-            "search.space=tests.spaces:regression", "search.resources.gpu=1", f"search.workload.steps={steps}",
-            f"search.workload.eval_every={steps // 10}", "search.tune.max_concurrent_trials=1",
-            f"search.scheduler.grace_period={steps}",
-            "cluster.address=auto", f"cluster.launcher_config={launcher}", f"cluster.autoscaler_config={twin.config_path}",
-            "fallback.deadline_factor=1.2", "fallback.restart_s=5", "fallback.expected_trial_s=20",
-            "run.max_failures=-1", "tracking=none", f"output_dir={out}", *extra]  # fmt: skip
+    args = [
+        sys.executable,
+        "-m",
+        "tuner.run",
+        "--config-dir",
+        "examples/conf",
+        "+search=regression",
+        "search.space=tests.spaces:regression",
+        "search.resources.gpu=1",
+        f"search.workload.steps={steps}",
+        f"search.workload.eval_every={steps // 10}",
+        "search.tune.max_concurrent_trials=1",
+        f"search.scheduler.grace_period={steps}",
+        "cluster.address=auto",
+        f"cluster.launcher_config={launcher}",
+        f"cluster.autoscaler_config={twin.config_path}",
+        "fallback.deadline_factor=1.2",
+        "fallback.restart_s=5",
+        "fallback.expected_trial_s=20",
+        "run.max_failures=-1",
+        "tracking=none",
+        f"output_dir={out}",
+        *extra,
+    ]
     return subprocess.Popen(args, cwd=REPO, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 

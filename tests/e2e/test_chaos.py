@@ -31,12 +31,17 @@ def test_random_node_kills_lose_nothing(s3_server, tmp_path: Path, monkeypatch: 
     # Kills are placed by the trials' progress (each in the first half of a trial's epochs), so all three
     # come at any machine speed; half the epochs are left to train while a node goes (1-2 s to remove a raylet).
     cfg = experiment(
-        "chaos", str(tmp_path), epochs=16, space="tests.spaces:resnet8_lr", num_samples=4, concurrency=2,
+        "chaos",
+        str(tmp_path),
+        epochs=16,
+        space="tests.spaces:resnet8_lr",
+        num_samples=4,
+        concurrency=2,
         output_dir=str(tmp_path),
         storage=StorageConfig(kind="s3", bucket=bucket, endpoint_url=s3_server.endpoint_url),
         tracking=TrackingConfig(tracking_uri=uri, artifact_location=str(tmp_path / "mlartifacts")),
         run=RunSettings(max_failures=3),  # kills without notice count as failures; notices do not
-    )  # fmt: skip
+    )
     # Ray's default failure detection: on 2 loaded cores, faster health checks declare live nodes dead.
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})
     try:

@@ -71,8 +71,14 @@ workload:
 
 
 def check(args: list[str], cwd: Path = REPO) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "tuner.check", *args], cwd=cwd, env=cli_env(), capture_output=True,
-                          text=True, timeout=900)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", "tuner.check", *args],
+        cwd=cwd,
+        env=cli_env(),
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
 
 
 def test_the_plain_example_resumes_identically_through_a_notice_and_a_kill() -> None:
@@ -80,13 +86,15 @@ def test_the_plain_example_resumes_identically_through_a_notice_and_a_kill() -> 
     out = proc.stdout
     assert proc.returncode == 0, out[-3000:] + proc.stderr[-2000:]
     assert "IDENTICAL: the resumed runs reported what the undisturbed run did, step, val_loss at each of" in out, out
-    print(out[out.find("resume check of search"):])  # the check's own report, in the test's output
+    print(out[out.find("resume check of search") :])  # the check's own report, in the test's output
     notice = re.search(r"spot notice +at step (\d+) \(4 s notice\): ([\d.e+-]+) steps redone .* 1 preemption", out)
     kill = re.search(r"node killed +at step (\d+), past its last checkpoint: ([\d.e+-]+) steps redone \((\S+) s", out)
     assert notice and kill, out
     assert float(notice.group(2)) <= 1  # a noticed preemption redoes at most a step
     assert float(kill.group(3)) >= 0  # at most the work since the last checkpoint (here one every 20 ms of steps)
-    assert re.search(r"checkpoint +[\d.e+-]+ MB, written in [\d.e+-]+ s: fits the notice of AWS \(120 s\), GCP \(30 s\)", out)
+    assert re.search(
+        r"checkpoint +[\d.e+-]+ MB, written in [\d.e+-]+ s: fits the notice of AWS \(120 s\), GCP \(30 s\)", out
+    )
 
 
 def test_a_trainer_that_forgets_its_optimizer_is_caught_with_the_cause_named(tmp_path: Path) -> None:
@@ -97,17 +105,25 @@ def test_a_trainer_that_forgets_its_optimizer_is_caught_with_the_cause_named(tmp
     (tmp_path / "conf" / "search" / "broken.yaml").write_text(BROKEN_YAML)
     proc = check(["--config-dir", "conf", "+search=broken", *LONG], cwd=tmp_path)
     out = proc.stdout
-    print(out[out.find("resume check of search"):])
+    print(out[out.find("resume check of search") :])
     assert proc.returncode == 1, out[-3000:] + proc.stderr[-2000:]
-    assert re.search(r"DIVERGED after a (spot notice|node kill): at step \d+, loss [\d.e+-]+ resumed vs [\d.e+-]+ undisturbed", out), out
+    assert re.search(
+        r"DIVERGED after a (spot notice|node kill): at step \d+, loss [\d.e+-]+ resumed vs [\d.e+-]+ undisturbed", out
+    ), out
     assert "likely cause: the checkpoint holds no optimizer state" in out, out
 
 
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["+search=mlp", "cluster=aws", "storage=s3", "storage.bucket=my-ckpts"], "tuner.check runs on the local twin, not on cluster=aws"),
-        (["+search=mlp", "search.space=tests.spaces:raising_space"], "search.space='tests.spaces:raising_space' cannot draw a configuration"),
+        (
+            ["+search=mlp", "cluster=aws", "storage=s3", "storage.bucket=my-ckpts"],
+            "tuner.check runs on the local twin, not on cluster=aws",
+        ),
+        (
+            ["+search=mlp", "search.space=tests.spaces:raising_space"],
+            "search.space='tests.spaces:raising_space' cannot draw a configuration",
+        ),
     ],
 )
 def test_bad_input_is_one_line(args: list[str], message: str) -> None:

@@ -89,7 +89,9 @@ def test_every_search_smoke_runs(search: str, tmp_path: Path) -> None:
 def assert_pareto_front_shown(stdout: str, tmp_path: Path, search: str, objectives: dict[str, str]) -> None:
     """A multi-objective search: Optuna was told every objective (the ledger's cost among them), the console
     and MLflow mark the same Pareto front, and the printed link opens the trials table in the MLflow UI."""
-    front = re.search(r"Pareto front of val_acc \(max\), (.+), last reported values: (\d) of the 2 trials that trained", stdout)
+    front = re.search(
+        r"Pareto front of val_acc \(max\), (.+), last reported values: (\d) of the 2 trials that trained", stdout
+    )
     assert front and front.group(1) == ", ".join(f"{k} ({m})" for k, m in objectives.items()), stdout[-2000:]
     (state,) = (tmp_path / "ray_results" / search).glob("searcher-state-*.pkl")
     study = pickle.loads(state.read_bytes())["study"]
@@ -99,12 +101,16 @@ def assert_pareto_front_shown(stdout: str, tmp_path: Path, search: str, objectiv
     parents, children = runs_of(f"sqlite:///{tmp_path}/mlflow.db", search)
     marked = [c for c in children if c.data.tags.get(TAG_PARETO) == "true"]
     assert len(marked) == int(front.group(2)) >= 1
-    link = re.search(r"all trials: +http://127.0.0.1:5000(/#/experiments/\d+/runs/(\w+)/artifactPath/trials.html)", stdout)
+    link = re.search(
+        r"all trials: +http://127.0.0.1:5000(/#/experiments/\d+/runs/(\w+)/artifactPath/trials.html)", stdout
+    )
     assert link and link.group(2) == parents[0].info.run_id
     port = free_port()
     server = start_mlflow_server(tmp_path, port)  # the store the search wrote, as `mlflow ui` would serve it
     try:
-        pixels = screenshot(f"http://127.0.0.1:{port}{link.group(1)}", tmp_path / "mlflow.png", 1400, 1000, wait_ms=20000)
+        pixels = screenshot(
+            f"http://127.0.0.1:{port}{link.group(1)}", tmp_path / "mlflow.png", 1400, 1000, wait_ms=20000
+        )
     finally:
         stop(server)
     shaded = (np.abs(pixels - np.array(FRONT_ROW_RGB)) <= 2).all(axis=2)  # the front's rows in the trials table
@@ -114,9 +120,15 @@ def assert_pareto_front_shown(stdout: str, tmp_path: Path, search: str, objectiv
 def test_s3_storage_holds_checkpoints_and_experiment_state(s3_server, tmp_path: Path) -> None:
     bucket = s3_server.make_bucket()
     args = [
-        "+search=mlp", f"output_dir={tmp_path}", *FAST, *TINY, "storage=s3",
-        f"storage.bucket={bucket}", "storage.prefix=team/exp", f"storage.endpoint_url={s3_server.endpoint_url}",
-    ]  # fmt: skip
+        "+search=mlp",
+        f"output_dir={tmp_path}",
+        *FAST,
+        *TINY,
+        "storage=s3",
+        f"storage.bucket={bucket}",
+        "storage.prefix=team/exp",
+        f"storage.endpoint_url={s3_server.endpoint_url}",
+    ]
     proc = run_cli(args, env=s3_server.env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     keys = s3_server.keys(bucket)
@@ -152,8 +164,9 @@ def test_tracking_server(mlflow_server, tmp_path: Path) -> None:
 EPOCH_LINE = re.compile(r"trial +\d+/\d+ \w+  epoch")
 
 
-def read_until_seen(driver: subprocess.Popen, lines: list[str], needles: list[str], epochs_after: int,
-                    timeout_s: float = 300) -> int:  # fmt: skip
+def read_until_seen(
+    driver: subprocess.Popen, lines: list[str], needles: list[str], epochs_after: int, timeout_s: float = 300
+) -> int:
     """Read the driver's output into ``lines`` until every needle has appeared and ``epochs_after`` epoch lines
     came after the last of them (a fault's end placed by what the search has done, not by the clock).
     Returns the epoch lines read. The time limit is a hang guard only."""
@@ -168,7 +181,9 @@ def read_until_seen(driver: subprocess.Popen, lines: list[str], needles: list[st
         if not missing and after >= epochs_after:
             return epochs
         assert time.monotonic() < deadline, f"still waiting for {sorted(missing)} after {timeout_s} s"
-    raise AssertionError(f"the search ended before {sorted(missing) or f'{epochs_after} epochs'}: " + "".join(lines)[-3000:])
+    raise AssertionError(
+        f"the search ended before {sorted(missing) or f'{epochs_after} epochs'}: " + "".join(lines)[-3000:]
+    )
 
 
 def test_mlflow_outage_mid_search_loses_nothing(tmp_path: Path) -> None:
@@ -180,9 +195,13 @@ def test_mlflow_outage_mid_search_loses_nothing(tmp_path: Path) -> None:
     num_samples, epochs = 6, 40  # long enough to outlast the server's restart (seconds), after the outage's events
     args = [*long_search(tmp_path / "run", num_samples, epochs), f"tracking.tracking_uri={uri}", "name=outage"]
     driver = subprocess.Popen(
-        [sys.executable, "-m", "tuner.run", *args], cwd=REPO, env=cli_env(),
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )  # fmt: skip
+        [sys.executable, "-m", "tuner.run", *args],
+        cwd=REPO,
+        env=cli_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     lines: list[str] = []
     try:
         assert driver.stdout is not None
@@ -227,9 +246,14 @@ def kill_driver_mid_search(args: list[str], env: dict[str, str] | None = None) -
     """Run the CLI; SIGKILL it (and its Ray processes: the head is gone) once two trials have
     finished and a third has trained a few epochs. Returns (finished trial ids, interrupted trial id)."""
     driver = subprocess.Popen(
-        [sys.executable, "-m", "tuner.run", *args], cwd=REPO, env=cli_env(env),
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
-    )  # fmt: skip
+        [sys.executable, "-m", "tuner.run", *args],
+        cwd=REPO,
+        env=cli_env(env),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
     finished: set[str] = set()
     running: dict[str, int] = {}
     deadline = time.monotonic() + 300
@@ -258,7 +282,9 @@ def assert_none_retrained(out: str, finished: set[str]) -> None:
     checkpoint newer than the recorded one, reports that checkpoint's result again and ends."""
     for trial_id in finished:
         epochs = [line for line in out.splitlines() if f"{trial_id}  epoch" in line]
-        assert all("reported again from its checkpoint" in line for line in epochs), f"finished trial {trial_id} trained again"
+        assert all("reported again from its checkpoint" in line for line in epochs), (
+            f"finished trial {trial_id} trained again"
+        )
 
 
 def assert_resumed(out: str, finished: set[str], interrupted: str, num_samples: int, epochs: int) -> None:
@@ -272,10 +298,14 @@ def assert_resumed(out: str, finished: set[str], interrupted: str, num_samples: 
 
 def long_search(tmp_path: Path, num_samples: int, epochs: int) -> list[str]:
     return [
-        "+search=mlp", f"output_dir={tmp_path}", *FAST, f"search.tune.num_samples={num_samples}",
-        "search.tune.max_concurrent_trials=1", f"search.workload.epochs={epochs}",
+        "+search=mlp",
+        f"output_dir={tmp_path}",
+        *FAST,
+        f"search.tune.num_samples={num_samples}",
+        "search.tune.max_concurrent_trials=1",
+        f"search.workload.epochs={epochs}",
         f"search.scheduler.grace_period={epochs}",  # no early stopping: every trial runs all epochs
-    ]  # fmt: skip
+    ]
 
 
 def test_killed_driver_resumes_whole_search(tmp_path: Path) -> None:
@@ -312,11 +342,16 @@ def test_driver_killed_at_a_precise_point_resumes(point: str, nth: int, s3: bool
     kill_dir = tmp_path / "kill"
     kill_dir.mkdir()
     killed = subprocess.run(
-        [sys.executable, "-m", "tuner.run", *args], cwd=REPO, capture_output=True, text=True, timeout=300,
-        env=cli_env({**env, "PYTHONPATH": str(KILL_POINTS), "TUNER_KILL_AT": f"{point}:{nth}",
-                     "TUNER_KILL_DIR": str(kill_dir)}),
+        [sys.executable, "-m", "tuner.run", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=cli_env(
+            {**env, "PYTHONPATH": str(KILL_POINTS), "TUNER_KILL_AT": f"{point}:{nth}", "TUNER_KILL_DIR": str(kill_dir)}
+        ),
         start_new_session=True,
-    )  # fmt: skip
+    )
     assert killed.returncode == -signal.SIGKILL and (kill_dir / "killed").exists(), killed.stdout[-2000:]
     finished = set(re.findall(r"trial +\d+/\d+ (\w+)  done", killed.stdout))
     proc = run_cli(args, env=env)
@@ -351,14 +386,22 @@ def test_s3_outage_mid_search_loses_nothing(s3_server, tmp_path: Path) -> None:
     num_samples, epochs = 3, 20
     bucket = s3_server.make_bucket()
     args = [
-        *long_search(tmp_path, num_samples, epochs), "storage=s3", f"storage.bucket={bucket}",
-        f"storage.endpoint_url={s3_server.endpoint_url}", "storage.prefix=team", "checkpoint.every_reports=2",
+        *long_search(tmp_path, num_samples, epochs),
+        "storage=s3",
+        f"storage.bucket={bucket}",
+        f"storage.endpoint_url={s3_server.endpoint_url}",
+        "storage.prefix=team",
+        "checkpoint.every_reports=2",
         "name=outage",
-    ]  # fmt: skip
+    ]
     driver = subprocess.Popen(
-        [sys.executable, "-m", "tuner.run", *args], cwd=REPO, env=cli_env(s3_server.env),
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )  # fmt: skip
+        [sys.executable, "-m", "tuner.run", *args],
+        cwd=REPO,
+        env=cli_env(s3_server.env),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     lines: list[str] = []
     epochs_during_outage = 0
     try:
@@ -392,10 +435,14 @@ def test_s3_outage_mid_search_loses_nothing(s3_server, tmp_path: Path) -> None:
         results = client.get_object(Bucket=bucket, Key=f"team/outage/{trial}/result.json")["Body"].read().decode()
         epochs_seen = {json.loads(r)["epoch"] for r in results.splitlines() if not json.loads(r).get("checkpoint_only")}
         assert epochs_seen == set(range(1, epochs + 1)), f"{trial}: results lost"
-        newest = max(k for k in keys if k.startswith(f"team/outage/{trial}/checkpoint_") and k.endswith("manifest.json"))
+        newest = max(
+            k for k in keys if k.startswith(f"team/outage/{trial}/checkpoint_") and k.endswith("manifest.json")
+        )
         with tempfile.TemporaryDirectory() as directory:
             client.download_file(bucket, newest, f"{directory}/{checkpoint.MANIFEST_FILE}")
             for name in json.loads(Path(directory, checkpoint.MANIFEST_FILE).read_text())["files"]:
                 client.download_file(bucket, newest.replace(checkpoint.MANIFEST_FILE, name), f"{directory}/{name}")
             checkpoint.verify(directory)
-            assert checkpoint.Checkpoint(directory).load()["progress"]["epoch"] == epochs, f"{trial}: last checkpoint lost"
+            assert checkpoint.Checkpoint(directory).load()["progress"]["epoch"] == epochs, (
+                f"{trial}: last checkpoint lost"
+            )

@@ -30,13 +30,22 @@ pytestmark = pytest.mark.slow
 
 def settings(tmp_path: Path, address: str, **overrides) -> Config:
     return experiment(
-        f"costed-{tmp_path.name}", str(tmp_path / "ray_results"), 3, space="search_spaces.mlp:space", model="mlp",
-        num_samples=4, concurrency=2, output_dir=str(tmp_path),
+        f"costed-{tmp_path.name}",
+        str(tmp_path / "ray_results"),
+        3,
+        space="search_spaces.mlp:space",
+        model="mlp",
+        num_samples=4,
+        concurrency=2,
+        output_dir=str(tmp_path),
         cluster=ClusterConfig(address=address, head_instance_type="g6.xlarge"),
-        tracking=TrackingConfig(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db", experiment_name="costed",
-                                artifact_location=str(tmp_path / "mlartifacts")),
+        tracking=TrackingConfig(
+            tracking_uri=f"sqlite:///{tmp_path}/mlflow.db",
+            experiment_name="costed",
+            artifact_location=str(tmp_path / "mlartifacts"),
+        ),
         **overrides,
-    )  # fmt: skip
+    )
 
 
 @pytest.fixture(scope="module")
@@ -71,9 +80,12 @@ def test_child_costs_add_up_to_the_parent(labelled_cluster, tmp_path: Path, caps
         assert 0 <= m["savings_pct"] < 100 and m["gpu_hours"] >= 0
     # Sorting by cost in the MLflow UI: it is a plain run metric.
     client = MlflowClient(tracking_uri=uri)
-    ranked = client.search_runs([parent.info.experiment_id], "tags.`mlflow.parentRunId` != ''",
-                                order_by=["metrics.cost_usd DESC"])  # fmt: skip
-    assert [r.data.metrics["cost_usd"] for r in ranked] == sorted(child.data.metrics["cost_usd"] for child in children)[::-1]
+    ranked = client.search_runs(
+        [parent.info.experiment_id], "tags.`mlflow.parentRunId` != ''", order_by=["metrics.cost_usd DESC"]
+    )
+    assert [r.data.metrics["cost_usd"] for r in ranked] == sorted(child.data.metrics["cost_usd"] for child in children)[
+        ::-1
+    ]
     artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
     assert {"cost_ledger.csv", "metric_vs_cost.png"} <= artifacts
 
@@ -107,10 +119,19 @@ def test_price_guard_keeps_new_trials_off_an_expensive_type_and_the_report_reads
     second.name = f"{second.name}-2"
     assert execute(second) == 0
     proc = subprocess.run(
-        [sys.executable, "-m", "tuner.report", f"tracking.tracking_uri={uri}", f"output_dir={tmp_path / 'report'}",
-         f"tracking.artifact_location={tmp_path / 'mlartifacts'}"],
-        cwd=REPO, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "tuner.report",
+            f"tracking.tracking_uri={uri}",
+            f"output_dir={tmp_path / 'report'}",
+            f"tracking.artifact_location={tmp_path / 'mlartifacts'}",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     client = MlflowClient(tracking_uri=uri)
     parents = [r for r in runs_of(uri, "costed")[0]]

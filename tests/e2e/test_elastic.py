@@ -10,8 +10,9 @@ import re
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import pytest
 
@@ -51,11 +52,28 @@ def twin() -> Iterator[LocalTwin]:
         cluster.stop()
 
 
-def cli(out: Path, *extra: str, steps: int = UNTIL_STOPPED, max_failures: int = 2, space: str = "regression") -> list[str]:
-    return [sys.executable, "-m", "tuner.run", "--config-dir", "examples/conf", "+search=regression",
-            f"search.space=tests.spaces:{space}", "cluster.address=auto", "cluster.launcher_config=cluster/aws.yaml",
-            f"run.max_failures={max_failures}", "tracking=none", f"output_dir={out}", f"run.stop_file={out / 'STOP'}",
-            *ELASTIC, f"search.workload.steps={steps}", f"search.scheduler.grace_period={steps}", *extra]  # fmt: skip
+def cli(
+    out: Path, *extra: str, steps: int = UNTIL_STOPPED, max_failures: int = 2, space: str = "regression"
+) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "tuner.run",
+        "--config-dir",
+        "examples/conf",
+        "+search=regression",
+        f"search.space=tests.spaces:{space}",
+        "cluster.address=auto",
+        "cluster.launcher_config=cluster/aws.yaml",
+        f"run.max_failures={max_failures}",
+        "tracking=none",
+        f"output_dir={out}",
+        f"run.stop_file={out / 'STOP'}",
+        *ELASTIC,
+        f"search.workload.steps={steps}",
+        f"search.scheduler.grace_period={steps}",
+        *extra,
+    ]
 
 
 def node_group(node_id: str) -> str:
@@ -84,16 +102,23 @@ def reports(out: Path) -> list[dict[str, Any]]:
 def undisturbed(steps: int, tmp_path: Path) -> list[dict[str, Any]]:
     """The trial's reports up to ``steps`` with nothing disturbing it: what a disturbed run must match."""
     out = tmp_path / "undisturbed"
-    base = subprocess.run(cli(out, "search.tune.num_samples=1", steps=steps), cwd=REPO, env=cli_env(),
-                          capture_output=True, text=True, timeout=GUARD_S)  # fmt: skip
+    base = subprocess.run(
+        cli(out, "search.tune.num_samples=1", steps=steps),
+        cwd=REPO,
+        env=cli_env(),
+        capture_output=True,
+        text=True,
+        timeout=GUARD_S,
+    )
     assert base.returncode == 0, base.stdout[-3000:]
     rows = reports(out)
     assert rows[-1]["step"] == steps and rows[-1]["preemptions"] == 0, rows[-1]
     return rows
 
 
-def wait_for_reports(out: Path, driver: subprocess.Popen[str], what: str,
-                     enough: Callable[[list[dict[str, Any]]], bool]) -> list[dict[str, Any]]:  # fmt: skip
+def wait_for_reports(
+    out: Path, driver: subprocess.Popen[str], what: str, enough: Callable[[list[dict[str, Any]]], bool]
+) -> list[dict[str, Any]]:
     """Poll the trial's reports until ``enough`` of them; fails at once if the driver exits first."""
     deadline = time.monotonic() + GUARD_S
     while not enough(rows := reports(out)):
@@ -104,7 +129,9 @@ def wait_for_reports(out: Path, driver: subprocess.Popen[str], what: str,
 
 def wide_reports(out: Path, driver: subprocess.Popen[str], count: int = 1) -> list[dict[str, Any]]:
     """Wait for ``count`` reports at width 2."""
-    rows = wait_for_reports(out, driver, "report at width 2", lambda rows: sum(r["world_size"] == 2 for r in rows) >= count)
+    rows = wait_for_reports(
+        out, driver, "report at width 2", lambda rows: sum(r["world_size"] == 2 for r in rows) >= count
+    )
     return [r for r in rows if r["world_size"] == 2]
 
 
@@ -130,8 +157,14 @@ def test_a_notice_shrinks_the_trial_and_capacity_grows_it_back(twin: LocalTwin, 
     out = tmp_path / "chaos"
     log = tmp_path / "chaos.log"
     with log.open("w") as stream:
-        driver = subprocess.Popen(cli(out, "search.tune.num_samples=1", max_failures=0), cwd=REPO, env=cli_env(),
-                                  stdout=stream, stderr=subprocess.STDOUT, text=True)  # fmt: skip
+        driver = subprocess.Popen(
+            cli(out, "search.tune.num_samples=1", max_failures=0),
+            cwd=REPO,
+            env=cli_env(),
+            stdout=stream,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
     try:
         deadline = time.monotonic() + GUARD_S
         wide = wide_reports(out, driver)
@@ -145,11 +178,19 @@ def test_a_notice_shrinks_the_trial_and_capacity_grows_it_back(twin: LocalTwin, 
             assert driver.poll() is None and time.monotonic() < deadline, "it did not go on at width 1"
             time.sleep(0.5)
         twin.set_max_workers(group, capacity)
-        narrow = wait_for_reports(out, driver, "report at width 1", lambda rows: any(
-            r["world_size"] == 1 and r["wall_s"] > noticed_s for r in rows))  # fmt: skip
+        narrow = wait_for_reports(
+            out,
+            driver,
+            "report at width 1",
+            lambda rows: any(r["world_size"] == 1 and r["wall_s"] > noticed_s for r in rows),
+        )
         narrow_s = max(r["wall_s"] for r in narrow if r["world_size"] == 1)
-        wait_for_reports(out, driver, "report at width 2 again", lambda rows: any(
-            r["world_size"] == 2 and r["wall_s"] > narrow_s for r in rows))  # fmt: skip
+        wait_for_reports(
+            out,
+            driver,
+            "report at width 2 again",
+            lambda rows: any(r["world_size"] == 2 and r["wall_s"] > narrow_s for r in rows),
+        )
         done = stop_and_match(out, driver, log, tmp_path)
     finally:
         if driver.poll() is None:
@@ -175,8 +216,14 @@ def test_a_worker_node_killed_without_notice_costs_the_work_since_the_last_check
     out = tmp_path / "chaos"
     log = tmp_path / "chaos.log"
     with log.open("w") as stream:
-        driver = subprocess.Popen(cli(out, "search.tune.num_samples=1", max_failures=0), cwd=REPO, env=cli_env(),
-                                  stdout=stream, stderr=subprocess.STDOUT, text=True)  # fmt: skip
+        driver = subprocess.Popen(
+            cli(out, "search.tune.num_samples=1", max_failures=0),
+            cwd=REPO,
+            env=cli_env(),
+            stdout=stream,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
     try:
         first, second = wide_reports(out, driver, count=2)[:2]
         trained_past(second["trial_id"], second["train_time_s"], lambda: driver.poll() is None)
@@ -194,8 +241,14 @@ def test_a_worker_node_killed_without_notice_costs_the_work_since_the_last_check
 
 
 def test_several_elastic_trials_make_exactly_num_samples(twin: LocalTwin, tmp_path: Path) -> None:
-    proc = subprocess.run(cli(tmp_path, "search.tune.num_samples=3", "search.tune.max_concurrent_trials=2", steps=400),
-                          cwd=REPO, env=cli_env(), capture_output=True, text=True, timeout=900)  # fmt: skip
+    proc = subprocess.run(
+        cli(tmp_path, "search.tune.num_samples=3", "search.tune.max_concurrent_trials=2", steps=400),
+        cwd=REPO,
+        env=cli_env(),
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert proc.returncode == 0 and "3 of 3 trials finished, 0 failed." in proc.stdout, proc.stdout[-3000:]
     best = re.search(r"best checkpoint: (\S+)", proc.stdout)
     assert best and Path(best.group(1)).is_dir(), proc.stdout[-1500:]  # the Ray Train run's, rank 0's
@@ -204,14 +257,24 @@ def test_several_elastic_trials_make_exactly_num_samples(twin: LocalTwin, tmp_pa
 def test_an_application_error_still_counts_against_max_failures(twin: LocalTwin, tmp_path: Path) -> None:
     """Every node still there after the run failed: the trainer's own error, retried by Tune once; it came before
     the first report both times, so the search stops there (every attempt would fail so) with one line."""
-    proc = subprocess.run(cli(tmp_path, "search.tune.num_samples=1", steps=400, max_failures=3, space="regression_bad_lr"),
-                          cwd=REPO, env=cli_env(), capture_output=True, text=True, timeout=600)  # fmt: skip
+    proc = subprocess.run(
+        cli(tmp_path, "search.tune.num_samples=1", steps=400, max_failures=3, space="regression_bad_lr"),
+        cwd=REPO,
+        env=cli_env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     out, last = proc.stdout, [line for line in proc.stderr.splitlines() if line.strip()][-1]
-    assert proc.returncode == 2 and "the trainer failed before its first report, on its retry too" in last, out[-3000:] + last
+    assert proc.returncode == 2 and "the trainer failed before its first report, on its retry too" in last, (
+        out[-3000:] + last
+    )
     # The console's line for each of the two failures; there is no third attempt.
     assert len(re.findall(r"  retry +\(", out)) == 2 and "Invalid learning rate" in last, out[-3000:]
 
 
 def test_more_workers_than_the_cluster_can_ever_have_is_refused() -> None:
-    proc = run_cli(["+search=mlp", "cluster=local_spot", "search.resources.workers=[100,100]", "search.resources.cpu=4"])
+    proc = run_cli(
+        ["+search=mlp", "cluster=local_spot", "search.resources.workers=[100,100]", "search.resources.cpu=4"]
+    )
     assert proc.returncode == 2 and "no worker type fits 100 workers of cpu=4" in proc.stderr, proc.stderr[-2000:]

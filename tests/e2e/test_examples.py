@@ -7,8 +7,8 @@ The runs and the measures are scripts/bench_examples.py's."""
 from __future__ import annotations
 
 import importlib.util
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 

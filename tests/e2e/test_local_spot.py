@@ -26,10 +26,18 @@ pytestmark = pytest.mark.slow
 
 EPOCHS = 12
 ARGS = [
-    "+search=resnet", "cluster=local_spot", "cluster.include_dashboard=false", "cluster.max_workers_per_type=1",
-    "tracking=none", "search.resources.cpu=1", "search.resources.gpu=1", "search.tune.num_samples=3",
-    "search.tune.max_concurrent_trials=2", f"search.workload.epochs={EPOCHS}", f"search.scheduler.grace_period={EPOCHS}",
-]  # fmt: skip
+    "+search=resnet",
+    "cluster=local_spot",
+    "cluster.include_dashboard=false",
+    "cluster.max_workers_per_type=1",
+    "tracking=none",
+    "search.resources.cpu=1",
+    "search.resources.gpu=1",
+    "search.tune.num_samples=3",
+    "search.tune.max_concurrent_trials=2",
+    f"search.workload.epochs={EPOCHS}",
+    f"search.scheduler.grace_period={EPOCHS}",
+]
 
 
 def results_of(experiment: Path) -> list[dict]:
@@ -47,7 +55,9 @@ def kill_worker_raylet(node_group_prefix: str = "spot_") -> str:
     ray.init(address="auto", log_to_driver=False, logging_level="ERROR")
     try:
         node = next(
-            n for n in nodes_in_use("GPU").values() if n["Labels"].get("ray.io/node-group", "").startswith(node_group_prefix)
+            n
+            for n in nodes_in_use("GPU").values()
+            if n["Labels"].get("ray.io/node-group", "").startswith(node_group_prefix)
         )
     finally:
         ray.shutdown()
@@ -85,8 +95,9 @@ def wait_until_only_the_head_is_left(timeout_s: float) -> bool:
 def test_autoscaled_spot_workers_run_every_trial_and_survive_a_lost_node(tmp_path: Path) -> None:
     # keep_running: the twin outlives the driver so the test can watch idle workers go away.
     cmd = [sys.executable, "-m", "tuner.run", *ARGS, f"output_dir={tmp_path}", "cluster.keep_running=true"]
-    driver = subprocess.Popen(cmd, cwd=tmp_path, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                              text=True)  # fmt: skip
+    driver = subprocess.Popen(
+        cmd, cwd=tmp_path, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
     lines: list[str] = []
     killed: list[str] = []
     errors: list[BaseException] = []
@@ -118,7 +129,8 @@ def test_autoscaled_spot_workers_run_every_trial_and_survive_a_lost_node(tmp_pat
     assert killed and not errors, errors
     assert "3 of 3 trials finished, 0 failed." in out
     assert "retry" in out  # the trial on the lost node was resumed
-    assert "Trial task failed" not in out and "Traceback" not in out, out[-4000:]  # the console's lines, no Ray traceback
+    # the console's lines, no Ray traceback
+    assert "Trial task failed" not in out and "Traceback" not in out, out[-4000:]
     rows = results_of(tmp_path / "ray_results" / "resnet")
     groups = {r["node_group"] for r in rows}
     assert all(g.startswith(("spot_", "ondemand_")) for g in groups), groups  # never the head
@@ -151,8 +163,15 @@ def test_unknown_cluster_name() -> None:
     assert proc.returncode == 1 and "Could not find 'cluster/gke'" in proc.stderr
 
 
-TINY_SPOT = ["+search=mlp", "cluster=local_spot", "search.resources.gpu=1", "search.tune.num_samples=1",
-             "search.workload.epochs=2", "search.scheduler.grace_period=2", "tracking=none"]  # fmt: skip
+TINY_SPOT = [
+    "+search=mlp",
+    "cluster=local_spot",
+    "search.resources.gpu=1",
+    "search.tune.num_samples=1",
+    "search.workload.epochs=2",
+    "search.scheduler.grace_period=2",
+    "tracking=none",
+]
 
 
 def test_the_twin_stops_only_what_it_started(tmp_path: Path) -> None:
@@ -164,13 +183,26 @@ def test_the_twin_stops_only_what_it_started(tmp_path: Path) -> None:
     from tuner.cluster.twin import cluster_processes
 
     other = f"{ray.util.get_node_ip_address()}:{free_port()}"
-    subprocess.run([str(Path(sys.executable).parent / "ray"), "start", "--head", f"--port={other.split(':')[1]}",
-                    "--num-cpus=1", "--include-dashboard=false"], check=True, capture_output=True, env=cli_env())  # fmt: skip
+    subprocess.run(
+        [
+            str(Path(sys.executable).parent / "ray"),
+            "start",
+            "--head",
+            f"--port={other.split(':')[1]}",
+            "--num-cpus=1",
+            "--include-dashboard=false",
+        ],
+        check=True,
+        capture_output=True,
+        env=cli_env(),
+    )
     try:
         proc = run_cli([*TINY_SPOT, "cluster.include_dashboard=false", f"output_dir={tmp_path}"])
         assert proc.returncode == 0 and "1 of 1 trials finished, 0 failed." in proc.stdout, proc.stderr[-3000:]
         probe = f"import ray; ray.init(address={other!r}, logging_level='ERROR'); print(ray.cluster_resources()['CPU'])"
-        answer = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=cli_env(), timeout=120)
+        answer = subprocess.run(
+            [sys.executable, "-c", probe], capture_output=True, text=True, env=cli_env(), timeout=120
+        )
         assert answer.returncode == 0 and answer.stdout.strip().splitlines()[-1] == "1.0", answer.stderr[-2000:]
     finally:
         procs = cluster_processes(other, None)
@@ -189,6 +221,8 @@ def test_a_second_twin_while_one_holds_the_dashboard_port_is_refused_in_one_line
     try:
         proc = run_cli([*TINY_SPOT, f"output_dir={tmp_path}"])
         assert proc.returncode == 2, proc.stderr[-3000:]
-        assert proc.stderr.strip().splitlines()[-1].startswith("error: cluster=local_spot: 127.0.0.1:8265 is taken"), proc.stderr
+        assert proc.stderr.strip().splitlines()[-1].startswith("error: cluster=local_spot: 127.0.0.1:8265 is taken"), (
+            proc.stderr
+        )
     finally:
         first.stop()

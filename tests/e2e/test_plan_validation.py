@@ -42,7 +42,9 @@ TOLERANCE = 0.20
 def window(market: Market) -> Market:
     """The traced slots over the window, then up for good (as the injector leaves them)."""
     zones = [
-        ZoneTrace(z.name, z.available[FIRST_TICK : FIRST_TICK + TICKS + 1] + [True] * 100_000, [1.0] * (TICKS + 100_001), 3.0)
+        ZoneTrace(
+            z.name, z.available[FIRST_TICK : FIRST_TICK + TICKS + 1] + [True] * 100_000, [1.0] * (TICKS + 100_001), 3.0
+        )
         for z in (market.zones[i] for i in SLOTS)
     ]
     return Market("window", market.gpu, TICK_S, 0.0, zones, notice_s=0.0, capacity_per_zone=1)
@@ -57,7 +59,9 @@ def restarts(client: MlflowClient, children: list[Any], returns_s: list[float]) 
     found = []
     for child in children:
         epoch_s = {m.step: m.value for m in client.get_metric_history(child.info.run_id, "epoch_time_s")}
-        history = sorted(client.get_metric_history(child.info.run_id, "recovery_s"), key=lambda m: (m.timestamp, m.step))
+        history = sorted(
+            client.get_metric_history(child.info.run_id, "recovery_s"), key=lambda m: (m.timestamp, m.step)
+        )
         for before, after in zip(history, history[1:]):
             if after.value > before.value:  # the first result of an attempt after a preemption
                 recovered_at_s = after.timestamp / 1000 - epoch_s.get(after.step, 0.0)
@@ -69,8 +73,9 @@ def restarts(client: MlflowClient, children: list[Any], returns_s: list[float]) 
 
 def local_spot_twin() -> LocalTwin:
     """The twin as ``cluster=local_spot`` builds it, with only the two traced spot types offered."""
-    cfg = ClusterConfig(name="local_spot", launcher_config="cluster/aws.yaml", max_workers_per_type=1,
-                        include_dashboard=False)  # fmt: skip
+    cfg = ClusterConfig(
+        name="local_spot", launcher_config="cluster/aws.yaml", max_workers_per_type=1, include_dashboard=False
+    )
     twin = LocalTwin(twin_config(load_launcher_config(cfg.launcher_config), cfg), cfg)
     for name in set(twin.config["available_node_types"]) - set(SLOTS.values()) - {HEAD_TYPE}:
         twin.set_max_workers(name, 0)
@@ -86,14 +91,30 @@ def test_simulator_predicts_the_measured_preemptions_and_lost_time(tmp_path: Pat
         injector.start()
         twin.start()
         driver = subprocess.Popen(
-            [sys.executable, "-m", "tuner.run", "+search=resnet", "search.space=search_spaces.fixed:resnet8",
-             "search.tune.num_samples=2", "search.tune.max_concurrent_trials=2", f"search.workload.epochs={EPOCHS}",
-             f"search.scheduler.grace_period={EPOCHS}", f"search.tune.time_budget_s={BUDGET_S}", "search.resources.gpu=1", "cluster.address=auto",
-             "cluster.launcher_config=cluster/aws.yaml",
-             f"output_dir={tmp_path}",
-             "run.max_failures=-1", "name=validation"],
-            cwd=REPO, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        )  # fmt: skip
+            [
+                sys.executable,
+                "-m",
+                "tuner.run",
+                "+search=resnet",
+                "search.space=search_spaces.fixed:resnet8",
+                "search.tune.num_samples=2",
+                "search.tune.max_concurrent_trials=2",
+                f"search.workload.epochs={EPOCHS}",
+                f"search.scheduler.grace_period={EPOCHS}",
+                f"search.tune.time_budget_s={BUDGET_S}",
+                "search.resources.gpu=1",
+                "cluster.address=auto",
+                "cluster.launcher_config=cluster/aws.yaml",
+                f"output_dir={tmp_path}",
+                "run.max_failures=-1",
+                "name=validation",
+            ],
+            cwd=REPO,
+            env=cli_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
         lines: list[str] = []
         started, done = threading.Event(), threading.Event()
 
@@ -118,18 +139,31 @@ def test_simulator_predicts_the_measured_preemptions_and_lost_time(tmp_path: Pat
 
     client = MlflowClient(tracking_uri=uri)
     _, children = runs_of(uri, "validation")
-    measured = {key: sum(c.data.metrics.get(key, 0.0) for c in children) for key in ("preemptions", "lost_work_s", "recovery_s")}
+    measured = {
+        key: sum(c.data.metrics.get(key, 0.0) for c in children) for key in ("preemptions", "lost_work_s", "recovery_s")
+    }
     epoch_s = statistics.median(
         m.value for c in children for m in client.get_metric_history(c.info.run_id, "epoch_time_s")
-    )  # fmt: skip
+    )
     restart_s = statistics.median(restarts(client, children, injector.returns_s))
     trained = statistics.median(c.data.metrics["epoch"] for c in children)  # as far as the time budget let them
     assert trained * epoch_s > TICKS * TICK_S, "the trials did not outlast the traced window"
-    profile = CampaignProfile(trials=2, epochs=int(trained), epoch_s=epoch_s, checkpoint_s=0.0, restart_s=restart_s, concurrency=2)
+    profile = CampaignProfile(
+        trials=2, epochs=int(trained), epoch_s=epoch_s, checkpoint_s=0.0, restart_s=restart_s, concurrency=2
+    )
     strategy = StrategyConfig(checkpoint="periodic", every_s=epoch_s, notice=False, zones="all", fallback=False)
     predicted = replay(window(market), profile, strategy, 0)
-    report = {"measured": measured, "predicted": {"preemptions": predicted.preemptions, "lost_work_s": predicted.lost_work_s,
-              "recovery_s": predicted.recovery_s}, "removals": injector.removals, "epoch_s": epoch_s, "restart_s": restart_s}  # fmt: skip
+    report = {
+        "measured": measured,
+        "predicted": {
+            "preemptions": predicted.preemptions,
+            "lost_work_s": predicted.lost_work_s,
+            "recovery_s": predicted.recovery_s,
+        },
+        "removals": injector.removals,
+        "epoch_s": epoch_s,
+        "restart_s": restart_s,
+    }
     print(report)
     assert injector.removals == 5, report
     assert abs(measured["preemptions"] - predicted.preemptions) <= TOLERANCE * predicted.preemptions, report

@@ -10,8 +10,9 @@ from __future__ import annotations
 import re
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 import ray
@@ -51,13 +52,24 @@ def remove_workers(cluster: Cluster) -> None:
         cluster.remove_node(node, allow_graceful=False)
 
 
-def settings(cluster: Cluster, tmp_path: Path, space: str = "search_spaces.fixed:resnet8", max_failures: int = 0,
-             epochs: int = EPOCHS, **ckpt: Any) -> Config:  # fmt: skip
+def settings(
+    cluster: Cluster,
+    tmp_path: Path,
+    space: str = "search_spaces.fixed:resnet8",
+    max_failures: int = 0,
+    epochs: int = EPOCHS,
+    **ckpt: Any,
+) -> Config:
     return experiment(
-        f"preempt-{tmp_path.name}", str(tmp_path / "ray_results"), epochs, space=space, output_dir=str(tmp_path),
-        run=RunSettings(max_failures=max_failures), checkpoint=CheckpointConfig(final_margin_s=2.0, **ckpt),
+        f"preempt-{tmp_path.name}",
+        str(tmp_path / "ray_results"),
+        epochs,
+        space=space,
+        output_dir=str(tmp_path),
+        run=RunSettings(max_failures=max_failures),
+        checkpoint=CheckpointConfig(final_margin_s=2.0, **ckpt),
         cluster=ClusterConfig(address=cluster.address),
-    )  # fmt: skip
+    )
 
 
 def wait_for(predicate, timeout_s: float, what: str) -> None:
@@ -109,7 +121,8 @@ def test_agent_drains_its_node_for_each_provider(cluster: Cluster, provider: str
 
 
 def run_search(cfg: Config, chaos) -> tuple[int, dict[str, Any], ResultRecorder]:
-    """The search through the driver, faults injected by ``chaos(recorder)`` from a thread; (status, final result, all)."""
+    """The search through the driver, faults injected by ``chaos(recorder)`` from a thread;
+    (status, final result, all)."""
     recorder = ResultRecorder()
     thread = threading.Thread(target=chaos, args=(recorder,), daemon=True)
     thread.start()
@@ -154,7 +167,8 @@ def test_hard_kill_resumes_from_last_periodic_checkpoint(cluster: Cluster, tmp_p
     """No notice: the trial resumes from its last periodic checkpoint; lost work <= one interval."""
     nodes = add_workers(cluster, 2)
     by_id = {n.node_id: n for n in nodes}
-    every, epochs = 8, 30  # still training when the kill lands, however fast the machine (removing a raylet takes 1-2 s)
+    # still training when the kill lands, however fast the machine (removing a raylet takes 1-2 s)
+    every, epochs = 8, 30
 
     def chaos(recorder: ResultRecorder) -> None:
         # Two epochs past the first checkpoint; the node goes a few epochs later.
@@ -162,7 +176,9 @@ def test_hard_kill_resumes_from_last_periodic_checkpoint(cluster: Cluster, tmp_p
         cluster.remove_node(by_id[node_of(recorder.results)], allow_graceful=False)
 
     try:
-        status, final, recorder = run_search(settings(cluster, tmp_path, max_failures=1, epochs=epochs, every_reports=every), chaos)
+        status, final, recorder = run_search(
+            settings(cluster, tmp_path, max_failures=1, epochs=epochs, every_reports=every), chaos
+        )
     finally:
         remove_workers(cluster)
     assert status == 0
@@ -172,10 +188,16 @@ def test_hard_kill_resumes_from_last_periodic_checkpoint(cluster: Cluster, tmp_p
     assert epochs_after[0] > 1 and epochs_after[0] % every == 1  # right after a checkpoint, not from scratch
     # The kill lands when it lands (an epoch takes 0.17-0.6 s here): the heartbeat must have seen the epochs
     # reported past the checkpoint, to its resolution, and no more than the work since the checkpoint.
-    redone_s = sum(r["epoch_time_s"] for r in recorder.results
-                   if r["node_id"] == first_node and r["epoch"] >= epochs_after[0] and not r.get("checkpoint_only"))  # fmt: skip
+    redone_s = sum(
+        r["epoch_time_s"]
+        for r in recorder.results
+        if r["node_id"] == first_node and r["epoch"] >= epochs_after[0] and not r.get("checkpoint_only")
+    )
     interval_s = every * max(r["epoch_time_s"] for r in recorder.results)
-    assert redone_s - HEARTBEAT_EVERY_S <= final["lost_work_s"] <= interval_s + HEARTBEAT_EVERY_S, (final["lost_work_s"], redone_s)
+    assert redone_s - HEARTBEAT_EVERY_S <= final["lost_work_s"] <= interval_s + HEARTBEAT_EVERY_S, (
+        final["lost_work_s"],
+        redone_s,
+    )
 
 
 def test_application_error_fails_the_trial(cluster: Cluster, tmp_path: Path, capsys) -> None:
@@ -186,4 +208,6 @@ def test_application_error_fails_the_trial(cluster: Cluster, tmp_path: Path, cap
         remove_workers(cluster)
     assert status == 1
     out = capsys.readouterr()
-    assert re.search(r"FAILED  ValueError: ResNet depth must be 6n\+2 .* \(at workloads/models/resnet\.py:\d+ in __init__\)", out.out), out.out
+    assert re.search(
+        r"FAILED  ValueError: ResNet depth must be 6n\+2 .* \(at workloads/models/resnet\.py:\d+ in __init__\)", out.out
+    ), out.out

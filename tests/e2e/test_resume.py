@@ -56,8 +56,15 @@ def test_restore_from_an_inconsistent_copy_finishes_with_exactly_num_samples(dam
 
 def start(args: list[str]) -> subprocess.Popen:
     """The CLI in its own process group, as a terminal runs it (Ctrl-C goes to the whole group)."""
-    return subprocess.Popen([sys.executable, "-m", "tuner.run", *args], cwd=REPO, env=cli_env(), stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, start_new_session=True)  # fmt: skip
+    return subprocess.Popen(
+        [sys.executable, "-m", "tuner.run", *args],
+        cwd=REPO,
+        env=cli_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
 
 
 def read_until(proc: subprocess.Popen, pattern: str, lines: list[str], timeout_s: float = 300) -> None:
@@ -87,7 +94,9 @@ def test_ctrl_c_says_how_to_resume_and_the_same_command_does(presses: int, tmp_p
     assert proc.returncode == 130, out[-3000:]
     command = "python -m tuner.run " + " ".join(args)
     if presses == 1:
-        assert re.search(rf"search interrupted: \d of {num_samples} trials done; the same command resumes it:", out), out[-3000:]
+        assert re.search(rf"search interrupted: \d of {num_samples} trials done; the same command resumes it:", out), (
+            out[-3000:]
+        )
         assert "trials finished" not in out  # not summarised as if it were done
     else:
         assert "stopped at once; the same command resumes from the state saved last" in out, out[-3000:]

@@ -51,10 +51,10 @@ def wrong_signature(config):
     pass
 '''
 
-SPACE = '''
+SPACE = """
 def space(trial):
     trial.suggest_float("lr", 0.05, 0.5, log=True)
-'''
+"""
 
 CASES = '''
 """Trainers that go wrong; the space picks one per trial (trial.number), the YAML names CASES."""

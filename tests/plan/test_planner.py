@@ -15,10 +15,21 @@ from tests.conftest import REPO, cli_env
 def test_plan_cli_writes_tables_plot_and_mlflow_run(tmp_path: Path) -> None:
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     proc = subprocess.run(
-        [sys.executable, "-m", "tuner.plan", f"output_dir={tmp_path}", "starts=4", f"tracking.tracking_uri={uri}",
-         "+types.epoch_s={g4dn.xlarge: 60, g5.xlarge: 25}"],
-        cwd=tmp_path, env=cli_env(), capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "tuner.plan",
+            f"output_dir={tmp_path}",
+            "starts=4",
+            f"tracking.tracking_uri={uri}",
+            "+types.epoch_s={g4dn.xlarge: 60, g5.xlarge: 25}",
+        ],
+        cwd=tmp_path,
+        env=cli_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     for market in ("aws-v100", "gcp-h100", "aws-p3-32node"):
         assert f"\n{market} (" in proc.stdout
@@ -36,11 +47,19 @@ def test_plan_cli_writes_tables_plot_and_mlflow_run(tmp_path: Path) -> None:
 
 
 def test_plan_bad_input_is_one_line(tmp_path: Path) -> None:
-    for args, message in ((["markets=[nope]"], "markets=['nope']: choose from"),
-                          (["profile.trials=0"], "profile: trials, epochs, concurrency must be > 0"),
-                          (["profile.trails=3"], "Key 'trails' not in 'CampaignProfile'"),
-                          (["strategies=[{name: x, workers: [2, 1]}]"], "strategy x: workers must be [min, max]"),
-                          (["+types.epoch_s={nope.xlarge: 3}"], "types.epoch_s names ['nope.xlarge']: no spot price")):  # fmt: skip
-        proc = subprocess.run([sys.executable, "-m", "tuner.plan", f"output_dir={tmp_path}", "tracking=none", *args],
-                              cwd=REPO, env=cli_env(), capture_output=True, text=True, timeout=120)  # fmt: skip
+    for args, message in (
+        (["markets=[nope]"], "markets=['nope']: choose from"),
+        (["profile.trials=0"], "profile: trials, epochs, concurrency must be > 0"),
+        (["profile.trails=3"], "Key 'trails' not in 'CampaignProfile'"),
+        (["strategies=[{name: x, workers: [2, 1]}]"], "strategy x: workers must be [min, max]"),
+        (["+types.epoch_s={nope.xlarge: 3}"], "types.epoch_s names ['nope.xlarge']: no spot price"),
+    ):
+        proc = subprocess.run(
+            [sys.executable, "-m", "tuner.plan", f"output_dir={tmp_path}", "tracking=none", *args],
+            cwd=REPO,
+            env=cli_env(),
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert proc.returncode != 0 and message in proc.stderr, proc.stderr[-1000:]

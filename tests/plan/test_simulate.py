@@ -22,7 +22,10 @@ PERIODIC = dict(checkpoint="periodic", every_s=1500.0, zones="one", fallback=Fal
 
 def market(*zones: tuple[str, float]) -> Market:
     """Zones from strings of 1 (available) / 0, at a spot price; on-demand $3/h."""
-    traces = [ZoneTrace(f"z{i}", [c == "1" for c in avail], [price] * len(avail), 3.0) for i, (avail, price) in enumerate(zones)]
+    traces = [
+        ZoneTrace(f"z{i}", [c == "1" for c in avail], [price] * len(avail), 3.0)
+        for i, (avail, price) in enumerate(zones)
+    ]
     return Market("hand", "test GPU", TICK_S, 0.0, traces, notice_s=120.0)
 
 
@@ -99,8 +102,12 @@ def test_an_elastic_trial_runs_on_what_is_left_and_grows_back_from_its_last_chec
     """Two one-GPU nodes (capacity 1 each), a 2-GPU trial of 3600 GPU-seconds. Fixed width waits while a
     node is gone; elastic [1, 2] trains on at half speed, and growing back redoes what it trained since
     its last checkpoint (Ray Train restarts the worker group from it)."""
+
     def nodes(second: str) -> Market:
-        traces = [ZoneTrace("n0", [True] * 10, [1.0] * 10, 3.0), ZoneTrace("n1", [c == "1" for c in second], [1.0] * 10, 3.0)]
+        traces = [
+            ZoneTrace("n0", [True] * 10, [1.0] * 10, 3.0),
+            ZoneTrace("n1", [c == "1" for c in second], [1.0] * 10, 3.0),
+        ]
         return Market("hand", "test GPU", TICK_S, 0.0, traces, notice_s=120.0, capacity_per_zone=1)
 
     wide = dict(PERIODIC, zones="all", notice=True)
@@ -112,7 +119,10 @@ def test_an_elastic_trial_runs_on_what_is_left_and_grows_back_from_its_last_chec
     assert waited.cost_usd == pytest.approx(1.0) and kept_on.cost_usd == pytest.approx(1.0)  # 1 GPU-hour either way
     back_soon = nodes("1011111111")
     waited, regrown = replay(back_soon, PROFILE, fixed, 0), replay(back_soon, PROFILE, elastic, 0)
-    assert regrown.lost_work_s == pytest.approx(600.0) and waited.lost_work_s == 0  # one GPU's tick since the checkpoint
-    assert regrown.makespan_s == pytest.approx(waited.makespan_s) and regrown.cost_usd == pytest.approx(1.0 + 600 / 3600)
+    # one GPU's tick since the checkpoint
+    assert regrown.lost_work_s == pytest.approx(600.0) and waited.lost_work_s == 0
+    assert regrown.makespan_s == pytest.approx(waited.makespan_s) and regrown.cost_usd == pytest.approx(
+        1.0 + 600 / 3600
+    )
     with pytest.raises(ConfigError, match="never has more than 2 GPUs"):
         replay(gone_long, PROFILE, StrategyConfig(**wide, workers=[3, 4]), 0)

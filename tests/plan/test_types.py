@@ -26,14 +26,20 @@ STRATEGY = StrategyConfig()
 
 
 def test_by_cost_picks_the_faster_type_when_its_epoch_costs_less(tmp_path) -> None:
-    prices = catalog(tmp_path, [
-        "aws,slow.xlarge,r1,z1,1,4,0.5,0.20", "aws,slow.xlarge,r1,z2,1,4,0.5,0.18",  # the cheapest zone counts
-        "aws,fast.xlarge,r1,z1,1,4,1.0,0.30",
-        "aws,quad.12xlarge,r1,z1,4,48,4.0,1.60",  # a trial pays a quarter of the node
-        "aws,cpu.large,r1,z1,0,2,0.1,0.01",  # no GPU: not a candidate
-        "aws,fast.xlarge,r2,z1,1,4,1.0,0.01",  # another region
-    ])  # fmt: skip
-    costs = type_costs(TypeChoiceConfig(region="r1", epoch_s={"slow.xlarge": 60, "fast.xlarge": 25}), PROFILE, STRATEGY, prices)
+    prices = catalog(
+        tmp_path,
+        [
+            "aws,slow.xlarge,r1,z1,1,4,0.5,0.20",
+            "aws,slow.xlarge,r1,z2,1,4,0.5,0.18",  # the cheapest zone counts
+            "aws,fast.xlarge,r1,z1,1,4,1.0,0.30",
+            "aws,quad.12xlarge,r1,z1,4,48,4.0,1.60",  # a trial pays a quarter of the node
+            "aws,cpu.large,r1,z1,0,2,0.1,0.01",  # no GPU: not a candidate
+            "aws,fast.xlarge,r2,z1,1,4,1.0,0.01",  # another region
+        ],
+    )
+    costs = type_costs(
+        TypeChoiceConfig(region="r1", epoch_s={"slow.xlarge": 60, "fast.xlarge": 25}), PROFILE, STRATEGY, prices
+    )
     by_name = {c.instance_type: c for c in costs}
     assert set(by_name) == {"slow.xlarge", "fast.xlarge", "quad.12xlarge"}
     assert by_name["slow.xlarge"].usd_per_gpu_h == 0.18 and by_name["quad.12xlarge"].usd_per_gpu_h == 0.40

@@ -20,20 +20,74 @@ from tuner.run.tracking import TAG_EXPERIMENT
 from tuner.trial.policy import CheckpointPolicy, advisor_rate_per_h, load_observed_rates
 
 HOUR_S = 3600.0
-COLUMNS = ["trial_id", "node_id", "instance_type", "market", "region", "zone", "start_s", "end_s", "seconds", "share",
-           "lost_s", "assumed", "unit", "progress", "preempted", "cost_usd", "on_demand_cost_usd"]  # fmt: skip
+COLUMNS = [
+    "trial_id",
+    "node_id",
+    "instance_type",
+    "market",
+    "region",
+    "zone",
+    "start_s",
+    "end_s",
+    "seconds",
+    "share",
+    "lost_s",
+    "assumed",
+    "unit",
+    "progress",
+    "preempted",
+    "cost_usd",
+    "on_demand_cost_usd",
+]
 
 
-def row(trial: str, node: str, itype: str, zone: str, start_h: float, end_h: float, epochs: int, preempted: bool,
-        cost: float, on_demand: float, t0: float) -> dict:  # fmt: skip
+def row(
+    trial: str,
+    node: str,
+    itype: str,
+    zone: str,
+    start_h: float,
+    end_h: float,
+    epochs: int,
+    preempted: bool,
+    cost: float,
+    on_demand: float,
+    t0: float,
+) -> dict:
     start, end = t0 + start_h * HOUR_S, t0 + end_h * HOUR_S
-    return dict(zip(COLUMNS, [trial, node, itype, "spot", "us-east-1", zone, start, end, end - start, 1.0, 0.0, False,
-                              "epoch", epochs, preempted, cost, on_demand]))  # fmt: skip
+    return dict(
+        zip(
+            COLUMNS,
+            [
+                trial,
+                node,
+                itype,
+                "spot",
+                "us-east-1",
+                zone,
+                start,
+                end,
+                end - start,
+                1.0,
+                0.0,
+                False,
+                "epoch",
+                epochs,
+                preempted,
+                cost,
+                on_demand,
+            ],
+        )
+    )
 
 
 def log_search(client: MlflowClient, experiment: str, rows: list[dict], tmp_path: Path) -> None:
     exp = client.get_experiment_by_name(experiment)
-    exp_id = exp.experiment_id if exp else client.create_experiment(experiment, artifact_location=(tmp_path / "art").as_uri())
+    exp_id = (
+        exp.experiment_id
+        if exp
+        else client.create_experiment(experiment, artifact_location=(tmp_path / "art").as_uri())
+    )
     start_s, end_s = min(r["start_s"] for r in rows), max(r["end_s"] for r in rows)
     run = client.create_run(exp_id, start_time=int(start_s * 1000), tags={TAG_EXPERIMENT: f"/results/{experiment}"})
     path = tmp_path / LEDGER_ARTIFACT
@@ -51,17 +105,26 @@ def store(tmp_path: Path) -> str:
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     client = MlflowClient(tracking_uri=uri)
     t0 = time.time() - 5 * 86400
-    log_search(client, "resnet", [
-        row("t1", "n1", "g5.xlarge", "use1-az1", 0, 2, 10, True, 0.80, 2.00, t0),   # preempted after 2 h
-        row("t1", "n2", "g5.xlarge", "use1-az1", 2, 5, 15, False, 1.20, 3.00, t0),  # resumed: 3 h more
-        row("t2", "n3", "g6.xlarge", "use1-az2", 0, 4, 20, False, 1.60, 3.20, t0),
-    ], tmp_path)  # fmt: skip
-    log_search(client, "mlp", [row("t3", "n4", "g5.xlarge", "use1-az3", 0, 1, 5, False, 0.40, 1.00, t0 + 86400)], tmp_path)
+    log_search(
+        client,
+        "resnet",
+        [
+            row("t1", "n1", "g5.xlarge", "use1-az1", 0, 2, 10, True, 0.80, 2.00, t0),  # preempted after 2 h
+            row("t1", "n2", "g5.xlarge", "use1-az1", 2, 5, 15, False, 1.20, 3.00, t0),  # resumed: 3 h more
+            row("t2", "n3", "g6.xlarge", "use1-az2", 0, 4, 20, False, 1.60, 3.20, t0),
+        ],
+        tmp_path,
+    )
+    log_search(
+        client, "mlp", [row("t3", "n4", "g5.xlarge", "use1-az3", 0, 1, 5, False, 0.40, 1.00, t0 + 86400)], tmp_path
+    )
     return uri
 
 
 def report_cfg(tmp_path: Path, uri: str, **kw) -> ReportConfig:
-    tracking = TrackingConfig(tracking_uri=uri, experiment_name="tuner-reports", artifact_location=str(tmp_path / "rep-art"))
+    tracking = TrackingConfig(
+        tracking_uri=uri, experiment_name="tuner-reports", artifact_location=str(tmp_path / "rep-art")
+    )
     return ReportConfig(output_dir=str(tmp_path / "report"), tracking=tracking, min_node_hours=4.0, **kw)
 
 
@@ -69,15 +132,23 @@ def test_rates_costs_and_projection_by_hand(store: str, tmp_path: Path, capsys) 
     report = run_report(report_cfg(tmp_path, store, since_days=10))
     rates = report.rates.set_index(["instance_type", "zone"])
     a = rates.loc[("g5.xlarge", "use1-az1")]
-    assert (a.nodes, a.preemptions) == (2, 1) and a.node_hours == pytest.approx(5.0) and a.per_node_hour == pytest.approx(0.2)
+    assert (
+        (a.nodes, a.preemptions) == (2, 1)
+        and a.node_hours == pytest.approx(5.0)
+        and a.per_node_hour == pytest.approx(0.2)
+    )
     g5 = rates.loc[("g5.xlarge", ANY_ZONE)]
     assert (g5.nodes, g5.preemptions) == (3, 1) and g5.node_hours == pytest.approx(6.0)
     assert rates.loc[("g6.xlarge", "use1-az2")].per_node_hour == 0.0
     costs = report.costs.set_index("instance_type")
     assert costs.loc["g5.xlarge"].cost_usd == pytest.approx(2.40) and costs.loc["g5.xlarge"].progress == 30
     assert costs.loc["g5.xlarge"].unit == "epoch" and costs.loc["g5.xlarge"].trials == 2
-    assert costs.loc["g5.xlarge"].per_unit_usd == pytest.approx(0.08) and costs.loc["g5.xlarge"].per_trial_usd == pytest.approx(1.20)
-    assert costs.loc["g6.xlarge"].per_unit_usd == pytest.approx(0.08) and costs.loc["g6.xlarge"].per_trial_usd == pytest.approx(1.60)
+    assert costs.loc["g5.xlarge"].per_unit_usd == pytest.approx(0.08) and costs.loc[
+        "g5.xlarge"
+    ].per_trial_usd == pytest.approx(1.20)
+    assert costs.loc["g6.xlarge"].per_unit_usd == pytest.approx(0.08) and costs.loc[
+        "g6.xlarge"
+    ].per_trial_usd == pytest.approx(1.60)
     assert report.cost_usd == pytest.approx(4.00) and report.on_demand_usd == pytest.approx(9.20)
     assert report.savings_pct == pytest.approx(100 * (1 - 4.00 / 9.20))
     # 10 days of usage cost $4.00: $12.00 a month, $27.60 on demand.
@@ -119,15 +190,19 @@ def test_html_page_shows_its_plots_in_headless_chromium(store: str, tmp_path: Pa
 def test_observed_rates_feed_the_adaptive_policy(store: str, tmp_path: Path) -> None:
     run_report(report_cfg(tmp_path, store))
     rates = load_observed_rates(str(tmp_path / "report" / RATES_CSV), min_node_hours=4.0)
-    assert rates == {"g5.xlarge@use1-az1": pytest.approx(0.2), "g5.xlarge@*": pytest.approx(1 / 6),
-                     "g6.xlarge@use1-az2": pytest.approx(0.5 / 4), "g6.xlarge@*": pytest.approx(0.5 / 4)}  # fmt: skip
+    assert rates == {
+        "g5.xlarge@use1-az1": pytest.approx(0.2),
+        "g5.xlarge@*": pytest.approx(1 / 6),
+        "g6.xlarge@use1-az2": pytest.approx(0.5 / 4),
+        "g6.xlarge@*": pytest.approx(0.5 / 4),
+    }
     cfg = CheckpointConfig(policy="adaptive", observed_rates_per_h=rates)
     labels = {"tuner.io/instance-type": "g5.xlarge", "ray.io/availability-zone": "use1-az1"}
-    assert CheckpointPolicy.for_node(cfg, labels, "g5.xlarge").rate_per_h == pytest.approx(0.2)  # enough node-hours: observed
+    # enough node-hours: observed
+    assert CheckpointPolicy.for_node(cfg, labels, "g5.xlarge").rate_per_h == pytest.approx(0.2)
     labels["ray.io/availability-zone"] = "use1-az3"  # 1 node-hour there: the type's rate over all zones
     assert CheckpointPolicy.for_node(cfg, labels, "g5.xlarge").rate_per_h == pytest.approx(1 / 6)
     labels["tuner.io/instance-type"] = "g6e.xlarge"  # never observed: the Spot Advisor bucket
     assert CheckpointPolicy.for_node(cfg, labels, "g5.xlarge").rate_per_h == advisor_rate_per_h("g6e.xlarge")
     with pytest.raises(ConfigError, match="not a readable interruption_rates.csv"):
         load_observed_rates(str(tmp_path / "missing.csv"), 1.0)
-

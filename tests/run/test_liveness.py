@@ -26,8 +26,13 @@ def trial(status: str, bundle: dict[str, float] | None = None) -> Any:
 
 
 def watchdog(clock: Clock, lines: list[str], num_samples: int = 4) -> Watchdog:
-    return Watchdog(LivenessConfig(stall_timeout_s=30, status_interval_s=60), num_samples,
-                    free=lambda: {"CPU": 0.0, "GPU": 0.0, "memory": 1e9}, say=lines.append, clock=clock)  # fmt: skip
+    return Watchdog(
+        LivenessConfig(stall_timeout_s=30, status_interval_s=60),
+        num_samples,
+        free=lambda: {"CPU": 0.0, "GPU": 0.0, "memory": 1e9},
+        say=lines.append,
+        clock=clock,
+    )
 
 
 def test_a_search_that_suggests_nothing_while_trials_remain_stalls_within_the_timeout() -> None:
@@ -58,8 +63,11 @@ def test_progress_resets_the_stall_clock_and_a_finished_search_never_stalls() ->
 def test_waiting_for_capacity_is_said_once_a_minute_with_what_waits_for_what() -> None:
     clock, lines = Clock(), []
     dog = watchdog(clock, lines)
-    waiting = [trial(Trial.PENDING, {"CPU": 1.0, "GPU": 1.0}), trial(Trial.PENDING, {"CPU": 1.0, "GPU": 1.0}),
-               trial(Trial.RUNNING)]  # fmt: skip
+    waiting = [
+        trial(Trial.PENDING, {"CPU": 1.0, "GPU": 1.0}),
+        trial(Trial.PENDING, {"CPU": 1.0, "GPU": 1.0}),
+        trial(Trial.RUNNING),
+    ]
     for now in range(0, 150, 5):
         clock.now = now
         dog.on_step_end(now, waiting)
@@ -69,7 +77,10 @@ def test_waiting_for_capacity_is_said_once_a_minute_with_what_waits_for_what() -
 
 
 def test_a_trial_no_node_can_hold_is_refused_before_the_search_starts() -> None:
-    nodes = [{"Alive": True, "Resources": {"CPU": 2.0, "memory": 1e9}}, {"Alive": False, "Resources": {"CPU": 8.0, "GPU": 1.0}}]
+    nodes = [
+        {"Alive": True, "Resources": {"CPU": 2.0, "memory": 1e9}},
+        {"Alive": False, "Resources": {"CPU": 8.0, "GPU": 1.0}},
+    ]
     check_capacity({"CPU": 1.0, "GPU": 0.0}, 1, nodes, "this machine")
     check_capacity({"CPU": 1.0, "GPU": 0.0}, 2, nodes, "this machine")  # two workers fit the 2 CPUs
     with pytest.raises(ConfigError, match=r"no node of this machine fits a trial needing cpu=1 gpu=1 \(nodes: cpu=2\)"):

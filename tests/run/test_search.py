@@ -18,7 +18,9 @@ def space(trial: optuna.Trial) -> dict[str, Any]:
     return {"fixed": 7}
 
 
-def searcher(max_concurrent: int = 2, metrics: tuple[str, ...] = ("loss",), modes: tuple[str, ...] = ("min",)) -> OptunaSearcher:
+def searcher(
+    max_concurrent: int = 2, metrics: tuple[str, ...] = ("loss",), modes: tuple[str, ...] = ("min",)
+) -> OptunaSearcher:
     return OptunaSearcher(space, metrics, modes, optuna.samplers.RandomSampler(seed=0), max_concurrent)
 
 
@@ -63,15 +65,24 @@ def test_the_searcher_saves_and_restores_with_a_sampler_that_holds_a_lock(tmp_pa
 
 
 def test_a_multi_objective_trial_stopped_early_is_pruned_not_a_cheap_point_on_the_front() -> None:
-    s = OptunaSearcher(space, ["val_acc", "cost_usd"], ["max", "min"], optuna.samplers.RandomSampler(seed=0), 3,
-                       time_attr="epoch", max_t=10)  # fmt: skip
+    s = OptunaSearcher(
+        space,
+        ["val_acc", "cost_usd"],
+        ["max", "min"],
+        optuna.samplers.RandomSampler(seed=0),
+        3,
+        time_attr="epoch",
+        max_t=10,
+    )
     for trial_id in "abc":
         s.suggest(trial_id)
     s.on_trial_complete("a", {"val_acc": 0.9, "cost_usd": 0.01, "epoch": 10})
     s.on_trial_complete("b", {"val_acc": 0.5, "cost_usd": 0.001, "epoch": 3})  # ASHA stopped it at epoch 3
     s.on_trial_complete("c", {"val_acc": float("nan"), "cost_usd": 0.01, "epoch": 10})
     assert states(s) == ["COMPLETE", "PRUNED", "PRUNED"]
-    single = OptunaSearcher(space, ["loss"], ["min"], optuna.samplers.RandomSampler(seed=0), 1, time_attr="epoch", max_t=10)
+    single = OptunaSearcher(
+        space, ["loss"], ["min"], optuna.samplers.RandomSampler(seed=0), 1, time_attr="epoch", max_t=10
+    )
     single.suggest("a")
     single.on_trial_complete("a", {"loss": 0.5, "epoch": 3})  # one objective: ASHA's early stop is the usual outcome
     assert states(single) == ["COMPLETE"]
@@ -89,11 +100,13 @@ def test_reconcile_frees_a_slot_held_by_a_trial_no_list_knows() -> None:
 def test_reconcile_tells_optuna_what_finished_and_holds_slots_for_what_resumes() -> None:
     s = searcher(max_concurrent=2)
     known = s.suggest("known")
-    s.reconcile([
-        trial("known", Trial.TERMINATED, known, {"loss": 0.3}),  # finished after the searcher's state was saved
-        trial("lost", Trial.TERMINATED, {"lr": 0.01, "layers": 2, "fixed": 7}, {"loss": 0.2}),  # unknown to Optuna
-        trial("resuming", Trial.RUNNING, {"lr": 0.1, "layers": 1, "fixed": 7}),  # unknown and unfinished
-    ])  # fmt: skip
+    s.reconcile(
+        [
+            trial("known", Trial.TERMINATED, known, {"loss": 0.3}),  # finished after the searcher's state was saved
+            trial("lost", Trial.TERMINATED, {"lr": 0.01, "layers": 2, "fixed": 7}, {"loss": 0.2}),  # unknown to Optuna
+            trial("resuming", Trial.RUNNING, {"lr": 0.1, "layers": 1, "fixed": 7}),  # unknown and unfinished
+        ]
+    )
     done = {t.params["lr"]: t.value for t in s.study.trials if t.state.name == "COMPLETE"}
     assert done == {known["lr"]: 0.3, 0.01: 0.2}
     assert set(s.live) == {"resuming"} and s.live["resuming"].params == {"lr": 0.1, "layers": 1}

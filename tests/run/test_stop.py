@@ -9,7 +9,9 @@ import pytest
 from tuner.run.stop import StopFile
 
 
-def test_the_stop_file_stops_every_trial_and_the_search_once_it_exists(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_the_stop_file_stops_every_trial_and_the_search_once_it_exists(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     stop = StopFile(str(tmp_path / "STOP"))
     assert not stop("trial-a", {"step": 1}) and not stop.stop_all() and not stop.tripped
     (tmp_path / "STOP").touch()

@@ -19,9 +19,12 @@ def removal(node_id: str, time_s: float, event: str = "killed") -> dict[str, Any
 
 def test_a_removal_interrupts_the_trial_last_seen_on_its_node() -> None:
     results = [
-        result("a", "n1", 1, 1.0), result("b", "n2", 1, 1.5),
-        result("a", "n3", 2, 10.0), result("a", "n3", 3, 11.0), result("b", "n2", 3, 12.0),
-    ]  # fmt: skip
+        result("a", "n1", 1, 1.0),
+        result("b", "n2", 1, 1.5),
+        result("a", "n3", 2, 10.0),
+        result("a", "n3", 3, 11.0),
+        result("b", "n2", 3, 12.0),
+    ]
     assert interruptions_by_trial([removal("n1", 5.0)], results, EPOCHS) == {"a": 1}
 
 
@@ -34,9 +37,13 @@ def test_a_trial_interrupted_twice_counts_twice() -> None:
 def test_removals_after_a_trial_finished_or_left_interrupt_nothing() -> None:
     results = [
         result("a", "n1", 3, 2.0),  # finished on n1 before n1 went
-        result("b", "n2", 1, 1.0), result("b", "n4", 2, 6.0), result("b", "n4", 3, 9.0),  # left n2 for n4
-        result("c", "n5", 2, 1.0), result("c", "n5", 3, 3.0, checkpoint_only=1), result("c", "n6", 3, 8.0),
-    ]  # fmt: skip
+        result("b", "n2", 1, 1.0),
+        result("b", "n4", 2, 6.0),
+        result("b", "n4", 3, 9.0),  # left n2 for n4
+        result("c", "n5", 2, 1.0),
+        result("c", "n5", 3, 3.0, checkpoint_only=1),
+        result("c", "n6", 3, 8.0),
+    ]
     log = [removal("n1", 4.0), removal("n2", 7.0), removal("n5", 3.5)]
     # c's mid-epoch checkpoint in its last epoch is not a finish: the removal at 3.5 s interrupted it
     assert interruptions_by_trial(log, results, EPOCHS) == {"c": 1}
@@ -44,13 +51,15 @@ def test_removals_after_a_trial_finished_or_left_interrupt_nothing() -> None:
 
 def test_timeline_shows_each_move_and_removal_from_the_first_result() -> None:
     results = [
-        result("a", "node1xxxxx", 1, 100.0), result("a", "node1xxxxx", 2, 101.0),
+        result("a", "node1xxxxx", 1, 100.0),
+        result("a", "node1xxxxx", 2, 101.0),
         result("a", "node2xxxxx", 3, 109.0),
-    ]  # fmt: skip
+    ]
     log = [
         removal("node0xxxxx", 90.0, "removed"),  # the end of an earlier run
-        {"event": "notice", "node_id": "node1xxxxx", "time_s": 102.0}, removal("node1xxxxx", 106.0, "preempted"),
-    ]  # fmt: skip
+        {"event": "notice", "node_id": "node1xxxxx", "time_s": 102.0},
+        removal("node1xxxxx", 106.0, "preempted"),
+    ]
     assert timeline(log, results) == {
         "placements": {"a": [["node1xxx", 0.0, 1], ["node2xxx", 9.0, 3]]},
         "removals": [["preempted", "node1xxx", 6.0]],

@@ -17,7 +17,10 @@ def test_trace_injector_sets_the_twins_capacity_as_the_trace_says() -> None:
     from tuner.testing.traces import TraceInjector
 
     up, down = True, False
-    zones = [ZoneTrace("a", [up, down, down, up, up], [1.0] * 5, 3.0), ZoneTrace("b", [up, up, down, up, down], [1.0] * 5, 3.0)]
+    zones = [
+        ZoneTrace("a", [up, down, down, up, up], [1.0] * 5, 3.0),
+        ZoneTrace("b", [up, up, down, up, down], [1.0] * 5, 3.0),
+    ]
     cfg = ClusterConfig(name="local_spot", max_workers_per_type=2)
     twin = LocalTwin(twin_config(load_launcher_config("cluster/aws.yaml"), cfg), cfg)
     injector = TraceInjector(twin, {0: "spot_g5", 1: "spot_g6"}, Market("t", "V100", 60.0, 0.0, zones, 0.0, 1), 0, 0.01)

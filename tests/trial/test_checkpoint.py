@@ -14,7 +14,9 @@ from tuner.trial import checkpoint
 
 
 def write(path: Path, epoch: int, trial_id: str = "t") -> Path:
-    checkpoint.write(path, {"w": torch.full((100,), float(epoch)), "epoch": epoch}, {"trial_id": trial_id, "reason": "test"})
+    checkpoint.write(
+        path, {"w": torch.full((100,), float(epoch)), "epoch": epoch}, {"trial_id": trial_id, "reason": "test"}
+    )
     return path
 
 
@@ -35,7 +37,6 @@ def test_roundtrip_with_rng_states(tmp_path) -> None:
     assert checkpoint.read_meta(tmp_path) == {"progress": {"reports": 3}}
 
 
-
 def draws() -> tuple[torch.Tensor, np.ndarray, float]:
     return torch.rand(3), np.random.rand(3), random.random()
 
@@ -53,7 +54,11 @@ def test_load_puts_back_this_ranks_rng_states_unless_told_not_to(tmp_path) -> No
         torch.manual_seed(99), np.random.seed(99), random.seed(99)
         assert torch.equal(checkpoint.Checkpoint(str(tmp_path), rank=rank).load()["w"], torch.arange(4.0))
         got = draws()
-        assert torch.equal(got[0], expected[rank][0]) and np.array_equal(got[1], expected[rank][1]) and got[2] == expected[rank][2]
+        assert (
+            torch.equal(got[0], expected[rank][0])
+            and np.array_equal(got[1], expected[rank][1])
+            and got[2] == expected[rank][2]
+        )
     torch.manual_seed(99)
     untouched = torch.rand(3)
     torch.manual_seed(99)
@@ -75,6 +80,7 @@ def test_a_directory_holding_the_rng_file_name_is_refused(tmp_path) -> None:
     (source / checkpoint.RNG_FILE).write_bytes(b"x")
     with pytest.raises(checkpoint.CheckpointStateError, match="rng.pt, a name the platform reserves"):
         checkpoint.write(tmp_path / "ckpt", str(source), {})
+
 
 def test_a_directory_of_files_is_copied_in_and_verified(tmp_path) -> None:
     written = tmp_path / "by-framework"
@@ -177,8 +183,11 @@ def test_the_newest_is_the_one_that_trained_most_not_the_highest_name(tmp_path) 
 
     trial = tmp_path / "trial"
     for index, reports in ((0, 4), (1, 2), (2, 3)):
-        checkpoint.write(trial / f"checkpoint_{index:06d}", {"epoch": reports},
-                         {"trial_id": "t", "progress": {"reports": reports, "train_time_s": 10.0 * reports}})  # fmt: skip
+        checkpoint.write(
+            trial / f"checkpoint_{index:06d}",
+            {"epoch": reports},
+            {"trial_id": "t", "progress": {"reports": reports, "train_time_s": 10.0 * reports}},
+        )
     (tmp_path / "restore").mkdir()
     restored = checkpoint.fetch_unrecorded((pyarrow.fs.LocalFileSystem(), str(trial)), tmp_path / "restore", "t")
     assert restored is not None and checkpoint.Checkpoint(str(restored.path)).load()["epoch"] == 4

@@ -10,8 +10,14 @@ from tuner.trial.heartbeat import Progress, account_restart, lost_to_preemption
 
 
 def beat(nodes: list[str], train_time_s: float = 10.0, **extra: Any) -> dict[str, Any]:
-    return {"node_id": nodes[0], "nodes": nodes, "train_time_s": train_time_s, "world_size": len(nodes),
-            "wall_s": 100.0, **extra}  # fmt: skip
+    return {
+        "node_id": nodes[0],
+        "nodes": nodes,
+        "train_time_s": train_time_s,
+        "world_size": len(nodes),
+        "wall_s": 100.0,
+        **extra,
+    }
 
 
 def lost(*gone: str):  # type: ignore[no-untyped-def]

@@ -35,7 +35,9 @@ def test_adaptive_interval_shorter_for_riskier_bucket() -> None:
     cfg = CheckpointConfig(policy="adaptive", min_interval_s=1, max_interval_s=1e9, unnoticed_fraction=1.0)
     policies = []
     for region, itype in (risky, safe):
-        policy = CheckpointPolicy.for_node(cfg, {INSTANCE_TYPE: itype, "ray.io/availability-region": region}, "g5.xlarge")
+        policy = CheckpointPolicy.for_node(
+            cfg, {INSTANCE_TYPE: itype, "ray.io/availability-region": region}, "g5.xlarge"
+        )
         policy.observe_cost(5.0, notice_usable=True)
         policies.append(policy)
     assert policies[0].interval_s < policies[1].interval_s
@@ -44,9 +46,10 @@ def test_adaptive_interval_shorter_for_riskier_bucket() -> None:
 
 def test_adaptive_decisions() -> None:
     policy = CheckpointPolicy.for_node(
-        CheckpointConfig(policy="adaptive", interruption_rate_per_h=36.0, min_interval_s=1, unnoticed_fraction=1.0), {},
+        CheckpointConfig(policy="adaptive", interruption_rate_per_h=36.0, min_interval_s=1, unnoticed_fraction=1.0),
+        {},
         "g5.xlarge",
-    )  # fmt: skip
+    )
     assert policy.due_at_report(1, 0.1)  # first checkpoint measures C
     policy.observe_cost(0.5, notice_usable=True)
     assert policy.interval_s == pytest.approx(math.sqrt(2 * 0.5 / 0.01))  # 10 s
@@ -56,7 +59,11 @@ def test_adaptive_decisions() -> None:
 def test_with_a_notice_only_interruptions_without_one_shorten_the_interval() -> None:
     """A drain notice checkpoints at once: a write that fits in it loses nothing, so only the unnoticed share
     of interruptions counts; a write longer than the notice, or no notice handling, counts them all."""
-    assert lost_share(5.0, 120.0, 0.1) == 0.1 and lost_share(200.0, 120.0, 0.1) == 1.0 and lost_share(5.0, None, 0.1) == 1.0
+    assert (
+        lost_share(5.0, 120.0, 0.1) == 0.1
+        and lost_share(200.0, 120.0, 0.1) == 1.0
+        and lost_share(5.0, None, 0.1) == 1.0
+    )
     cfg = dict(policy="adaptive", interruption_rate_per_h=0.36, min_interval_s=1, max_interval_s=1e9)
     intervals = {}
     for fraction in (1.0, 0.1, 0.0):

@@ -71,11 +71,20 @@ class Drains:
         return self.nodes
 
 
-def session(backend: Backend, drains: Optional[Drains] = None, beat: Optional[MemoryHeartbeat] = None,
-            **cfg: Any) -> TrialSession:  # fmt: skip
+def session(
+    backend: Backend, drains: Optional[Drains] = None, beat: Optional[MemoryHeartbeat] = None, **cfg: Any
+) -> TrialSession:
     watcher = runtime.DrainWatcher("node-a", interval_s=0.01, probe=drains or Drains())
-    return TrialSession(OBJECTIVE, CheckpointConfig(**cfg), TrialContext("t1", "node-a"), backend, {}, "g5.xlarge",
-                        watcher=watcher, heartbeat=beat or MemoryHeartbeat())  # fmt: skip
+    return TrialSession(
+        OBJECTIVE,
+        CheckpointConfig(**cfg),
+        TrialContext("t1", "node-a"),
+        backend,
+        {},
+        "g5.xlarge",
+        watcher=watcher,
+        heartbeat=beat or MemoryHeartbeat(),
+    )
 
 
 def wait_until(predicate: Any) -> None:
@@ -193,9 +202,21 @@ def test_bad_reports_are_one_clear_error(metrics: dict, error: type, message: st
 
 
 def test_a_report_without_an_objective_the_trainer_must_report_is_one_clear_error() -> None:
-    s = TrialSession(dataclasses.replace(OBJECTIVE, reported=("train_loss",)), CheckpointConfig(), TrialContext("t1", "node-a"),
-                     Backend(), {}, "g5.xlarge", heartbeat=MemoryHeartbeat())  # fmt: skip
-    with s, pytest.raises(ValueError, match=r"'train_loss' missing \(reported: step, val_loss\): the search's metric, objectives"):
+    s = TrialSession(
+        dataclasses.replace(OBJECTIVE, reported=("train_loss",)),
+        CheckpointConfig(),
+        TrialContext("t1", "node-a"),
+        Backend(),
+        {},
+        "g5.xlarge",
+        heartbeat=MemoryHeartbeat(),
+    )
+    with (
+        s,
+        pytest.raises(
+            ValueError, match=r"'train_loss' missing \(reported: step, val_loss\): the search's metric, objectives"
+        ),
+    ):
         s.report({"step": 1, "val_loss": 0.5})
 
 
@@ -228,10 +249,23 @@ def test_restore_gives_the_state_and_charges_the_lost_attempt(tmp_path) -> None:
         trained_s = s.train_time_s()
     # Tune would hand the next attempt the checkpoint it recorded; here: the one just written, kept on disk.
     kept = tmp_path / "checkpoint_000000"
-    checkpoint.write(kept, {"w": torch.ones(2), "step": 2},
-                     {"trial_id": "t1", "progress": {"train_time_s": trained_s, "reports": 1}, "metrics": {"step": 2.0}})  # fmt: skip
-    beat = MemoryHeartbeat({"node_id": "node-gone", "wall_s": time.time() - 3, "train_time_s": trained_s + 5.0,
-                            "error": False, "preemptions": 0, "restarts": 0, "lost_work_s": 0, "recovery_s": 0})  # fmt: skip
+    checkpoint.write(
+        kept,
+        {"w": torch.ones(2), "step": 2},
+        {"trial_id": "t1", "progress": {"train_time_s": trained_s, "reports": 1}, "metrics": {"step": 2.0}},
+    )
+    beat = MemoryHeartbeat(
+        {
+            "node_id": "node-gone",
+            "wall_s": time.time() - 3,
+            "train_time_s": trained_s + 5.0,
+            "error": False,
+            "preemptions": 0,
+            "restarts": 0,
+            "lost_work_s": 0,
+            "recovery_s": 0,
+        }
+    )
     resumed = Backend(recorded=str(kept))
     with session(resumed, beat=beat) as s:
         assert s.get_checkpoint().load()["step"] == 2
@@ -246,12 +280,23 @@ def test_a_checkpoint_whose_result_never_reached_tune_is_reported_again(tmp_path
     resumes from it and sends that result again, with the checkpoint, so Tune records it."""
     trial_dir = tmp_path / "trial"
     progress = {"train_time_s": 2.0, "reports": 2}
-    checkpoint.write(trial_dir / "checkpoint_000000", {"step": 1},
-                     {"trial_id": "t1", "progress": progress, "metrics": {"step": 1.0}, "reason": "drain",
-                      "between_reports": True})  # fmt: skip
-    checkpoint.write(trial_dir / "checkpoint_000001", {"step": 2},
-                     {"trial_id": "t1", "progress": progress, "metrics": {"step": 2.0, "val_loss": 0.2},
-                      "reason": "deadline", "between_reports": True, "step_hook": True})  # fmt: skip
+    checkpoint.write(
+        trial_dir / "checkpoint_000000",
+        {"step": 1},
+        {"trial_id": "t1", "progress": progress, "metrics": {"step": 1.0}, "reason": "drain", "between_reports": True},
+    )
+    checkpoint.write(
+        trial_dir / "checkpoint_000001",
+        {"step": 2},
+        {
+            "trial_id": "t1",
+            "progress": progress,
+            "metrics": {"step": 2.0, "val_loss": 0.2},
+            "reason": "deadline",
+            "between_reports": True,
+            "step_hook": True,
+        },
+    )
     backend = Backend(recorded=str(trial_dir / "checkpoint_000000"))
     with session(backend) as s:
         assert s.get_checkpoint().load() == {"step": 2}
@@ -268,9 +313,15 @@ def test_a_checkpoint_tune_never_recorded_is_found_in_the_trial_directory(tmp_pa
     trial resumes from the newest one in its directory, not from scratch, and reports it again."""
     trial_dir = tmp_path / "trial"
     for step in (1, 2):
-        checkpoint.write(trial_dir / f"checkpoint_{step - 1:06d}", {"step": step},
-                         {"trial_id": "t1", "progress": {"train_time_s": float(step), "reports": step},
-                          "metrics": {"step": float(step), "val_loss": 1.0 / step}})  # fmt: skip
+        checkpoint.write(
+            trial_dir / f"checkpoint_{step - 1:06d}",
+            {"step": step},
+            {
+                "trial_id": "t1",
+                "progress": {"train_time_s": float(step), "reports": step},
+                "metrics": {"step": float(step), "val_loss": 1.0 / step},
+            },
+        )
     backend = Backend(trial_dir=trial_dir)
     with session(backend) as s:
         assert s.get_checkpoint().load() == {"step": 2}
@@ -336,7 +387,8 @@ def test_the_readme_sample_resumes_bit_identically_because_checkpoints_hold_the_
     whole = KeepingBackend(tmp_path / "whole")
     with session(whole, rng=rng):
         readme_trainer(6)
-    shutil.copytree(tmp_path / "whole" / "checkpoint_000003", tmp_path / "storage" / "checkpoint_000003")  # its only one
+    # its only one
+    shutil.copytree(tmp_path / "whole" / "checkpoint_000003", tmp_path / "storage" / "checkpoint_000003")
     resumed = KeepingBackend(tmp_path / "resumed", recorded=str(tmp_path / "storage" / "checkpoint_000003"))
     torch.manual_seed(12345)  # whatever the new process's RNGs hold
     with session(resumed, rng=rng):

@@ -8,9 +8,14 @@ from workloads.classify import ClassifySettings, Trial, evaluate
 from workloads.data import load
 
 PARAMS = {
-    "lr": 0.1, "weight_decay": 1e-4, "momentum": 0.9, "batch_size": 128,
-    "depth": 8, "width": 8, "label_smoothing": 0.1,
-}  # fmt: skip
+    "lr": 0.1,
+    "weight_decay": 1e-4,
+    "momentum": 0.9,
+    "batch_size": 128,
+    "depth": 8,
+    "width": 8,
+    "label_smoothing": 0.1,
+}
 MLP_PARAMS = {**PARAMS, "layers": 1, "hidden": 32, "dropout": 0.3}
 
 

@@ -8,8 +8,9 @@ twice (work redone after a restart) is compared both times.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Optional, Sequence
+from typing import Any, Optional
 
 from tuner.trial.runtime import CHECKPOINT_ONLY, STEP_HOOK, user_metrics
 
@@ -38,8 +39,9 @@ class Divergence:
     got: Optional[float]
 
 
-def first_divergence(run: str, base: Sequence[Mapping[str, Any]], other: Sequence[Mapping[str, Any]], time_attr: str,
-                     tolerance: float) -> Optional[Divergence]:  # fmt: skip
+def first_divergence(
+    run: str, base: Sequence[Mapping[str, Any]], other: Sequence[Mapping[str, Any]], time_attr: str, tolerance: float
+) -> Optional[Divergence]:
     """The first step (in the order reported) at which ``other`` differs from ``base`` beyond ``tolerance``
     (relative), over the steps both reached; None when identical."""
     expected = {float(r[time_attr]): compared_metrics(r) for r in reports(base) if time_attr in r}
@@ -69,24 +71,34 @@ def _find(state: Any, keys: set[str], depth: int = 3) -> bool:
     return keys <= set(state) or any(_find(v, keys, depth - 1) for v in state.values())
 
 
-def likely_causes(state: Any, rng_restored: bool, base: Sequence[Mapping[str, Any]], lr_metric: str = "lr") -> list[str]:
+def likely_causes(
+    state: Any, rng_restored: bool, base: Sequence[Mapping[str, Any]], lr_metric: str = "lr"
+) -> list[str]:
     """What a divergence most likely comes from, judged from the checkpoint's state (a state dict; None for a
     directory a framework wrote), the RNG setting and the undisturbed run's reports; most likely first."""
     causes = []
     if not rng_restored:
-        causes.append("RNG states are not put back on resume (checkpoint.rng=false, or load(rng=False)): dropout "
-                      "masks and shuffles after the restart differ; drop the opt-out, or save and restore them yourself "
-                      "(session.rng_state / set_rng_state)")  # fmt: skip
+        causes.append(
+            "RNG states are not put back on resume (checkpoint.rng=false, or load(rng=False)): dropout "
+            "masks and shuffles after the restart differ; drop the opt-out, or save and restore them yourself "
+            "(session.rng_state / set_rng_state)"
+        )
     if isinstance(state, Mapping):
         if not _find(state, {"state", "param_groups"}):
-            causes.append("the checkpoint holds no optimizer state (no state_dict with param_groups): save "
-                          "opt.state_dict() in the state and load it back, or momentum and Adam's moments restart at zero")  # fmt: skip
+            causes.append(
+                "the checkpoint holds no optimizer state (no state_dict with param_groups): save "
+                "opt.state_dict() in the state and load it back, or momentum and Adam's moments restart at zero"
+            )
         rates = {r.get(lr_metric) for r in reports(base) if lr_metric in r}
         if len(rates) > 1 and not _find(state, {"last_epoch"}):
-            causes.append(f"the learning rate changes over steps ({lr_metric!r} reported) but the checkpoint holds no "
-                          "scheduler state (no state_dict with last_epoch): save scheduler.state_dict() and load it back")  # fmt: skip
-    causes.append("something fit() builds before its loop is not in the checkpoint, or not loaded back: compare what "
-                  "state() saves with what fit() sets up (model, optimizer, scheduler, data order, counters)")  # fmt: skip
+            causes.append(
+                f"the learning rate changes over steps ({lr_metric!r} reported) but the checkpoint holds no "
+                "scheduler state (no state_dict with last_epoch): save scheduler.state_dict() and load it back"
+            )
+    causes.append(
+        "something fit() builds before its loop is not in the checkpoint, or not loaded back: compare what "
+        "state() saves with what fit() sets up (model, optimizer, scheduler, data order, counters)"
+    )
     return causes
 
 
@@ -108,8 +120,12 @@ def loss_of(results: Sequence[Mapping[str, Any]], time_attr: str) -> Loss:
     trained_s, done = float(final.get("train_time_s", 0.0)), float(final.get(time_attr, 0.0))
     lost_s = float(final.get("lost_work_s", 0.0))
     per_unit_s = trained_s / done if done else math.inf
-    return Loss(lost_s, lost_s / per_unit_s if per_unit_s else 0.0, float(final.get("recovery_s", 0.0)),
-                int(final.get("preemptions", 0)))  # fmt: skip
+    return Loss(
+        lost_s,
+        lost_s / per_unit_s if per_unit_s else 0.0,
+        float(final.get("recovery_s", 0.0)),
+        int(final.get("preemptions", 0)),
+    )
 
 
 def notice_fit(write_s: float, poll_s: float) -> dict[str, bool]:
@@ -133,10 +149,18 @@ def _value(v: Optional[float]) -> str:
     return "nothing" if v is None else f"{v:.6g}"
 
 
-def judge(base: Sequence[Mapping[str, Any]], resumed: Mapping[str, Sequence[Mapping[str, Any]]], time_attr: str,
-          tolerance: float, state: Any, rng_restored: bool) -> Verdict:  # fmt: skip
+def judge(
+    base: Sequence[Mapping[str, Any]],
+    resumed: Mapping[str, Sequence[Mapping[str, Any]]],
+    time_attr: str,
+    tolerance: float,
+    state: Any,
+    rng_restored: bool,
+) -> Verdict:
     """Compare each resumed run (by name) with the undisturbed one; on a divergence, name the likely causes."""
-    found = [d for name, results in resumed.items() if (d := first_divergence(name, base, results, time_attr, tolerance))]
+    found = [
+        d for name, results in resumed.items() if (d := first_divergence(name, base, results, time_attr, tolerance))
+    ]
     if not found:
         return Verdict(True)
     return Verdict(False, found, likely_causes(state, rng_restored, base))
@@ -147,11 +171,15 @@ def render(verdict: Verdict, base: Sequence[Mapping[str, Any]], time_attr: str, 
     rows = reports(base)
     if verdict.identical:
         metrics = sorted({k for r in rows for k in compared_metrics(r)})
-        return (f"IDENTICAL: the resumed runs reported what the undisturbed run did, {', '.join(metrics)} at each of its "
-                f"{len(rows)} reports{f' (within a relative {tolerance:g})' if tolerance else ''}")  # fmt: skip
+        return (
+            f"IDENTICAL: the resumed runs reported what the undisturbed run did, {', '.join(metrics)} at each of its "
+            f"{len(rows)} reports{f' (within a relative {tolerance:g})' if tolerance else ''}"
+        )
     lines = []
     for d in verdict.divergences:
-        lines.append(f"DIVERGED {d.run}: at {time_attr} {d.step:g}, {d.metric} {_value(d.got)} resumed vs "
-                     f"{_value(d.expected)} undisturbed")  # fmt: skip
+        lines.append(
+            f"DIVERGED {d.run}: at {time_attr} {d.step:g}, {d.metric} {_value(d.got)} resumed vs "
+            f"{_value(d.expected)} undisturbed"
+        )
     lines += [f"  likely cause: {verdict.causes[0]}", *(f"  or: {c}" for c in verdict.causes[1:])]
     return "\n".join(lines)

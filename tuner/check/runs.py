@@ -15,9 +15,10 @@ import dataclasses
 import tempfile
 import threading
 import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping, Optional, Sequence
+from typing import Any, Optional
 
 import optuna
 import torch
@@ -54,7 +55,9 @@ class Results(Callback):
     def __init__(self) -> None:
         self.results: list[dict[str, Any]] = []
 
-    def on_trial_result(self, iteration: int, trials: list[Any], trial: Any, result: dict[str, Any], **info: Any) -> None:
+    def on_trial_result(
+        self, iteration: int, trials: list[Any], trial: Any, result: dict[str, Any], **info: Any
+    ) -> None:
         self.results.append(dict(result))
 
 
@@ -81,8 +84,10 @@ def first_suggestion(search: SearchConfig) -> dict[str, Any]:
     try:
         extra = space(trial) or {}
     except Exception as exc:
-        raise ConfigError(f"search.space={search.space!r} cannot draw a configuration ({type(exc).__name__}: {exc}): "
-                          "fix the space, or give the configuration as check.params") from exc  # fmt: skip
+        raise ConfigError(
+            f"search.space={search.space!r} cannot draw a configuration ({type(exc).__name__}: {exc}): "
+            "fix the space, or give the configuration as check.params"
+        ) from exc
     return {**trial.params, **extra}
 
 
@@ -103,15 +108,20 @@ class Checker:
         assert settings.search is not None
         self.search = settings.search
         launcher = settings.check.launcher_config
-        self.cluster = ClusterConfig(name="local_spot", launcher_config=launcher, max_workers_per_type=1,
-                                     include_dashboard=settings.search.resources.width != (1, 1))  # fmt: skip
+        self.cluster = ClusterConfig(
+            name="local_spot",
+            launcher_config=launcher,
+            max_workers_per_type=1,
+            include_dashboard=settings.search.resources.width != (1, 1),
+        )
         self.twin = LocalTwin(twin_config(load_launcher_config(launcher), self.cluster), self.cluster)
 
-    def __enter__(self) -> "Checker":
+    def __enter__(self) -> Checker:
         address = self.twin.start()
         _ray.use_local_token()
-        self.cluster = dataclasses.replace(self.cluster, name="local", address=address,
-                                           autoscaler_config=str(self.twin.config_path))  # fmt: skip
+        self.cluster = dataclasses.replace(
+            self.cluster, name="local", address=address, autoscaler_config=str(self.twin.config_path)
+        )
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -122,14 +132,22 @@ class Checker:
         out = self.workdir / kind
         budget = self.search.max_t if until is None else int(until)
         search = dataclasses.replace(
-            self.search, space=fixed.SPACE, scheduler=SCHEDULERS["fifo"](), max_t=budget,
+            self.search,
+            space=fixed.SPACE,
+            scheduler=SCHEDULERS["fifo"](),
+            max_t=budget,
             tune=TuneSettings(num_samples=1, max_concurrent_trials=1),
-        )  # fmt: skip
+        )
         return dataclasses.replace(
-            self.settings, name=f"check-{kind}", output_dir=str(out), search=search, cluster=self.cluster,
-            storage=StorageConfig(path=str(out / "ray_results")), tracking=TrackingConfig(enabled=False),
+            self.settings,
+            name=f"check-{kind}",
+            output_dir=str(out),
+            search=search,
+            cluster=self.cluster,
+            storage=StorageConfig(path=str(out / "ray_results")),
+            tracking=TrackingConfig(enabled=False),
             run=dataclasses.replace(self.settings.run, stop_file=str(out / "STOP")),
-        )  # fmt: skip
+        )
 
     def run(self, kind: str, until: Optional[float] = None, stop_after_s: Optional[float] = None) -> Run:
         """One run: ``kind`` undisturbed | notice | kill; it ends at ``until`` (time_attr) or after
@@ -143,7 +161,9 @@ class Checker:
         run = Run(kind, 0, recorder.results, Path(cfg.storage.path), 0.0)
 
         def at(fraction: float) -> Callable[[], Optional[Mapping[str, Any]]]:
-            return lambda: next((r for r in reports(recorder.results) if float(r.get(time_attr, 0)) >= fraction * budget), None)
+            return lambda: next(
+                (r for r in reports(recorder.results) if float(r.get(time_attr, 0)) >= fraction * budget), None
+            )
 
         def watch() -> None:
             try:
@@ -163,9 +183,18 @@ class Checker:
                     run.fault_at = float(hit[time_attr])
                     wait_trained_past(hit["trial_id"], float(hit["train_time_s"]), lambda: not done.is_set())
                     self.twin.reclaim(hit["node_id"], hit["node_group"])
-            stopped = _wait(done, lambda: next((r for r in reports(recorder.results)
-                                                if (until is not None and float(r.get(time_attr, 0)) >= until)
-                                                or (stop_after_s is not None and float(r.get("train_time_s", 0)) >= stop_after_s)), None))  # fmt: skip
+            stopped = _wait(
+                done,
+                lambda: next(
+                    (
+                        r
+                        for r in reports(recorder.results)
+                        if (until is not None and float(r.get(time_attr, 0)) >= until)
+                        or (stop_after_s is not None and float(r.get("train_time_s", 0)) >= stop_after_s)
+                    ),
+                    None,
+                ),
+            )
             if stopped is not None:
                 stop_file.touch()
 
@@ -215,8 +244,10 @@ def _fault_line(name: str, run: Run, time_attr: str, what: str) -> str:
     if run.fault_at is None:
         return f"  {name:<12} never came: the run ended before its {time_attr} reached the fault's point"
     loss = loss_of(run.results, time_attr)
-    return (f"  {name:<12} at {time_attr} {run.fault_at:g}{what}: {loss.units:.3g} {time_attr}s redone ({loss.lost_s:.2f} s "
-            f"of training), {loss.preemptions} preemption(s), recovery {loss.recovery_s:.1f} s")  # fmt: skip
+    return (
+        f"  {name:<12} at {time_attr} {run.fault_at:g}{what}: {loss.units:.3g} {time_attr}s redone "
+        f"({loss.lost_s:.2f} s of training), {loss.preemptions} preemption(s), recovery {loss.recovery_s:.1f} s"
+    )
 
 
 def run_check(settings: CheckConfig) -> int:
@@ -224,32 +255,43 @@ def run_check(settings: CheckConfig) -> int:
     search = settings.search
     assert search is not None
     if settings.cluster.name not in TWIN_CLUSTERS or settings.cluster.address is not None:
-        raise ConfigError(f"tuner.check runs on the local twin, not on cluster={settings.cluster.name}"
-                          f"{f' (address {settings.cluster.address})' if settings.cluster.address else ''}: its nodes "
-                          "would be killed and billed; drop the cluster settings")  # fmt: skip
+        raise ConfigError(
+            f"tuner.check runs on the local twin, not on cluster={settings.cluster.name}"
+            f"{f' (address {settings.cluster.address})' if settings.cluster.address else ''}: its nodes "
+            "would be killed and billed; drop the cluster settings"
+        )
     params = dict(settings.check.params) or first_suggestion(search)
     where = "check.params" if settings.check.params else "the space's first suggestion"
     time_attr, budget = search.time_attr, settings.check.budget_s
-    print(f"resume check of search {search.name!r}: {_params(params)} ({where}), on the local twin of "
-          f"{settings.check.launcher_config}")  # fmt: skip
+    print(
+        f"resume check of search {search.name!r}: {_params(params)} ({where}), on the local twin of "
+        f"{settings.check.launcher_config}"
+    )
     workdir = scratch()
     print(f"  (each run's own console: {workdir}/<run>/driver.log)")
     with Checker(settings, params, workdir) as checker:
         base = checker.run("undisturbed", stop_after_s=budget / 6 if budget else None)
         rows = reports(base.results)
         if base.status != 0 or not rows:
-            print(f"error: the undisturbed run failed (exit {base.status}): make the search run first "
-                  f"(python -m tuner.run +search={search.name})")  # fmt: skip
+            print(
+                f"error: the undisturbed run failed (exit {base.status}): make the search run first "
+                f"(python -m tuner.run +search={search.name})"
+            )
             return 2
         until = float(rows[-1][time_attr]) if budget else None
         trained_s = float(rows[-1].get("train_time_s", 0.0))
         left_s = (1 - max(settings.check.notice_at, settings.check.kill_at)) * trained_s
         if left_s < MIN_AFTER_FAULT_S:
-            print(f"error: the trial trained {trained_s:.1f} s in all, so only {left_s:.1f} s are left after the faults' "
-                  f"points (at least {MIN_AFTER_FAULT_S:g} s are needed for a notice or a kill to land): give it more "
-                  "work (its steps or epochs), or a large step count with --budget SECONDS")  # fmt: skip
+            print(
+                f"error: the trial trained {trained_s:.1f} s in all, so only {left_s:.1f} s are left after the faults' "
+                f"points (at least {MIN_AFTER_FAULT_S:g} s are needed for a notice or a kill to land): give it more "
+                "work (its steps or epochs), or a large step count with --budget SECONDS"
+            )
             return 2
-        print(f"  {'undisturbed':<12} {time_attr} {float(rows[-1][time_attr]):g} in {len(rows)} reports ({base.wall_s:.0f} s)")
+        print(
+            f"  {'undisturbed':<12} {time_attr} {float(rows[-1][time_attr]):g} in {len(rows)} reports "
+            f"({base.wall_s:.0f} s)"
+        )
         notice = checker.run("notice", until)
         print(_fault_line("spot notice", notice, time_attr, f" ({settings.check.notice_s:g} s notice)"))
         kill = checker.run("kill", until)
@@ -258,19 +300,41 @@ def run_check(settings: CheckConfig) -> int:
     write_s = write_time_s(base.results)
     fits = notice_fit(write_s, settings.checkpoint.drain_poll_interval_s)
     too_slow = [cloud for cloud, ok in fits.items() if not ok]
-    print(f"  {'checkpoint':<12} {size / 1e6:.3g} MB, written in {write_s:.3g} s: "
-          + (f"too slow for the notice of {', '.join(too_slow)}" if too_slow else
-             "fits the notice of " + ", ".join(f"{c} ({NOTICE_LEAD_S[c]:g} s)" for c in fits)))  # fmt: skip
+    print(
+        f"  {'checkpoint':<12} {size / 1e6:.3g} MB, written in {write_s:.3g} s: "
+        + (
+            f"too slow for the notice of {', '.join(too_slow)}"
+            if too_slow
+            else "fits the notice of " + ", ".join(f"{c} ({NOTICE_LEAD_S[c]:g} s)" for c in fits)
+        )
+    )
     if not steps_hooked(base.results):
-        print("  note: the trainer never calls session.step: a notice is taken only at its next report (the steps "
-              "redone above); call session.step(state) at every step to save at once")  # fmt: skip
-    failed = [run for run in (notice, kill)
-              if run.status != 0 or run.fault_at is None or loss_of(run.results, time_attr).preemptions < 1]  # fmt: skip
-    verdict = judge(base.results, {"after a spot notice": notice.results, "after a node kill": kill.results},
-                    time_attr, settings.check.tolerance, state, settings.checkpoint.rng)  # fmt: skip
+        print(
+            "  note: the trainer never calls session.step: a notice is taken only at its next report (the steps "
+            "redone above); call session.step(state) at every step to save at once"
+        )
+    failed = [
+        run
+        for run in (notice, kill)
+        if run.status != 0 or run.fault_at is None or loss_of(run.results, time_attr).preemptions < 1
+    ]
+    verdict = judge(
+        base.results,
+        {"after a spot notice": notice.results, "after a node kill": kill.results},
+        time_attr,
+        settings.check.tolerance,
+        state,
+        settings.checkpoint.rng,
+    )
     print(render(verdict, base.results, time_attr, settings.check.tolerance))
     for run in failed:
-        print(f"INCOMPLETE: the {run.kind} run " + (f"failed (exit {run.status})" if run.status else
-                                                    "was not interrupted by its fault (the trial ended first?)")
-              + "".join(f"; {note}" for note in run.notes))  # fmt: skip
+        print(
+            f"INCOMPLETE: the {run.kind} run "
+            + (
+                f"failed (exit {run.status})"
+                if run.status
+                else "was not interrupted by its fault (the trial ended first?)"
+            )
+            + "".join(f"; {note}" for note in run.notes)
+        )
     return 0 if verdict.identical and not failed else 1

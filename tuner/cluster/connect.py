@@ -14,8 +14,9 @@ import importlib
 import logging
 import os
 import sysconfig
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable, Optional
+from typing import Any, Optional
 
 from tuner import _ray
 from tuner.cluster.launcher import load_launcher_config

@@ -6,8 +6,9 @@ trial none of them can ever hold, and the local twin is generated from it.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import yaml
 
@@ -42,8 +43,9 @@ def check_fits(launcher: Mapping[str, Any], bundle: Mapping[str, float], workers
     each worker's bundle must fit a type, and ``workers`` of them the node limits together (per type, and
     the cluster's ``max_workers``: the roomiest nodes first)."""
     types = worker_types(launcher)
-    holds = sorted(((per_node(bundle, t.get("resources", {})), int(t.get("max_workers", 0))) for t in types.values()),
-                   reverse=True)  # fmt: skip
+    holds = sorted(
+        ((per_node(bundle, t.get("resources", {})), int(t.get("max_workers", 0))) for t in types.values()), reverse=True
+    )
     nodes_left, room = int(launcher.get("max_workers", sum(n for _, n in holds))), 0
     for each, count in holds:
         taken = min(count, nodes_left)

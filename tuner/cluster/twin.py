@@ -200,20 +200,28 @@ class LocalTwin:
         # Fake nodes are local raylets started by the twin's autoscaler.
         env = {**os.environ, "RAY_FAKE_CLUSTER": "1", "AUTOSCALER_UPDATE_INTERVAL_S": "1"}
         self._ray(
-            "start", "--head", f"--port={port}", f"--autoscaling-config={self.config_path}", "--num-cpus=0",
-            "--num-gpus=0", f"--dashboard-host={self.cfg.dashboard_host}", f"--dashboard-port={self.cfg.dashboard_port}",
+            "start",
+            "--head",
+            f"--port={port}",
+            f"--autoscaling-config={self.config_path}",
+            "--num-cpus=0",
+            "--num-gpus=0",
+            f"--dashboard-host={self.cfg.dashboard_host}",
+            f"--dashboard-port={self.cfg.dashboard_port}",
             "--include-dashboard=true" if self.cfg.include_dashboard else "--include-dashboard=false",
             "--system-config=" + json.dumps(FAST_FAILURE_DETECTION, separators=(",", ":")),
             env=env,
-        )  # fmt: skip
+        )
         self.address, self._session_dir = gcs_address, _session_dir(port)
         return self.address
 
     def stop(self) -> None:
         """Stop the twin's own processes (SIGTERM, then SIGKILL after ``STOP_TIMEOUT_S``), no other cluster's."""
         if self.cfg.keep_running:
-            print(f"local_spot cluster left running (cluster.keep_running=true) at {self.address}: stop it with "
-                  "`ray stop --force` (which stops every Ray cluster on this machine)")  # fmt: skip
+            print(
+                f"local_spot cluster left running (cluster.keep_running=true) at {self.address}: stop it with "
+                "`ray stop --force` (which stops every Ray cluster on this machine)"
+            )
             return
         if self.address is not None:
             procs = cluster_processes(self.address, self._session_dir)

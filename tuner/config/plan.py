@@ -43,11 +43,15 @@ class StrategyConfig:
     def __post_init__(self) -> None:
         require(self.checkpoint in POLICIES, f"strategy {self.name}: checkpoint {' | '.join(POLICIES)}")
         require(self.zones in ("one", "all"), f"strategy {self.name}: zones one | all")
-        require(self.every_s > 0 and 0 < self.min_interval_s <= self.max_interval_s, f"strategy {self.name}: intervals > 0")
+        require(
+            self.every_s > 0 and 0 < self.min_interval_s <= self.max_interval_s, f"strategy {self.name}: intervals > 0"
+        )
         require(self.deadline_factor >= 1.0, f"strategy {self.name}: deadline_factor must be >= 1")
         require(0 <= self.unnoticed_fraction <= 1, f"strategy {self.name}: unnoticed_fraction must be in [0, 1]")
-        require(len(self.workers) == 2 and 1 <= self.workers[0] <= self.workers[1],
-                f"strategy {self.name}: workers must be [min, max] with 1 <= min <= max")  # fmt: skip
+        require(
+            len(self.workers) == 2 and 1 <= self.workers[0] <= self.workers[1],
+            f"strategy {self.name}: workers must be [min, max] with 1 <= min <= max",
+        )
 
 
 @dataclass

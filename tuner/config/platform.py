@@ -35,7 +35,9 @@ class CheckpointConfig:
     min_interval_s: float = 60.0  # adaptive: bounds on the chosen interval
     max_interval_s: float = 14400.0
     interruption_rate_per_h: Optional[float] = None  # adaptive: lambda; None = observed rate, else Spot Advisor bucket
-    notice_s: float = 120.0  # adaptive: a drain notice's lead time (AWS 120 s, GCP 30 s); a write that fits loses nothing
+    notice_s: float = (
+        120.0  # adaptive: a drain notice's lead time (AWS 120 s, GCP 30 s); a write that fits loses nothing
+    )
     unnoticed_fraction: float = UNNOTICED_FRACTION  # adaptive: interruptions that come without a usable notice
     observed_rates: Optional[str] = None  # adaptive: interruption_rates.csv from `python -m tuner.report`
     min_observed_node_hours: float = 100.0  # adaptive: an observed rate is used once this many node-hours back it
@@ -57,6 +59,7 @@ class CheckpointConfig:
         require(0 <= self.unnoticed_fraction <= 1, "checkpoint.unnoticed_fraction must be in [0, 1]")
         require(self.notice_s > 0, "checkpoint.notice_s must be > 0")
 
+
 @dataclass
 class ClusterConfig:
     """Where trials run; keyword arguments of ``ray.init``."""
@@ -74,8 +77,10 @@ class ClusterConfig:
     keep_running: bool = False  # local_spot: leave the cluster up after the search (dashboard)
     head_instance_type: Optional[str] = None  # priced into the campaign total (None: this machine, not billed)
     autoscaler_config: Optional[str] = None  # the file the running autoscaler reads (aws: the head's); the twin's own
-    # local_spot: torch threads of a trial per worker type, the twin's stand-in for its GPU's speed (others: the trial's CPUs)
+    # local_spot: torch threads of a trial per worker type, the twin's stand-in for its GPU's speed
+    # (others: the trial's CPUs)
     torch_threads: dict[str, int] = field(default_factory=dict)
+
 
 @dataclass
 class StorageConfig:
@@ -101,6 +106,7 @@ class StorageConfig:
                 f"storage.endpoint_url={self.endpoint_url!r}: write it as http(s)://host:port",
             )
 
+
 @dataclass
 class TrackingConfig:
     """MLflow tracking; ``tracking_uri`` is any MLflow URI (sqlite file, http server)."""
@@ -110,6 +116,7 @@ class TrackingConfig:
     experiment_name: str = "${name}"
     request_timeout_s: int = 5
     artifact_location: str = "${output_dir}/mlartifacts"  # for a local (sqlite/file) store; servers use their own
+
 
 @dataclass
 class RunSettings:
@@ -125,6 +132,7 @@ class RunSettings:
         require(self.max_failures >= -1, "run.max_failures must be >= -1 (-1 = retry forever)")
         require(self.num_to_keep > 0, "run.num_to_keep must be > 0")
 
+
 @dataclass
 class PricingConfig:
     """Where prices come from (``tuner.pricing``)."""
@@ -136,6 +144,7 @@ class PricingConfig:
     def __post_init__(self) -> None:
         require(self.source in PRICE_SOURCES, f"pricing.source={self.source!r}: use {' or '.join(PRICE_SOURCES)}")
 
+
 @dataclass
 class CostConfig:
     """How the cost ledger prices trials (``tuner.cost``)."""
@@ -146,6 +155,7 @@ class CostConfig:
     def __post_init__(self) -> None:
         require(self.assumed_market in MARKETS, f"cost.assumed_market: use {' or '.join(MARKETS)}")
 
+
 @dataclass
 class BudgetConfig:
     """``tuner.cost.budget``: a ceiling on a search's spend."""
@@ -155,13 +165,16 @@ class BudgetConfig:
     def __post_init__(self) -> None:
         require(self.max_usd is None or self.max_usd > 0, f"budget.max_usd={self.max_usd}: must be > 0")
 
+
 @dataclass
 class PriceGuardConfig:
-    """Spot price limits checked during a search (``tuner.price_guard``); the cluster's max price is the hard ceiling."""
+    """Spot price limits checked during a search (``tuner.price_guard``); the cluster's max price is the hard
+    ceiling."""
 
     enabled: bool = False
     interval_s: float = 300.0  # how often current spot prices are checked
-    max_usd_per_hour: dict[str, float] = field(default_factory=dict)  # per type: +price_guard.max_usd_per_hour={g5.xlarge:0.6}
+    # per type: +price_guard.max_usd_per_hour={g5.xlarge:0.6}
+    max_usd_per_hour: dict[str, float] = field(default_factory=dict)
     max_fraction_of_on_demand: Optional[float] = None  # for watched types without their own limit
     instance_types: list[str] = field(default_factory=list)  # watched; empty = the limited types, else the cluster's
     zones: list[str] = field(default_factory=list)  # empty = the whole region
@@ -169,7 +182,10 @@ class PriceGuardConfig:
 
     def __post_init__(self) -> None:
         require(self.interval_s > 0, "price_guard.interval_s must be > 0")
-        require(all(v > 0 for v in (self.max_usd_per_hour or {}).values()), "price_guard.max_usd_per_hour: limits must be > 0")
+        require(
+            all(v > 0 for v in (self.max_usd_per_hour or {}).values()),
+            "price_guard.max_usd_per_hour: limits must be > 0",
+        )
         require(
             self.max_fraction_of_on_demand is None or self.max_fraction_of_on_demand > 0,
             "price_guard.max_fraction_of_on_demand must be > 0",
@@ -193,7 +209,9 @@ class FallbackConfig:
 
     def __post_init__(self) -> None:
         require(self.deadline_factor >= 1.0, "fallback.deadline_factor must be >= 1")
-        require(min(self.restart_s, self.return_margin_s) >= 0 and self.expected_trial_s > 0, "fallback: times must be >= 0")
+        require(
+            min(self.restart_s, self.return_margin_s) >= 0 and self.expected_trial_s > 0, "fallback: times must be >= 0"
+        )
         require(self.interval_s > 0, "fallback.interval_s must be > 0")
 
 
@@ -265,12 +283,17 @@ class CheckSettings:
     kill_at: float = 0.5  # the hard node kill: at this fraction, once the trial has trained past a checkpoint
     notice_s: float = 4.0  # the notice's lead time on the twin (time-compressed: AWS gives 120 s, GCP and Azure 30 s)
     tolerance: float = 0.0  # relative difference allowed per metric (for trainers nondeterministic on purpose)
-    budget_s: Optional[float] = None  # about this long in all: the runs end at the step the first reaches in a sixth of it
-    params: dict[str, Any] = field(default_factory=dict)  # the configuration checked; default: the space's first suggestion
+    budget_s: Optional[float] = (
+        None  # about this long in all: the runs end at the step the first reaches in a sixth of it
+    )
+    # the configuration checked; default: the space's first suggestion
+    params: dict[str, Any] = field(default_factory=dict)
     launcher_config: str = "cluster/aws.yaml"  # the worker types of the twin it runs on
 
     def __post_init__(self) -> None:
-        require(0 < self.notice_at < 1 and 0 < self.kill_at < 1, "check.notice_at and check.kill_at: fractions in (0, 1)")
+        require(
+            0 < self.notice_at < 1 and 0 < self.kill_at < 1, "check.notice_at and check.kill_at: fractions in (0, 1)"
+        )
         require(self.notice_s > 0, "check.notice_s must be > 0")
         require(self.tolerance >= 0, "check.tolerance must be >= 0")
         require(self.budget_s is None or self.budget_s > 0, "check.budget_s must be > 0")

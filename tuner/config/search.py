@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Optional
+from typing import Any, Optional
 
 from omegaconf import MISSING
 
@@ -49,8 +50,10 @@ class TuneSettings:
     def __post_init__(self) -> None:
         require(self.num_samples > 0, f"search.tune.num_samples={self.num_samples}: must be > 0")
         require(self.max_concurrent_trials > 0, "search.tune.max_concurrent_trials must be > 0")
-        require(self.time_budget_s is None or self.time_budget_s > 0,
-                f"search.tune.time_budget_s={self.time_budget_s}: must be > 0 (or null for no limit)")  # fmt: skip
+        require(
+            self.time_budget_s is None or self.time_budget_s > 0,
+            f"search.tune.time_budget_s={self.time_budget_s}: must be > 0 (or null for no limit)",
+        )
 
 
 @dataclass
@@ -75,7 +78,11 @@ class ResourcesConfig:
         w = self.workers
         if isinstance(w, int) and not isinstance(w, bool):
             return w, w
-        if isinstance(w, (list, tuple)) and len(w) == 2 and all(isinstance(x, int) and not isinstance(x, bool) for x in w):
+        if (
+            isinstance(w, (list, tuple))
+            and len(w) == 2
+            and all(isinstance(x, int) and not isinstance(x, bool) for x in w)
+        ):
             return int(w[0]), int(w[1])
         require(False, f"search.resources.workers={w!r}: write an integer or [min, max]")
         raise AssertionError  # unreachable: require raised
@@ -116,15 +123,19 @@ class SearchConfig:
         require(self.mode in MODES, f"search.mode={self.mode!r}: use min or max")
         for key, mode in self.objectives.items():
             require(mode in MODES, f"search.objectives.{key}={mode!r}: give each objective min or max")
-        require(self.metric not in self.objectives, f"search.objectives repeats search.metric={self.metric!r}: drop it there")
+        require(
+            self.metric not in self.objectives,
+            f"search.objectives repeats search.metric={self.metric!r}: drop it there",
+        )
         if isinstance(self.space, Mapping):
             parameters(self.space)  # each entry parses and its bounds hold
         else:
-            require(isinstance(self.space, str) and ":" in self.space,
-                    f"search.space={self.space!r}: write it as module:function, or as a mapping of hyperparameters")  # fmt: skip
+            require(
+                isinstance(self.space, str) and ":" in self.space,
+                f"search.space={self.space!r}: write it as module:function, or as a mapping of hyperparameters",
+            )
         require(":" in self.trainer, f"search.trainer={self.trainer!r}: write it as module:function")
         require(self.max_t > 0, f"search.max_t={self.max_t}: must be > 0")
-
 
     @property
     def metrics(self) -> list[str]:
@@ -141,4 +152,3 @@ def register_groups(store: Any) -> None:
         store.store(group="search/scheduler", name=name, node=node)
     for name, node in SAMPLERS.items():
         store.store(group="search/searcher", name=name, node=node)
-

@@ -14,7 +14,8 @@ names the key. A space whose parameters depend on each other stays a Python func
 
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import optuna
 from hydra.core.override_parser.overrides_parser import OverridesParser

@@ -33,8 +33,10 @@ class BudgetStopper(Stopper):
             self.tripped = True
             log.warning(
                 "budget: committed %s + projected %s would exceed budget.max_usd=%s; stopping",
-                usd(self.ledger.committed_usd()), usd(self._projected()), usd(self.max_usd),
-            )  # fmt: skip
+                usd(self.ledger.committed_usd()),
+                usd(self._projected()),
+                usd(self.max_usd),
+            )
         return self.tripped
 
     def stop_all(self) -> bool:

@@ -23,8 +23,9 @@ from __future__ import annotations
 import logging
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable, Optional, Protocol
+from typing import Any, Optional, Protocol
 
 from ray.tune import Callback
 from ray.tune.experiment import Trial
@@ -85,10 +86,21 @@ class CapacityGate(Callback):
     """The driver's side of the rule, checked every ``interval_s``: on-demand capacity opens when a
     trial waiting for a node runs out of slack, and closes when no waiting trial needs it."""
 
-    def __init__(self, rule: Fallback, deadline_factor: float, expected_trial_s: float, time_attr: str, max_t: float,
-                 autoscaler: AutoscalerConfig, spot_types: list[str], on_demand: dict[str, tuple[int, int]],
-                 nodes: Nodes, interval_s: float = 2.0, say: Callable[[str], None] = print,
-                 clock: Callable[[], float] = time.time) -> None:  # fmt: skip
+    def __init__(
+        self,
+        rule: Fallback,
+        deadline_factor: float,
+        expected_trial_s: float,
+        time_attr: str,
+        max_t: float,
+        autoscaler: AutoscalerConfig,
+        spot_types: list[str],
+        on_demand: dict[str, tuple[int, int]],
+        nodes: Nodes,
+        interval_s: float = 2.0,
+        say: Callable[[str], None] = print,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.rule, self.deadline_factor, self.expected_trial_s = rule, deadline_factor, expected_trial_s
         self.time_attr, self.max_t = time_attr, max_t
         self.autoscaler, self.spot_types, self.on_demand = autoscaler, spot_types, on_demand  # type -> (base, most)
@@ -110,7 +122,9 @@ class CapacityGate(Callback):
             return self.expected_trial_s
         return statistics.median(self.unit_s.values()) * self.max_t
 
-    def on_trial_result(self, iteration: int, trials: list[Trial], trial: Trial, result: dict[str, Any], **info: Any) -> None:
+    def on_trial_result(
+        self, iteration: int, trials: list[Trial], trial: Trial, result: dict[str, Any], **info: Any
+    ) -> None:
         reached = float(result.get(self.time_attr, 0) or 0)
         if reached > 0 and result.get("train_time_s"):
             self.unit_s[trial.trial_id] = float(result["train_time_s"]) / reached
@@ -123,24 +137,35 @@ class CapacityGate(Callback):
         pending = {t.trial_id for t in trials if t.status == Trial.PENDING}
         self.waiting_since = {t: self.waiting_since.get(t, now) for t in pending}
         work_s = self.trial_s()
-        slack = min((self.rule.slack_s(since + self.deadline_factor * (work_s + self.rule.restart_s), now, work_s)
-                     for since in self.waiting_since.values()), default=float("inf"))  # fmt: skip
+        slack = min(
+            (
+                self.rule.slack_s(since + self.deadline_factor * (work_s + self.rule.restart_s), now, work_s)
+                for since in self.waiting_since.values()
+            ),
+            default=float("inf"),
+        )
         if not self.open and self.rule.on_demand_now(slack):
             self.open = True
             self.opened_after_s.append(now - min(self.waiting_since.values()))
-            self.say(f"capacity: a trial waited {self.opened_after_s[-1]:.0f} s for spot and its deadline needs it "
-                     f"running: on-demand opened ({', '.join(self.on_demand)})")  # fmt: skip
+            self.say(
+                f"capacity: a trial waited {self.opened_after_s[-1]:.0f} s for spot and its deadline needs it "
+                f"running: on-demand opened ({', '.join(self.on_demand)})"
+            )
         elif self.open and self.rule.back_to_spot(slack):
             self.open = False
             above_base = [n for t, (base, _) in self.on_demand.items() for n in self.nodes.alive(t)[base:]]
             self.nodes.drain(above_base)
-            self.say("capacity: no waiting trial needs on-demand: spot first again"
-                     + (f"; {len(above_base)} on-demand node(s) drained, released when idle" if above_base else ""))
+            self.say(
+                "capacity: no waiting trial needs on-demand: spot first again"
+                + (f"; {len(above_base)} on-demand node(s) drained, released when idle" if above_base else "")
+            )
         self._apply()
 
     def _apply(self) -> None:
         """Caps and ranks in the autoscaler's config, written only when they change."""
-        caps = {t: most if self.open else max(base, len(self.nodes.alive(t))) for t, (base, most) in self.on_demand.items()}
+        caps = {
+            t: most if self.open else max(base, len(self.nodes.alive(t))) for t, (base, most) in self.on_demand.items()
+        }
         if caps == self._caps:
             return
         self._caps = caps
@@ -150,7 +175,9 @@ class CapacityGate(Callback):
         self.autoscaler.update_types(ranked)
 
 
-def worker_types_by_market(launcher: dict[str, Any], caps: dict[str, int]) -> tuple[list[str], dict[str, tuple[int, int]]]:
+def worker_types_by_market(
+    launcher: dict[str, Any], caps: dict[str, int]
+) -> tuple[list[str], dict[str, tuple[int, int]]]:
     """(spot types, {on-demand type: (base, max)}) of a launcher config; ``caps`` bound the max (the twin's)."""
     from tuner.cluster.launcher import worker_types
     from tuner.spot.labels import MARKET
@@ -165,12 +192,28 @@ def worker_types_by_market(launcher: dict[str, Any], caps: dict[str, int]) -> tu
     return spot, on_demand
 
 
-def gate_for(cfg: Any, search: Any, launcher: dict[str, Any], autoscaler_path: str, caps: dict[str, int],
-             nodes: Optional[Nodes] = None) -> Optional[CapacityGate]:  # fmt: skip
+def gate_for(
+    cfg: Any,
+    search: Any,
+    launcher: dict[str, Any],
+    autoscaler_path: str,
+    caps: dict[str, int],
+    nodes: Optional[Nodes] = None,
+) -> Optional[CapacityGate]:
     """The gate for this cluster, or None when it has no on-demand type to fall back to."""
     spot, on_demand = worker_types_by_market(launcher, caps)
     if not spot or not on_demand:
         return None
     rule = Fallback(cfg.restart_s, cfg.return_margin_s)
-    return CapacityGate(rule, cfg.deadline_factor, cfg.expected_trial_s, search.time_attr, search.max_t,
-                        AutoscalerConfig(autoscaler_path), spot, on_demand, nodes or RayNodes(), cfg.interval_s)  # fmt: skip
+    return CapacityGate(
+        rule,
+        cfg.deadline_factor,
+        cfg.expected_trial_s,
+        search.time_attr,
+        search.max_t,
+        AutoscalerConfig(autoscaler_path),
+        spot,
+        on_demand,
+        nodes or RayNodes(),
+        cfg.interval_s,
+    )

@@ -24,8 +24,9 @@ from __future__ import annotations
 import csv
 import io
 import logging
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Optional
 
 from ray.tune import Callback
 from ray.tune.experiment import Trial
@@ -140,20 +141,33 @@ def labels_from_ray(node_id: str) -> dict[str, str]:
 
     node: dict[str, Any] = next((n for n in ray.nodes() if n["NodeID"] == node_id), {"Labels": {}})
     have = node.get("Labels") or {}
-    return {"instance_type": have.get(labels.INSTANCE_TYPE, ""), "market": have.get(labels.MARKET, ""),
-            "zone": have.get(labels.ZONE, ""), "region": have.get(labels.REGION, "")}  # fmt: skip
+    return {
+        "instance_type": have.get(labels.INSTANCE_TYPE, ""),
+        "market": have.get(labels.MARKET, ""),
+        "zone": have.get(labels.ZONE, ""),
+        "region": have.get(labels.REGION, ""),
+    }
 
 
 class CostLedger(Callback):
     """Builds each trial's intervals from its results; prices them on demand. A search that optimises
     the trial's cost (``search.objectives``) finds it in each result, priced up to that result."""
 
-    def __init__(self, cfg: CostConfig, region: str, search: SearchConfig, prices: PriceSource,
-                 head_instance_type: Optional[str] = None,
-                 node_labels: Optional[Callable[[str], dict[str, str]]] = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        cfg: CostConfig,
+        region: str,
+        search: SearchConfig,
+        prices: PriceSource,
+        head_instance_type: Optional[str] = None,
+        node_labels: Optional[Callable[[str], dict[str, str]]] = None,
+    ) -> None:
         self.cfg, self.region, self.prices = cfg, region, prices
         self.node_labels = node_labels or labels_from_ray  # where a multi-worker trial's other workers ran
-        self.resources, self.metric, self.mode, self.time_attr = search.resources, search.metric, search.mode, search.time_attr
+        self.resources = search.resources
+        self.metric = search.metric
+        self.mode = search.mode
+        self.time_attr = search.time_attr
         self.head_instance_type = head_instance_type
         self.objectives = [k for k in search.objectives if k in LEDGER_OBJECTIVES]  # added to each result
         self._unpriced_warned: set[str] = set()
@@ -184,8 +198,18 @@ class CostLedger(Callback):
         share = 1.0 if assumed else node_share(self.resources.cpu, self.resources.gpu, shape)
         self.assumed_used |= assumed
         start = float(result.get("attempt_started_s", result["wall_s"]))
-        return Interval(result["node_id"], itype, market, region, zone, start, float(result["wall_s"]),
-                        min(share * workers, 1.0), gpus, assumed)  # fmt: skip
+        return Interval(
+            result["node_id"],
+            itype,
+            market,
+            region,
+            zone,
+            start,
+            float(result["wall_s"]),
+            min(share * workers, 1.0),
+            gpus,
+            assumed,
+        )
 
     def _stays(self, ledger: TrialLedger, result: dict[str, Any]) -> list[Interval]:
         """The intervals of the attempt this result comes from: one per node its workers ran on."""
@@ -198,7 +222,9 @@ class CostLedger(Callback):
             ledger.attempts[attempt] = [f"{node}@{attempt}" for node in dict.fromkeys(workers)]
         return [ledger.intervals[key] for key in ledger.attempts[attempt]]
 
-    def on_trial_result(self, iteration: int, trials: list[Trial], trial: Trial, result: dict[str, Any], **info: Any) -> None:
+    def on_trial_result(
+        self, iteration: int, trials: list[Trial], trial: Trial, result: dict[str, Any], **info: Any
+    ) -> None:
         if "wall_s" not in result or "node_id" not in result:
             return
         ledger = self.trials.setdefault(trial.trial_id, TrialLedger())
@@ -233,8 +259,12 @@ class CostLedger(Callback):
             result.update({k: metrics[k] for k in self.objectives if k in metrics})
             if any(k not in metrics for k in self.objectives) and trial.trial_id not in self._unpriced_warned:
                 self._unpriced_warned.add(trial.trial_id)
-                log.warning("trial %s ran on %s, which has no price: its cost is unknown, so the searcher will "
-                            "count it as pruned", trial.trial_id, ledger.intervals_of(attempt)[0].instance_type)  # fmt: skip
+                log.warning(
+                    "trial %s ran on %s, which has no price: its cost is unknown, so the searcher will "
+                    "count it as pruned",
+                    trial.trial_id,
+                    ledger.intervals_of(attempt)[0].instance_type,
+                )
 
     # -- views ------------------------------------------------------------------
     def best(self, trial_id: str, default: Optional[float] = None) -> Optional[float]:
@@ -318,16 +348,51 @@ class CostLedger(Callback):
         """Every interval of every trial, priced: the ledger as an MLflow artifact."""
         out = io.StringIO()
         writer = csv.writer(out)
-        writer.writerow(["trial_id", "node_id", "instance_type", "market", "region", "zone", "start_s", "end_s",
-                         "seconds", "share", "lost_s", "assumed", "unit", "progress", "preempted", "cost_usd",
-                         "on_demand_cost_usd"])  # fmt: skip
+        writer.writerow(
+            [
+                "trial_id",
+                "node_id",
+                "instance_type",
+                "market",
+                "region",
+                "zone",
+                "start_s",
+                "end_s",
+                "seconds",
+                "share",
+                "lost_s",
+                "assumed",
+                "unit",
+                "progress",
+                "preempted",
+                "cost_usd",
+                "on_demand_cost_usd",
+            ]
+        )
         for trial_id, ledger in sorted(self.trials.items()):
             for i in ledger.intervals.values():
                 p = price(i, self.prices)
-                writer.writerow([trial_id, i.node_id, i.instance_type, i.market, i.region, i.zone, f"{i.start_s:.3f}",
-                                 f"{i.end_s:.3f}", f"{i.seconds:.3f}", f"{i.share:.4f}", f"{i.lost_s:.3f}", i.assumed,
-                                 self.time_attr, f"{i.progress:g}", i.preempted, "" if p is None else f"{p.cost_usd:.8g}",
-                                 "" if p is None else f"{p.on_demand_cost_usd:.8g}"])  # fmt: skip
+                writer.writerow(
+                    [
+                        trial_id,
+                        i.node_id,
+                        i.instance_type,
+                        i.market,
+                        i.region,
+                        i.zone,
+                        f"{i.start_s:.3f}",
+                        f"{i.end_s:.3f}",
+                        f"{i.seconds:.3f}",
+                        f"{i.share:.4f}",
+                        f"{i.lost_s:.3f}",
+                        i.assumed,
+                        self.time_attr,
+                        f"{i.progress:g}",
+                        i.preempted,
+                        "" if p is None else f"{p.cost_usd:.8g}",
+                        "" if p is None else f"{p.on_demand_cost_usd:.8g}",
+                    ]
+                )
         return out.getvalue()
 
     def plot(self, path: str, marked: Optional[Sequence[str]] = None) -> None:
@@ -345,10 +410,22 @@ class CostLedger(Callback):
         fig, ax = plt.subplots(figsize=(7, 4.5))
         for c, best in points.values():
             ax.plot([c.cost_usd, c.on_demand_cost_usd], [best, best], color="0.85", zorder=1)
-        ax.scatter([c.on_demand_cost_usd for c, _ in points.values()], [b for _, b in points.values()], marker="o",
-                   facecolors="none", edgecolors="0.5", label="same trial at on-demand price", zorder=2)  # fmt: skip
-        ax.scatter([c.cost_usd for c, _ in points.values()], [b for _, b in points.values()], color="tab:blue",
-                   label="trial (spot)", zorder=3)  # fmt: skip
+        ax.scatter(
+            [c.on_demand_cost_usd for c, _ in points.values()],
+            [b for _, b in points.values()],
+            marker="o",
+            facecolors="none",
+            edgecolors="0.5",
+            label="same trial at on-demand price",
+            zorder=2,
+        )
+        ax.scatter(
+            [c.cost_usd for c, _ in points.values()],
+            [b for _, b in points.values()],
+            color="tab:blue",
+            label="trial (spot)",
+            zorder=3,
+        )
         if marked is None:
             front = pareto.front({t: (c.cost_usd, best) for t, (c, best) in points.items()}, ["min", self.mode])
             xy = sorted((points[t][0].cost_usd, points[t][1]) for t in front)
@@ -357,8 +434,15 @@ class CostLedger(Callback):
         else:
             xy = [(points[t][0].cost_usd, points[t][1]) for t in marked if t in points]
             if xy:
-                ax.scatter(*zip(*xy), s=160, facecolors="none", edgecolors="tab:red", linewidths=2,
-                           label="Pareto front of the search's objectives", zorder=4)  # fmt: skip
+                ax.scatter(
+                    *zip(*xy),
+                    s=160,
+                    facecolors="none",
+                    edgecolors="tab:red",
+                    linewidths=2,
+                    label="Pareto front of the search's objectives",
+                    zorder=4,
+                )
         ax.set_xlabel("cost (USD)")
         ax.set_ylabel(f"best {self.metric}")
         ax.set_title(f"{self.metric} vs cost per trial" + (" (assumed instance prices)" if self.assumed_used else ""))

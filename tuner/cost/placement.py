@@ -33,8 +33,9 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Optional
+from typing import Any, Optional
 
 from ray.tune import Callback
 from ray.tune.experiment import Trial
@@ -64,7 +65,7 @@ def usd_per_unit(usd_per_hour: float, share: float, seconds_per_unit: float) -> 
 
 # The placement lives in the driver process, where Tune calls :func:`trial_resources` for each new
 # trial through a copy of the trainable (the price guard's blocked types live there too).
-_ACTIVE: Optional["Placement"] = None
+_ACTIVE: Optional[Placement] = None
 
 
 @dataclass(frozen=True)
@@ -96,8 +97,9 @@ class Throughput:
         """The relative work of one unit of a trial of ``config``: the product of its hyperparameters' powers."""
         return float(math.prod(float(config[p]) ** e for p, e in self.work_scaling.items()))
 
-    def observe(self, trial_id: str, config: Mapping[str, Any], node_type: str, attempt: str,
-                train_time_s: float, units: float) -> None:  # fmt: skip
+    def observe(
+        self, trial_id: str, config: Mapping[str, Any], node_type: str, attempt: str, train_time_s: float, units: float
+    ) -> None:
         last = self._last.get(trial_id)
         self._last[trial_id] = (attempt, node_type, train_time_s, units)
         if last is None or last[:2] != (attempt, node_type) or units <= last[3] or train_time_s <= last[2]:
@@ -115,10 +117,19 @@ class Throughput:
 class Placement(Callback):
     """The driver's side: measures throughput from results, chooses a type for each new trial, says why."""
 
-    def __init__(self, cfg: PlacementConfig, time_attr: str, bundle: dict[str, float], types: list[NodeType],
-                 price: Callable[[str], Optional[float]], slots: Callable[[], Mapping[str, int]], work_scaling: Mapping[str, float],
-                 say: Callable[[str], None] = print, tag: Optional[Callable[[Trial, dict[str, str]], None]] = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:  # fmt: skip
+    def __init__(
+        self,
+        cfg: PlacementConfig,
+        time_attr: str,
+        bundle: dict[str, float],
+        types: list[NodeType],
+        price: Callable[[str], Optional[float]],
+        slots: Callable[[], Mapping[str, int]],
+        work_scaling: Mapping[str, float],
+        say: Callable[[str], None] = print,
+        tag: Optional[Callable[[Trial, dict[str, str]], None]] = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         global _ACTIVE
         self.cfg, self.time_attr, self.bundle, self.types = cfg, time_attr, bundle, types
         self.price, self.slots, self.say, self.tag, self.clock = price, slots, say, tag, clock
@@ -137,9 +148,13 @@ class Placement(Callback):
     def choose(self, config: Mapping[str, Any]) -> Optional[Decision]:
         """The type for a new trial of ``config``; None when no type is offered (any type will do)."""
         blocked, room = price_guard.blocked(), self.slots()  # room: one read of the autoscaler config
-        offered = [(t, p) for t in self.types
-                   if t.instance_type not in blocked and t.name not in self.short and self.live(t.name) < room.get(t.name, 0)
-                   for p in [self.price(t.instance_type)] if p is not None]  # fmt: skip
+        offered = [
+            (t, p)
+            for t in self.types
+            if t.instance_type not in blocked and t.name not in self.short and self.live(t.name) < room.get(t.name, 0)
+            for p in [self.price(t.instance_type)]
+            if p is not None
+        ]
         if not offered:
             return None
         unit = self.time_attr
@@ -150,10 +165,17 @@ class Placement(Callback):
             seconds = measured.get(t.name)
             cost = usd_per_unit(price, t.share, seconds if seconds is not None else fastest / self.cfg.explore_speedup)
             if not measured:
-                why = "no type measured yet: the cheapest spot price" if self.cfg.by == "throughput" else "placement.by=price"
+                why = (
+                    "no type measured yet: the cheapest spot price"
+                    if self.cfg.by == "throughput"
+                    else "placement.by=price"
+                )
                 why = f"{usd(price)}/h x {t.share:.2g} of a node; {why}"
             elif seconds is None:
-                why = f"not measured yet; tried while it could be cheapest ({self.cfg.explore_speedup:g}x the fastest measured)"
+                why = (
+                    f"not measured yet; tried while it could be cheapest "
+                    f"({self.cfg.explore_speedup:g}x the fastest measured)"
+                )
             else:
                 why = f"{usd(price)}/h x {t.share:.2g} of a node x {seconds:.3g} s/{unit} measured = {usd(cost)}/{unit}"
             ranked.append((cost, t, why))
@@ -171,7 +193,6 @@ class Placement(Callback):
         waiting = sum(1 for queue in self.decided.values() for d in queue if d.node_type == node_type)
         return waiting + sum(1 for t in self.running.values() if t == node_type)
 
-
     def on_trial_start(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
         waiting = self.decided.get(config_key(trial.config))
         if trial.trial_id in self.decisions or not waiting:
@@ -183,13 +204,21 @@ class Placement(Callback):
         if self.tag is not None:
             self.tag(trial, {"tuner.placement": decision.instance_type, "tuner.placement_reason": decision.reason})
 
-    def on_trial_result(self, iteration: int, trials: list[Trial], trial: Trial, result: dict[str, Any], **info: Any) -> None:
+    def on_trial_result(
+        self, iteration: int, trials: list[Trial], trial: Trial, result: dict[str, Any], **info: Any
+    ) -> None:
         node_type = result.get("node_group")
         if not node_type or self.time_attr not in result or "train_time_s" not in result:
             return
         self.short.discard(node_type)
-        self.throughput.observe(trial.trial_id, trial.config, node_type, str(result.get("attempt_started_s", "")),
-                                float(result["train_time_s"]), float(result[self.time_attr]))  # fmt: skip
+        self.throughput.observe(
+            trial.trial_id,
+            trial.config,
+            node_type,
+            str(result.get("attempt_started_s", "")),
+            float(result["train_time_s"]),
+            float(result[self.time_attr]),
+        )
 
     def place_again(self, trial: Trial) -> None:
         """Choose afresh for a trial about to ask for a node again (not running: Tune allows the change)."""
@@ -222,8 +251,10 @@ class Placement(Callback):
             waiting = self.decided.get(config_key(pending[tid].config))
             if waiting and now - since >= self.cfg.wait_s and waiting[0].node_type not in self.short:
                 self.short.add(waiting[0].node_type)
-                self.say(f"placement: trial {tid} waited {now - since:.0f} s for {waiting[0].instance_type}: "
-                         "new trials go to other types until one runs there again")  # fmt: skip
+                self.say(
+                    f"placement: trial {tid} waited {now - since:.0f} s for {waiting[0].instance_type}: "
+                    "new trials go to other types until one runs there again"
+                )
 
 
 def config_key(config: Mapping[str, Any]) -> str:
@@ -244,9 +275,16 @@ def trial_resources(bundle: dict[str, float], config: dict[str, Any]) -> Any:
     return PlacementGroupFactory([bundle], bundle_label_selector=[{INSTANCE_TYPE: f"!in({','.join(sorted(blocked))})"}])
 
 
-def placement_for(cfg: PlacementConfig, search: Any, launcher: Optional[dict[str, Any]], autoscaler_path: Optional[str],
-                  prices: PriceSource, region: str, say: Callable[[str], None] = print,
-                  tag: Optional[Callable[[Trial, dict[str, str]], None]] = None) -> Optional[Placement]:  # fmt: skip
+def placement_for(
+    cfg: PlacementConfig,
+    search: Any,
+    launcher: Optional[dict[str, Any]],
+    autoscaler_path: Optional[str],
+    prices: PriceSource,
+    region: str,
+    say: Callable[[str], None] = print,
+    tag: Optional[Callable[[Trial, dict[str, str]], None]] = None,
+) -> Optional[Placement]:
     """The placement for this cluster, or None (and none active): disabled, no launcher config,
     multi-worker trials, no on-demand fallback steering the autoscaler config (``autoscaler_path``:
     the capacity gate's), or fewer than two priced spot types that declare their resource (said).
@@ -274,15 +312,22 @@ def placement_for(cfg: PlacementConfig, search: Any, launcher: Optional[dict[str
         else:
             types.append(NodeType(name, itype, node_share(search.resources.cpu, search.resources.gpu, shape)))
     if autoscaler_path is None:
-        say("placement: off: the on-demand types carry every spot type's resource, and without the fallback's caps on "
-            "them (fallback.enabled, cluster.autoscaler_config) Ray's autoscaler would launch them for placed trials")
+        say(
+            "placement: off: the on-demand types carry every spot type's resource, and without the fallback's caps on "
+            "them (fallback.enabled, cluster.autoscaler_config) Ray's autoscaler would launch them for placed trials"
+        )
         return None
     if not types and not unsteerable:
-        raise ConfigError(f"placement: no spot worker type of the cluster config is priced ({', '.join(unpriced)}): label each "
-                          f"{INSTANCE_TYPE}: <a type in the price catalog>, or set placement.enabled=false")  # fmt: skip
+        raise ConfigError(
+            f"placement: no spot worker type of the cluster config is priced ({', '.join(unpriced)}): label each "
+            f"{INSTANCE_TYPE}: <a type in the price catalog>, or set placement.enabled=false"
+        )
     if len(types) < 2:
-        why = (f"add {', '.join(unsteerable)} in resources (as in cluster/aws.yaml)" if unsteerable
-               else f"one priced spot type ({types[0].instance_type}): nothing to choose")  # fmt: skip
+        why = (
+            f"add {', '.join(unsteerable)} in resources (as in cluster/aws.yaml)"
+            if unsteerable
+            else f"one priced spot type ({types[0].instance_type}): nothing to choose"
+        )
         say(f"placement: off: {why}")
         return None
     autoscaler = AutoscalerConfig(autoscaler_path)
@@ -290,8 +335,11 @@ def placement_for(cfg: PlacementConfig, search: Any, launcher: Optional[dict[str
     def slots() -> dict[str, int]:
         """Trials each type can hold now: its nodes allowed by the autoscaler config x trials per node."""
         now = autoscaler.read()["available_node_types"]
-        return {t.name: int(now.get(t.name, {}).get("max_workers", 0))
-                        * per_node(search.resources.bundle, launched[t.name].get("resources", {})) for t in types}  # fmt: skip
+        return {
+            t.name: int(now.get(t.name, {}).get("max_workers", 0))
+            * per_node(search.resources.bundle, launched[t.name].get("resources", {}))
+            for t in types
+        }
 
     how = "measured cost per " + search.time_attr if cfg.by == "throughput" else "spot price"
     say(f"placement: each new trial on the spot type with the lowest {how} ({len(types)} types)")

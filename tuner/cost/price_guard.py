@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 from ray.tune import Callback
 
@@ -43,7 +44,11 @@ class PriceCheck:
 
     @property
     def over(self) -> bool:
-        return self.usd_per_hour is not None and self.limit_usd_per_hour is not None and self.usd_per_hour > self.limit_usd_per_hour
+        return (
+            self.usd_per_hour is not None
+            and self.limit_usd_per_hour is not None
+            and self.usd_per_hour > self.limit_usd_per_hour
+        )
 
 
 class PriceGuard(Callback):
@@ -92,28 +97,44 @@ class PriceGuard(Callback):
                 self._record(c, now, "over")
                 log.warning(
                     "price guard: %s spot at $%.4f/h is over its limit $%.4f/h%s",
-                    c.instance_type, c.usd_per_hour, c.limit_usd_per_hour,
+                    c.instance_type,
+                    c.usd_per_hour,
+                    c.limit_usd_per_hour,
                     "; no new trials on it until it falls back" if self.cfg.enforce else "",
-                )  # fmt: skip
+                )
             elif not c.over and c.instance_type in self.blocked and c.usd_per_hour is not None:
                 self.blocked.discard(c.instance_type)
                 self._record(c, now, "ok")
-                log.warning("price guard: %s spot is back to $%.4f/h (limit $%.4f/h)",
-                            c.instance_type, c.usd_per_hour, c.limit_usd_per_hour)  # fmt: skip
+                log.warning(
+                    "price guard: %s spot is back to $%.4f/h (limit $%.4f/h)",
+                    c.instance_type,
+                    c.usd_per_hour,
+                    c.limit_usd_per_hour,
+                )
         if self.cfg.enforce:
             _BLOCKED.clear()
             _BLOCKED.update(self.blocked)
         return checks
 
     def _record(self, c: PriceCheck, now_s: float, state: str) -> None:
-        event = {"time_s": now_s, "instance_type": c.instance_type, "state": state,
-                 "usd_per_hour": c.usd_per_hour, "limit_usd_per_hour": c.limit_usd_per_hour}  # fmt: skip
+        event = {
+            "time_s": now_s,
+            "instance_type": c.instance_type,
+            "state": state,
+            "usd_per_hour": c.usd_per_hour,
+            "limit_usd_per_hour": c.limit_usd_per_hour,
+        }
         self.events.append(event)
         if self.notify is not None:
-            tag = f"{state}: ${c.usd_per_hour:.4f}/h vs limit ${c.limit_usd_per_hour:.4f}/h at {time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime(now_s))} UTC"
-            self.notify({f"tuner.price_guard.{c.instance_type}": tag},
-                        {f"price_guard_over.{c.instance_type}": float(state == "over"),
-                         f"spot_usd_per_hour.{c.instance_type}": float(c.usd_per_hour or 0.0)})  # fmt: skip
+            when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(now_s))
+            tag = f"{state}: ${c.usd_per_hour:.4f}/h vs limit ${c.limit_usd_per_hour:.4f}/h at {when} UTC"
+            self.notify(
+                {f"tuner.price_guard.{c.instance_type}": tag},
+                {
+                    f"price_guard_over.{c.instance_type}": float(state == "over"),
+                    f"spot_usd_per_hour.{c.instance_type}": float(c.usd_per_hour or 0.0),
+                },
+            )
 
     def on_step_begin(self, iteration: int, trials: list[Any], **info: Any) -> None:
         if self.last_check_s is None or self.clock() - self.last_check_s >= self.cfg.interval_s:

@@ -19,10 +19,11 @@ import json
 import logging
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Optional, Protocol, TypeVar
+from typing import Any, Optional, Protocol, TypeVar
 
 from tuner import catalog
 
@@ -66,7 +67,9 @@ class PriceSource(Protocol):
 LOOKBACK_S = 6 * 3600.0  # DescribeSpotPriceHistory lists changes: look back far enough to find the one in force
 
 
-def current_spot(prices: PriceSource, instance_type: str, region: str, zones: list[str], now_s: float) -> Optional[float]:
+def current_spot(
+    prices: PriceSource, instance_type: str, region: str, zones: list[str], now_s: float
+) -> Optional[float]:
     """The spot price in force now: the highest over ``zones`` (empty: the region), since a new node may
     land in any of them; None when no price is known."""
     found = []
@@ -128,9 +131,15 @@ class Catalog:
 
         with path.open() as f:
             return tuple(
-                _Row(r["provider"], r["instance_type"], r["region"], r["zone"],
-                     InstanceShape(float(r["gpus"]), float(r["vcpus"])),
-                     num(r["on_demand_usd_per_hour"]), num(r["spot_usd_per_hour"]))  # fmt: skip
+                _Row(
+                    r["provider"],
+                    r["instance_type"],
+                    r["region"],
+                    r["zone"],
+                    InstanceShape(float(r["gpus"]), float(r["vcpus"])),
+                    num(r["on_demand_usd_per_hour"]),
+                    num(r["spot_usd_per_hour"]),
+                )
                 for r in csv.DictReader(f)
             )
 
@@ -207,7 +216,9 @@ class AwsPrices:
 
     def on_demand(self, instance_type: str, region: str) -> Optional[float]:
         def fetch() -> Optional[float]:
-            usd = self._cached({"od": instance_type, "region": region}, lambda: self._get_products(instance_type, region))
+            usd = self._cached(
+                {"od": instance_type, "region": region}, lambda: self._get_products(instance_type, region)
+            )
             return None if usd is None else float(usd)
 
         return self._or_fallback("GetProducts", fetch, lambda: self.fallback.on_demand(instance_type, region))
@@ -216,10 +227,14 @@ class AwsPrices:
         filters = [
             {"Type": "TERM_MATCH", "Field": k, "Value": v}
             for k, v in {
-                "instanceType": instance_type, "location": PRICING_LOCATIONS.get(region, region),
-                "operatingSystem": "Linux", "tenancy": "Shared", "preInstalledSw": "NA", "capacitystatus": "Used",
+                "instanceType": instance_type,
+                "location": PRICING_LOCATIONS.get(region, region),
+                "operatingSystem": "Linux",
+                "tenancy": "Shared",
+                "preInstalledSw": "NA",
+                "capacitystatus": "Used",
             }.items()
-        ]  # fmt: skip
+        ]
         client = self._client("pricing", region)
         for page in client.get_paginator("get_products").paginate(ServiceCode="AmazonEC2", Filters=filters):
             for item in page["PriceList"]:

@@ -45,8 +45,14 @@ class TunerCallback(TrainerCallback):
         if session.should_checkpoint(report=control.should_evaluate) or state.global_step >= state.max_steps:
             control.should_save = True
 
-    def on_evaluate(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
-                    metrics: Optional[dict[str, float]] = None, **kw: Any) -> None:  # fmt: skip
+    def on_evaluate(
+        self,
+        args: TrainingArguments,
+        state: TrainerState,
+        control: TrainerControl,
+        metrics: Optional[dict[str, float]] = None,
+        **kw: Any,
+    ) -> None:
         values = {k: v for k, v in (metrics or {}).items() if isinstance(v, (int, float))}
         values["step"] = state.global_step
         if control.should_save:

@@ -30,7 +30,8 @@ CHECKPOINT_FILE = "last.ckpt"
 
 
 def resume_path() -> Optional[str]:
-    """The newest intact checkpoint of this trial, as ``trainer.fit(..., ckpt_path=...)`` takes it; None at the start."""
+    """The newest intact checkpoint of this trial, as ``trainer.fit(..., ckpt_path=...)`` takes it; None at the
+    start."""
     ckpt = session.get_checkpoint()
     return None if ckpt is None else str(Path(ckpt.path) / CHECKPOINT_FILE)
 
@@ -47,15 +48,18 @@ class TunerCallback(pl.Callback):
         trainer.save_checkpoint(self._dir / "ckpt" / CHECKPOINT_FILE)
         return str(self._dir / "ckpt")
 
-    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int) -> None:
+    def on_train_batch_start(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
         if self._rng is not None:  # the first batch after a resume draws where the saved run would have
             ckpt = session.get_checkpoint()
             if ckpt is not None and ckpt.rng and not ckpt.restore_rng():
                 torch.set_rng_state(self._rng)  # a checkpoint written before the platform recorded RNGs
             self._rng = None
 
-    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
-                           batch_idx: int) -> None:  # fmt: skip
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
         last_of_epoch = batch_idx + 1 >= trainer.num_training_batches  # saved with the epoch's report instead
         if not last_of_epoch and session.should_checkpoint():
             session.save(self._write(trainer))

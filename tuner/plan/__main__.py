@@ -1,4 +1,5 @@
-"""``python -m tuner.plan [markets=[aws-v100]] [profile.trials=128] [starts=48]``: replay a campaign over real spot traces."""
+"""``python -m tuner.plan [markets=[aws-v100]] [profile.trials=128] [starts=48]``: replay a campaign over
+real spot traces."""
 
 from __future__ import annotations
 

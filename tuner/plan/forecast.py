@@ -15,8 +15,8 @@ it beats the baseline on the second half (see the README's table).
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 HORIZON_S = 3600.0
 SEASON_S = 86400.0
@@ -92,8 +92,10 @@ def evaluate_capacity(available: Sequence[bool], tick_s: float) -> dict[str, Sco
     fit = [t for t in range(season, split - horizon) if available[t]]
     test = [t for t in range(split, len(available) - horizon) if available[t]]
     levels = {a: smoothed(known, a) for a in ALPHAS}
-    best = max(((a, th) for a in ALPHAS for th in THRESHOLDS),
-               key=lambda p: classify(lambda t: levels[p[0]][t], p[1], events, fit).f1)  # fmt: skip
+    best = max(
+        ((a, th) for a in ALPHAS for th in THRESHOLDS),
+        key=lambda p: classify(lambda t: levels[p[0]][t], p[1], events, fit).f1,
+    )
     return {
         "last_value": classify(lambda t: known[t], 0.5, events, test),
         "seasonal_naive": classify(lambda t: events[t - season], 0.5, events, test),

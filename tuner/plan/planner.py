@@ -19,10 +19,30 @@ from tuner.plan.simulate import Summary, evaluate
 from tuner.plan.traces import MARKETS
 from tuner.plan.types import TypeCost, picks, type_costs
 
-TYPE_COLUMNS = ["instance_type", "gpus", "spot_usd_per_gpu_h", "interrupted_%_per_month", "epoch_s", "overhead_%",
-                "campaign_usd", "pick"]  # fmt: skip
-COLUMNS = ["strategy", "spot_usd", "on_demand_usd", "savings_%", "ideal_%", "vs_ideal", "makespan_h", "vs_on_demand",
-           "preemptions", "lost_h", "fallback_h", "deadline_met_%"]  # fmt: skip
+TYPE_COLUMNS = [
+    "instance_type",
+    "gpus",
+    "spot_usd_per_gpu_h",
+    "interrupted_%_per_month",
+    "epoch_s",
+    "overhead_%",
+    "campaign_usd",
+    "pick",
+]
+COLUMNS = [
+    "strategy",
+    "spot_usd",
+    "on_demand_usd",
+    "savings_%",
+    "ideal_%",
+    "vs_ideal",
+    "makespan_h",
+    "vs_on_demand",
+    "preemptions",
+    "lost_h",
+    "fallback_h",
+    "deadline_met_%",
+]
 
 
 def plan(cfg: PlanConfig) -> dict[str, list[Summary]]:
@@ -64,7 +84,9 @@ def plot(results: dict[str, list[Summary]], path: Path) -> None:
     plt.close(fig)
 
 
-def log_to_mlflow(cfg: PlanConfig, results: dict[str, list[Summary]], chosen: dict[str, float], files: list[Path]) -> str:
+def log_to_mlflow(
+    cfg: PlanConfig, results: dict[str, list[Summary]], chosen: dict[str, float], files: list[Path]
+) -> str:
     from mlflow.tracking import MlflowClient
 
     from tuner.run.tracking import experiment_id
@@ -97,8 +119,10 @@ def run_plan(cfg: PlanConfig) -> dict[str, list[Summary]]:
     results = plan(cfg)
     p = cfg.profile
     work_h = p.trials * p.epochs * p.epoch_s / 3600.0
-    print(f"campaign: {p.trials} trials x {p.epochs} epochs x {p.epoch_s:g} s = {work_h:.1f} GPU-hours, "
-          f"{p.concurrency} at a time; means over {cfg.starts} start times per trace")  # fmt: skip
+    print(
+        f"campaign: {p.trials} trials x {p.epochs} epochs x {p.epoch_s:g} s = {work_h:.1f} GPU-hours, "
+        f"{p.concurrency} at a time; means over {cfg.starts} start times per trace"
+    )
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     csv_path, png_path = out / "plan.csv", out / "plan.png"
@@ -125,21 +149,29 @@ def print_type_choice(cfg: PlanConfig, costs: list[TypeCost], path: Path) -> dic
     from tuner.text import table, usd
 
     by_price, by_cost = picks(costs)
-    marks = {c.instance_type: ", ".join(how for how, pick in (("by price", by_price), ("by cost", by_cost)) if pick is c)
-             for c in costs}  # fmt: skip
+    marks = {
+        c.instance_type: ", ".join(how for how, pick in (("by price", by_price), ("by cost", by_cost)) if pick is c)
+        for c in costs
+    }
     rows = [c.row(marks[c.instance_type]) for c in costs]
-    print(f"\nspot GPU types in {cfg.types.region} for this campaign (one GPU per trial; catalog prices, Spot Advisor "
-          f"interruption rates, strategy {cfg.strategies[-1].name!r}; a closed form, no trace covers several types):")  # fmt: skip
+    print(
+        f"\nspot GPU types in {cfg.types.region} for this campaign (one GPU per trial; catalog prices, Spot Advisor "
+        f"interruption rates, strategy {cfg.strategies[-1].name!r}; a closed form, no trace covers several types):"
+    )
     print(table(rows, TYPE_COLUMNS))
     with path.open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=TYPE_COLUMNS)
         writer.writeheader()
         writer.writerows(rows)
     if by_price is None or by_cost is None or by_price.campaign_usd is None or by_cost.campaign_usd is None:
-        print("types.epoch_s is empty: give the seconds per epoch measured on each type to choose by cost per epoch, "
-              "e.g. +types.epoch_s='{g4dn.xlarge: 60, g5.xlarge: 25}' (the live placement measures them)")  # fmt: skip
+        print(
+            "types.epoch_s is empty: give the seconds per epoch measured on each type to choose by cost per epoch, "
+            "e.g. +types.epoch_s='{g4dn.xlarge: 60, g5.xlarge: 25}' (the live placement measures them)"
+        )
         return {}
     ratio = by_cost.campaign_usd / by_price.campaign_usd
-    print(f"type choice: by price {by_price.instance_type} {usd(by_price.campaign_usd)}, by cost per epoch "
-          f"{by_cost.instance_type} {usd(by_cost.campaign_usd)}: {ratio:.3f}x")  # fmt: skip
+    print(
+        f"type choice: by price {by_price.instance_type} {usd(by_price.campaign_usd)}, by cost per epoch "
+        f"{by_cost.instance_type} {usd(by_cost.campaign_usd)}: {ratio:.3f}x"
+    )
     return {"by_price_usd": by_price.campaign_usd, "by_cost_usd": by_cost.campaign_usd, "by_cost_vs_by_price": ratio}

@@ -121,13 +121,19 @@ class Summary:
 
     def row(self) -> dict[str, object]:
         return {
-            "strategy": self.strategy, "spot_usd": round(self.cost_usd, 2), "on_demand_usd": round(self.on_demand_cost_usd, 2),
-            "savings_%": round(self.savings_pct, 1), "ideal_%": round(self.ideal_savings_pct, 1),
-            "vs_ideal": round(self.vs_ideal, 3), "makespan_h": round(self.makespan_h, 2),
-            "vs_on_demand": round(self.makespan_ratio, 2), "preemptions": self.preemptions,
-            "lost_h": round(self.lost_work_h, 3), "fallback_h": round(self.on_demand_h, 2),
+            "strategy": self.strategy,
+            "spot_usd": round(self.cost_usd, 2),
+            "on_demand_usd": round(self.on_demand_cost_usd, 2),
+            "savings_%": round(self.savings_pct, 1),
+            "ideal_%": round(self.ideal_savings_pct, 1),
+            "vs_ideal": round(self.vs_ideal, 3),
+            "makespan_h": round(self.makespan_h, 2),
+            "vs_on_demand": round(self.makespan_ratio, 2),
+            "preemptions": self.preemptions,
+            "lost_h": round(self.lost_work_h, 3),
+            "fallback_h": round(self.on_demand_h, 2),
             "deadline_met_%": round(self.met_deadline_pct),
-        }  # fmt: skip
+        }
 
 
 def interruption_rate_per_h(market: Market, zone: int, tick: int) -> float:
@@ -142,7 +148,9 @@ def interruption_rate_per_h(market: Market, zone: int, tick: int) -> float:
     return max(drops, 0.5) / max(available_h, market.tick_s / 3600.0)
 
 
-def _checkpoint_interval_s(profile: CampaignProfile, strategy: StrategyConfig, market: Market, zone: int, tick: int) -> float:
+def _checkpoint_interval_s(
+    profile: CampaignProfile, strategy: StrategyConfig, market: Market, zone: int, tick: int
+) -> float:
     if strategy.checkpoint == "periodic":
         return strategy.every_s
     lossy = interruption_rate_per_h(market, zone, tick) * _lost_share(profile, strategy, market)
@@ -194,8 +202,10 @@ def replay(market: Market, profile: CampaignProfile, strategy: StrategyConfig, s
     ticks, dt = market.ticks, market.tick_s
     low, wide = strategy.workers
     if market.capacity_per_zone is not None and low > market.capacity_per_zone * len(market.zones):
-        raise ConfigError(f"strategy {strategy.name}: {low} workers per trial, {market.name} never has more than "
-                          f"{market.capacity_per_zone * len(market.zones)} GPUs")  # fmt: skip
+        raise ConfigError(
+            f"strategy {strategy.name}: {low} workers per trial, {market.name} never has more than "
+            f"{market.capacity_per_zone * len(market.zones)} GPUs"
+        )
     per_stream_s = profile.trials * profile.epochs * profile.epoch_s / profile.concurrency  # GPU-seconds
     on_demand_price = statistics.mean(z.on_demand_usd_per_gpu_hour for z in market.zones)
     on_demand_makespan_s = per_stream_s / wide + profile.restart_s
@@ -206,8 +216,10 @@ def replay(market: Market, profile: CampaignProfile, strategy: StrategyConfig, s
     if strategy.zones == "one":  # the cheapest zone at the start, for every stream
         cheapest = min(zones, key=lambda z: market.zones[z].spot_usd_per_gpu_hour[start_tick % ticks])
         homes = [cheapest] * profile.concurrency if market.capacity_per_zone is None else homes
-    streams = [Stream(per_stream_s / wide, home, _checkpoint_interval_s(profile, strategy, market, home, start_tick))
-               for home in homes]  # fmt: skip
+    streams = [
+        Stream(per_stream_s / wide, home, _checkpoint_interval_s(profile, strategy, market, home, start_tick))
+        for home in homes
+    ]
     t = 0.0
     k = start_tick
     while any(s.mode != "done" for s in streams):
@@ -268,16 +280,24 @@ def replay(market: Market, profile: CampaignProfile, strategy: StrategyConfig, s
         k += 1
     work_h = profile.concurrency * per_stream_s / 3600.0
     spot_s = sum(s.spot_s for s in streams)
-    ideal_price = (sum(s.spot_usd for s in streams) * 3600.0 / spot_s if spot_s
-                   else min(z.spot_usd_per_gpu_hour[start_tick % ticks] for z in market.zones))  # fmt: skip
+    ideal_price = (
+        sum(s.spot_usd for s in streams) * 3600.0 / spot_s
+        if spot_s
+        else min(z.spot_usd_per_gpu_hour[start_tick % ticks] for z in market.zones)
+    )
     makespan_s = max(s.finished_s for s in streams)
     return Outcome(
-        cost_usd=sum(s.cost_usd for s in streams), on_demand_cost_usd=work_h * on_demand_price,
-        ideal_usd=work_h * ideal_price, makespan_s=makespan_s, on_demand_makespan_s=on_demand_makespan_s,
-        preemptions=sum(s.preemptions for s in streams), lost_work_s=sum(s.lost_s for s in streams),
-        on_demand_s=sum(s.on_demand_s for s in streams), met_deadline=makespan_s <= deadline_s + 1e-6,
+        cost_usd=sum(s.cost_usd for s in streams),
+        on_demand_cost_usd=work_h * on_demand_price,
+        ideal_usd=work_h * ideal_price,
+        makespan_s=makespan_s,
+        on_demand_makespan_s=on_demand_makespan_s,
+        preemptions=sum(s.preemptions for s in streams),
+        lost_work_s=sum(s.lost_s for s in streams),
+        on_demand_s=sum(s.on_demand_s for s in streams),
+        met_deadline=makespan_s <= deadline_s + 1e-6,
         recovery_s=sum(s.recovery_s for s in streams),
-    )  # fmt: skip
+    )
 
 
 def evaluate(market: Market, profile: CampaignProfile, strategy: StrategyConfig, starts: int) -> Summary:
@@ -287,12 +307,20 @@ def evaluate(market: Market, profile: CampaignProfile, strategy: StrategyConfig,
     mean = statistics.fmean  # means: rare preemptions would vanish in a median
 
     return Summary(
-        strategy=strategy.name, market=market.name, gpu=market.gpu, runs=len(outcomes),
-        cost_usd=mean([o.cost_usd for o in outcomes]), on_demand_cost_usd=mean([o.on_demand_cost_usd for o in outcomes]),
-        savings_pct=mean([o.savings_pct for o in outcomes]), ideal_savings_pct=mean([o.ideal_savings_pct for o in outcomes]),
-        vs_ideal=mean([o.vs_ideal for o in outcomes]), makespan_h=mean([o.makespan_s for o in outcomes]) / 3600.0,
-        makespan_ratio=mean([o.makespan_ratio for o in outcomes]), preemptions=mean([o.preemptions for o in outcomes]),
+        strategy=strategy.name,
+        market=market.name,
+        gpu=market.gpu,
+        runs=len(outcomes),
+        cost_usd=mean([o.cost_usd for o in outcomes]),
+        on_demand_cost_usd=mean([o.on_demand_cost_usd for o in outcomes]),
+        savings_pct=mean([o.savings_pct for o in outcomes]),
+        ideal_savings_pct=mean([o.ideal_savings_pct for o in outcomes]),
+        vs_ideal=mean([o.vs_ideal for o in outcomes]),
+        makespan_h=mean([o.makespan_s for o in outcomes]) / 3600.0,
+        makespan_ratio=mean([o.makespan_ratio for o in outcomes]),
+        preemptions=mean([o.preemptions for o in outcomes]),
         lost_work_h=mean([o.lost_work_s for o in outcomes]) / 3600.0,
         on_demand_h=mean([o.on_demand_s for o in outcomes]) / 3600.0,
-        met_deadline_pct=100.0 * sum(o.met_deadline for o in outcomes) / len(outcomes), outcomes=outcomes,
-    )  # fmt: skip
+        met_deadline_pct=100.0 * sum(o.met_deadline for o in outcomes) / len(outcomes),
+        outcomes=outcomes,
+    )

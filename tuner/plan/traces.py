@@ -57,7 +57,9 @@ def aws_v100() -> Market:
         with path.open() as f:
             rows = list(csv.DictReader(f))
         prices = json.loads(path.with_suffix(".prices.json").read_text())["spot_usd_per_hour"]
-        times = [datetime.strptime(r["date"], "%Y-%m-%d %H:%M:%S").replace(tzinfo=timezone.utc).timestamp() for r in rows]
+        times = [
+            datetime.strptime(r["date"], "%Y-%m-%d %H:%M:%S").replace(tzinfo=timezone.utc).timestamp() for r in rows
+        ]
         start_s = times[0]
         tick_s = (times[-1] - times[0]) / (len(times) - 1)  # ~195 s, as probed
         zones.append(ZoneTrace(path.stem, [r["availability"] == "1" for r in rows], prices, V100_ON_DEMAND_USD_PER_H))
@@ -110,7 +112,9 @@ def cluster_events(instance_type: str = "p3.2xlarge", region: str = "us-east-1",
             free.append(slot)
             free.sort()
     zones = [ZoneTrace(f"slot{i:02d}", avail, [spot] * ticks, on_demand) for i, avail in enumerate(timeline)]
-    return Market("aws-p3-32node", f"V100 ({instance_type})", EVENTS_TICK_S, 0.0, zones, AWS_NOTICE_S, capacity_per_zone=1)
+    return Market(
+        "aws-p3-32node", f"V100 ({instance_type})", EVENTS_TICK_S, 0.0, zones, AWS_NOTICE_S, capacity_per_zone=1
+    )
 
 
 MARKETS = {"aws-v100": aws_v100, "gcp-h100": gcp_h100, "aws-p3-32node": cluster_events}

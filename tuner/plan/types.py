@@ -49,26 +49,35 @@ class TypeCost:
         """The table's row (blank where unknown)."""
         rated = "" if self.rate_per_h is None else round(100 * self.rate_per_h * HOURS_PER_MONTH, 1)
         return {
-            "instance_type": self.instance_type, "gpus": self.gpus, "spot_usd_per_gpu_h": round(self.usd_per_gpu_h, 4),
-            "interrupted_%_per_month": rated, "epoch_s": "" if self.epoch_s is None else self.epoch_s,
+            "instance_type": self.instance_type,
+            "gpus": self.gpus,
+            "spot_usd_per_gpu_h": round(self.usd_per_gpu_h, 4),
+            "interrupted_%_per_month": rated,
+            "epoch_s": "" if self.epoch_s is None else self.epoch_s,
             "overhead_%": round(100 * self.overhead, 2),
-            "campaign_usd": "" if self.campaign_usd is None else round(self.campaign_usd, 2), "pick": picks,
-        }  # fmt: skip
+            "campaign_usd": "" if self.campaign_usd is None else round(self.campaign_usd, 2),
+            "pick": picks,
+        }
 
 
 def interruption_overhead(rate_per_h: float, profile: CampaignProfile, strategy: StrategyConfig) -> float:
     """Extra training time per unit of training from interruptions at ``rate_per_h`` (first order): the
     checkpoint writes, half an interval lost per interruption that loses work, a restart per interruption."""
-    lossy_per_h = rate_per_h * lost_share(profile.checkpoint_s, AWS_NOTICE_S if strategy.notice else None, strategy.unnoticed_fraction)
+    lossy_per_h = rate_per_h * lost_share(
+        profile.checkpoint_s, AWS_NOTICE_S if strategy.notice else None, strategy.unnoticed_fraction
+    )
     if strategy.checkpoint == "periodic":
         interval_s = strategy.every_s
     else:
-        interval_s = young_daly_interval_s(profile.checkpoint_s, lossy_per_h, strategy.min_interval_s, strategy.max_interval_s)
+        interval_s = young_daly_interval_s(
+            profile.checkpoint_s, lossy_per_h, strategy.min_interval_s, strategy.max_interval_s
+        )
     return profile.checkpoint_s / interval_s + (lossy_per_h * interval_s / 2 + rate_per_h * profile.restart_s) / 3600.0
 
 
-def type_costs(cfg: TypeChoiceConfig, profile: CampaignProfile, strategy: StrategyConfig,
-               catalog: Optional[Catalog] = None) -> list[TypeCost]:  # fmt: skip
+def type_costs(
+    cfg: TypeChoiceConfig, profile: CampaignProfile, strategy: StrategyConfig, catalog: Optional[Catalog] = None
+) -> list[TypeCost]:
     """Every spot GPU type of the region: those with ``epoch_s`` by expected campaign cost, then the rest by price."""
     spot: dict[str, tuple[float, float]] = {}  # type -> (GPUs, cheapest zone's price)
     for r in (catalog or Catalog()).rows:
@@ -79,7 +88,9 @@ def type_costs(cfg: TypeChoiceConfig, profile: CampaignProfile, strategy: Strate
         raise ConfigError(f"types.region={cfg.region!r}: the catalog has no spot GPU prices there")
     unknown = sorted(set(cfg.epoch_s) - set(spot))
     if unknown:
-        raise ConfigError(f"types.epoch_s names {unknown}: no spot price in {cfg.region}; priced there: {', '.join(sorted(spot))}")
+        raise ConfigError(
+            f"types.epoch_s names {unknown}: no spot price in {cfg.region}; priced there: {', '.join(sorted(spot))}"
+        )
     costs = []
     for itype, (gpus, price) in spot.items():
         rate = advisor_rate_per_h(itype, cfg.region)

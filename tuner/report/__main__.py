@@ -33,9 +33,14 @@ def log_to_mlflow(cfg: ReportConfig, report: Report, files: list[str]) -> Option
 
     client = MlflowClient(tracking_uri=cfg.tracking.tracking_uri)
     run = client.create_run(experiment_id(client, cfg.tracking), run_name=f"report-{time.strftime('%Y-%m-%d_%H-%M')}")
-    metrics = {"cost_usd": report.cost_usd, "on_demand_cost_usd": report.on_demand_usd, "savings_pct": report.savings_pct,
-               "monthly_usd": report.monthly_usd, "monthly_on_demand_usd": report.monthly_on_demand_usd,
-               "searches": float(len(report.searches))}  # fmt: skip
+    metrics = {
+        "cost_usd": report.cost_usd,
+        "on_demand_cost_usd": report.on_demand_usd,
+        "savings_pct": report.savings_pct,
+        "monthly_usd": report.monthly_usd,
+        "monthly_on_demand_usd": report.monthly_on_demand_usd,
+        "searches": float(len(report.searches)),
+    }
     for key, value in metrics.items():
         client.log_metric(run.info.run_id, key, value)
     for path in files:

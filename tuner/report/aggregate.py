@@ -17,7 +17,16 @@ from tuner.report.collect import SECONDS_PER_DAY, Search
 DAYS_PER_MONTH = 30.0
 ANY_ZONE = "*"  # a type's rate over all its zones
 RATE_COLUMNS = ["instance_type", "zone", "nodes", "node_hours", "preemptions", "per_node_hour"]
-COST_COLUMNS = ["instance_type", "unit", "trials", "progress", "cost_usd", "on_demand_usd", "per_unit_usd", "per_trial_usd"]
+COST_COLUMNS = [
+    "instance_type",
+    "unit",
+    "trials",
+    "progress",
+    "cost_usd",
+    "on_demand_usd",
+    "per_unit_usd",
+    "per_trial_usd",
+]
 
 
 @dataclass
@@ -61,14 +70,20 @@ def rates(rows: pd.DataFrame, min_node_hours: float) -> pd.DataFrame:
     if "node_id" not in rows or rows.empty:
         return pd.DataFrame(columns=[*RATE_COLUMNS, "sample"])
     nodes = rows.groupby(["run_id", "node_id"]).agg(
-        instance_type=("type", "first"), zone=("zone", "first"), start=("start_s", "min"), end=("end_s", "max"),
+        instance_type=("type", "first"),
+        zone=("zone", "first"),
+        start=("start_s", "min"),
+        end=("end_s", "max"),
         preempted=("preempted", "any"),
-    )  # fmt: skip
+    )
     nodes["hours"] = (nodes["end"] - nodes["start"]) / 3600.0
 
     def per(keys: list[str]) -> pd.DataFrame:
-        return nodes.groupby(keys).agg(nodes=("hours", "size"), node_hours=("hours", "sum"),
-                                       preemptions=("preempted", "sum")).reset_index()  # fmt: skip
+        return (
+            nodes.groupby(keys)
+            .agg(nodes=("hours", "size"), node_hours=("hours", "sum"), preemptions=("preempted", "sum"))
+            .reset_index()
+        )
 
     table = pd.concat([per(["instance_type", "zone"]), per(["instance_type"]).assign(zone=ANY_ZONE)], ignore_index=True)
     hours = table["node_hours"]
@@ -83,24 +98,50 @@ def costs(rows: pd.DataFrame) -> pd.DataFrame:
     if "unit" not in rows or rows.empty:
         return pd.DataFrame(columns=COST_COLUMNS)
     keyed = rows.assign(trial=rows["run_id"] + "/" + rows["trial_id"])
-    table = keyed.groupby(["type", "unit"]).agg(
-        trials=("trial", "nunique"), progress=("progress", "sum"), cost_usd=("cost_usd", "sum"),
-        on_demand_usd=("on_demand_cost_usd", "sum"),
-    ).reset_index().rename(columns={"type": "instance_type"})  # fmt: skip
+    table = (
+        keyed.groupby(["type", "unit"])
+        .agg(
+            trials=("trial", "nunique"),
+            progress=("progress", "sum"),
+            cost_usd=("cost_usd", "sum"),
+            on_demand_usd=("on_demand_cost_usd", "sum"),
+        )
+        .reset_index()
+        .rename(columns={"type": "instance_type"})
+    )
     table["per_unit_usd"] = table["cost_usd"] / table["progress"].where(table["progress"] > 0)
     table["per_trial_usd"] = table["cost_usd"] / table["trials"]
     return table[COST_COLUMNS]
 
 
-def build(searches: list[Search], rows: pd.DataFrame, min_node_hours: float, min_projection_days: float,
-          window_days: Optional[float] = None) -> Report:  # fmt: skip
-    typed = _typed(rows) if not rows.empty else pd.DataFrame(columns=["run_id", "trial_id", "cost_usd", "on_demand_cost_usd"])
+def build(
+    searches: list[Search],
+    rows: pd.DataFrame,
+    min_node_hours: float,
+    min_projection_days: float,
+    window_days: Optional[float] = None,
+) -> Report:
+    typed = (
+        _typed(rows)
+        if not rows.empty
+        else pd.DataFrame(columns=["run_id", "trial_id", "cost_usd", "on_demand_cost_usd"])
+    )
     by_search = typed.groupby("run_id")[["cost_usd", "on_demand_cost_usd"]].sum().reindex([s.run_id for s in searches])
     trials = typed[["run_id", "trial_id"]].drop_duplicates().shape[0]
     if window_days is not None:
         span_days = window_days
     else:
-        span_days = (max(s.end_s for s in searches) - min(s.start_s for s in searches)) / SECONDS_PER_DAY if searches else 0.0
-    return Report(searches, rates(typed, min_node_hours), costs(typed), by_search.fillna(0.0), trials,
-                  float(typed["cost_usd"].sum()), float(typed["on_demand_cost_usd"].sum()),
-                  max(span_days, min_projection_days), min_node_hours)  # fmt: skip
+        span_days = (
+            (max(s.end_s for s in searches) - min(s.start_s for s in searches)) / SECONDS_PER_DAY if searches else 0.0
+        )
+    return Report(
+        searches,
+        rates(typed, min_node_hours),
+        costs(typed),
+        by_search.fillna(0.0),
+        trials,
+        float(typed["cost_usd"].sum()),
+        float(typed["on_demand_cost_usd"].sum()),
+        max(span_days, min_projection_days),
+        min_node_hours,
+    )

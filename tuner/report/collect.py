@@ -39,11 +39,15 @@ def collect(cfg: ReportConfig) -> tuple[list[Search], pd.DataFrame]:
     try:
         experiments = client.search_experiments()
     except MlflowException as exc:
-        raise ConfigError(f"MLflow store {cfg.tracking.tracking_uri} cannot be read: {str(exc).splitlines()[0]}") from exc
+        raise ConfigError(
+            f"MLflow store {cfg.tracking.tracking_uri} cannot be read: {str(exc).splitlines()[0]}"
+        ) from exc
     known = {e.name: e.experiment_id for e in experiments}
     unknown = [name for name in cfg.experiments if name not in known]
     if unknown:
-        raise ConfigError(f"experiments={unknown}: not in {cfg.tracking.tracking_uri} (there: {', '.join(sorted(known))})")
+        raise ConfigError(
+            f"experiments={unknown}: not in {cfg.tracking.tracking_uri} (there: {', '.join(sorted(known))})"
+        )
     ids = [known[n] for n in cfg.experiments] if cfg.experiments else list(known.values())
     names = {v: k for k, v in known.items()}
     query = f"tags.`{TAG_EXPERIMENT}` != ''"
@@ -57,10 +61,17 @@ def collect(cfg: ReportConfig) -> tuple[list[Search], pd.DataFrame]:
             text = Path(client.download_artifacts(run.info.run_id, LEDGER_ARTIFACT)).read_text()
         except (MlflowException, OSError):
             continue  # a search still running, or one that never priced anything
-        search = Search(names[run.info.experiment_id], run.info.run_id, run.info.start_time / 1000.0,
-                        (run.info.end_time or int(time.time() * 1000)) / 1000.0)  # fmt: skip
+        search = Search(
+            names[run.info.experiment_id],
+            run.info.run_id,
+            run.info.start_time / 1000.0,
+            (run.info.end_time or int(time.time() * 1000)) / 1000.0,
+        )
         searches.append(search)
-        frames.append(pd.read_csv(io.StringIO(text), dtype={"trial_id": str, "node_id": str, "zone": str}).assign(
-            run_id=search.run_id, experiment=search.experiment))  # fmt: skip
+        frames.append(
+            pd.read_csv(io.StringIO(text), dtype={"trial_id": str, "node_id": str, "zone": str}).assign(
+                run_id=search.run_id, experiment=search.experiment
+            )
+        )
     rows = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
     return sorted(searches, key=lambda s: s.start_s), rows

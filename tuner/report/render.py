@@ -29,14 +29,18 @@ td,th{border:1px solid #ccc;padding:.3em .6em;text-align:right}th{background:#ee
 
 
 def rate_rows(report: Report) -> pd.DataFrame:
-    return report.rates.assign(node_hours=report.rates["node_hours"].map("{:.3f}".format),
-                               per_node_hour=report.rates["per_node_hour"].map("{:.4f}".format))  # fmt: skip
+    return report.rates.assign(
+        node_hours=report.rates["node_hours"].map("{:.3f}".format),
+        per_node_hour=report.rates["per_node_hour"].map("{:.4f}".format),
+    )
 
 
 def cost_rows(report: Report) -> pd.DataFrame:
     money = ["cost_usd", "on_demand_usd", "per_unit_usd", "per_trial_usd"]
-    return report.costs.assign(**{c: report.costs[c].map(lambda v: usd(None if pd.isna(v) else v)) for c in money},
-                               progress=report.costs["progress"].map("{:g}".format))  # fmt: skip
+    return report.costs.assign(
+        **{c: report.costs[c].map(lambda v: usd(None if pd.isna(v) else v)) for c in money},
+        progress=report.costs["progress"].map("{:g}".format),
+    )
 
 
 def summary_lines(report: Report) -> list[str]:
@@ -44,20 +48,23 @@ def summary_lines(report: Report) -> list[str]:
         f"{len(report.searches)} searches, {report.trials} trials; spot {usd(report.cost_usd)} vs on-demand "
         f"{usd(report.on_demand_usd)}: {report.savings_pct:.1f}% saved",
         f"monthly projection at the usage of {report.span_days:.2f} days: spot {usd(report.monthly_usd)} vs "
-        f"on-demand {usd(report.monthly_on_demand_usd)} (saves {usd(report.monthly_on_demand_usd - report.monthly_usd)}/month)",
+        f"on-demand {usd(report.monthly_on_demand_usd)} "
+        f"(saves {usd(report.monthly_on_demand_usd - report.monthly_usd)}/month)",
     ]
 
 
 def console(report: Report) -> str:
     rates, costs = rate_rows(report), cost_rows(report)
-    return "\n".join([
-        "Interruptions per instance type and zone (preemptions per node-hour):",
-        table(rates.to_dict("records"), list(rates.columns)),
-        "\nCost by instance type, per unit of training (the searches' time_attr) and per trial:",
-        table(costs.to_dict("records"), list(costs.columns)),
-        "",
-        *summary_lines(report),
-    ])  # fmt: skip
+    return "\n".join(
+        [
+            "Interruptions per instance type and zone (preemptions per node-hour):",
+            table(rates.to_dict("records"), list(rates.columns)),
+            "\nCost by instance type, per unit of training (the searches' time_attr) and per trial:",
+            table(costs.to_dict("records"), list(costs.columns)),
+            "",
+            *summary_lines(report),
+        ]
+    )
 
 
 def plots(report: Report) -> dict[str, bytes]:
@@ -79,10 +86,17 @@ def plots(report: Report) -> dict[str, bytes]:
     zoned = report.rates[report.rates["zone"] != ANY_ZONE]
     fig, ax = plt.subplots(figsize=(8, 4))
     colors = ["tab:orange" if h < report.min_node_hours else "tab:blue" for h in zoned["node_hours"]]
-    bars = ax.bar([f"{t}\n{z}" for t, z in zip(zoned["instance_type"], zoned["zone"])], zoned["per_node_hour"], color=colors)
+    bars = ax.bar(
+        [f"{t}\n{z}" for t, z in zip(zoned["instance_type"], zoned["zone"])], zoned["per_node_hour"], color=colors
+    )
     for bar, (n, h) in zip(bars, zip(zoned["preemptions"], zoned["node_hours"])):
-        ax.annotate(f"{n} in {h:.2g} h", (bar.get_x() + bar.get_width() / 2, bar.get_height()), ha="center",
-                    va="bottom", fontsize=8)  # fmt: skip
+        ax.annotate(
+            f"{n} in {h:.2g} h",
+            (bar.get_x() + bar.get_width() / 2, bar.get_height()),
+            ha="center",
+            va="bottom",
+            fontsize=8,
+        )
     ax.set_ylabel("preemptions per node-hour")
     ax.set_title(f"Interruption rate by instance type and zone (orange: < {report.min_node_hours:g} node-hours)")
     save("interruptions.png", fig)

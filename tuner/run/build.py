@@ -6,7 +6,8 @@ import functools
 import importlib
 import inspect
 import os
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from tuner.config import LEDGER_OBJECTIVES, Config, ConfigError, SearchConfig
 from tuner.config.space import space_function
@@ -48,8 +49,9 @@ def check_space(space: Callable[..., Any], spec: str) -> None:
     except ValueError:  # FixedTrial raises on the first suggest_* call: the space suggests something
         return
     except Exception as exc:  # the space's own bug, before it suggests anything
-        raise ConfigError(f"search.space={spec!r} cannot draw a configuration ({type(exc).__name__}: {exc}): "
-                          "fix the space") from exc  # fmt: skip
+        raise ConfigError(
+            f"search.space={spec!r} cannot draw a configuration ({type(exc).__name__}: {exc}): fix the space"
+        ) from exc
     raise ConfigError(f"search.space={spec!r} suggests no hyperparameters: add trial.suggest_* calls")
 
 
@@ -111,15 +113,19 @@ def search_alg(search: SearchConfig) -> Any:
         check_multi_objective(space, search)
         platforms = [k for k in search.objectives if k in PLATFORM_KEYS and k not in LEDGER_OBJECTIVES]
         if platforms:
-            raise ConfigError(f"search.objectives: {', '.join(platforms)} is the platform's bookkeeping, not an objective: "
-                              f"use {' or '.join(LEDGER_OBJECTIVES)}, or a key the trainer reports")  # fmt: skip
-    searcher = OptunaSearcher(space, search.metrics, search.modes, sampler, search.tune.max_concurrent_trials,
-                              search.time_attr, search.max_t)  # fmt: skip
+            raise ConfigError(
+                f"search.objectives: {', '.join(platforms)} is the platform's bookkeeping, not an objective: "
+                f"use {' or '.join(LEDGER_OBJECTIVES)}, or a key the trainer reports"
+            )
+    searcher = OptunaSearcher(
+        space, search.metrics, search.modes, sampler, search.tune.max_concurrent_trials, search.time_attr, search.max_t
+    )
     return ConsistentSearch(searcher)
 
 
 def check_work_scaling(space: Callable[..., Any], search: SearchConfig) -> None:
-    """Placement weighs a trial's units by ``search.work_scaling``: each must be a positive number the space suggests."""
+    """Placement weighs a trial's units by ``search.work_scaling``: each must be a positive number the
+    space suggests."""
     import optuna
 
     if not search.work_scaling:
@@ -131,10 +137,14 @@ def check_work_scaling(space: Callable[..., Any], search: SearchConfig) -> None:
         for name in search.work_scaling:
             value = trial.params.get(name)
             if value is None:
-                raise ConfigError(f"search.work_scaling: {name!r} is not a hyperparameter of {search.space}: "
-                                  "name ones the space suggests (e.g. depth, width)")  # fmt: skip
+                raise ConfigError(
+                    f"search.work_scaling: {name!r} is not a hyperparameter of {search.space}: "
+                    "name ones the space suggests (e.g. depth, width)"
+                )
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-                raise ConfigError(f"search.work_scaling: {name!r} takes the value {value!r}: name only positive numeric ones")
+                raise ConfigError(
+                    f"search.work_scaling: {name!r} takes the value {value!r}: name only positive numeric ones"
+                )
         study.tell(trial, 0.0)
 
 
@@ -150,8 +160,10 @@ def check_multi_objective(space: Callable[..., Any], search: SearchConfig) -> No
     try:
         space(study.ask())
     except ValueError as exc:
-        raise ConfigError(f"search.searcher={type(sampler).__name__} cannot optimise several objectives "
-                          f"(search.objectives): choose nsga2, tpe, gp, random or qmc ({exc})") from exc  # fmt: skip
+        raise ConfigError(
+            f"search.searcher={type(sampler).__name__} cannot optimise several objectives "
+            f"(search.objectives): choose nsga2, tpe, gp, random or qmc ({exc})"
+        ) from exc
 
 
 def scheduler(search: SearchConfig) -> Any:
@@ -185,7 +197,9 @@ def build_tuner(settings: Config, spec: TrialSpec, resume: bool, callbacks: list
     # process start (seconds) would queue behind the previous one's, and an autoscaler would see
     # one trial's demand at a time.
     os.environ[MAX_PENDING_ENV] = USER_MAX_PENDING or str(search.tune.max_concurrent_trials)
-    trainable = tune.with_resources(trainable_class(tune.with_parameters(run, spec=spec)), trial_resources(settings, spec))
+    trainable = tune.with_resources(
+        trainable_class(tune.with_parameters(run, spec=spec)), trial_resources(settings, spec)
+    )
     path = storage.experiment_path(settings.storage, settings.name)
     _ray.save_state_before_new_trials_start()  # a killed driver's storage knows every trial that ran
     if resume:
@@ -227,4 +241,3 @@ def search_params(settings: Config) -> dict[str, Any]:
     flat: dict[str, Any] = flatten_dict({"search": search}, delimiter=".")
     flat.update({"cluster": settings.cluster.name, "storage": settings.storage.kind})
     return flat
-

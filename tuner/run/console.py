@@ -70,7 +70,11 @@ class ProgressPrinter(Callback):
     def _print(self, trial: Trial, text: str) -> None:
         n = self._index.setdefault(trial.trial_id, len(self._index) + 1)
         stream = getattr(self, "_stream", None) or sys.stdout
-        print(f"{time.strftime('%H:%M:%S')} trial {n:>2}/{self.num_samples} {trial.trial_id}  {text}", file=stream, flush=True)
+        print(
+            f"{time.strftime('%H:%M:%S')} trial {n:>2}/{self.num_samples} {trial.trial_id}  {text}",
+            file=stream,
+            flush=True,
+        )
 
     def on_trial_start(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
         self._print(trial, f"start   {params(trial.config)}")
@@ -79,17 +83,25 @@ class ProgressPrinter(Callback):
         why = f"{error_line(trial)}; traceback in {trial.error_file}" if trial.error_file else "node lost"
         self._print(trial, f"retry   ({why}): resuming from its latest checkpoint")
 
-    def on_trial_result(self, iteration: int, trials: list[Trial], trial: Trial, result: dict[str, Any], **info: Any) -> None:
+    def on_trial_result(
+        self, iteration: int, trials: list[Trial], trial: Trial, result: dict[str, Any], **info: Any
+    ) -> None:
         self._upload_state(trial, result)
         progress = f"{self.time_attr} {fmt(result.get(self.time_attr, 0)):>3}/{fmt(self.max_t)}"
         if result.get(CHECKPOINT_ONLY):
-            self._print(trial, f"checkpoint ({result.get('checkpoint_reason')}) at {progress}, between reports"
-                               f"  preemptions {result.get('preemptions', 0)}  lost {fmt(result.get('lost_work_s', 0.0))} s")  # fmt: skip
+            self._print(
+                trial,
+                f"checkpoint ({result.get('checkpoint_reason')}) at {progress}, between reports"
+                f"  preemptions {result.get('preemptions', 0)}  lost {fmt(result.get('lost_work_s', 0.0))} s",
+            )
             return
         if not result.get(STEP_HOOK) and not self._warned_unhooked:
             self._warned_unhooked = True
-            self._print(trial, "WARNING the trainer never calls tuner.session.step() (or should_checkpoint()): a spot "
-                               "notice can only checkpoint at its next report")  # fmt: skip
+            self._print(
+                trial,
+                "WARNING the trainer never calls tuner.session.step() (or should_checkpoint()): a spot "
+                "notice can only checkpoint at its next report",
+            )
         metrics = user_metrics(result)
         value = metrics.get(self.metric)
         others = [k for k in metrics if k not in (self.metric, self.time_attr)][:SHOWN_METRICS]
@@ -97,12 +109,20 @@ class ProgressPrinter(Callback):
         took = trained - self._trained_s.get(trial.trial_id, 0.0)
         self._trained_s[trial.trial_id] = trained
         if result.get(REPORTED_AGAIN):  # nothing was trained for it: it comes from the restored checkpoint
-            self._print(trial, f"{progress}  {self.metric} {fmt(value)}  reported again from its checkpoint "
-                               "(saved, but its result never reached the driver)")  # fmt: skip
+            self._print(
+                trial,
+                f"{progress}  {self.metric} {fmt(value)}  reported again from its checkpoint "
+                "(saved, but its result never reached the driver)",
+            )
             return
         notice = result.get("checkpoint_reason") if result.get("checkpoint_reason") in NOTICE_REASONS else None
-        self._print(trial, f"{progress}  {self.metric} {fmt(value)}  " + "  ".join(f"{k} {fmt(metrics[k])}" for k in others)
-                    + f"  {fmt(took)} s" + (f"  checkpoint ({notice})" if notice else ""))  # fmt: skip
+        self._print(
+            trial,
+            f"{progress}  {self.metric} {fmt(value)}  "
+            + "  ".join(f"{k} {fmt(metrics[k])}" for k in others)
+            + f"  {fmt(took)} s"
+            + (f"  checkpoint ({notice})" if notice else ""),
+        )
 
     def _upload_state(self, trial: Trial, result: dict[str, Any]) -> None:
         """Say once when a trial's checkpoints stop reaching storage, and once when they do again."""
@@ -118,7 +138,10 @@ class ProgressPrinter(Callback):
         reached = last.get(self.time_attr, 0)
         how = "done    " if reached >= self.max_t else "stopped "
         why = "" if reached >= self.max_t else " (early stopping)"
-        self._print(trial, f"{how}at {self.time_attr} {fmt(reached)}{why}, best {self.metric} {fmt(self.ledger.best(trial.trial_id))}")
+        self._print(
+            trial,
+            f"{how}at {self.time_attr} {fmt(reached)}{why}, best {self.metric} {fmt(self.ledger.best(trial.trial_id))}",
+        )
 
     def on_trial_error(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
         self._print(trial, f"FAILED  {error_line(trial)}  (see {trial.error_file})")
@@ -128,7 +151,11 @@ def cost_columns(ledger: Any, trial_id: str) -> dict[str, Any]:
     cost = ledger.cost_of(trial_id)
     if not cost.priced:
         return {"cost": "unpriced", "on_demand": "unpriced", "saved_%": ""}
-    return {"cost": usd(cost.cost_usd), "on_demand": usd(cost.on_demand_cost_usd), "saved_%": round(cost.savings_pct, 1)}
+    return {
+        "cost": usd(cost.cost_usd),
+        "on_demand": usd(cost.on_demand_cost_usd),
+        "saved_%": round(cost.savings_pct, 1),
+    }
 
 
 def cost_summary(ledger: Any, totals: dict[str, float]) -> str:

@@ -16,8 +16,9 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, Iterator, Optional, Sequence
+from typing import Any, Optional
 
 from tuner.config import Config, ConfigError
 from tuner.text import usd
@@ -55,14 +56,24 @@ def pareto_front(results: Any, settings: Config) -> tuple[dict[str, dict[str, fl
         return {}, []
     told = {}
     for r in results:
-        values = full_budget_values(r.metrics if r.error is None else None, search.metrics, search.time_attr, search.max_t)
+        values = full_budget_values(
+            r.metrics if r.error is None else None, search.metrics, search.time_attr, search.max_t
+        )
         if values is not None:
             told[r.metrics["trial_id"]] = dict(zip(search.metrics, values))
     return told, pareto.front({t: list(v.values()) for t, v in told.items()}, search.modes)
 
 
-def summarize(results: Any, settings: Config, ledger: Any, totals: dict[str, float], told: dict[str, dict[str, float]],
-              front: Sequence[str], dashboard_url: Optional[str], tracking_links: Sequence[str]) -> int:  # fmt: skip
+def summarize(
+    results: Any,
+    settings: Config,
+    ledger: Any,
+    totals: dict[str, float],
+    told: dict[str, dict[str, float]],
+    front: Sequence[str],
+    dashboard_url: Optional[str],
+    tracking_links: Sequence[str],
+) -> int:
     """Print the best trials (a multi-objective search's front first: ``told``, ``front`` as
     :func:`pareto_front` gives them) with their cost, the best config and where to look; return the exit
     status."""
@@ -82,22 +93,32 @@ def summarize(results: Any, settings: Config, ledger: Any, totals: dict[str, flo
     sign = -1.0 if search.mode == "max" else 1.0
     ranked = sorted(done, key=lambda r: (r.metrics["trial_id"] not in front, sign * best(r)))
     rows = [
-        {"trial": r.metrics["trial_id"], **({"pareto": "*" if r.metrics["trial_id"] in front else ""} if front else {}),
-         best_key: best(r), **{k: r.metrics.get(k) for k in search.objectives if k != "cost_usd"},  # cost: its own columns
-         search.time_attr: r.metrics.get(search.time_attr),
-         "train_s": r.metrics.get("train_time_s"), **cost_columns(ledger, r.metrics["trial_id"]), **r.config}
-        for r in ranked[:max(TABLE_ROWS, len(front))]
-    ]  # fmt: skip
+        {
+            "trial": r.metrics["trial_id"],
+            **({"pareto": "*" if r.metrics["trial_id"] in front else ""} if front else {}),
+            best_key: best(r),
+            **{k: r.metrics.get(k) for k in search.objectives if k != "cost_usd"},  # cost: its own columns
+            search.time_attr: r.metrics.get(search.time_attr),
+            "train_s": r.metrics.get("train_time_s"),
+            **cost_columns(ledger, r.metrics["trial_id"]),
+            **r.config,
+        }
+        for r in ranked[: max(TABLE_ROWS, len(front))]
+    ]
     print(f"\n{len(done)} of {len(results)} trials finished, {len(errors)} failed.")
     if rows:
         print(table(rows, list(rows[0])))
         if front:
             goals = ", ".join(f"{k} ({m})" for k, m in zip(search.metrics, search.modes))
-            print(f"\nPareto front of {goals}, last reported values: {len(front)} of the {len(told)} trials that trained "
-                  f"their whole budget (marked *; those stopped early are not compared)")  # fmt: skip
+            print(
+                f"\nPareto front of {goals}, last reported values: {len(front)} of the {len(told)} trials that trained "
+                f"their whole budget (marked *; those stopped early are not compared)"
+            )
         top = min(done, key=lambda r: sign * best(r))
         print(f"\nbest trial {top.metrics['trial_id']}: {best_key} {fmt(best(top))}  config: {params(top.config)}")
-        where = storage.checkpoint_uri(top.checkpoint, top.metrics, storage.experiment_path(settings.storage, settings.name))
+        where = storage.checkpoint_uri(
+            top.checkpoint, top.metrics, storage.experiment_path(settings.storage, settings.name)
+        )
         print(f"best checkpoint: {where or '(none)'}")
     print(cost_summary(ledger, totals))
     for line in tracking_links:
@@ -106,9 +127,11 @@ def summarize(results: Any, settings: Config, ledger: Any, totals: dict[str, flo
         print(f"Ray dashboard:  http://{dashboard_url}  (while this process runs)")
     if not errors:
         return 0
-    print(f"error: {len(errors)} of {len(results)} trials failed; the first: {failure_line(errors[0])}"
-          + (" (run.allow_failed_trials=true: exit 0 all the same)" if settings.run.allow_failed_trials and done else ""),
-          file=sys.stderr)  # fmt: skip
+    print(
+        f"error: {len(errors)} of {len(results)} trials failed; the first: {failure_line(errors[0])}"
+        + (" (run.allow_failed_trials=true: exit 0 all the same)" if settings.run.allow_failed_trials and done else ""),
+        file=sys.stderr,
+    )
     return 0 if settings.run.allow_failed_trials and done else EXIT_TRIALS_FAILED
 
 
@@ -135,10 +158,15 @@ def make_price_guard(settings: Config, tracker: Any) -> Any:
         launcher = load_launcher_config(settings.cluster.launcher_config)
         watched = sorted({t["node_config"]["InstanceType"] for t in worker_types(launcher).values()})
     if not watched:
-        raise ConfigError("price_guard: nothing to watch: set price_guard.instance_types or price_guard.max_usd_per_hour")
+        raise ConfigError(
+            "price_guard: nothing to watch: set price_guard.instance_types or price_guard.max_usd_per_hour"
+        )
     cache = Path(settings.output_dir) / "price_cache"
     prices = pricing.make_source(settings.pricing.source, cache, min(settings.pricing.cache_ttl_s, cfg.interval_s))
-    print(f"price guard: watching {', '.join(watched)} every {cfg.interval_s:g} s" + (" (enforced)" if cfg.enforce else ""))
+    print(
+        f"price guard: watching {', '.join(watched)} every {cfg.interval_s:g} s"
+        + (" (enforced)" if cfg.enforce else "")
+    )
     return PriceGuard(cfg, settings.pricing.region, prices, watched, notify=tracker.record_event if tracker else None)
 
 
@@ -154,7 +182,11 @@ def capacity_gate(settings: Config, autoscaler_config: Optional[str]) -> Any:
         print(f"capacity: {autoscaler_config} not found: no on-demand fallback steering (cluster.autoscaler_config)")
         return None
     launcher = load_launcher_config(settings.cluster.launcher_config)
-    caps = {name: settings.cluster.max_workers_per_type for name in worker_types(launcher)} if settings.cluster.name == "local_spot" else {}
+    caps = (
+        {name: settings.cluster.max_workers_per_type for name in worker_types(launcher)}
+        if settings.cluster.name == "local_spot"
+        else {}
+    )
     assert settings.search is not None
     return gate_for(settings.fallback, settings.search, launcher, autoscaler_config, caps)
 
@@ -171,8 +203,15 @@ def make_placement(settings: Config, autoscaler_config: Optional[str], gated: bo
     launcher = load_launcher_config(path) if settings.placement.enabled and path else None
     on_demand = worker_types_by_market(launcher, {})[1] if launcher is not None else {}
     steered = autoscaler_config if gated or not on_demand else None
-    return placement_for(settings.placement, settings.search, launcher, steered, prices, settings.pricing.region,
-                         tag=tracker.tag_trial if tracker is not None else None)  # fmt: skip
+    return placement_for(
+        settings.placement,
+        settings.search,
+        launcher,
+        steered,
+        prices,
+        settings.pricing.region,
+        tag=tracker.tag_trial if tracker is not None else None,
+    )
 
 
 def check_capacity(settings: Config, connected: bool) -> None:
@@ -261,8 +300,14 @@ def execute(settings: Config, observers: Sequence[Any] = ()) -> int:
                 twin.stop()
 
 
-def run_search(settings: Config, trainer_settings: Any, resume: bool, dashboard_url: Optional[str],
-               autoscaler_config: Optional[str], observers: Sequence[Any]) -> int:  # fmt: skip
+def run_search(
+    settings: Config,
+    trainer_settings: Any,
+    resume: bool,
+    dashboard_url: Optional[str],
+    autoscaler_config: Optional[str],
+    observers: Sequence[Any],
+) -> int:
     """The search on the connected cluster, watched by the callbacks; its outcome on the console and in MLflow.
     ``autoscaler_config``: the file the cluster's autoscaler reads, which the capacity rule steers."""
     import ray
@@ -285,12 +330,18 @@ def run_search(settings: Config, trainer_settings: Any, resume: bool, dashboard_
     path = storage.experiment_path(settings.storage, settings.name)
     heartbeat.start_store()
     if search.resources.width != (1, 1) and not _ray.drain_aware_train_coordinator():
-        print("elastic trials: Ray Train's autoscaling coordinator on this cluster was started by another job; a trial "
-              "shrinking after a notice first waits out a worker-group start timeout (restart the cluster to avoid it)")  # fmt: skip
+        print(
+            "elastic trials: Ray Train's autoscaling coordinator on this cluster was started by another job; a trial "
+            "shrinking after a notice first waits out a worker-group start timeout (restart the cluster to avoid it)"
+        )
     cache = Path(settings.output_dir) / "price_cache"
     prices = pricing.make_source(settings.pricing.source, cache, settings.pricing.cache_ttl_s)
     ledger = CostLedger(settings.cost, settings.pricing.region, search, prices, settings.cluster.head_instance_type)
-    budget = BudgetStopper(ledger, settings.budget.max_usd, search.time_attr, search.max_t) if settings.budget.max_usd else None
+    budget = (
+        BudgetStopper(ledger, settings.budget.max_usd, search.time_attr, search.max_t)
+        if settings.budget.max_usd
+        else None
+    )
     stop_file = StopFile(settings.run.stop_file) if settings.run.stop_file else None
     fail_fast = FailFast()
     stoppers: list[Any] = [s for s in (budget, stop_file, fail_fast.stopper) if s is not None]
@@ -312,8 +363,10 @@ def run_search(settings: Config, trainer_settings: Any, resume: bool, dashboard_
     placed = make_placement(settings, autoscaler_config, gate is not None, prices, tracker)
     if placed is not None:
         callbacks.append(placed)
-    print(f"{'Resuming' if resume else 'Starting'} search {settings.name!r}: {search.tune.num_samples} trials, "
-          f"{search.time_attr} <= {search.max_t:g} each, {search.tune.max_concurrent_trials} at a time")  # fmt: skip
+    print(
+        f"{'Resuming' if resume else 'Starting'} search {settings.name!r}: {search.tune.num_samples} trials, "
+        f"{search.time_attr} <= {search.max_t:g} each, {search.tune.max_concurrent_trials} at a time"
+    )
     print(f"experiment: {path}")
     if dashboard_url:
         print(f"Ray dashboard: http://{dashboard_url}")
@@ -333,8 +386,10 @@ def run_search(settings: Config, trainer_settings: Any, resume: bool, dashboard_
         return EXIT_FAIL_FAST
     if watchdog.unfinished and not any(s.tripped for s in stoppers):
         done = watchdog.statuses["TERMINATED"] + watchdog.statuses["ERROR"]
-        print(f"\nsearch interrupted: {done} of {search.tune.num_samples} trials done; the same command resumes it:\n"
-              f"  {resume_command()}")  # fmt: skip
+        print(
+            f"\nsearch interrupted: {done} of {search.tune.num_samples} trials done; the same command resumes it:\n"
+            f"  {resume_command()}"
+        )
         if tracker is not None:
             tracker.close({}, "KILLED")
         return EXIT_INTERRUPTED
@@ -343,8 +398,10 @@ def run_search(settings: Config, trainer_settings: Any, resume: bool, dashboard_
     links = tracker.links() if tracker else []
     status = summarize(results, settings, ledger, totals, told, front, dashboard_url, links)
     if budget is not None and budget.tripped:
-        print(f"budget: stopped at {usd(ledger.committed_usd())} of budget.max_usd={settings.budget.max_usd}: "
-              "no new trials were started; running trials stopped after their checkpoint")  # fmt: skip
+        print(
+            f"budget: stopped at {usd(ledger.committed_usd())} of budget.max_usd={settings.budget.max_usd}: "
+            "no new trials were started; running trials stopped after their checkpoint"
+        )
     if tracker is not None:
         summary = {"trials": len(results), "errors": len(results.errors), **totals}
         best = ledger.best_overall()
@@ -368,7 +425,9 @@ def stop_at_once_on_a_second_interrupt() -> Iterator[None]:
         return
 
     def now(signum: int, frame: Any) -> None:
-        print(f"\nstopped at once; the same command resumes from the state saved last:\n  {resume_command()}", flush=True)
+        print(
+            f"\nstopped at once; the same command resumes from the state saved last:\n  {resume_command()}", flush=True
+        )
         os._exit(EXIT_INTERRUPTED)
 
     previous = signal.signal(signal.SIGINT, now)

@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from typing import Any, Callable, Mapping, Optional
+from collections.abc import Callable, Mapping
+from typing import Any, Optional
 
 from ray.tune import Callback
 from ray.tune.experiment import Trial
@@ -35,7 +36,9 @@ def check_capacity(bundle: Mapping[str, float], workers: int, nodes: list[dict[s
     holding = sum(1 for n in nodes if n.get("Alive") and fits(bundle, n.get("Resources", {})))
     if holding and (workers == 1 or _slots(bundle, nodes) >= workers):
         return
-    shapes = {describe({k: v for k, v in n.get("Resources", {}).items() if k in bundle}) for n in nodes if n.get("Alive")}
+    shapes = {
+        describe({k: v for k, v in n.get("Resources", {}).items() if k in bundle}) for n in nodes if n.get("Alive")
+    }
     have = ", ".join(sorted(shapes)) or "none"
     need = f"{workers} workers of {describe(bundle)}" if workers > 1 else f"a trial needing {describe(bundle)}"
     raise ConfigError(
@@ -56,8 +59,14 @@ def _slots(bundle: Mapping[str, float], nodes: list[dict[str, Any]]) -> int:
 class Watchdog(Callback):
     """A Tune callback on the driver: status lines while trials wait, :class:`SearchStalled` on a stall."""
 
-    def __init__(self, cfg: LivenessConfig, num_samples: int, free: Callable[[], Mapping[str, float]],
-                 say: Callable[[str], None] = print, clock: Callable[[], float] = time.monotonic) -> None:  # fmt: skip
+    def __init__(
+        self,
+        cfg: LivenessConfig,
+        num_samples: int,
+        free: Callable[[], Mapping[str, float]],
+        say: Callable[[str], None] = print,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.cfg, self.num_samples, self.free, self.say, self.clock = cfg, num_samples, free, say, clock
         self.statuses: Counter[str] = Counter()  # the last step's view: what the search was doing
         self._idle_since: Optional[float] = None

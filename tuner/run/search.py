@@ -15,8 +15,9 @@ import logging
 import math
 import pickle
 import threading
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Optional
 
 import optuna
 from ray.tune.experiment import Trial
@@ -36,8 +37,9 @@ def finite_values(result: Optional[dict[str, Any]], metrics: Sequence[str]) -> O
     return [float(v) for v in values]  # type: ignore[arg-type]
 
 
-def full_budget_values(result: Optional[dict[str, Any]], metrics: Sequence[str], time_attr: str,
-                       max_t: float) -> Optional[list[float]]:  # fmt: skip
+def full_budget_values(
+    result: Optional[dict[str, Any]], metrics: Sequence[str], time_attr: str, max_t: float
+) -> Optional[list[float]]:
     """A multi-objective trial's values, comparable only once it trained its whole budget (a trial stopped
     early had its cost cut short with its training); None otherwise."""
     if float((result or {}).get(time_attr, 0)) < max_t:
@@ -64,8 +66,16 @@ class OptunaSearcher(Searcher):
     scheduler stopped before ``max_t`` of ``time_attr`` is told as pruned: its cost was cut short with
     its training, and told as complete it would crowd the Pareto front with cheap, unfinished trials."""
 
-    def __init__(self, space: Space, metrics: Sequence[str], modes: Sequence[str], sampler: Any, max_concurrent: int,
-                 time_attr: str = "iteration", max_t: float = 0.0) -> None:  # fmt: skip
+    def __init__(
+        self,
+        space: Space,
+        metrics: Sequence[str],
+        modes: Sequence[str],
+        sampler: Any,
+        max_concurrent: int,
+        time_attr: str = "iteration",
+        max_t: float = 0.0,
+    ) -> None:
         super().__init__(metric=metrics[0], mode=modes[0])
         self.space, self.metrics, self.max_concurrent = space, list(metrics), max_concurrent
         self.time_attr, self.max_t = time_attr, max_t
@@ -74,7 +84,9 @@ class OptunaSearcher(Searcher):
         self.live: dict[str, optuna.Trial] = {}  # Tune trial id -> the Optuna trial it runs
         self.told: set[str] = set()
 
-    def set_search_properties(self, metric: Optional[str], mode: Optional[str], config: dict[str, Any], **spec: Any) -> bool:
+    def set_search_properties(
+        self, metric: Optional[str], mode: Optional[str], config: dict[str, Any], **spec: Any
+    ) -> bool:
         return True  # metric and mode come from the search config, already set
 
     def _ask(self, params: Optional[dict[str, Any]] = None) -> tuple[optuna.Trial, dict[str, Any]]:
@@ -168,7 +180,10 @@ class ConsistentSearch(SearchGenerator):
             quiet.setLevel(level)
         state = self.get_state()
         if state["counter"] != len(trials):
-            log.warning("searcher: %d trials created by its saved counter, %d in the trial list; using the list",
-                        state["counter"], len(trials))  # fmt: skip
+            log.warning(
+                "searcher: %d trials created by its saved counter, %d in the trial list; using the list",
+                state["counter"],
+                len(trials),
+            )
         self.set_state({**state, "counter": len(trials), "finished": state["finished"] or not saved})
         self.searcher.reconcile(trials)

@@ -54,7 +54,9 @@ class FailFast(Callback):
         self.reported: set[str] = set()  # trials that have reported at least once
         self.early: Counter[str] = Counter()  # per trial: attempts the trainer failed before any report
 
-    def on_trial_result(self, iteration: int, trials: list[Trial], trial: Trial, result: dict[str, Any], **info: Any) -> None:
+    def on_trial_result(
+        self, iteration: int, trials: list[Trial], trial: Trial, result: dict[str, Any], **info: Any
+    ) -> None:
         self.reported.add(trial.trial_id)
 
     def _check(self, trial: Trial) -> None:

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Any, Mapping, Optional
+from collections.abc import Mapping
+from typing import Any, Optional
 from urllib.parse import urlencode, urlparse
 
 from tuner.config import ConfigError, StorageConfig
@@ -109,7 +110,11 @@ def keep_credentials_out_of_ray() -> None:
 
 
 # Ray logs every failed upload of the experiment state with a full traceback, every few seconds.
-RAY_STORAGE_LOGGERS = ("ray.train._internal.storage", "ray.train._internal.syncer", "ray.tune.execution.experiment_state")
+RAY_STORAGE_LOGGERS = (
+    "ray.train._internal.storage",
+    "ray.train._internal.syncer",
+    "ray.tune.execution.experiment_state",
+)
 
 
 class OneLineStorageErrors(logging.Filter):
@@ -124,7 +129,8 @@ class OneLineStorageErrors(logging.Filter):
             exc = record.exc_info[1]
             detail = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
         what = message.strip().splitlines()[0].rstrip(":")
-        record.msg, record.args, record.exc_info, record.exc_text = f"{what}: {detail} (retried at the next sync)", (), None, None
+        record.msg = f"{what}: {detail} (retried at the next sync)"
+        record.args, record.exc_info, record.exc_text = (), None, None
         return True
 
 

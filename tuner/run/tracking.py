@@ -15,8 +15,9 @@ import os
 import threading
 import time
 from collections import deque
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Optional
 
 from ray.tune import Callback
 from ray.tune.experiment import Trial
@@ -74,8 +75,15 @@ def ui_url(tracking_uri: str) -> str:
 class MLflowTracker(Callback):
     """Mirror a Tune experiment into MLflow from the driver."""
 
-    def __init__(self, cfg: TrackingConfig, experiment_path: str, params: dict[str, Any], resume: bool,
-                 time_attr: str, ledger: Any = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        cfg: TrackingConfig,
+        experiment_path: str,
+        params: dict[str, Any],
+        resume: bool,
+        time_attr: str,
+        ledger: Any = None,
+    ) -> None:
         self.cfg, self.time_attr = cfg, time_attr
         self.ledger = ledger  # a tuner.cost.CostLedger: its per-trial costs go on the child runs
         self.experiment_path = experiment_path
@@ -136,8 +144,10 @@ class MLflowTracker(Callback):
                     self._down = True
                     log.warning(
                         "MLflow at %s is unreachable (%s: %s); tuning continues, updates are kept until it is back",
-                        self.cfg.tracking_uri, what, str(exc).splitlines()[0][:200],
-                    )  # fmt: skip
+                        self.cfg.tracking_uri,
+                        what,
+                        str(exc).splitlines()[0][:200],
+                    )
                 return False
             self._outbox.popleft()
         if self._down:
@@ -225,7 +235,9 @@ class MLflowTracker(Callback):
     def on_trial_start(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
         self._submit("mark trial running", trial, lambda rid: self.client.update_run(rid, status="RUNNING"))
 
-    def on_trial_result(self, iteration: int, trials: list[Trial], trial: Trial, result: dict[str, Any], **info: Any) -> None:
+    def on_trial_result(
+        self, iteration: int, trials: list[Trial], trial: Trial, result: dict[str, Any], **info: Any
+    ) -> None:
         from mlflow.entities import Metric
 
         step = int(result.get(self.time_attr, result.get("training_iteration", 0)))
@@ -257,7 +269,10 @@ class MLflowTracker(Callback):
         from mlflow.entities import Metric, RunTag
 
         now_ms = int(time.time() * 1000)
-        batch = {"metrics": [Metric(k, v, now_ms, 0) for k, v in metrics.items()], "tags": [RunTag(k, v) for k, v in tags.items()]}
+        batch = {
+            "metrics": [Metric(k, v, now_ms, 0) for k, v in metrics.items()],
+            "tags": [RunTag(k, v) for k, v in tags.items()],
+        }
         self._submit("log event", None, lambda rid: self.client.log_batch(rid, **batch))
 
     def on_trial_complete(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
@@ -276,12 +291,19 @@ class MLflowTracker(Callback):
         if self.experiment_id is None or self.parent_id is None:
             return []
         base = f"{ui_url(self.cfg.tracking_uri)}/#/experiments/{self.experiment_id}"
-        return [f"MLflow:         {ui_command(self.cfg.tracking_uri)}",
-                f"  runs:         {base}/runs",
-                f"  all trials:   {base}/runs/{self.parent_id}/artifactPath/{TRIALS_TABLE}"]  # fmt: skip
+        return [
+            f"MLflow:         {ui_command(self.cfg.tracking_uri)}",
+            f"  runs:         {base}/runs",
+            f"  all trials:   {base}/runs/{self.parent_id}/artifactPath/{TRIALS_TABLE}",
+        ]
 
-    def close(self, summary: dict[str, float], status: str, told: Optional[dict[str, dict[str, float]]] = None,
-              front: Sequence[str] = ()) -> None:  # fmt: skip
+    def close(
+        self,
+        summary: dict[str, float],
+        status: str,
+        told: Optional[dict[str, dict[str, float]]] = None,
+        front: Sequence[str] = (),
+    ) -> None:
         """Log the search's totals (and the cost ledger as CSV + plot, the trials' table, a multi-objective
         search's Pareto front: ``told`` objective values per trial, ``front`` its trials) on the parent run
         and close it."""
@@ -314,10 +336,16 @@ class MLflowTracker(Callback):
         rows = []
         for trial_id in self.ledger.trials:
             metrics = self.ledger.trial_metrics(trial_id)
-            rows.append({"trial": trial_id, **({"pareto": trial_id in front} if told else {}),
-                         **{k: v for k, v in told.get(trial_id, {}).items() if k not in columns},
-                         f"best {self.ledger.metric}": self.ledger.best(trial_id), **{k: metrics.get(k) for k in columns},
-                         "instance_types": self.ledger.cost_of(trial_id).instance_types})  # fmt: skip
+            rows.append(
+                {
+                    "trial": trial_id,
+                    **({"pareto": trial_id in front} if told else {}),
+                    **{k: v for k, v in told.get(trial_id, {}).items() if k not in columns},
+                    f"best {self.ledger.metric}": self.ledger.best(trial_id),
+                    **{k: metrics.get(k) for k in columns},
+                    "instance_types": self.ledger.cost_of(trial_id).instance_types,
+                }
+            )
         table = pd.DataFrame(rows)
         if told:
             table = table.sort_values("pareto", ascending=False, kind="stable")

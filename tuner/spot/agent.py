@@ -17,8 +17,9 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable, Optional
+from typing import Optional
 
 from tuner import _ray
 from tuner.spot import drain as drains
@@ -134,9 +135,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
-    log.info(
-        "watching %s metadata every %.1f s for node %s", args.provider, args.interval_s, node_id
-    )
+    log.info("watching %s metadata every %.1f s for node %s", args.provider, args.interval_s, node_id)
     agent.run(stop)
     return 0
 

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Callable, Optional
+from collections.abc import Callable
+from typing import Optional
 
 from tuner import _ray
 
@@ -49,7 +50,7 @@ class DrainWatcher:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="tuner-drain-watcher", daemon=True)
 
-    def start(self) -> "DrainWatcher":
+    def start(self) -> DrainWatcher:
         self._thread.start()
         return self
 

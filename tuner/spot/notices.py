@@ -16,9 +16,10 @@ import logging
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Callable, Optional, Protocol
+from typing import Any, Optional, Protocol
 
 log = logging.getLogger(__name__)
 
@@ -157,8 +158,11 @@ class GcpMetadata:
     provider: str = "gcp"
 
     def poll(self) -> Optional[Notice]:
-        body = _get_ok(f"{self.base_url}/computeMetadata/v1/instance/preempted", {"Metadata-Flavor": "Google"},
-                       "instance/preempted")  # fmt: skip
+        body = _get_ok(
+            f"{self.base_url}/computeMetadata/v1/instance/preempted",
+            {"Metadata-Flavor": "Google"},
+            "instance/preempted",
+        )
         value = body.strip().upper()
         if value == "TRUE":
             return Notice("gcp", "terminate", time.time() + GCP_NOTICE_S, "instance/preempted=TRUE")
@@ -175,8 +179,9 @@ class AzureScheduledEvents:
     provider: str = "azure"
 
     def poll(self) -> Optional[Notice]:
-        body = _get_ok(f"{self.base_url}/metadata/scheduledevents?api-version=2020-07-01", {"Metadata": "true"},
-                       "scheduledevents")  # fmt: skip
+        body = _get_ok(
+            f"{self.base_url}/metadata/scheduledevents?api-version=2020-07-01", {"Metadata": "true"}, "scheduledevents"
+        )
         doc = _json(body, "scheduledevents")
         events = doc.get("Events") if isinstance(doc, dict) else None
         if not isinstance(events, list):

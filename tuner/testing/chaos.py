@@ -14,8 +14,9 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable
+from typing import Any
 
 from ray.tune import Callback
 
@@ -39,9 +40,10 @@ def nodes_in_use(resource: str = "CPU") -> dict[str, dict[str, Any]]:
 
     free = _ray.free_resources_per_node()
     return {
-        n["NodeID"]: n for n in ray.nodes()
+        n["NodeID"]: n
+        for n in ray.nodes()
         if n["Alive"] and n["Resources"].get(resource, 0) > free.get(n["NodeID"], {}).get(resource, 0)
-    }  # fmt: skip
+    }
 
 
 @dataclass
@@ -71,10 +73,25 @@ class NodeChaos:
         self.cluster.wait_for_nodes()
         metadata = MetadataServer(self.provider).start()
         agent = subprocess.Popen(
-            [sys.executable, "-m", "tuner.spot.agent", "--provider", self.provider, "--endpoint", metadata.url,
-             "--address", self.cluster.address, "--node-id", node.node_id, "--interval-s", str(self.agent_interval_s)],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        )  # fmt: skip
+            [
+                sys.executable,
+                "-m",
+                "tuner.spot.agent",
+                "--provider",
+                self.provider,
+                "--endpoint",
+                metadata.url,
+                "--address",
+                self.cluster.address,
+                "--node-id",
+                node.node_id,
+                "--interval-s",
+                str(self.agent_interval_s),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
         self.nodes[node.node_id] = ChaosNode(node, metadata, agent)
         return self.nodes[node.node_id]
 
@@ -131,7 +148,9 @@ class ResultRecorder(Callback):
     def __init__(self) -> None:
         self.results: list[dict[str, Any]] = []
 
-    def on_trial_result(self, iteration: int, trials: list[Any], trial: Any, result: dict[str, Any], **info: Any) -> None:
+    def on_trial_result(
+        self, iteration: int, trials: list[Any], trial: Any, result: dict[str, Any], **info: Any
+    ) -> None:
         self.results.append(dict(result))
 
 
@@ -151,7 +170,9 @@ def interruptions_by_trial(log: list[dict[str, Any]], results: list[dict[str, An
     """How many node removals interrupted each trial: its last result before the removal came from
     that node and its final result came after it. Each must show up as one preemption."""
     counts: dict[str, int] = {}
-    finished_at = {r["trial_id"]: r["wall_s"] for r in results if not r.get(CHECKPOINT_ONLY) and r.get("epoch") == epochs}
+    finished_at = {
+        r["trial_id"]: r["wall_s"] for r in results if not r.get(CHECKPOINT_ONLY) and r.get("epoch") == epochs
+    }
     for event in (e for e in log if e["event"] in REMOVALS):
         before: dict[str, dict[str, Any]] = {}
         for r in results:
@@ -181,9 +202,12 @@ def deadline_saved(recorder: ResultRecorder, node_id: str) -> Callable[[float], 
 
     def saved(noticed_s: float) -> bool:
         return any(
-            r.get(CHECKPOINT_ONLY) and r.get("checkpoint_reason") == "deadline" and r.get("node_id") == node_id
-            and r.get("wall_s", 0.0) >= noticed_s for r in list(recorder.results)
-        )  # fmt: skip
+            r.get(CHECKPOINT_ONLY)
+            and r.get("checkpoint_reason") == "deadline"
+            and r.get("node_id") == node_id
+            and r.get("wall_s", 0.0) >= noticed_s
+            for r in list(recorder.results)
+        )
 
     return saved
 

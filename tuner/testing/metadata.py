@@ -38,7 +38,7 @@ class MetadataServer:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.server.server_address[1]}"
 
-    def start(self) -> "MetadataServer":
+    def start(self) -> MetadataServer:
         self.thread.start()
         return self
 
@@ -58,7 +58,9 @@ class MetadataServer:
         if self.provider == "aws":
             return self._aws(method, path, headers)
         if self.provider == "gcp":
-            if headers.get("Metadata-Flavor") != "Google" or not path.startswith("/computeMetadata/v1/instance/preempted"):
+            if headers.get("Metadata-Flavor") != "Google" or not path.startswith(
+                "/computeMetadata/v1/instance/preempted"
+            ):
                 return 403, ""
             if self.mode == "malformed":
                 return 200, "MAYBE"

@@ -19,7 +19,9 @@ class TraceInjector:
     as EC2 does with spot capacity. A tick of the trace lasts ``tick_s`` real seconds.
     """
 
-    def __init__(self, twin: LocalTwin, node_types: dict[int, str], market: Market, first_tick: int, tick_s: float) -> None:
+    def __init__(
+        self, twin: LocalTwin, node_types: dict[int, str], market: Market, first_tick: int, tick_s: float
+    ) -> None:
         self.twin, self.node_types, self.market = twin, node_types, market
         self.first_tick, self.tick_s = first_tick, tick_s
         self.open: set[int] = set()

@@ -16,9 +16,10 @@ import logging
 import os
 import random
 import shutil
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Mapping, NamedTuple, Optional, Union
+from typing import Any, NamedTuple, Optional, Union
 
 import numpy as np
 import torch
@@ -139,8 +140,12 @@ def _payload_files(root: Path) -> list[Path]:
     return sorted(p for p in root.rglob("*") if p.is_file() and p.relative_to(root).as_posix() not in RESERVED)
 
 
-def write(directory: Union[str, os.PathLike[str]], state: Union[Mapping[str, Any], str], meta: Mapping[str, Any],
-          rng: Optional[list[dict[str, Any]]] = None) -> None:  # fmt: skip
+def write(
+    directory: Union[str, os.PathLike[str]],
+    state: Union[Mapping[str, Any], str],
+    meta: Mapping[str, Any],
+    rng: Optional[list[dict[str, Any]]] = None,
+) -> None:
     """Write ``state`` (a state dict, or the path of a directory to copy in), ``meta``, the workers' RNG states
     (``rng``, by rank, if given), then the manifest."""
     root = Path(directory)
@@ -219,8 +224,11 @@ def _kept(parent: str, filesystem: Any) -> list[str]:
     import pyarrow.fs
 
     infos = filesystem.get_file_info(pyarrow.fs.FileSelector(parent, allow_not_found=True))
-    return [f"{parent}/{i.base_name}" for i in infos
-            if i.type == pyarrow.fs.FileType.Directory and i.base_name.startswith("checkpoint_")]  # fmt: skip
+    return [
+        f"{parent}/{i.base_name}"
+        for i in infos
+        if i.type == pyarrow.fs.FileType.Directory and i.base_name.startswith("checkpoint_")
+    ]
 
 
 class Restored(NamedTuple):
@@ -255,7 +263,9 @@ def candidates(recorded: Any) -> list[tuple[Any, Age]]:
         return [] if gone else [(recorded, _age(path, recorded.filesystem))]
     ordered = _newest_first({*_kept(parent, recorded.filesystem), *([] if gone else [path])}, recorded.filesystem)
     if gone and ordered:
-        log.warning("checkpoint %s is gone (deleted after the driver last saved its state); trying %s", path, ordered[0][0].path)
+        log.warning(
+            "checkpoint %s is gone (deleted after the driver last saved its state); trying %s", path, ordered[0][0].path
+        )
     return ordered
 
 
@@ -289,8 +299,9 @@ def fetch_unrecorded(storage: Optional[tuple[Any, str]], into: Path, trial_id: s
     return _fetch_first_intact(kept, (-1.0, -1.0, ""), "", into, trial_id) if kept else None
 
 
-def _fetch_first_intact(ordered: list[tuple[Any, Age]], recorded_age: Age, recorded_path: str, into: Path,
-                        trial_id: str) -> Optional[Restored]:  # fmt: skip
+def _fetch_first_intact(
+    ordered: list[tuple[Any, Age]], recorded_age: Age, recorded_path: str, into: Path, trial_id: str
+) -> Optional[Restored]:
     """The first of ``ordered`` that downloads and verifies; one newer than the recorded one (``recorded_path``
     "" when none is recorded) only if it is trial ``trial_id``'s own."""
     for i, (candidate, age) in enumerate(ordered):
@@ -310,5 +321,7 @@ def _fetch_first_intact(ordered: list[tuple[Any, Age]], recorded_age: Age, recor
         if path != recorded_path:
             log.warning("restored %s instead of the recorded checkpoint %s", candidate.path, recorded_path or "(none)")
         return Restored(local, unreported=newer)
-    log.error("no intact checkpoint for this trial under %s: starting it from scratch", recorded_path or ordered[0][0].path)
+    log.error(
+        "no intact checkpoint for this trial under %s: starting it from scratch", recorded_path or ordered[0][0].path
+    )
     return None

@@ -13,8 +13,8 @@ newest checkpoint at the surviving width when a worker's node is lost, and at a 
 when capacity returns. A drained node's workers hold after the notice's checkpoints until
 its deadline; Ray Train then retries the run as a preemption, sized from the nodes that are
 not draining (the driver creates a coordinator that leaves them out, see
-``_ray.drain_aware_train_coordinator``), so the shrink costs one worker group start. The trainer keeps the global batch fixed with
-``session.get_context().shards(batch)`` (gradient accumulation), so its hyperparameters
+``_ray.drain_aware_train_coordinator``), so the shrink costs one worker group start. The trainer keeps the
+global batch fixed with ``session.get_context().shards(batch)`` (gradient accumulation), so its hyperparameters
 mean the same at every width. A failure Ray Train classifies as a preemption it retries
 itself, without limit. A run that fails after a worker's node was lost all the same (no
 notice, or one Ray Train did not see in time) is started again here, resuming from its
@@ -94,10 +94,13 @@ def _worker(loop_config: dict[str, Any]) -> None:
     spec: TrialSpec = loop_config["spec"]
     ctx = train.get_context()
     context = TrialContext(
-        trial_id=loop_config["trial_id"], node_id=ray.get_runtime_context().get_node_id(),
-        world_rank=ctx.get_world_rank(), world_size=ctx.get_world_size(), local_rank=ctx.get_local_rank(),
+        trial_id=loop_config["trial_id"],
+        node_id=ray.get_runtime_context().get_node_id(),
+        world_rank=ctx.get_world_rank(),
+        world_size=ctx.get_world_size(),
+        local_rank=ctx.get_local_rank(),
         max_workers=spec.workers[1],
-    )  # fmt: skip
+    )
     call_trainer(spec, loop_config["config"], context, TrainBackend(context))
 
 
@@ -114,9 +117,12 @@ def run_elastic(config: dict[str, Any], spec: TrialSpec) -> None:
     low, high = spec.workers
     gpu = (spec.worker_resources or {}).get("GPU", 0.0)
     scaling = train.ScalingConfig(
-        num_workers=(low, high) if low != high else high, use_gpu=gpu > 0, resources_per_worker=spec.worker_resources,
-        label_selector=spec.worker_label_selector, elastic_resize_monitor_interval_s=RESIZE_CHECK_S,
-    )  # fmt: skip
+        num_workers=(low, high) if low != high else high,
+        use_gpu=gpu > 0,
+        resources_per_worker=spec.worker_resources,
+        label_selector=spec.worker_label_selector,
+        elastic_resize_monitor_interval_s=RESIZE_CHECK_S,
+    )
     this_trial = ray.get_runtime_context().current_actor  # the trial stops the run when Tune stops the trial
     run_config = train.RunConfig(
         name=f"train-{trial_id}",  # the same name on a retry: Ray Train resumes from this trial's checkpoints
@@ -129,17 +135,23 @@ def run_elastic(config: dict[str, Any], spec: TrialSpec) -> None:
     while not STOPPING.is_set():
         started_s = time.time()
         trainer = TorchTrainer(
-            _worker, train_loop_config={"config": config, "spec": spec, "trial_id": trial_id}, scaling_config=scaling,
-            run_config=run_config, torch_config=TorchConfig(backend="nccl" if gpu > 0 else "gloo"),
-        )  # fmt: skip
+            _worker,
+            train_loop_config={"config": config, "spec": spec, "trial_id": trial_id},
+            scaling_config=scaling,
+            run_config=run_config,
+            torch_config=TorchConfig(backend="nccl" if gpu > 0 else "gloo"),
+        )
         try:
             trainer.fit()
             return
         except train.TrainingFailedError:
             if STOPPING.is_set() or not _lost_a_node(heartbeat, since_s=started_s):
                 raise  # an application error: Tune's run.max_failures counts it
-            log.warning("trial %s: a worker's node was lost; the run resumes from its newest checkpoint (a "
-                        "preemption: not counted against run.max_failures)", trial_id)  # fmt: skip
+            log.warning(
+                "trial %s: a worker's node was lost; the run resumes from its newest checkpoint (a "
+                "preemption: not counted against run.max_failures)",
+                trial_id,
+            )
             time.sleep(_ray.TRAIN_COORDINATOR_TICK_S)  # the coordinator's node view has caught up: size without it
 
 

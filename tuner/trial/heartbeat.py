@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 import ray
 
@@ -41,7 +42,7 @@ class Progress:
         return {k: getattr(self, k) for k in self.COUNTERS}
 
     @classmethod
-    def from_dict(cls, record: dict[str, Any]) -> "Progress":
+    def from_dict(cls, record: dict[str, Any]) -> Progress:
         return cls(**{k: v for k, v in record.items() if k in asdict(cls())})
 
 
@@ -135,7 +136,9 @@ class Heartbeat:
             self._store.clear.remote(self.trial_id)
 
 
-def wait_trained_past(trial_id: str, train_time_s: float, running: Callable[[], bool], timeout_s: float = 600.0) -> None:
+def wait_trained_past(
+    trial_id: str, train_time_s: float, running: Callable[[], bool], timeout_s: float = 600.0
+) -> None:
     """Block until the trial's heartbeat holds more than ``train_time_s`` of training (work past the checkpoint
     taken then, which losing its node now would cost): how a fault is placed between two checkpoints by what
     the trial did, not by the clock. Needs a connected driver; ``running()`` false (the search ended) raises

@@ -58,7 +58,9 @@ def load_observed_rates(path: str, min_node_hours: float) -> dict[str, float]:
             if float(row["node_hours"]) >= max(min_node_hours, 1e-9)
         }
     except (OSError, KeyError, ValueError) as exc:
-        raise ConfigError(f"checkpoint.observed_rates={path!r} is not a readable interruption_rates.csv ({exc})") from exc
+        raise ConfigError(
+            f"checkpoint.observed_rates={path!r} is not a readable interruption_rates.csv ({exc})"
+        ) from exc
 
 
 def lost_share(checkpoint_cost_s: float, notice_s: Optional[float], unnoticed_fraction: float) -> float:
@@ -85,7 +87,7 @@ class CheckpointPolicy:
     interval_s: Optional[float] = None  # adaptive: the chosen interval, reported as a metric
 
     @classmethod
-    def for_node(cls, cfg: CheckpointConfig, labels: dict[str, str], assumed_instance_type: str) -> "CheckpointPolicy":
+    def for_node(cls, cfg: CheckpointConfig, labels: dict[str, str], assumed_instance_type: str) -> CheckpointPolicy:
         rate = cfg.interruption_rate_per_h
         if rate is None and cfg.policy == "adaptive":
             itype = labels.get(node_labels.INSTANCE_TYPE, assumed_instance_type)
@@ -108,8 +110,13 @@ class CheckpointPolicy:
             lossy = self.rate_per_h * lost_share(seen_s, notice_s, self.cfg.unnoticed_fraction)
             interval = young_daly_interval_s(seconds, lossy, self.cfg.min_interval_s, self.cfg.max_interval_s)
             if self.interval_s is None or abs(interval - self.interval_s) > 0.1 * self.interval_s:
-                log.info("adaptive checkpoint interval %.0f s (C=%.2f s, lambda=%.2e /h, losing work: %.2e /h)",
-                         interval, seconds, self.rate_per_h, lossy)  # fmt: skip
+                log.info(
+                    "adaptive checkpoint interval %.0f s (C=%.2f s, lambda=%.2e /h, losing work: %.2e /h)",
+                    interval,
+                    seconds,
+                    self.rate_per_h,
+                    lossy,
+                )
             self.interval_s = interval
 
     def due_between_reports(self, seconds_since_checkpoint: float) -> bool:

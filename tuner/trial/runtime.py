@@ -18,9 +18,10 @@ import logging
 import shutil
 import tempfile
 import time
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping, Optional, Protocol, Union
+from typing import Any, Optional, Protocol, Union
 
 from ray.tune.result import AUTO_RESULT_KEYS
 
@@ -44,12 +45,29 @@ ITERATION = "iteration"  # report() calls so far (checkpoints between reports do
 CHECKPOINT_ONLY = "checkpoint_only"  # 1 on a result that only carries a checkpoint taken between reports
 WORKER_NODES = "worker_nodes"  # every worker's node id in this attempt, comma-separated (the ledger prices each)
 REPORTED_AGAIN = "reported_again"  # 1 on a checkpoint's result sent again after a restart (the driver never got it)
-STEP_HOOK = "step_hook"  # 1 once the trainer has called step() or should_checkpoint(): notices can checkpoint between reports
+STEP_HOOK = (
+    "step_hook"  # 1 once the trainer has called step() or should_checkpoint(): notices can checkpoint between reports
+)
 LOCATION = ("node_id", "node_group", "instance_type", "market", "zone", "region", "attempt_started_s")
 PLATFORM_KEYS = frozenset(
-    (ITERATION, CHECKPOINT_ONLY, REPORTED_AGAIN, STEP_HOOK, WORKER_NODES, "wall_s", "train_time_s", "upload_failures", "checkpoint_reason",
-     "checkpoint_interval_s", "checkpoint_write_s", "world_size", *LOCATION, *Progress.COUNTERS, *LEDGER_OBJECTIVES)
-)  # fmt: skip
+    (
+        ITERATION,
+        CHECKPOINT_ONLY,
+        REPORTED_AGAIN,
+        STEP_HOOK,
+        WORKER_NODES,
+        "wall_s",
+        "train_time_s",
+        "upload_failures",
+        "checkpoint_reason",
+        "checkpoint_interval_s",
+        "checkpoint_write_s",
+        "world_size",
+        *LOCATION,
+        *Progress.COUNTERS,
+        *LEDGER_OBJECTIVES,
+    )
+)
 
 TUNE_KEYS = frozenset(AUTO_RESULT_KEYS) | {"trial_id", "experiment_tag", "done", "should_checkpoint"}
 State = Union[Mapping[str, Any], str]
@@ -61,8 +79,11 @@ NO_DEADLINE = float("inf")
 
 def user_metrics(result: Mapping[str, Any]) -> dict[str, float]:
     """What the trainer reported (numbers) in a result, without Tune's and the platform's own keys."""
-    return {k: float(v) for k, v in result.items()
-            if k not in PLATFORM_KEYS and k not in TUNE_KEYS and isinstance(v, (int, float)) and not isinstance(v, bool)}  # fmt: skip
+    return {
+        k: float(v)
+        for k, v in result.items()
+        if k not in PLATFORM_KEYS and k not in TUNE_KEYS and isinstance(v, (int, float)) and not isinstance(v, bool)
+    }
 
 
 @dataclass(frozen=True)
@@ -116,10 +137,10 @@ class TuneBackend:
         return [value]
 
 
-_CURRENT: Optional["TrialSession"] = None
+_CURRENT: Optional[TrialSession] = None
 
 
-def current() -> "TrialSession":
+def current() -> TrialSession:
     if _CURRENT is None:
         raise RuntimeError("tuner.session works inside a trial only: run the trainer through `python -m tuner.run`")
     return _CURRENT
@@ -144,20 +165,32 @@ def numeric(metrics: Mapping[str, Any]) -> dict[str, float]:
         if key in PLATFORM_KEYS:
             raise ReportError(f"tuner.session.report: {key!r} is reported by the platform itself: rename your metric")
         if isinstance(value, bool) or not hasattr(value, "__float__"):
-            raise ReportError(f"tuner.session.report: metric {key!r} is {type(value).__name__} {value!r:.40}: report numbers only")
+            raise ReportError(
+                f"tuner.session.report: metric {key!r} is {type(value).__name__} {value!r:.40}: report numbers only"
+            )
         try:
             out[key] = float(value)
         except (TypeError, ValueError) as exc:  # e.g. a tensor of more than one element
-            raise ReportError(f"tuner.session.report: metric {key!r} is not a single number ({first_line(exc)})") from exc
+            raise ReportError(
+                f"tuner.session.report: metric {key!r} is not a single number ({first_line(exc)})"
+            ) from exc
     return out
 
 
 class TrialSession:
     """One attempt of one trial on one worker."""
 
-    def __init__(self, objective: Objective, cfg: CheckpointConfig, context: TrialContext, backend: Backend,
-                 labels: Mapping[str, str], assumed_instance_type: str, watcher: Optional[DrainWatcher] = None,
-                 heartbeat: Optional[Heartbeat] = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        objective: Objective,
+        cfg: CheckpointConfig,
+        context: TrialContext,
+        backend: Backend,
+        labels: Mapping[str, str],
+        assumed_instance_type: str,
+        watcher: Optional[DrainWatcher] = None,
+        heartbeat: Optional[Heartbeat] = None,
+    ) -> None:
         self.objective, self.cfg, self.context, self.backend = objective, cfg, context, backend
         self.policy = CheckpointPolicy.for_node(cfg, dict(labels), assumed_instance_type)
         self.where = {
@@ -185,7 +218,7 @@ class TrialSession:
         self.heartbeat = heartbeat or Heartbeat(context.trial_id)
 
     # -- lifecycle ------------------------------------------------------------------------------------
-    def __enter__(self) -> "TrialSession":
+    def __enter__(self) -> TrialSession:
         global _CURRENT
         self.watcher.start()
         self.nodes = self.backend.gather(self.context.node_id)
@@ -233,16 +266,23 @@ class TrialSession:
                 setattr(self.progress, key, beat.get(key, 0))
             return unreported
         self.progress, preempted, lost_s = account_restart(self.progress, beat, self.nodes, time.time(), node_lost)
-        log.warning("trial %s restarted (%s); lost %.1f s of training",
-                    self.context.trial_id, "preemption" if preempted else "error", lost_s)  # fmt: skip
+        log.warning(
+            "trial %s restarted (%s); lost %.1f s of training",
+            self.context.trial_id,
+            "preemption" if preempted else "error",
+            lost_s,
+        )
         self.beat(force=True)
         return unreported
 
     def _report_again(self, local: Path, meta: dict[str, Any]) -> None:
         """Send the result of a checkpoint Tune never got (its node went first), with the checkpoint:
         Tune records it (the next restart and ``num_to_keep`` count it) and its metrics are not lost."""
-        log.warning("trial %s: reporting again the %s checkpoint its last node wrote just before it went",
-                    self.context.trial_id, meta.get("reason") or "last")  # fmt: skip
+        log.warning(
+            "trial %s: reporting again the %s checkpoint its last node wrote just before it went",
+            self.context.trial_id,
+            meta.get("reason") or "last",
+        )
         result = self._result(bool(meta.get("between_reports", True)), str(meta.get("reason") or ""))
         self._send({**result, REPORTED_AGAIN: 1}, str(local))
 
@@ -280,7 +320,12 @@ class TrialSession:
         since_s = self.train_time_s() - self.checkpointed_at_s
         if w.draining and not self.drain_checkpointed:
             reason: Optional[str] = "drain"
-        elif w.draining and w.deadline_s and not self.deadline_checkpointed and w.deadline_s - now <= self.cfg.final_margin_s:
+        elif (
+            w.draining
+            and w.deadline_s
+            and not self.deadline_checkpointed
+            and w.deadline_s - now <= self.cfg.final_margin_s
+        ):
             reason = "deadline"
         elif self.upload_failures and now >= self.upload_retry_at_s:
             reason = "retry"
@@ -338,15 +383,25 @@ class TrialSession:
     def _result(self, between_reports: bool, reason: str = "") -> dict[str, Any]:
         p = self.progress
         result: dict[str, Any] = {
-            **self.last_metrics, **self.where, **p.counters(), ITERATION: p.reports, "wall_s": time.time(),
-            "train_time_s": self.train_time_s(), "upload_failures": self.upload_failures,
-            "world_size": self.context.world_size, WORKER_NODES: ",".join(self.nodes), STEP_HOOK: int(self.hooked),
-        }  # fmt: skip
+            **self.last_metrics,
+            **self.where,
+            **p.counters(),
+            ITERATION: p.reports,
+            "wall_s": time.time(),
+            "train_time_s": self.train_time_s(),
+            "upload_failures": self.upload_failures,
+            "world_size": self.context.world_size,
+            WORKER_NODES: ",".join(self.nodes),
+            STEP_HOOK: int(self.hooked),
+        }
         if between_reports:
             result[CHECKPOINT_ONLY] = 1
         if reason:  # with the write time of the checkpoint before (this one's is measured once it is uploaded)
-            result.update(checkpoint_reason=reason, checkpoint_interval_s=self.policy.interval_s or 0.0,
-                          checkpoint_write_s=self.policy.last_cost_s)  # fmt: skip
+            result.update(
+                checkpoint_reason=reason,
+                checkpoint_interval_s=self.policy.interval_s or 0.0,
+                checkpoint_write_s=self.policy.last_cost_s,
+            )
         return result
 
     def _send(self, result: dict[str, Any], checkpoint_dir: Optional[str]) -> None:
@@ -373,7 +428,9 @@ class TrialSession:
                 return True
             if not wait or time.time() > give_up_at_s:
                 if wait:
-                    log.error("trial %s: storage unreachable; finishing without its last checkpoint", self.context.trial_id)
+                    log.error(
+                        "trial %s: storage unreachable; finishing without its last checkpoint", self.context.trial_id
+                    )
                 return False
             self._hold(until_s=self.upload_retry_at_s)
 
@@ -382,29 +439,46 @@ class TrialSession:
             started = time.perf_counter()
             directory = Path(tempfile.mkdtemp(prefix="ckpt-", dir=self._dir))
             try:
-                meta = {"trial_id": self.context.trial_id, "progress": asdict(self.progress), "metrics": self.last_metrics,
-                        "reason": reason, "between_reports": between_reports, STEP_HOOK: self.hooked}  # fmt: skip
+                meta = {
+                    "trial_id": self.context.trial_id,
+                    "progress": asdict(self.progress),
+                    "metrics": self.last_metrics,
+                    "reason": reason,
+                    "between_reports": between_reports,
+                    STEP_HOOK: self.hooked,
+                }
                 rngs = self.backend.gather(ckpt.rng_state()) if self.cfg.rng else None  # each rank's draws differ
                 if self.context.is_main:  # the state is the same on every rank (data-parallel): rank 0 writes it
                     ckpt.write(directory, state, meta, rngs)
                 # A result that carries its checkpoint got through: no upload is failing any more.
-                self.backend.report({**self._result(between_reports, reason), "upload_failures": 0},
-                                    str(directory) if self.context.is_main else None)  # fmt: skip
+                self.backend.report(
+                    {**self._result(between_reports, reason), "upload_failures": 0},
+                    str(directory) if self.context.is_main else None,
+                )
             except (OSError, RuntimeError) as exc:  # pyarrow's S3 errors; Ray's "Unable to set up cluster storage"
                 self.upload_failures += 1
                 wait_s = min(UPLOAD_RETRY_MAX_S, UPLOAD_RETRY_S * 2 ** (self.upload_failures - 1))
                 self.upload_retry_at_s = time.time() + wait_s
-                log.warning("trial %s: checkpoint upload failed (%s); training goes on, retrying in %.0f s",
-                            self.context.trial_id, first_line(exc), wait_s)  # fmt: skip
+                log.warning(
+                    "trial %s: checkpoint upload failed (%s); training goes on, retrying in %.0f s",
+                    self.context.trial_id,
+                    first_line(exc),
+                    wait_s,
+                )
                 return False
             finally:
                 shutil.rmtree(directory, ignore_errors=True)
             if self.upload_failures:
-                log.warning("trial %s: checkpoint upload works again after %d failures", self.context.trial_id, self.upload_failures)
+                log.warning(
+                    "trial %s: checkpoint upload works again after %d failures",
+                    self.context.trial_id,
+                    self.upload_failures,
+                )
             self.upload_failures = 0
             self.policy.observe_cost(time.perf_counter() - started, notice_usable=self.hooked)
             self.checkpointed_at_s = self.progress.train_time_s
-            self.drain_checkpointed |= reason == "drain"  # decided after the notice was seen: it holds the state to keep
+            # decided after the notice was seen: it holds the state to keep
+            self.drain_checkpointed |= reason == "drain"
             self.deadline_checkpointed |= reason == "deadline"
             self.beat(force=True)
             return True
@@ -419,6 +493,12 @@ class TrialSession:
     def beat(self, force: bool = False, error: bool = False) -> None:
         if not self.context.is_main:
             return
-        record = {"node_id": self.context.node_id, "nodes": self.nodes, "world_size": self.context.world_size,
-                  "train_time_s": self.train_time_s(), "error": error, **self.progress.counters()}  # fmt: skip
+        record = {
+            "node_id": self.context.node_id,
+            "nodes": self.nodes,
+            "world_size": self.context.world_size,
+            "train_time_s": self.train_time_s(),
+            "error": error,
+            **self.progress.counters(),
+        }
         self.heartbeat.beat(record, force=force)

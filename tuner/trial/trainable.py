@@ -8,8 +8,9 @@ Ray Train ``TorchTrainer`` (``tuner.trial.elastic``). Either way the trainer see
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 from tuner.config import CheckpointConfig
 from tuner.spot.labels import TORCH_THREADS

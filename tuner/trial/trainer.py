@@ -19,8 +19,9 @@ import importlib
 import inspect
 import traceback
 import typing
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Callable, Mapping, Optional
+from typing import Any, Optional
 
 from tuner.config import ConfigError
 
@@ -99,7 +100,9 @@ def settings_for(fn: Callable[..., Any], workload: Mapping[str, Any], key: str =
         raise ConfigError(f"{key}: {exc}") from exc
 
 
-def keyword_settings(fn: Callable[..., Any], workload: Mapping[str, Any], key: str = "search.workload") -> dict[str, Any]:
+def keyword_settings(
+    fn: Callable[..., Any], workload: Mapping[str, Any], key: str = "search.workload"
+) -> dict[str, Any]:
     """``workload`` as the keywords of ``fn(config, *, ...)``: every key one it takes, every keyword without a
     default given."""
     signature = inspect.signature(fn)
@@ -110,7 +113,11 @@ def keyword_settings(fn: Callable[..., Any], workload: Mapping[str, Any], key: s
         if unknown:
             takes = ", ".join(p.name for p in params)
             raise ConfigError(f"{key}.{unknown[0]}: {name} takes no such keyword (it takes: {takes})")
-    missing = [p.name for p in params if p.kind == inspect.Parameter.KEYWORD_ONLY and p.default is p.empty and p.name not in workload]
+    missing = [
+        p.name
+        for p in params
+        if p.kind == inspect.Parameter.KEYWORD_ONLY and p.default is p.empty and p.name not in workload
+    ]
     if missing:
         raise ConfigError(f"{key}.{missing[0]} is missing: {name} needs it (a keyword without a default)")
     return dict(workload)

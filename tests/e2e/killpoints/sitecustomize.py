@@ -84,6 +84,7 @@ def _install() -> None:
 
         setattr(ProgressPrinter, name, hook)
 
+
 if POINT:
     os.environ.setdefault(PGID_ENV, str(os.getpgrp()))
     _install()
