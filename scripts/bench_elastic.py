@@ -39,11 +39,11 @@ import optuna
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from tests.tooling.traces import TraceInjector  # noqa: E402
 from tuner.cluster.launcher import load_launcher_config, worker_types  # noqa: E402
 from tuner.cluster.twin import LocalTwin, twin_config  # noqa: E402
 from tuner.config import ClusterConfig  # noqa: E402
 from tuner.plan.traces import cluster_events  # noqa: E402
-from tuner.testing.traces import TraceInjector  # noqa: E402
 
 TYPES = ("spot_g5", "spot_g6")
 SLOTS = {3: "spot_g5", 19: "spot_g6"}  # from tick 215: slot 3 up for 2.5 hours, slot 19 down from +20 to +63 min

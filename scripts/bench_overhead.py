@@ -34,10 +34,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from mlflow.tracking import MlflowClient  # noqa: E402
 
+from tests.tooling.searches import experiment  # noqa: E402
 from tuner.config import ClusterConfig, Config, TrackingConfig  # noqa: E402
 from tuner.run.build import load_space, scheduler  # noqa: E402
 from tuner.run.driver import execute  # noqa: E402
-from tuner.testing.searches import experiment  # noqa: E402
 from tuner.trial import checkpoint  # noqa: E402
 
 

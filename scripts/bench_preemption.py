@@ -26,11 +26,11 @@ from ray.cluster_utils import Cluster
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from tests.tooling.chaos import NodeChaos, ResultRecorder  # noqa: E402
+from tests.tooling.searches import experiment  # noqa: E402
 from tuner.cluster.twin import FAST_FAILURE_DETECTION  # noqa: E402
 from tuner.config import CheckpointConfig, ClusterConfig, RunSettings  # noqa: E402
 from tuner.run.driver import execute  # noqa: E402
-from tuner.testing.chaos import NodeChaos, ResultRecorder  # noqa: E402
-from tuner.testing.searches import experiment  # noqa: E402
 
 STEPS_PER_EPOCH = 45  # 1437 training images / 32
 

@@ -40,10 +40,10 @@ from typing import Any, Optional
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from tests.tooling.chaos import ResultRecorder  # noqa: E402
+from tests.tooling.searches import experiment  # noqa: E402
 from tuner.config import SCHEDULERS, Config  # noqa: E402
 from tuner.run.driver import execute  # noqa: E402
-from tuner.testing.chaos import ResultRecorder  # noqa: E402
-from tuner.testing.searches import experiment  # noqa: E402
 
 MAX_RATIO = 0.5
 Curve = list[tuple[float, float]]  # per epoch: (training seconds so far, val_acc)

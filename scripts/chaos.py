@@ -20,9 +20,9 @@ from ray.cluster_utils import Cluster
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from tests.tooling.chaos import node_chaos
+from tests.tooling.searches import experiment  # noqa: E402
 from tuner.config import RunSettings  # noqa: E402
-from tuner.testing.chaos import node_chaos
-from tuner.testing.searches import experiment  # noqa: E402
 
 
 def main() -> None:

@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from tests.conftest import BIN, REPO, free_port, stop, wait_for_port
-from tuner.testing.metadata import MetadataServer
+from tests.tooling.metadata import MetadataServer
 
 sys.path.insert(0, str(REPO / "scripts"))
 import aws_setup  # noqa: E402

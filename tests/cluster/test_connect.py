@@ -46,8 +46,8 @@ def test_servers_we_start_bind_loopback_only() -> None:
     even where a dead cluster's address file is left behind."""
     import ray
 
+    from tests.tooling.metadata import MetadataServer
     from tuner.cluster.connect import connect
-    from tuner.testing.metadata import MetadataServer
 
     port = 28265
     stale = Path("/tmp/ray/ray_current_cluster")  # what a killed `ray start` leaves: must not be joined

@@ -16,9 +16,9 @@ import pytest
 from ray.cluster_utils import Cluster
 
 from tests.e2e.test_cli import runs_of
+from tests.tooling.chaos import node_chaos
+from tests.tooling.searches import experiment
 from tuner.config import RunSettings, StorageConfig, TrackingConfig
-from tuner.testing.chaos import node_chaos
-from tuner.testing.searches import experiment
 
 pytestmark = pytest.mark.slow
 

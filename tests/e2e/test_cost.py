@@ -14,6 +14,7 @@ from ray.cluster_utils import Cluster
 
 from tests.conftest import REPO
 from tests.e2e.test_cli import runs_of
+from tests.tooling.searches import experiment
 from tuner.config import (
     BudgetConfig,
     ClusterConfig,
@@ -23,7 +24,6 @@ from tuner.config import (
 )
 from tuner.run.driver import execute
 from tuner.spot.labels import INSTANCE_TYPE, MARKET, REGION, ZONE
-from tuner.testing.searches import experiment
 
 pytestmark = pytest.mark.slow
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import cli_env, run_cli
-from tuner.testing.chaos import nodes_in_use
+from tests.tooling.chaos import nodes_in_use
 
 pytestmark = pytest.mark.slow
 

@@ -20,12 +20,12 @@ from mlflow.tracking import MlflowClient
 
 from tests.conftest import REPO, cli_env
 from tests.e2e.test_cli import runs_of
+from tests.tooling.traces import TraceInjector
 from tuner.cluster.launcher import load_launcher_config
 from tuner.cluster.twin import HEAD_TYPE, LocalTwin, twin_config
 from tuner.config import CampaignProfile, ClusterConfig, StrategyConfig
 from tuner.plan.simulate import replay
 from tuner.plan.traces import Market, ZoneTrace, cluster_events
-from tuner.testing.traces import TraceInjector
 
 pytestmark = pytest.mark.slow
 

@@ -18,11 +18,11 @@ import pytest
 import ray
 from ray.cluster_utils import Cluster
 
+from tests.tooling.chaos import NodeChaos, ResultRecorder, deadline_saved
+from tests.tooling.searches import experiment
 from tuner.config import CheckpointConfig, ClusterConfig, Config, RunSettings
 from tuner.run.driver import execute
 from tuner.spot import drain
-from tuner.testing.chaos import NodeChaos, ResultRecorder, deadline_saved
-from tuner.testing.searches import experiment
 from tuner.trial.heartbeat import EVERY_S as HEARTBEAT_EVERY_S
 
 pytestmark = pytest.mark.slow

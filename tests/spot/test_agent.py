@@ -8,10 +8,10 @@ import time
 import pytest
 
 from tests.conftest import free_port
+from tests.tooling.metadata import MetadataServer as FakeMetadata
 from tuner.spot import notices
 from tuner.spot.agent import Agent
 from tuner.spot.notices import MetadataError, MetadataUnavailable, make_source
-from tuner.testing.metadata import MetadataServer as FakeMetadata
 
 
 @pytest.fixture(params=["aws", "gcp", "azure"])

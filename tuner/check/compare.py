@@ -12,7 +12,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-from tuner.trial.runtime import CHECKPOINT_ONLY, STEP_HOOK, user_metrics
+from tuner.result_keys import CHECKPOINT_ONLY, LOST_WORK_S, PREEMPTIONS, RECOVERY_S, STEP_HOOK, TRAIN_TIME_S
+from tuner.trial.runtime import user_metrics
 
 # A cloud's notice lead time: what a checkpoint write (plus the drain poll) must fit in.
 NOTICE_LEAD_S = {"AWS": 120.0, "GCP": 30.0, "Azure": 30.0}
@@ -117,14 +118,14 @@ def loss_of(results: Sequence[Mapping[str, Any]], time_attr: str) -> Loss:
     mean speed), recovery time and preemptions counted."""
     rows = reports(results)
     final = rows[-1] if rows else {}
-    trained_s, done = float(final.get("train_time_s", 0.0)), float(final.get(time_attr, 0.0))
-    lost_s = float(final.get("lost_work_s", 0.0))
+    trained_s, done = float(final.get(TRAIN_TIME_S, 0.0)), float(final.get(time_attr, 0.0))
+    lost_s = float(final.get(LOST_WORK_S, 0.0))
     per_unit_s = trained_s / done if done else math.inf
     return Loss(
         lost_s,
         lost_s / per_unit_s if per_unit_s else 0.0,
-        float(final.get("recovery_s", 0.0)),
-        int(final.get("preemptions", 0)),
+        float(final.get(RECOVERY_S, 0.0)),
+        int(final.get(PREEMPTIONS, 0)),
     )
 
 

@@ -39,6 +39,7 @@ from tuner.config import (
     TrackingConfig,
     TuneSettings,
 )
+from tuner.result_keys import CHECKPOINT_WRITE_S, NODE_GROUP, NODE_ID, TRAIN_TIME_S
 from tuner.run.build import load_space
 from tuner.trial import checkpoint
 from tuner.trial.heartbeat import wait_trained_past
@@ -176,13 +177,13 @@ class Checker:
                 hit = _wait(done, at(self.settings.check.notice_at))
                 if hit is not None:
                     run.fault_at = float(hit[time_attr])
-                    self.twin.reclaim(hit["node_id"], hit["node_group"], notice_s=self.settings.check.notice_s)
+                    self.twin.reclaim(hit[NODE_ID], hit[NODE_GROUP], notice_s=self.settings.check.notice_s)
             elif kind == "kill":
                 hit = _wait(done, at(self.settings.check.kill_at))
                 if hit is not None:
                     run.fault_at = float(hit[time_attr])
-                    wait_trained_past(hit["trial_id"], float(hit["train_time_s"]), lambda: not done.is_set())
-                    self.twin.reclaim(hit["node_id"], hit["node_group"])
+                    wait_trained_past(hit["trial_id"], float(hit[TRAIN_TIME_S]), lambda: not done.is_set())
+                    self.twin.reclaim(hit[NODE_ID], hit[NODE_GROUP])
             stopped = _wait(
                 done,
                 lambda: next(
@@ -190,7 +191,7 @@ class Checker:
                         r
                         for r in reports(recorder.results)
                         if (until is not None and float(r.get(time_attr, 0)) >= until)
-                        or (stop_after_s is not None and float(r.get("train_time_s", 0)) >= stop_after_s)
+                        or (stop_after_s is not None and float(r.get(TRAIN_TIME_S, 0)) >= stop_after_s)
                     ),
                     None,
                 ),
@@ -229,7 +230,7 @@ def newest_state(storage: Path) -> tuple[Any, int]:
 
 def write_time_s(results: Sequence[Mapping[str, Any]]) -> float:
     """The slowest checkpoint write the platform measured in a run."""
-    return max((float(r.get("checkpoint_write_s", 0.0)) for r in results), default=0.0)
+    return max((float(r.get(CHECKPOINT_WRITE_S, 0.0)) for r in results), default=0.0)
 
 
 def scratch() -> Path:
@@ -279,7 +280,7 @@ def run_check(settings: CheckConfig) -> int:
             )
             return 2
         until = float(rows[-1][time_attr]) if budget else None
-        trained_s = float(rows[-1].get("train_time_s", 0.0))
+        trained_s = float(rows[-1].get(TRAIN_TIME_S, 0.0))
         left_s = (1 - max(settings.check.notice_at, settings.check.kill_at)) * trained_s
         if left_s < MIN_AFTER_FAULT_S:
             print(

@@ -39,7 +39,6 @@ from tuner.config.platform import (
 )
 from tuner.config.report import ReportConfig
 from tuner.config.search import (
-    LEDGER_OBJECTIVES,
     SAMPLERS,
     SCHEDULERS,
     ResourcesConfig,
@@ -49,7 +48,6 @@ from tuner.config.search import (
 )
 
 __all__ = [
-    "LEDGER_OBJECTIVES",
     "SAMPLERS",
     "SCHEDULERS",
     "BudgetConfig",

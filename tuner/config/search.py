@@ -11,13 +11,11 @@ from omegaconf import MISSING
 from tuner.config.base import require
 from tuner.config.space import parameters
 from tuner.config.targets import builds
+from tuner.result_keys import ITERATION
 
 MODES = ("min", "max")
 # Passed by the driver from the search itself (metric, mode, time_attr, max_t), never set in a scheduler node.
 FROM_SEARCH = ("metric", "mode", "time_attr", "max_t")
-# Objectives the driver's cost ledger adds to each result of a search that optimises them (the
-# ledger is the one pricing authority; a trainer may not report these keys itself).
-LEDGER_OBJECTIVES = ("cost_usd", "gpu_hours")
 
 # Selectable with search/scheduler=NAME and search/searcher=NAME (conf/config.yaml picks the defaults).
 SCHEDULERS: dict[str, type] = {
@@ -105,10 +103,10 @@ class SearchConfig:
     metric: str = MISSING  # a key the trainer reports; what the searcher and scheduler optimise
     mode: str = MISSING  # min | max
     # Further objectives {key: min|max} for a multi-objective sampler (nsga2, tpe, gp, random, qmc):
-    # keys the trainer reports, or the ledger's (LEDGER_OBJECTIVES). The metric
+    # keys the trainer reports, or the ledger's (tuner.result_keys.LEDGER_OBJECTIVES). The metric
     # stays the primary: early stopping, the best trial and the console follow it.
     objectives: dict[str, str] = field(default_factory=dict)
-    time_attr: str = "iteration"  # the trainer's progress key (the scheduler's time); iteration = reports so far
+    time_attr: str = ITERATION  # the trainer's progress key (the scheduler's time); iteration = reports so far
     max_t: int = MISSING  # a trial's budget in time_attr units: its last report has time_attr >= max_t
     workload: Any = field(default_factory=dict)  # the trainer's settings (typed when it declares a dataclass)
     tune: TuneSettings = field(default_factory=TuneSettings)

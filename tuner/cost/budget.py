@@ -8,8 +8,8 @@ from typing import Any
 from ray.tune.stopper import Stopper
 
 from tuner.cost.ledger import CostLedger
+from tuner.result_keys import CHECKPOINT_ONLY
 from tuner.text import usd
-from tuner.trial.runtime import CHECKPOINT_ONLY
 
 log = logging.getLogger(__name__)
 

@@ -31,6 +31,7 @@ from ray.tune import Callback
 from ray.tune.experiment import Trial
 
 from tuner.cluster.autoscaler import AutoscalerConfig
+from tuner.result_keys import TRAIN_TIME_S
 
 log = logging.getLogger(__name__)
 
@@ -126,8 +127,8 @@ class CapacityGate(Callback):
         self, iteration: int, trials: list[Trial], trial: Trial, result: dict[str, Any], **info: Any
     ) -> None:
         reached = float(result.get(self.time_attr, 0) or 0)
-        if reached > 0 and result.get("train_time_s"):
-            self.unit_s[trial.trial_id] = float(result["train_time_s"]) / reached
+        if reached > 0 and result.get(TRAIN_TIME_S):
+            self.unit_s[trial.trial_id] = float(result[TRAIN_TIME_S]) / reached
 
     def on_step_end(self, iteration: int, trials: list[Trial], **info: Any) -> None:
         now = self.clock()

@@ -31,9 +31,28 @@ from typing import Any, Optional
 from ray.tune import Callback
 from ray.tune.experiment import Trial
 
-from tuner.config import LEDGER_OBJECTIVES, CostConfig, SearchConfig
+from tuner.config import CostConfig, SearchConfig
 from tuner.cost.pricing import PriceSource, integrate_usd, node_share
-from tuner.trial.runtime import CHECKPOINT_ONLY, WORKER_NODES
+from tuner.result_keys import (
+    ATTEMPT_STARTED_S,
+    CHECKPOINT_ONLY,
+    COST_USD,
+    GPU_HOURS,
+    INSTANCE_TYPE,
+    LEDGER_OBJECTIVES,
+    LOST_WORK_COST_USD,
+    LOST_WORK_S,
+    MARKET,
+    NODE_ID,
+    ON_DEMAND_COST_USD,
+    PREEMPTIONS,
+    REGION,
+    SAVINGS_PCT,
+    WALL_S,
+    WORKER_NODES,
+    WORLD_SIZE,
+    ZONE,
+)
 
 log = logging.getLogger(__name__)
 
@@ -186,26 +205,26 @@ class CostLedger(Callback):
 
     def _interval(self, result: dict[str, Any], workers: int = 1) -> Interval:
         """A stay of ``workers`` of the trial's workers on the node ``result`` describes."""
-        itype = result.get("instance_type") or ""
+        itype = result.get(INSTANCE_TYPE) or ""
         assumed = not itype
         if assumed:
             itype, market, region, zone = self.cfg.assumed_instance_type, self.cfg.assumed_market, self.region, ""
         else:
-            market, zone = result.get("market") or "on-demand", result.get("zone") or ""
-            region = result.get("region") or self.region
+            market, zone = result.get(MARKET) or "on-demand", result.get(ZONE) or ""
+            region = result.get(REGION) or self.region
         shape = self.prices.shape(itype)
         gpus = shape.gpus if shape is not None else 0.0
         share = 1.0 if assumed else node_share(self.resources.cpu, self.resources.gpu, shape)
         self.assumed_used |= assumed
-        start = float(result.get("attempt_started_s", result["wall_s"]))
+        start = float(result.get(ATTEMPT_STARTED_S, result[WALL_S]))
         return Interval(
-            result["node_id"],
+            result[NODE_ID],
             itype,
             market,
             region,
             zone,
             start,
-            float(result["wall_s"]),
+            float(result[WALL_S]),
             min(share * workers, 1.0),
             gpus,
             assumed,
@@ -213,11 +232,11 @@ class CostLedger(Callback):
 
     def _stays(self, ledger: TrialLedger, result: dict[str, Any]) -> list[Interval]:
         """The intervals of the attempt this result comes from: one per node its workers ran on."""
-        attempt = str(result.get("attempt_started_s", 0))
+        attempt = str(result.get(ATTEMPT_STARTED_S, 0))
         if attempt not in ledger.attempts:
-            workers = str(result.get(WORKER_NODES) or result["node_id"]).split(",")
+            workers = str(result.get(WORKER_NODES) or result[NODE_ID]).split(",")
             for node in dict.fromkeys(workers):
-                where = result if node == result["node_id"] else {**result, "node_id": node, **self.node_labels(node)}
+                where = result if node == result[NODE_ID] else {**result, NODE_ID: node, **self.node_labels(node)}
                 ledger.intervals[f"{node}@{attempt}"] = self._interval(where, workers.count(node))
             ledger.attempts[attempt] = [f"{node}@{attempt}" for node in dict.fromkeys(workers)]
         return [ledger.intervals[key] for key in ledger.attempts[attempt]]
@@ -225,22 +244,22 @@ class CostLedger(Callback):
     def on_trial_result(
         self, iteration: int, trials: list[Trial], trial: Trial, result: dict[str, Any], **info: Any
     ) -> None:
-        if "wall_s" not in result or "node_id" not in result:
+        if WALL_S not in result or "node_id" not in result:
             return
         ledger = self.trials.setdefault(trial.trial_id, TrialLedger())
-        attempt = str(result.get("attempt_started_s", 0))
+        attempt = str(result.get(ATTEMPT_STARTED_S, 0))
         stays = self._stays(ledger, result)
         for interval in stays:
-            interval.end_s = max(interval.end_s, float(result["wall_s"]))
+            interval.end_s = max(interval.end_s, float(result[WALL_S]))
         previous = ledger.intervals_of(ledger.last_attempt) if ledger.last_attempt not in (None, attempt) else []
-        lost = float(result.get("lost_work_s", 0.0))  # worker-seconds
+        lost = float(result.get(LOST_WORK_S, 0.0))  # worker-seconds
         if lost > ledger.lost_work_s and previous:
-            extra_s = (lost - ledger.lost_work_s) / max(int(result.get("world_size", 1)), 1)
+            extra_s = (lost - ledger.lost_work_s) / max(int(result.get(WORLD_SIZE, 1)), 1)
             for interval in previous:  # the redone work ran (and was paid) there
                 interval.end_s += extra_s
                 interval.lost_s += extra_s
         ledger.lost_work_s = max(ledger.lost_work_s, lost)
-        preemptions = int(result.get("preemptions", ledger.preemptions))
+        preemptions = int(result.get(PREEMPTIONS, ledger.preemptions))
         if preemptions > ledger.preemptions and previous:
             for interval in previous:
                 interval.preempted = True
@@ -283,9 +302,9 @@ class CostLedger(Callback):
     def trial_metrics(self, trial_id: str) -> dict[str, float]:
         cost, ledger = self.cost_of(trial_id), self.trials.get(trial_id, TrialLedger())
         metrics = {
-            "gpu_hours": cost.gpu_hours,
-            "preemptions": float(ledger.preemptions),
-            "lost_work_s": ledger.lost_work_s,
+            GPU_HOURS: cost.gpu_hours,
+            PREEMPTIONS: float(ledger.preemptions),
+            LOST_WORK_S: ledger.lost_work_s,
         }
         if cost.priced:
             metrics.update(
@@ -314,12 +333,12 @@ class CostLedger(Callback):
         spot = sum(c.cost_usd for c in priced)
         on_demand = sum(c.on_demand_cost_usd for c in priced)
         totals = {
-            "cost_usd": spot,
-            "on_demand_cost_usd": on_demand,
-            "savings_pct": 100.0 * (1 - spot / on_demand) if on_demand > 0 else 0.0,
-            "lost_work_cost_usd": sum(c.lost_work_cost_usd for c in priced),
-            "gpu_hours": sum(c.gpu_hours for c in costs.values()),
-            "preemptions": float(sum(t.preemptions for t in self.trials.values())),
+            COST_USD: spot,
+            ON_DEMAND_COST_USD: on_demand,
+            SAVINGS_PCT: 100.0 * (1 - spot / on_demand) if on_demand > 0 else 0.0,
+            LOST_WORK_COST_USD: sum(c.lost_work_cost_usd for c in priced),
+            GPU_HOURS: sum(c.gpu_hours for c in costs.values()),
+            PREEMPTIONS: float(sum(t.preemptions for t in self.trials.values())),
             "unpriced_trials": float(len(costs) - len(priced)),
         }
         node_cost = 0.0 if self.assumed_used else self._node_cost()  # one assumed node per trial: no sharing
@@ -365,8 +384,8 @@ class CostLedger(Callback):
                 "unit",
                 "progress",
                 "preempted",
-                "cost_usd",
-                "on_demand_cost_usd",
+                COST_USD,
+                ON_DEMAND_COST_USD,
             ]
         )
         for trial_id, ledger in sorted(self.trials.items()):
@@ -403,7 +422,7 @@ class CostLedger(Callback):
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
-        from tuner.report import pareto
+        from tuner import pareto
 
         points = {t: (self.cost_of(t), ledger.best) for t, ledger in self.trials.items() if ledger.best is not None}
         points = {t: (c, best) for t, (c, best) in points.items() if c.priced}

@@ -46,6 +46,7 @@ from tuner.config import ConfigError, PlacementConfig
 from tuner.cost import price_guard
 from tuner.cost.fallback import worker_types_by_market
 from tuner.cost.pricing import PriceSource, current_spot, node_share
+from tuner.result_keys import ATTEMPT_STARTED_S, NODE_GROUP, TRAIN_TIME_S
 from tuner.spot.labels import INSTANCE_TYPE
 from tuner.text import usd
 
@@ -207,16 +208,16 @@ class Placement(Callback):
     def on_trial_result(
         self, iteration: int, trials: list[Trial], trial: Trial, result: dict[str, Any], **info: Any
     ) -> None:
-        node_type = result.get("node_group")
-        if not node_type or self.time_attr not in result or "train_time_s" not in result:
+        node_type = result.get(NODE_GROUP)
+        if not node_type or self.time_attr not in result or TRAIN_TIME_S not in result:
             return
         self.short.discard(node_type)
         self.throughput.observe(
             trial.trial_id,
             trial.config,
             node_type,
-            str(result.get("attempt_started_s", "")),
-            float(result["train_time_s"]),
+            str(result.get(ATTEMPT_STARTED_S, "")),
+            float(result[TRAIN_TIME_S]),
             float(result[self.time_attr]),
         )
 

@@ -24,6 +24,7 @@ from tuner.config import ReportConfig
 from tuner.report import render
 from tuner.report.aggregate import Report, build
 from tuner.report.collect import collect
+from tuner.result_keys import COST_USD, ON_DEMAND_COST_USD, SAVINGS_PCT
 
 
 def log_to_mlflow(cfg: ReportConfig, report: Report, files: list[str]) -> Optional[str]:
@@ -34,9 +35,9 @@ def log_to_mlflow(cfg: ReportConfig, report: Report, files: list[str]) -> Option
     client = MlflowClient(tracking_uri=cfg.tracking.tracking_uri)
     run = client.create_run(experiment_id(client, cfg.tracking), run_name=f"report-{time.strftime('%Y-%m-%d_%H-%M')}")
     metrics = {
-        "cost_usd": report.cost_usd,
-        "on_demand_cost_usd": report.on_demand_usd,
-        "savings_pct": report.savings_pct,
+        COST_USD: report.cost_usd,
+        ON_DEMAND_COST_USD: report.on_demand_usd,
+        SAVINGS_PCT: report.savings_pct,
         "monthly_usd": report.monthly_usd,
         "monthly_on_demand_usd": report.monthly_on_demand_usd,
         "searches": float(len(report.searches)),

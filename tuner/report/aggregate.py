@@ -13,16 +13,17 @@ from typing import Optional
 import pandas as pd
 
 from tuner.report.collect import SECONDS_PER_DAY, Search
+from tuner.result_keys import COST_USD, ON_DEMAND_COST_USD, PREEMPTIONS
 
 DAYS_PER_MONTH = 30.0
 ANY_ZONE = "*"  # a type's rate over all its zones
-RATE_COLUMNS = ["instance_type", "zone", "nodes", "node_hours", "preemptions", "per_node_hour"]
+RATE_COLUMNS = ["instance_type", "zone", "nodes", "node_hours", PREEMPTIONS, "per_node_hour"]
 COST_COLUMNS = [
     "instance_type",
     "unit",
     "trials",
     "progress",
-    "cost_usd",
+    COST_USD,
     "on_demand_usd",
     "per_unit_usd",
     "per_trial_usd",
@@ -60,8 +61,8 @@ def _typed(rows: pd.DataFrame) -> pd.DataFrame:
         type=rows["instance_type"].where(~flagged, rows["instance_type"] + " (assumed)"),
         zone=rows["zone"].fillna("-").replace("", "-"),
         preempted=rows["preempted"].astype(str) == "True",
-        cost_usd=pd.to_numeric(rows["cost_usd"], errors="coerce"),
-        on_demand_cost_usd=pd.to_numeric(rows["on_demand_cost_usd"], errors="coerce"),
+        cost_usd=pd.to_numeric(rows[COST_USD], errors="coerce"),
+        on_demand_cost_usd=pd.to_numeric(rows[ON_DEMAND_COST_USD], errors="coerce"),
     )
 
 
@@ -87,7 +88,7 @@ def rates(rows: pd.DataFrame, min_node_hours: float) -> pd.DataFrame:
 
     table = pd.concat([per(["instance_type", "zone"]), per(["instance_type"]).assign(zone=ANY_ZONE)], ignore_index=True)
     hours = table["node_hours"]
-    table["per_node_hour"] = (table["preemptions"] / hours.where(hours > 0)).fillna(0.0)
+    table["per_node_hour"] = (table[PREEMPTIONS] / hours.where(hours > 0)).fillna(0.0)
     table["sample"] = (hours < min_node_hours).map({True: "small", False: "ok"})
     table = table.sort_values(["zone"], key=lambda z: z == ANY_ZONE, kind="stable")
     return table[[*RATE_COLUMNS, "sample"]].reset_index(drop=True)
@@ -103,14 +104,14 @@ def costs(rows: pd.DataFrame) -> pd.DataFrame:
         .agg(
             trials=("trial", "nunique"),
             progress=("progress", "sum"),
-            cost_usd=("cost_usd", "sum"),
-            on_demand_usd=("on_demand_cost_usd", "sum"),
+            cost_usd=(COST_USD, "sum"),
+            on_demand_usd=(ON_DEMAND_COST_USD, "sum"),
         )
         .reset_index()
         .rename(columns={"type": "instance_type"})
     )
-    table["per_unit_usd"] = table["cost_usd"] / table["progress"].where(table["progress"] > 0)
-    table["per_trial_usd"] = table["cost_usd"] / table["trials"]
+    table["per_unit_usd"] = table[COST_USD] / table["progress"].where(table["progress"] > 0)
+    table["per_trial_usd"] = table[COST_USD] / table["trials"]
     return table[COST_COLUMNS]
 
 
@@ -122,11 +123,9 @@ def build(
     window_days: Optional[float] = None,
 ) -> Report:
     typed = (
-        _typed(rows)
-        if not rows.empty
-        else pd.DataFrame(columns=["run_id", "trial_id", "cost_usd", "on_demand_cost_usd"])
+        _typed(rows) if not rows.empty else pd.DataFrame(columns=["run_id", "trial_id", COST_USD, ON_DEMAND_COST_USD])
     )
-    by_search = typed.groupby("run_id")[["cost_usd", "on_demand_cost_usd"]].sum().reindex([s.run_id for s in searches])
+    by_search = typed.groupby("run_id")[[COST_USD, ON_DEMAND_COST_USD]].sum().reindex([s.run_id for s in searches])
     trials = typed[["run_id", "trial_id"]].drop_duplicates().shape[0]
     if window_days is not None:
         span_days = window_days
@@ -140,8 +139,8 @@ def build(
         costs(typed),
         by_search.fillna(0.0),
         trials,
-        float(typed["cost_usd"].sum()),
-        float(typed["on_demand_cost_usd"].sum()),
+        float(typed[COST_USD].sum()),
+        float(typed[ON_DEMAND_COST_USD].sum()),
         max(span_days, min_projection_days),
         min_node_hours,
     )

@@ -13,6 +13,7 @@ from typing import Any
 import pandas as pd
 
 from tuner.report.aggregate import ANY_ZONE, RATE_COLUMNS, Report
+from tuner.result_keys import COST_USD, ON_DEMAND_COST_USD, PREEMPTIONS
 from tuner.text import table, usd
 
 RATES_CSV = "interruption_rates.csv"
@@ -36,7 +37,7 @@ def rate_rows(report: Report) -> pd.DataFrame:
 
 
 def cost_rows(report: Report) -> pd.DataFrame:
-    money = ["cost_usd", "on_demand_usd", "per_unit_usd", "per_trial_usd"]
+    money = [COST_USD, "on_demand_usd", "per_unit_usd", "per_trial_usd"]
     return report.costs.assign(
         **{c: report.costs[c].map(lambda v: usd(None if pd.isna(v) else v)) for c in money},
         progress=report.costs["progress"].map("{:g}".format),
@@ -89,7 +90,7 @@ def plots(report: Report) -> dict[str, bytes]:
     bars = ax.bar(
         [f"{t}\n{z}" for t, z in zip(zoned["instance_type"], zoned["zone"])], zoned["per_node_hour"], color=colors
     )
-    for bar, (n, h) in zip(bars, zip(zoned["preemptions"], zoned["node_hours"])):
+    for bar, (n, h) in zip(bars, zip(zoned[PREEMPTIONS], zoned["node_hours"])):
         ax.annotate(
             f"{n} in {h:.2g} h",
             (bar.get_x() + bar.get_width() / 2, bar.get_height()),
@@ -104,8 +105,8 @@ def plots(report: Report) -> dict[str, bytes]:
     fig, ax = plt.subplots(figsize=(8, 4))
     searches, per = report.searches, report.by_search
     times = [datetime.fromtimestamp(t) for t in [s.start_s for s in searches[:1]] + [s.end_s for s in searches]]
-    spot = [0.0, *per["cost_usd"].cumsum()][: len(times)]
-    od = [0.0, *per["on_demand_cost_usd"].cumsum()][: len(times)]
+    spot = [0.0, *per[COST_USD].cumsum()][: len(times)]
+    od = [0.0, *per[ON_DEMAND_COST_USD].cumsum()][: len(times)]
     ax.step(times, od, where="post", color="0.5", label="on-demand")
     ax.step(times, spot, where="post", color="tab:blue", label="spot (paid)")
     ax.fill_between(times, spot, od, step="post", color="tab:green", alpha=0.2, label="saved")
@@ -116,7 +117,7 @@ def plots(report: Report) -> dict[str, bytes]:
     save("cost_over_time.png", fig)
 
     fig, ax = plt.subplots(figsize=(8, 4))
-    pct = (100.0 * (1 - per["cost_usd"] / per["on_demand_cost_usd"].where(per["on_demand_cost_usd"] > 0))).fillna(0.0)
+    pct = (100.0 * (1 - per[COST_USD] / per[ON_DEMAND_COST_USD].where(per[ON_DEMAND_COST_USD] > 0))).fillna(0.0)
     ax.bar([f"{s.experiment}\n{s.run_id[:6]}" for s in searches], pct, color="tab:green")
     ax.axhline(report.savings_pct, color="k", linestyle="--", label=f"all searches: {report.savings_pct:.1f}%")
     ax.set_ylabel("saved vs on-demand (%)")

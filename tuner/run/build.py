@@ -9,11 +9,12 @@ import os
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from tuner.config import LEDGER_OBJECTIVES, Config, ConfigError, SearchConfig
+from tuner.config import Config, ConfigError, SearchConfig
 from tuner.config.space import space_function
+from tuner.result_keys import LEDGER_OBJECTIVES, PLATFORM_KEYS
 from tuner.spot.labels import MARKET
-from tuner.trial.runtime import PLATFORM_KEYS, Objective
-from tuner.trial.trainable import TrialSpec
+from tuner.trial.attempt import TrialSpec
+from tuner.trial.runtime import Objective
 
 SPOT = {MARKET: "spot"}  # a multi-worker trial's workers: on spot capacity
 NOT_SPOT = {MARKET: "!in(spot)"}  # its coordinator: the head or an on-demand worker

@@ -15,14 +15,16 @@ from ray.tune import Callback
 from ray.tune.experiment import Trial
 
 from tuner.config import SearchConfig
-from tuner.text import fmt, params, usd
-from tuner.trial.runtime import (
+from tuner.result_keys import (
     CHECKPOINT_ONLY,
-    NOTICE_REASONS,
+    CHECKPOINT_REASON,
     REPORTED_AGAIN,
     STEP_HOOK,
-    user_metrics,
+    TRAIN_TIME_S,
+    UPLOAD_FAILURES,
 )
+from tuner.text import fmt, params, usd
+from tuner.trial.runtime import NOTICE_REASONS, user_metrics
 from tuner.trial.trainer import summary_from_error_text
 
 SHOWN_METRICS = 3  # besides the search's metric
@@ -105,7 +107,7 @@ class ProgressPrinter(Callback):
         metrics = user_metrics(result)
         value = metrics.get(self.metric)
         others = [k for k in metrics if k not in (self.metric, self.time_attr)][:SHOWN_METRICS]
-        trained = float(result.get("train_time_s", 0.0))
+        trained = float(result.get(TRAIN_TIME_S, 0.0))
         took = trained - self._trained_s.get(trial.trial_id, 0.0)
         self._trained_s[trial.trial_id] = trained
         if result.get(REPORTED_AGAIN):  # nothing was trained for it: it comes from the restored checkpoint
@@ -115,7 +117,7 @@ class ProgressPrinter(Callback):
                 "(saved, but its result never reached the driver)",
             )
             return
-        notice = result.get("checkpoint_reason") if result.get("checkpoint_reason") in NOTICE_REASONS else None
+        notice = result.get(CHECKPOINT_REASON) if result.get(CHECKPOINT_REASON) in NOTICE_REASONS else None
         self._print(
             trial,
             f"{progress}  {self.metric} {fmt(value)}  "
@@ -126,10 +128,10 @@ class ProgressPrinter(Callback):
 
     def _upload_state(self, trial: Trial, result: dict[str, Any]) -> None:
         """Say once when a trial's checkpoints stop reaching storage, and once when they do again."""
-        if result.get("upload_failures") and trial.trial_id not in self._upload_failing:
+        if result.get(UPLOAD_FAILURES) and trial.trial_id not in self._upload_failing:
             self._upload_failing.add(trial.trial_id)
             self._print(trial, "WARNING checkpoint upload failed: storage unreachable? training goes on, retrying")
-        elif not result.get("upload_failures") and trial.trial_id in self._upload_failing:
+        elif not result.get(UPLOAD_FAILURES) and trial.trial_id in self._upload_failing:
             self._upload_failing.discard(trial.trial_id)
             self._print(trial, f"checkpoint upload works again (at {self.time_attr} {result.get(self.time_attr)})")
 

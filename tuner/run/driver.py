@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from tuner.config import Config, ConfigError
+from tuner.result_keys import COST_USD, TRAIN_TIME_S
 from tuner.text import usd
 
 EXIT_TRIALS_FAILED = 1  # unless run.allow_failed_trials (as legacy tune.run's raise_on_failed_trial=False)
@@ -47,7 +48,7 @@ def pareto_front(results: Any, settings: Config) -> tuple[dict[str, dict[str, fl
     """A multi-objective search's objective values per trial that trained its whole budget (its last
     result: what the searcher was told; an early-stopped trial's are not comparable) and the trials on
     their Pareto front; both empty for a single-objective search."""
-    from tuner.report import pareto
+    from tuner import pareto
     from tuner.run.search import full_budget_values
 
     search = settings.search
@@ -97,9 +98,9 @@ def summarize(
             "trial": r.metrics["trial_id"],
             **({"pareto": "*" if r.metrics["trial_id"] in front else ""} if front else {}),
             best_key: best(r),
-            **{k: r.metrics.get(k) for k in search.objectives if k != "cost_usd"},  # cost: its own columns
+            **{k: r.metrics.get(k) for k in search.objectives if k != COST_USD},  # cost: its own columns
             search.time_attr: r.metrics.get(search.time_attr),
-            "train_s": r.metrics.get("train_time_s"),
+            "train_s": r.metrics.get(TRAIN_TIME_S),
             **cost_columns(ledger, r.metrics["trial_id"]),
             **r.config,
         }

@@ -23,6 +23,8 @@ import optuna
 from ray.tune.experiment import Trial
 from ray.tune.search import Searcher, SearchGenerator
 
+from tuner.result_keys import ITERATION
+
 log = logging.getLogger(__name__)
 
 Space = Callable[[optuna.Trial], Optional[dict[str, Any]]]
@@ -73,7 +75,7 @@ class OptunaSearcher(Searcher):
         modes: Sequence[str],
         sampler: Any,
         max_concurrent: int,
-        time_attr: str = "iteration",
+        time_attr: str = ITERATION,
         max_t: float = 0.0,
     ) -> None:
         super().__init__(metric=metrics[0], mode=modes[0])

@@ -23,9 +23,22 @@ from ray.tune import Callback
 from ray.tune.experiment import Trial
 
 from tuner.config import TrackingConfig
+from tuner.result_keys import (
+    CHECKPOINT_INTERVAL_S,
+    CHECKPOINT_ONLY,
+    COST_USD,
+    LOST_WORK_S,
+    ON_DEMAND_COST_USD,
+    PREEMPTIONS,
+    RECOVERY_S,
+    RESTARTS,
+    SAVINGS_PCT,
+    TRAIN_TIME_S,
+    WALL_S,
+)
 from tuner.run.storage import checkpoint_uri
 from tuner.text import fmt
-from tuner.trial.runtime import CHECKPOINT_ONLY, user_metrics
+from tuner.trial.runtime import user_metrics
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +52,7 @@ UI_DEFAULT_URL = "http://127.0.0.1:5000"  # mlflow ui's default host and port
 TRIALS_TABLE = "trials.html"  # on the parent run: every trial's objectives, cost, savings, preemptions
 FRONT_ROW_COLOUR = "#ffd2d2"  # the Pareto front's rows in the trials table
 TAG_PARETO = "tuner.pareto"  # "true" on the runs of a multi-objective search's Pareto front
-PLATFORM_METRICS = ("preemptions", "restarts", "lost_work_s", "recovery_s", "checkpoint_interval_s", "train_time_s")
+PLATFORM_METRICS = (PREEMPTIONS, RESTARTS, LOST_WORK_S, RECOVERY_S, CHECKPOINT_INTERVAL_S, TRAIN_TIME_S)
 
 
 def _numeric(result: dict[str, Any]) -> dict[str, float]:
@@ -241,7 +254,7 @@ class MLflowTracker(Callback):
         from mlflow.entities import Metric
 
         step = int(result.get(self.time_attr, result.get("training_iteration", 0)))
-        ts = int(result.get("wall_s", result.get("timestamp", 0)) * 1000)  # Tune's timestamp is whole seconds
+        ts = int(result.get(WALL_S, result.get("timestamp", 0)) * 1000)  # Tune's timestamp is whole seconds
         metrics = [Metric(k, v, ts, step) for k, v in _numeric(result).items()]
         self._submit("log metrics", trial, lambda rid: self.client.log_batch(rid, metrics=metrics))
 
@@ -332,7 +345,7 @@ class MLflowTracker(Callback):
         """Every trial of the search in one HTML table, a Pareto front first: what a comparison needs."""
         import pandas as pd
 
-        columns = ["cost_usd", "on_demand_cost_usd", "savings_pct", "preemptions", "lost_work_s"]
+        columns = [COST_USD, ON_DEMAND_COST_USD, SAVINGS_PCT, PREEMPTIONS, LOST_WORK_S]
         rows = []
         for trial_id in self.ledger.trials:
             metrics = self.ledger.trial_metrics(trial_id)

@@ -24,6 +24,8 @@ from typing import Any, NamedTuple, Optional, Union
 import numpy as np
 import torch
 
+from tuner.result_keys import TRAIN_TIME_S
+
 log = logging.getLogger(__name__)
 
 STATE_FILE = "state.pt"
@@ -214,7 +216,7 @@ def _age(path: str, filesystem: Any) -> Age:
     try:
         with filesystem.open_input_stream(f"{path}/{META_FILE}") as f:
             progress = dict(json.loads(f.read()).get("progress") or {})
-        return float(progress.get("reports", -1)), float(progress.get("train_time_s", -1)), name
+        return float(progress.get("reports", -1)), float(progress.get(TRAIN_TIME_S, -1)), name
     except (OSError, ValueError, TypeError, AttributeError):
         return -1.0, -1.0, name
 

@@ -31,10 +31,11 @@ import time
 from typing import Any, Optional
 
 from tuner import _ray
+from tuner.result_keys import WALL_S
 from tuner.spot.drain import node_lost
+from tuner.trial.attempt import TrialSpec, call_trainer
 from tuner.trial.context import TrialContext
 from tuner.trial.heartbeat import Heartbeat, lost_to_preemption
-from tuner.trial.trainable import TrialSpec, call_trainer
 
 # Ray Train waits this long (default 60 s) for a worker group that cannot be placed, e.g. one sized
 # with a node that is draining or just gone, before it counts the error and sizes again.
@@ -45,6 +46,22 @@ NODE_LOSS_WAIT_S = 20.0  # a failed run waits this long for the GCS to call a wo
 
 log = logging.getLogger(__name__)
 STOPPING = threading.Event()  # Tune is stopping this trial: start no new Ray Train run for it
+ABORT_TIMEOUT_S = 30.0  # a multi-worker trial's Ray Train run, stopped with its trial
+
+
+class TrainRunOwner:
+    """Mixed into the trial's Tune trainable: it is handed the trial's Ray Train run (its controller), so that
+    Tune stopping the trial stops the run and frees the workers at once."""
+
+    _train_controller: Any = None
+
+    def adopt_train_controller(self, controller: Any) -> None:
+        self._train_controller = controller
+
+    def stop_train_run(self) -> None:
+        if self._train_controller is not None:
+            STOPPING.set()  # a run that just failed is not started again
+            _ray.abort_train_run(self._train_controller, ABORT_TIMEOUT_S)
 
 
 class TrainBackend:
@@ -127,7 +144,10 @@ def run_elastic(config: dict[str, Any], spec: TrialSpec) -> None:
     run_config = train.RunConfig(
         name=f"train-{trial_id}",  # the same name on a retry: Ray Train resumes from this trial's checkpoints
         storage_path=spec.storage_path,
-        callbacks=[TuneReportCallback(), _ray.train_controller_handoff(this_trial, "adopt_train_controller")],
+        callbacks=[
+            TuneReportCallback(),
+            _ray.train_controller_handoff(this_trial, TrainRunOwner.adopt_train_controller.__name__),
+        ],
         failure_config=train.FailureConfig(max_failures=0),  # application errors: Tune's run.max_failures counts them
         checkpoint_config=train.CheckpointConfig(num_to_keep=spec.num_to_keep),
     )
@@ -164,7 +184,7 @@ def _lost_a_node(heartbeat: Heartbeat, since_s: float) -> bool:
     except Exception as exc:  # the store unreachable: count the failure rather than guess
         log.warning("trial heartbeat unreadable (%s): the failure counts against run.max_failures", exc)
         return False
-    if beat is None or float(beat.get("wall_s", 0.0)) < since_s:
+    if beat is None or float(beat.get(WALL_S, 0.0)) < since_s:
         return False
     deadline = time.monotonic() + NODE_LOSS_WAIT_S
     while not lost_to_preemption(beat, node_lost):

@@ -17,6 +17,8 @@ from typing import Any, Optional
 
 import ray
 
+from tuner.result_keys import COUNTERS, NODE_ID, TRAIN_TIME_S, WALL_S, WORLD_SIZE
+
 log = logging.getLogger(__name__)
 
 STORE_NAME = "tuner-heartbeats"
@@ -36,10 +38,8 @@ class Progress:
     lost_work_s: float = 0.0  # training worker-seconds redone after restarts
     recovery_s: float = 0.0  # seconds from losing a node to training again, summed
 
-    COUNTERS = ("preemptions", "restarts", "lost_work_s", "recovery_s")
-
     def counters(self) -> dict[str, float]:
-        return {k: getattr(self, k) for k in self.COUNTERS}
+        return {k: getattr(self, k) for k in COUNTERS}
 
     @classmethod
     def from_dict(cls, record: dict[str, Any]) -> Progress:
@@ -56,17 +56,17 @@ def account_restart(
     so its counters win; an attempt that ended with an application error says so in its last
     heartbeat; one that vanished while a node of its was lost or drained (or, with one worker, that
     now runs elsewhere) was preempted, and so was one whose error came with another worker's node lost."""
-    for key in Progress.COUNTERS:
+    for key in COUNTERS:
         setattr(progress, key, max(getattr(progress, key), beat.get(key, 0)))
-    lost_s = max(0.0, float(beat["train_time_s"]) - progress.train_time_s) * int(beat.get("world_size", 1))
+    lost_s = max(0.0, float(beat[TRAIN_TIME_S]) - progress.train_time_s) * int(beat.get(WORLD_SIZE, 1))
     progress.restarts += 1
     progress.lost_work_s += lost_s
-    before = list(beat.get("nodes") or [beat["node_id"]])
+    before = list(beat.get("nodes") or [beat[NODE_ID]])
     moved = len(before) == 1 and before[0] not in nodes  # a single process elsewhere; a trial that grew has not moved
     preempted = (not beat.get("error") and moved) or lost_to_preemption(beat, node_lost)
     if preempted:
         progress.preemptions += 1
-        progress.recovery_s += max(0.0, now_s - float(beat["wall_s"]))
+        progress.recovery_s += max(0.0, now_s - float(beat[WALL_S]))
     return progress, preempted, lost_s
 
 
@@ -75,8 +75,8 @@ def lost_to_preemption(beat: dict[str, Any], node_lost: Callable[[str], bool]) -
 
     A worker whose node went without notice takes its peers down with it (their collectives
     fail): the error rank 0 reported then was that loss, not the trainer's."""
-    before = list(beat.get("nodes") or [beat["node_id"]])
-    peer_lost = any(node_lost(n) for n in before if n != beat["node_id"])
+    before = list(beat.get("nodes") or [beat[NODE_ID]])
+    peer_lost = any(node_lost(n) for n in before if n != beat[NODE_ID])
     return peer_lost or (not beat.get("error") and any(node_lost(n) for n in before))
 
 
@@ -129,7 +129,7 @@ class Heartbeat:
         now = time.time()
         if self._store is not None and (force or now - self.last_s >= EVERY_S):
             self.last_s = now
-            self._store.put.remote(self.trial_id, {**record, "wall_s": now})
+            self._store.put.remote(self.trial_id, {**record, WALL_S: now})
 
     def clear(self) -> None:
         if self._store is not None:
@@ -144,7 +144,7 @@ def wait_trained_past(
     the trial did, not by the clock. Needs a connected driver; ``running()`` false (the search ended) raises
     at once, and ``timeout_s`` is a hang guard."""
     beats, deadline = Heartbeat(trial_id), time.monotonic() + timeout_s
-    while (beats.read() or {}).get("train_time_s", 0.0) <= train_time_s:
+    while (beats.read() or {}).get(TRAIN_TIME_S, 0.0) <= train_time_s:
         if not running():
             raise RuntimeError(f"the search ended before trial {trial_id} trained past {train_time_s:.2f} s")
         if time.monotonic() > deadline:

@@ -22,6 +22,7 @@ from typing import Optional
 
 from tuner import catalog
 from tuner.config import CheckpointConfig, ConfigError
+from tuner.result_keys import PREEMPTIONS
 from tuner.spot import labels as node_labels
 
 log = logging.getLogger(__name__)
@@ -53,7 +54,7 @@ def load_observed_rates(path: str, min_node_hours: float) -> dict[str, float]:
         with open(path, newline="") as f:
             rows = list(csv.DictReader(f))
         return {
-            f"{row['instance_type']}@{row['zone']}": max(float(row["preemptions"]), 0.5) / float(row["node_hours"])
+            f"{row['instance_type']}@{row['zone']}": max(float(row[PREEMPTIONS]), 0.5) / float(row["node_hours"])
             for row in rows
             if float(row["node_hours"]) >= max(min_node_hours, 1e-9)
         }

@@ -25,7 +25,27 @@ from typing import Any, Optional, Protocol, Union
 
 from ray.tune.result import AUTO_RESULT_KEYS
 
-from tuner.config import LEDGER_OBJECTIVES, CheckpointConfig
+from tuner.config import CheckpointConfig
+from tuner.result_keys import (
+    ATTEMPT_STARTED_S,
+    CHECKPOINT_ONLY,
+    COUNTERS,
+    INSTANCE_TYPE,
+    ITERATION,
+    MARKET,
+    NODE_GROUP,
+    NODE_ID,
+    PLATFORM_KEYS,
+    REGION,
+    REPORTED_AGAIN,
+    STEP_HOOK,
+    TRAIN_TIME_S,
+    UPLOAD_FAILURES,
+    WALL_S,
+    WORKER_NODES,
+    WORLD_SIZE,
+    ZONE,
+)
 from tuner.spot import labels as node_labels
 from tuner.spot.drain import DrainWatcher, node_lost
 from tuner.trial import checkpoint as ckpt
@@ -39,35 +59,6 @@ HOLD_GRACE_S = 30.0  # a drained node that outlives its deadline by this much: t
 UPLOAD_RETRY_S = 2.0  # first wait after a failed checkpoint upload; doubles up to the cap
 UPLOAD_RETRY_MAX_S = 15.0
 FINAL_UPLOAD_TIMEOUT_S = 900.0  # the last checkpoint waits this long for storage to take it
-
-# Keys the platform adds to every result; a trainer may not report them itself.
-ITERATION = "iteration"  # report() calls so far (checkpoints between reports do not count)
-CHECKPOINT_ONLY = "checkpoint_only"  # 1 on a result that only carries a checkpoint taken between reports
-WORKER_NODES = "worker_nodes"  # every worker's node id in this attempt, comma-separated (the ledger prices each)
-REPORTED_AGAIN = "reported_again"  # 1 on a checkpoint's result sent again after a restart (the driver never got it)
-STEP_HOOK = (
-    "step_hook"  # 1 once the trainer has called step() or should_checkpoint(): notices can checkpoint between reports
-)
-LOCATION = ("node_id", "node_group", "instance_type", "market", "zone", "region", "attempt_started_s")
-PLATFORM_KEYS = frozenset(
-    (
-        ITERATION,
-        CHECKPOINT_ONLY,
-        REPORTED_AGAIN,
-        STEP_HOOK,
-        WORKER_NODES,
-        "wall_s",
-        "train_time_s",
-        "upload_failures",
-        "checkpoint_reason",
-        "checkpoint_interval_s",
-        "checkpoint_write_s",
-        "world_size",
-        *LOCATION,
-        *Progress.COUNTERS,
-        *LEDGER_OBJECTIVES,
-    )
-)
 
 TUNE_KEYS = frozenset(AUTO_RESULT_KEYS) | {"trial_id", "experiment_tag", "done", "should_checkpoint"}
 State = Union[Mapping[str, Any], str]
@@ -194,13 +185,13 @@ class TrialSession:
         self.objective, self.cfg, self.context, self.backend = objective, cfg, context, backend
         self.policy = CheckpointPolicy.for_node(cfg, dict(labels), assumed_instance_type)
         self.where = {
-            "node_id": context.node_id,
-            "node_group": labels.get(node_labels.NODE_GROUP, ""),
-            "instance_type": labels.get(node_labels.INSTANCE_TYPE, ""),
-            "market": labels.get(node_labels.MARKET, ""),
-            "zone": labels.get(node_labels.ZONE, ""),
-            "region": labels.get(node_labels.REGION, ""),
-            "attempt_started_s": time.time(),
+            NODE_ID: context.node_id,
+            NODE_GROUP: labels.get(node_labels.NODE_GROUP, ""),
+            INSTANCE_TYPE: labels.get(node_labels.INSTANCE_TYPE, ""),
+            MARKET: labels.get(node_labels.MARKET, ""),
+            ZONE: labels.get(node_labels.ZONE, ""),
+            REGION: labels.get(node_labels.REGION, ""),
+            ATTEMPT_STARTED_S: time.time(),
         }
         self.progress = Progress()
         self.checkpoint: Optional[ckpt.Checkpoint] = None
@@ -262,7 +253,7 @@ class TrialSession:
             return unreported
         if meta.get("trial_id", self.context.trial_id) != self.context.trial_id:
             # Another trial's state (PBT's exploit): not a restart of this one; keep its own counters.
-            for key in Progress.COUNTERS:
+            for key in COUNTERS:
                 setattr(self.progress, key, beat.get(key, 0))
             return unreported
         self.progress, preempted, lost_s = account_restart(self.progress, beat, self.nodes, time.time(), node_lost)
@@ -387,10 +378,10 @@ class TrialSession:
             **self.where,
             **p.counters(),
             ITERATION: p.reports,
-            "wall_s": time.time(),
-            "train_time_s": self.train_time_s(),
-            "upload_failures": self.upload_failures,
-            "world_size": self.context.world_size,
+            WALL_S: time.time(),
+            TRAIN_TIME_S: self.train_time_s(),
+            UPLOAD_FAILURES: self.upload_failures,
+            WORLD_SIZE: self.context.world_size,
             WORKER_NODES: ",".join(self.nodes),
             STEP_HOOK: int(self.hooked),
         }
@@ -452,7 +443,7 @@ class TrialSession:
                     ckpt.write(directory, state, meta, rngs)
                 # A result that carries its checkpoint got through: no upload is failing any more.
                 self.backend.report(
-                    {**self._result(between_reports, reason), "upload_failures": 0},
+                    {**self._result(between_reports, reason), UPLOAD_FAILURES: 0},
                     str(directory) if self.context.is_main else None,
                 )
             except (OSError, RuntimeError) as exc:  # pyarrow's S3 errors; Ray's "Unable to set up cluster storage"
@@ -494,10 +485,10 @@ class TrialSession:
         if not self.context.is_main:
             return
         record = {
-            "node_id": self.context.node_id,
+            NODE_ID: self.context.node_id,
             "nodes": self.nodes,
-            "world_size": self.context.world_size,
-            "train_time_s": self.train_time_s(),
+            WORLD_SIZE: self.context.world_size,
+            TRAIN_TIME_S: self.train_time_s(),
             "error": error,
             **self.progress.counters(),
         }

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tuner.testing.chaos import interruptions_by_trial, timeline
+from tests.tooling.chaos import interruptions_by_trial, timeline
 
 EPOCHS = 3
 

@@ -1,6 +1,6 @@
 """The Pareto front, by hand."""
 
-from tuner.report.pareto import dominates, front
+from tuner.pareto import dominates, front
 
 
 def test_the_front_keeps_what_nothing_beats_on_every_objective() -> None:

@@ -18,11 +18,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from ray.tune import Callback
-
+from tests.tooling.metadata import MetadataServer
+from tuner.check.runs import Results as ResultRecorder  # every result the driver receives, in order
 from tuner.config import Config
-from tuner.testing.metadata import MetadataServer
-from tuner.trial.runtime import CHECKPOINT_ONLY
+from tuner.result_keys import CHECKPOINT_ONLY, CHECKPOINT_REASON, LOST_WORK_S, PREEMPTIONS, WALL_S
 
 AGENT_START_TIMEOUT_S = 60.0
 POLL_S = 0.05  # how often the injector looks at the results it has seen
@@ -142,18 +141,6 @@ class NodeChaos:
             self._remove(node_id, "removed")
 
 
-class ResultRecorder(Callback):
-    """Every result the driver receives, in order: what a fault-injection run is judged on."""
-
-    def __init__(self) -> None:
-        self.results: list[dict[str, Any]] = []
-
-    def on_trial_result(
-        self, iteration: int, trials: list[Any], trial: Any, result: dict[str, Any], **info: Any
-    ) -> None:
-        self.results.append(dict(result))
-
-
 def _final_results(results: list[dict[str, Any]], epochs: int) -> dict[str, dict[str, Any]]:
     """Each trial's last full-epoch result, keyed by its hyperparameters (trial ids differ run to run)."""
     final = {}
@@ -170,13 +157,11 @@ def interruptions_by_trial(log: list[dict[str, Any]], results: list[dict[str, An
     """How many node removals interrupted each trial: its last result before the removal came from
     that node and its final result came after it. Each must show up as one preemption."""
     counts: dict[str, int] = {}
-    finished_at = {
-        r["trial_id"]: r["wall_s"] for r in results if not r.get(CHECKPOINT_ONLY) and r.get("epoch") == epochs
-    }
+    finished_at = {r["trial_id"]: r[WALL_S] for r in results if not r.get(CHECKPOINT_ONLY) and r.get("epoch") == epochs}
     for event in (e for e in log if e["event"] in REMOVALS):
         before: dict[str, dict[str, Any]] = {}
         for r in results:
-            if r["wall_s"] < event["time_s"]:
+            if r[WALL_S] < event["time_s"]:
                 before[r["trial_id"]] = r
         for trial_id, r in before.items():
             if r["node_id"] == event["node_id"] and finished_at.get(trial_id, float("inf")) > event["time_s"]:
@@ -187,12 +172,12 @@ def interruptions_by_trial(log: list[dict[str, Any]], results: list[dict[str, An
 def timeline(log: list[dict[str, Any]], results: list[dict[str, Any]]) -> dict[str, Any]:
     """Where each trial ran and when each node went, in seconds from the first result: what explains
     a mismatch between removals and counted preemptions."""
-    origin = min((r["wall_s"] for r in results), default=0.0)
+    origin = min((r[WALL_S] for r in results), default=0.0)
     placements: dict[str, list[list[Any]]] = {}
     for r in results:
         runs_on = placements.setdefault(r["trial_id"], [])
         if not runs_on or runs_on[-1][0] != r["node_id"][:8]:
-            runs_on.append([r["node_id"][:8], round(r["wall_s"] - origin, 1), r.get("epoch", 0)])
+            runs_on.append([r["node_id"][:8], round(r[WALL_S] - origin, 1), r.get("epoch", 0)])
     removals = [[e["event"], e["node_id"][:8], round(e["time_s"] - origin, 1)] for e in log if e["event"] in REMOVALS]
     return {"placements": placements, "removals": removals}
 
@@ -203,9 +188,9 @@ def deadline_saved(recorder: ResultRecorder, node_id: str) -> Callable[[float], 
     def saved(noticed_s: float) -> bool:
         return any(
             r.get(CHECKPOINT_ONLY)
-            and r.get("checkpoint_reason") == "deadline"
+            and r.get(CHECKPOINT_REASON) == "deadline"
             and r.get("node_id") == node_id
-            and r.get("wall_s", 0.0) >= noticed_s
+            and r.get(WALL_S, 0.0) >= noticed_s
             for r in list(recorder.results)
         )
 
@@ -314,7 +299,7 @@ def node_chaos(
     lost = [k for k, r in baseline.items() if k not in disturbed or any(disturbed[k][m] != r[m] for m in keys)]
     last = {r["trial_id"]: r for r in runs["chaos"].results}
     interrupted = interruptions_by_trial(removals, runs["chaos"].results, epochs)
-    seen = {trial_id: int(r.get("preemptions", 0)) for trial_id, r in last.items()}
+    seen = {trial_id: int(r.get(PREEMPTIONS, 0)) for trial_id, r in last.items()}
     return {
         "kills": len(events),
         "notices": events.count("notice"),
@@ -325,6 +310,6 @@ def node_chaos(
         # trial id: [removals that interrupted it, preemptions it counted]; a mismatch names its trial
         "by_trial": {trial_id: [interrupted.get(trial_id, 0), seen[trial_id]] for trial_id in sorted(seen)},
         **timeline(removals, runs["chaos"].results),
-        "lost_work_s": round(sum(r.get("lost_work_s", 0.0) for r in last.values()), 2),
+        LOST_WORK_S: round(sum(r.get(LOST_WORK_S, 0.0) for r in last.values()), 2),
         "data_lost": len(lost),
     }

@@ -12,9 +12,9 @@ def test_trace_injector_sets_the_twins_capacity_as_the_trace_says() -> None:
     import json
     import threading
 
+    from tests.tooling.traces import TraceInjector
     from tuner.cluster.twin import LocalTwin
     from tuner.plan.traces import Market, ZoneTrace
-    from tuner.testing.traces import TraceInjector
 
     up, down = True, False
     zones = [
