@@ -265,3 +265,11 @@ def test_objectives_the_trainer_reports_are_required_in_its_reports_and_the_ledg
         compose_cfg("+search=mlp", "+search.objectives.cost_usd=min", "+search.objectives.train_loss=min")
     )
     assert build.objective(settings.search).reported == ("train_loss",)
+
+
+def test_a_trial_takes_unlabelled_nodes_as_the_ledger_does() -> None:
+    settings = to_settings(
+        compose_cfg("+search=mlp", "pricing.region=eu-north-1", "cost.assumed_instance_type=g6.xlarge")
+    )
+    spec = build.trial_spec(settings, {})
+    assert (spec.assumed_instance_type, spec.assumed_region) == ("g6.xlarge", "eu-north-1")

@@ -199,10 +199,12 @@ def test_observed_rates_feed_the_adaptive_policy(store: str, tmp_path: Path) -> 
     cfg = CheckpointConfig(policy="adaptive", observed_rates_per_h=rates)
     labels = {"tuner.io/instance-type": "g5.xlarge", "ray.io/availability-zone": "use1-az1"}
     # enough node-hours: observed
-    assert CheckpointPolicy.for_node(cfg, labels, "g5.xlarge").rate_per_h == pytest.approx(0.2)
+    assert CheckpointPolicy.for_node(cfg, labels, "g5.xlarge", "us-east-1").rate_per_h == pytest.approx(0.2)
     labels["ray.io/availability-zone"] = "use1-az3"  # 1 node-hour there: the type's rate over all zones
-    assert CheckpointPolicy.for_node(cfg, labels, "g5.xlarge").rate_per_h == pytest.approx(1 / 6)
+    assert CheckpointPolicy.for_node(cfg, labels, "g5.xlarge", "us-east-1").rate_per_h == pytest.approx(1 / 6)
     labels["tuner.io/instance-type"] = "g6e.xlarge"  # never observed: the Spot Advisor bucket
-    assert CheckpointPolicy.for_node(cfg, labels, "g5.xlarge").rate_per_h == advisor_rate_per_h("g6e.xlarge")
+    assert CheckpointPolicy.for_node(cfg, labels, "g5.xlarge", "us-east-1").rate_per_h == advisor_rate_per_h(
+        "g6e.xlarge", "us-east-1"
+    )
     with pytest.raises(ConfigError, match="not a readable interruption_rates.csv"):
         load_observed_rates(str(tmp_path / "missing.csv"), 1.0)

@@ -5,6 +5,7 @@ import pytest
 from tuner.config import CheckpointConfig
 from tuner.spot.labels import INSTANCE_TYPE
 from tuner.trial.policy import (
+    BUCKET_MONTHLY_FRACTION,
     CheckpointPolicy,
     advisor_rate_per_h,
     lost_share,
@@ -21,9 +22,9 @@ def test_young_daly_formula_and_bounds() -> None:
 
 def test_advisor_buckets() -> None:
     # us-east-1 in the shipped snapshot: g5.xlarge ">20%", g4dn.xlarge "15-20%"
-    assert advisor_rate_per_h("g5.xlarge") == pytest.approx(0.25 / 730)
-    assert advisor_rate_per_h("g4dn.xlarge") == pytest.approx(0.175 / 730)
-    assert advisor_rate_per_h("no-such.type") is None
+    assert advisor_rate_per_h("g5.xlarge", "us-east-1") == pytest.approx(0.25 / 730)
+    assert advisor_rate_per_h("g4dn.xlarge", "us-east-1") == pytest.approx(0.175 / 730)
+    assert advisor_rate_per_h("no-such.type", "us-east-1") is None
 
 
 def test_adaptive_interval_shorter_for_riskier_bucket() -> None:
@@ -36,7 +37,7 @@ def test_adaptive_interval_shorter_for_riskier_bucket() -> None:
     policies = []
     for region, itype in (risky, safe):
         policy = CheckpointPolicy.for_node(
-            cfg, {INSTANCE_TYPE: itype, "ray.io/availability-region": region}, "g5.xlarge"
+            cfg, {INSTANCE_TYPE: itype, "ray.io/availability-region": region}, "g5.xlarge", "us-east-1"
         )
         policy.observe_cost(5.0, notice_usable=True)
         policies.append(policy)
@@ -49,6 +50,7 @@ def test_adaptive_decisions() -> None:
         CheckpointConfig(policy="adaptive", interruption_rate_per_h=36.0, min_interval_s=1, unnoticed_fraction=1.0),
         {},
         "g5.xlarge",
+        "us-east-1",
     )
     assert policy.due_at_report(1, 0.1)  # first checkpoint measures C
     policy.observe_cost(0.5, notice_usable=True)
@@ -67,20 +69,31 @@ def test_with_a_notice_only_interruptions_without_one_shorten_the_interval() -> 
     cfg = dict(policy="adaptive", interruption_rate_per_h=0.36, min_interval_s=1, max_interval_s=1e9)
     intervals = {}
     for fraction in (1.0, 0.1, 0.0):
-        policy = CheckpointPolicy.for_node(CheckpointConfig(**cfg, unnoticed_fraction=fraction), {}, "g5.xlarge")
+        policy = CheckpointPolicy.for_node(
+            CheckpointConfig(**cfg, unnoticed_fraction=fraction), {}, "g5.xlarge", "us-east-1"
+        )
         policy.observe_cost(2.0, notice_usable=True)
         intervals[fraction] = policy.interval_s
     assert intervals[0.1] == pytest.approx(intervals[1.0] * math.sqrt(10))  # lambda / 10 -> T x sqrt(10)
     assert intervals[0.0] == 1e9  # nothing ever lost: the upper bound
-    slow = CheckpointPolicy.for_node(CheckpointConfig(**cfg, notice_s=1.0, unnoticed_fraction=0.1), {}, "g5.xlarge")
+    slow = CheckpointPolicy.for_node(
+        CheckpointConfig(**cfg, notice_s=1.0, unnoticed_fraction=0.1), {}, "g5.xlarge", "us-east-1"
+    )
     slow.observe_cost(2.0, notice_usable=True)  # the write outlasts the notice
     assert slow.interval_s == pytest.approx(intervals[1.0])
-    unhooked = CheckpointPolicy.for_node(CheckpointConfig(**cfg, unnoticed_fraction=0.1), {}, "g5.xlarge")
+    unhooked = CheckpointPolicy.for_node(CheckpointConfig(**cfg, unnoticed_fraction=0.1), {}, "g5.xlarge", "us-east-1")
     unhooked.observe_cost(2.0, notice_usable=False)  # no session.step: a notice waits for the next report
     assert unhooked.interval_s == pytest.approx(intervals[1.0])
 
 
 def test_periodic_decisions() -> None:
-    policy = CheckpointPolicy.for_node(CheckpointConfig(every_reports=2, every_s=30), {}, "g5.xlarge")
+    policy = CheckpointPolicy.for_node(CheckpointConfig(every_reports=2, every_s=30), {}, "g5.xlarge", "us-east-1")
     assert not policy.due_at_report(1, 5) and policy.due_at_report(2, 5)
     assert policy.due_between_reports(31) and not policy.due_between_reports(29)
+
+
+def test_a_node_without_labels_is_taken_in_the_pricing_region_as_the_ledger_prices_it() -> None:
+    cfg = CheckpointConfig(policy="adaptive")
+    for region, bucket in (("eu-north-1", "5-10%"), ("us-east-1", ">20%")):  # g5.xlarge's Spot Advisor buckets
+        policy = CheckpointPolicy.for_node(cfg, {}, "g5.xlarge", region)
+        assert policy.rate_per_h == pytest.approx(BUCKET_MONTHLY_FRACTION[bucket] / 730)

@@ -82,6 +82,7 @@ def session(
         backend,
         {},
         "g5.xlarge",
+        "us-east-1",
         watcher=watcher,
         heartbeat=beat or MemoryHeartbeat(),
     )
@@ -209,6 +210,7 @@ def test_a_report_without_an_objective_the_trainer_must_report_is_one_clear_erro
         Backend(),
         {},
         "g5.xlarge",
+        "us-east-1",
         heartbeat=MemoryHeartbeat(),
     )
     with (

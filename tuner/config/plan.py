@@ -5,7 +5,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from tuner.config.base import require
-from tuner.config.platform import POLICIES, UNNOTICED_FRACTION, TrackingConfig
+from tuner.config.platform import (
+    DEADLINE_FACTOR,
+    MAX_INTERVAL_S,
+    MIN_INTERVAL_S,
+    POLICIES,
+    RESTART_S,
+    UNNOTICED_FRACTION,
+    TrackingConfig,
+)
 
 
 @dataclass
@@ -16,7 +24,7 @@ class CampaignProfile:
     epochs: int = 50  # epochs each trial trains (after early stopping, on average)
     epoch_s: float = 30.0  # one epoch on one GPU of the market's type
     checkpoint_s: float = 5.0  # one checkpoint write (training stalls meanwhile)
-    restart_s: float = 90.0  # get a node, start the trial process, restore its checkpoint
+    restart_s: float = RESTART_S  # get a node, start the trial process, restore its checkpoint
     concurrency: int = 8  # trials at a time, one GPU each
 
     def __post_init__(self) -> None:
@@ -31,13 +39,13 @@ class StrategyConfig:
     name: str = "platform"
     checkpoint: str = "adaptive"  # periodic | adaptive (Young/Daly from the zone's observed interruption rate)
     every_s: float = 600.0  # periodic: training seconds between checkpoints
-    min_interval_s: float = 60.0  # adaptive: bounds on the interval
-    max_interval_s: float = 14400.0
+    min_interval_s: float = MIN_INTERVAL_S  # adaptive: bounds on the interval
+    max_interval_s: float = MAX_INTERVAL_S
     notice: bool = True  # checkpoint on the interruption notice
     unnoticed_fraction: float = UNNOTICED_FRACTION  # with notice: interruptions that still come without one
     zones: str = "all"  # one (each stream keeps to one zone) | all (the cheapest zone with capacity)
     fallback: bool = True  # on-demand once waiting for spot would miss the deadline
-    deadline_factor: float = 1.5  # deadline = this x the on-demand makespan (fallback keeps it)
+    deadline_factor: float = DEADLINE_FACTOR  # deadline = this x the on-demand makespan (fallback keeps it)
     workers: list[int] = field(default_factory=lambda: [1, 1])  # GPUs per trial [min, max]; min < max: elastic
 
     def __post_init__(self) -> None:

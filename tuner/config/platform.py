@@ -19,6 +19,11 @@ POLICIES = ("periodic", "adaptive")
 # Interruptions that come without a usable notice (host failures, a notice lost): an assumption, since no
 # shipped trace records them apart; the planner shows how the adaptive policy's cost moves with it.
 UNNOTICED_FRACTION = 0.1
+# Shared by the live platform and the planner's replay of it, so that both assume the same.
+RESTART_S = 90.0  # after a lost node: a new node, the trial process, its checkpoint restored
+DEADLINE_FACTOR = 1.5  # a trial's deadline: this x its run on on-demand capacity (the fallback keeps it)
+MIN_INTERVAL_S = 60.0  # bounds on the adaptive checkpoint interval
+MAX_INTERVAL_S = 14400.0
 STORAGE_KINDS = ("local", "s3")
 PRICE_SOURCES = ("catalog", "aws")
 MARKETS = ("spot", "on-demand")
@@ -32,12 +37,11 @@ class CheckpointConfig:
     policy: str = "periodic"  # periodic | adaptive (Young/Daly: sqrt(2 C / lambda))
     every_reports: int = 1  # periodic: with every N-th report
     every_s: Optional[float] = None  # periodic: also after this many training seconds, between reports
-    min_interval_s: float = 60.0  # adaptive: bounds on the chosen interval
-    max_interval_s: float = 14400.0
+    min_interval_s: float = MIN_INTERVAL_S  # adaptive: bounds on the chosen interval
+    max_interval_s: float = MAX_INTERVAL_S
     interruption_rate_per_h: Optional[float] = None  # adaptive: lambda; None = observed rate, else Spot Advisor bucket
-    notice_s: float = (
-        120.0  # adaptive: a drain notice's lead time (AWS 120 s, GCP 30 s); a write that fits loses nothing
-    )
+    # adaptive: a drain notice's lead time (AWS 120 s, GCP 30 s); a write that fits loses nothing
+    notice_s: float = 120.0
     unnoticed_fraction: float = UNNOTICED_FRACTION  # adaptive: interruptions that come without a usable notice
     observed_rates: Optional[str] = None  # adaptive: interruption_rates.csv from `python -m tuner.report`
     min_observed_node_hours: float = 100.0  # adaptive: an observed rate is used once this many node-hours back it
@@ -139,7 +143,7 @@ class PricingConfig:
 
     source: str = "catalog"  # catalog (shipped, offline) | aws (EC2 spot history + Pricing API, cached)
     cache_ttl_s: float = 3600.0
-    region: str = "us-east-1"  # for nodes without a region label, and for the price guard
+    region: str = "us-east-1"  # for nodes without a region label (cost, checkpoint policy), and the price guard
 
     def __post_init__(self) -> None:
         require(self.source in PRICE_SOURCES, f"pricing.source={self.source!r}: use {' or '.join(PRICE_SOURCES)}")
@@ -201,8 +205,8 @@ class FallbackConfig:
     """Spot first, on-demand when a waiting trial's deadline needs it (``tuner.cost.fallback``: Can't Be Late)."""
 
     enabled: bool = True  # on clusters with spot and on-demand worker types and an autoscaler config to steer
-    deadline_factor: float = 1.5  # a trial's deadline: its queueing time + this x its run on on-demand capacity
-    restart_s: float = 60.0  # a new node, the trial process, its checkpoint restored
+    deadline_factor: float = DEADLINE_FACTOR  # a trial's deadline: its queueing time + this x its on-demand run
+    restart_s: float = RESTART_S  # a new node, the trial process, its checkpoint restored
     return_margin_s: float = 0.0  # back to spot only with this much slack beyond one restart
     expected_trial_s: float = 600.0  # a trial's run on on-demand capacity, until trials have measured theirs
     interval_s: float = 2.0  # how often the driver applies the rule

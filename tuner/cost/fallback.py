@@ -98,7 +98,7 @@ class CapacityGate(Callback):
         spot_types: list[str],
         on_demand: dict[str, tuple[int, int]],
         nodes: Nodes,
-        interval_s: float = 2.0,
+        interval_s: float,
         say: Callable[[str], None] = print,
         clock: Callable[[], float] = time.time,
     ) -> None:

@@ -72,6 +72,7 @@ def trial_spec(settings: Config, trainer_settings: Any) -> TrialSpec:
         objective=objective(search),
         checkpoint=settings.checkpoint,
         assumed_instance_type=settings.cost.assumed_instance_type,
+        assumed_region=settings.pricing.region,
         workers=search.resources.width,
         worker_resources=search.resources.bundle,
         worker_label_selector=SPOT if settings.cluster.launcher_config else None,

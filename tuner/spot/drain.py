@@ -43,7 +43,7 @@ def node_lost(node_id: str) -> bool:
 class DrainWatcher:
     """Caches whether a node is draining (``draining``) and its deadline (``deadline_s``)."""
 
-    def __init__(self, node_id: str, interval_s: float = 0.5, probe: Callable[[], dict[str, int]] = draining_nodes):
+    def __init__(self, node_id: str, interval_s: float, probe: Callable[[], dict[str, int]] = draining_nodes):
         self.node_id, self.interval_s, self._probe = node_id, interval_s, probe
         self.draining = False
         self.deadline_s: Optional[float] = None

@@ -21,12 +21,13 @@ class TrialSpec:
     settings: Any  # the search's workload section (a dict, or the trainer's settings dataclass)
     objective: Objective
     checkpoint: CheckpointConfig
-    assumed_instance_type: str = "g5.xlarge"  # for nodes without an instance-type label (adaptive policy)
-    workers: tuple[int, int] = (1, 1)  # (min, max) width; (1, 1): one process, no Ray Train
-    worker_resources: Optional[dict[str, float]] = None  # per worker, when workers > 1
-    worker_label_selector: Optional[dict[str, str]] = None  # where workers may run (spot nodes, on a cluster)
-    storage_path: Optional[str] = None  # where a multi-worker trial's Ray Train run keeps its checkpoints
-    num_to_keep: int = 2  # checkpoints kept per trial
+    assumed_instance_type: str  # for nodes without an instance-type label (cost.assumed_instance_type)
+    assumed_region: str  # for nodes without a region label (pricing.region)
+    workers: tuple[int, int]  # (min, max) width; (1, 1): one process, no Ray Train
+    worker_resources: Optional[dict[str, float]]  # per worker, when workers > 1
+    worker_label_selector: Optional[dict[str, str]]  # where workers may run (spot nodes, on a cluster)
+    storage_path: Optional[str]  # where a multi-worker trial's Ray Train run keeps its checkpoints
+    num_to_keep: int  # checkpoints kept per trial
 
     @property
     def elastic(self) -> bool:
@@ -42,7 +43,9 @@ def call_trainer(spec: TrialSpec, config: dict[str, Any], context: TrialContext,
     labels = {k: v[0] if isinstance(v, list) else v for k, v in ray.get_runtime_context().get_node_labels().items()}
     cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 1.0)
     torch.set_num_threads(int(labels.get(TORCH_THREADS, max(1, int(cpus)))))
-    with TrialSession(spec.objective, spec.checkpoint, context, backend, labels, spec.assumed_instance_type):
+    with TrialSession(
+        spec.objective, spec.checkpoint, context, backend, labels, spec.assumed_instance_type, spec.assumed_region
+    ):
         try:
             trainers.call(fn, config, spec.settings)
         except Exception as exc:

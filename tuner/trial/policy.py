@@ -31,7 +31,6 @@ SPOT_ADVISOR_CSV = catalog.DIR / "aws-spot-advisor-gpu.csv"
 HOURS_PER_MONTH = 730.0
 # Spot Advisor buckets (% of instances interrupted per month) -> their midpoint.
 BUCKET_MONTHLY_FRACTION = {"<5%": 0.025, "5-10%": 0.075, "10-15%": 0.125, "15-20%": 0.175, ">20%": 0.25}
-DEFAULT_REGION = "us-east-1"
 
 
 @functools.lru_cache(maxsize=1)
@@ -40,9 +39,9 @@ def _advisor() -> dict[tuple[str, str], str]:
         return {(row["region"], row["instance_type"]): row["interruption_frequency"] for row in csv.DictReader(f)}
 
 
-def advisor_rate_per_h(instance_type: str, region: Optional[str] = None) -> Optional[float]:
+def advisor_rate_per_h(instance_type: str, region: str) -> Optional[float]:
     """Interruptions per instance-hour implied by the Spot Advisor bucket, or None if unknown."""
-    bucket = _advisor().get((region or DEFAULT_REGION, instance_type))
+    bucket = _advisor().get((region, instance_type))
     return None if bucket is None else BUCKET_MONTHLY_FRACTION[bucket] / HOURS_PER_MONTH
 
 
@@ -88,17 +87,21 @@ class CheckpointPolicy:
     interval_s: Optional[float] = None  # adaptive: the chosen interval, reported as a metric
 
     @classmethod
-    def for_node(cls, cfg: CheckpointConfig, labels: dict[str, str], assumed_instance_type: str) -> CheckpointPolicy:
+    def for_node(
+        cls, cfg: CheckpointConfig, labels: dict[str, str], assumed_instance_type: str, assumed_region: str
+    ) -> CheckpointPolicy:
+        """The policy for the node with ``labels``; a node without instance or region labels (a local run) is
+        taken as ``assumed_instance_type`` in ``assumed_region``, as the cost ledger prices it."""
         rate = cfg.interruption_rate_per_h
         if rate is None and cfg.policy == "adaptive":
             itype = labels.get(node_labels.INSTANCE_TYPE, assumed_instance_type)
-            region, zone = labels.get(node_labels.REGION), labels.get(node_labels.ZONE, "-")
+            region, zone = labels.get(node_labels.REGION) or assumed_region, labels.get(node_labels.ZONE, "-")
             observed = cfg.observed_rates_per_h
             rate = observed.get(f"{itype}@{zone}", observed.get(f"{itype}@*"))
             if rate is not None:
                 log.info("interruption rate for %s in %s: %.3g /h observed", itype, zone, rate)
             else:
-                rate = advisor_rate_per_h(itype, region) or advisor_rate_per_h(assumed_instance_type)
+                rate = advisor_rate_per_h(itype, region) or advisor_rate_per_h(assumed_instance_type, assumed_region)
         return cls(cfg, rate)
 
     def observe_cost(self, seconds: float, notice_usable: bool) -> None:

@@ -179,11 +179,12 @@ class TrialSession:
         backend: Backend,
         labels: Mapping[str, str],
         assumed_instance_type: str,
+        assumed_region: str,
         watcher: Optional[DrainWatcher] = None,
         heartbeat: Optional[Heartbeat] = None,
     ) -> None:
         self.objective, self.cfg, self.context, self.backend = objective, cfg, context, backend
-        self.policy = CheckpointPolicy.for_node(cfg, dict(labels), assumed_instance_type)
+        self.policy = CheckpointPolicy.for_node(cfg, dict(labels), assumed_instance_type, assumed_region)
         self.where = {
             NODE_ID: context.node_id,
             NODE_GROUP: labels.get(node_labels.NODE_GROUP, ""),
