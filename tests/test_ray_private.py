@@ -257,3 +257,77 @@ def test_drain_node_and_draining_nodes(cluster: Cluster) -> None:
     ray.get(coordinator.request_resources.remote("probe", [{"CPU": 1}] * 2, expire_after_s=60))
     reserved = ray.get(coordinator.get_reserved_resources.remote("probe", recompute=True))
     assert reserved and node_id not in reserved, reserved
+
+
+def test_quiet_restore_hint() -> None:
+    """Tune's advice to call Tuner.restore comes from the logger named in _ray, with the text it filters on."""
+    import importlib
+    import inspect
+    import logging
+
+    module = importlib.import_module(_ray.RESTORE_HINT_LOGGER)
+    assert module.logger.name == _ray.RESTORE_HINT_LOGGER
+    assert _ray.RESTORE_HINT_TEXT in inspect.getsource(module)
+    _ray.quiet_restore_hint()
+    _ray.quiet_restore_hint()  # once is enough
+    logger = logging.getLogger(_ray.RESTORE_HINT_LOGGER)
+    assert sum(isinstance(f, _ray._DropRestoreHint) for f in logger.filters) == 1
+
+    def record(message: str) -> logging.LogRecord:
+        return logging.LogRecord(logger.name, logging.INFO, __file__, 1, message, (), None)
+
+    assert not logger.filter(record('To resume: Tuner.restore(path="/x", trainable=...)'))
+    assert logger.filter(record("Total run time: 3.2 seconds"))
+
+
+def test_quiet_experiment_analysis() -> None:
+    import importlib
+    import logging
+
+    assert importlib.import_module(_ray.EXPERIMENT_ANALYSIS_LOGGER).logger.name == _ray.EXPERIMENT_ANALYSIS_LOGGER
+    _ray.quiet_experiment_analysis()
+    assert logging.getLogger(_ray.EXPERIMENT_ANALYSIS_LOGGER).level == logging.ERROR
+
+
+def test_filter_storage_logs() -> None:
+    """Each logger that reports experiment-state uploads is a module's logger, named as in _ray."""
+    import importlib
+    import logging
+
+    class Mark(logging.Filter):
+        pass
+
+    for name in _ray.STORAGE_LOGGERS:
+        assert importlib.import_module(name).logger.name == name
+    _ray.filter_storage_logs(Mark())
+    _ray.filter_storage_logs(Mark())  # once is enough
+    assert all(sum(isinstance(f, Mark) for f in logging.getLogger(n).filters) == 1 for n in _ray.STORAGE_LOGGERS)
+
+
+def test_search_generator_state_files_and_keys(tmp_path) -> None:
+    """Tune's search generator saves its state under the file name _ray globs, with the keys the restore sets."""
+    from ray.tune.search import SearchGenerator
+    from ray.tune.search.optuna import OptunaSearch
+
+    generator = SearchGenerator(OptunaSearch(metric="x", mode="min", space={"a": tune.uniform(0, 1)}))
+    generator.save_to_dir(str(tmp_path), "2026-01-01_00-00-00")
+    files = _ray.search_generator_state_files(generator, str(tmp_path))
+    assert len(files) == 1
+    state = generator.get_state()
+    assert state[_ray.SEARCH_GENERATOR_COUNTER] == 0 and state[_ray.SEARCH_GENERATOR_FINISHED] is False
+    generator.set_state({**state, _ray.SEARCH_GENERATOR_COUNTER: 3})
+    assert generator.get_state()[_ray.SEARCH_GENERATOR_COUNTER] == 3
+
+
+def test_function_trainable_and_restored_checkpoint(tmp_path) -> None:
+    """The class Tune builds from a function trainable, and the checkpoint inside what it passes to restore()."""
+    import inspect
+
+    from ray.train._internal.session import _TrainingResult
+    from ray.tune import Trainable
+
+    base = _ray.function_trainable(lambda config: None)
+    assert issubclass(base, Trainable) and "checkpoint_path" in inspect.signature(base.restore).parameters
+    checkpoint = tune.Checkpoint.from_directory(str(tmp_path))
+    assert _ray.restored_checkpoint(_TrainingResult(checkpoint=checkpoint, metrics={})) is checkpoint
+    assert _ray.restored_checkpoint(str(tmp_path)) is None

@@ -3,7 +3,9 @@
 Ray 2.60 exposes node draining only through its GCS client and a hidden CLI, Tune offers no
 public way to give a restored experiment this process's callbacks or to save its state when it
 creates a trial, and Ray Train gives no handle to the controller of a ``TorchTrainer.fit()`` run
-nor a way to size an elastic worker group without the nodes being reclaimed. If a Ray upgrade
+nor a way to size an elastic worker group without the nodes being reclaimed. Tune's function trainable
+class, its search generator's saved state and the names of the internal loggers (and the text of the
+messages) the console quiets are internal too. If a Ray upgrade
 moves or changes any of these, ``tests/test_ray_private.py`` fails and names the call; nothing
 else in the package imports a private Ray module.
 """
@@ -270,3 +272,86 @@ def drain_aware_train_coordinator() -> bool:
         .remote()
     )
     return hasattr(coordinator, "leaves_out_draining_nodes")  # another process may have created one first
+
+
+RESTORE_HINT_LOGGER = "ray.tune.tune"
+RESTORE_HINT_TEXT = "Tuner.restore("
+
+
+class _DropRestoreHint(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return RESTORE_HINT_TEXT not in record.getMessage()
+
+
+def quiet_restore_hint() -> None:
+    """Tune ends an interrupted run with advice to call ``Tuner.restore(...)``; the platform resumes with the
+    same command instead, and its console says so. Only that record is dropped.
+
+    Private: the logger is Tune's internal module, and the filter matches its message's text."""
+    logger = logging.getLogger(RESTORE_HINT_LOGGER)
+    if not any(isinstance(f, _DropRestoreHint) for f in logger.filters):
+        logger.addFilter(_DropRestoreHint())
+
+
+EXPERIMENT_ANALYSIS_LOGGER = "ray.tune.analysis.experiment_analysis"
+
+
+def quiet_experiment_analysis() -> None:
+    """Tune's ``ExperimentAnalysis`` warns for every trial whose results it cannot read (a restored search reads
+    the trial list from a directory that holds no results); only its errors are shown.
+
+    Private: the logger is named after Tune's internal module."""
+    logging.getLogger(EXPERIMENT_ANALYSIS_LOGGER).setLevel(logging.ERROR)
+
+
+# Ray Train and Tune log every failed upload of the experiment state with a full traceback, every few seconds.
+STORAGE_LOGGERS = (
+    "ray.train._internal.storage",
+    "ray.train._internal.syncer",
+    "ray.tune.execution.experiment_state",
+)
+
+
+def filter_storage_logs(log_filter: logging.Filter) -> None:
+    """Add ``log_filter`` to the loggers that report the experiment state's uploads (``tuner.run.storage``
+    shortens their tracebacks to one line; Ray retries the sync by itself).
+
+    Private: the loggers are named after Ray's internal modules."""
+    for name in STORAGE_LOGGERS:
+        logger = logging.getLogger(name)
+        if not any(type(f) is type(log_filter) for f in logger.filters):
+            logger.addFilter(log_filter)
+
+
+SEARCH_GENERATOR_COUNTER = "counter"  # trials the generator has created
+SEARCH_GENERATOR_FINISHED = "finished"  # whether it will create no more
+
+
+def search_generator_state_files(generator: Any, dirpath: str) -> list[Any]:
+    """The state files a Tune ``SearchGenerator`` saved in ``dirpath``, oldest first.
+
+    Private (``CKPT_FILE_TMPL`` and the state's ``counter``/``finished`` keys): a restored search reconciles
+    the generator's count of created trials with the trial list (``tuner.run.search``), and Tune offers no
+    public way to read or set it."""
+    from pathlib import Path
+
+    return sorted(Path(dirpath).glob(generator.CKPT_FILE_TMPL.format("*")), key=lambda p: p.stat().st_mtime)
+
+
+def function_trainable(fn: Any) -> type:
+    """Tune's trainable class for the function trainable ``fn``, to subclass (``tuner.trial.trainable``).
+
+    Private (``ray.tune.trainable.wrap_function``): the platform's trainable overrides ``restore`` to fall back
+    to a kept checkpoint when the recorded one is gone, and ``cleanup`` to stop a trial's Ray Train run; Tune
+    builds the same class from a function itself and has no public hook for either."""
+    from ray.tune.trainable import wrap_function
+
+    return wrap_function(fn)  # type: ignore[no-any-return]
+
+
+def restored_checkpoint(restore_arg: Any) -> Any:
+    """The checkpoint inside what Tune passes to ``Trainable.restore`` (a training result holding it), or
+    None when it passed something else.
+
+    Private: the argument's type (``_TrainingResult``) is internal to Tune."""
+    return getattr(restore_arg, "checkpoint", None)

@@ -10,6 +10,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
+from tuner import _ray
+
 EXIT_BAD_INPUT = 2
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 T = TypeVar("T")
@@ -30,8 +32,8 @@ def quiet_libraries() -> None:
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
     logging.getLogger("mlflow").setLevel(os.environ["MLFLOW_LOGGING_LEVEL"])
     # Tune's advice on Ctrl-C names a Python API; the driver prints the command that resumes instead.
-    logging.getLogger("ray.tune.tune").addFilter(lambda record: "Tuner.restore(" not in record.getMessage())
-    logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
+    _ray.quiet_restore_hint()
+    _ray.quiet_experiment_analysis()
 
 
 def command(body: Callable[[Any], T], cfg: Any) -> T:

@@ -16,13 +16,13 @@ import math
 import pickle
 import threading
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any, Optional
 
 import optuna
 from ray.tune.experiment import Trial
 from ray.tune.search import Searcher, SearchGenerator
 
+from tuner import _ray
 from tuner.result_keys import ITERATION
 
 log = logging.getLogger(__name__)
@@ -164,7 +164,7 @@ class ConsistentSearch(SearchGenerator):
         from ray import cloudpickle
         from ray.tune import ExperimentAnalysis
 
-        saved = sorted(Path(dirpath).glob(self.CKPT_FILE_TMPL.format("*")), key=lambda p: p.stat().st_mtime)
+        saved = _ray.search_generator_state_files(self, dirpath)
         if saved:
             self.set_state({k: v for k, v in cloudpickle.loads(saved[-1].read_bytes()).items() if ":" not in k})
         else:
@@ -173,19 +173,15 @@ class ConsistentSearch(SearchGenerator):
             self.searcher.restore_from_dir(dirpath)
         except (RuntimeError, OSError, EOFError, pickle.UnpicklingError, KeyError) as exc:
             log.warning("searcher state in %s is unreadable (%s); rebuilding it from the trial list", dirpath, exc)
-        quiet = logging.getLogger("ray.tune.analysis.experiment_analysis")
-        level = quiet.level
-        quiet.setLevel(logging.ERROR)  # it also reads every trial's results, absent from this directory
-        try:
-            trials = ExperimentAnalysis(dirpath).trials
-        finally:
-            quiet.setLevel(level)
+        _ray.quiet_experiment_analysis()  # it also reads every trial's results, absent from this directory
+        trials = ExperimentAnalysis(dirpath).trials
         state = self.get_state()
-        if state["counter"] != len(trials):
+        counter, finished = _ray.SEARCH_GENERATOR_COUNTER, _ray.SEARCH_GENERATOR_FINISHED
+        if state[counter] != len(trials):
             log.warning(
                 "searcher: %d trials created by its saved counter, %d in the trial list; using the list",
-                state["counter"],
+                state[counter],
                 len(trials),
             )
-        self.set_state({**state, "counter": len(trials), "finished": state["finished"] or not saved})
+        self.set_state({**state, counter: len(trials), finished: state[finished] or not saved})
         self.searcher.reconcile(trials)

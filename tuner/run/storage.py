@@ -109,14 +109,6 @@ def keep_credentials_out_of_ray() -> None:
     _ray.stop_propagating_env(frozenset(AWS_SECRET_ENV))
 
 
-# Ray logs every failed upload of the experiment state with a full traceback, every few seconds.
-RAY_STORAGE_LOGGERS = (
-    "ray.train._internal.storage",
-    "ray.train._internal.syncer",
-    "ray.tune.execution.experiment_state",
-)
-
-
 class OneLineStorageErrors(logging.Filter):
     """Shorten Ray's storage tracebacks to what failed and why; Ray retries the sync by itself."""
 
@@ -135,5 +127,6 @@ class OneLineStorageErrors(logging.Filter):
 
 
 def shorten_ray_storage_errors() -> None:
-    for name in RAY_STORAGE_LOGGERS:
-        logging.getLogger(name).addFilter(OneLineStorageErrors())
+    from tuner import _ray
+
+    _ray.filter_storage_logs(OneLineStorageErrors())

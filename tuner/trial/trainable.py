@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from tuner import _ray
 from tuner.trial import checkpoint as ckpt
 from tuner.trial.attempt import TrialSpec, call_trainer
 from tuner.trial.context import TrialContext
@@ -36,9 +37,7 @@ def trainable_class(fn: Callable[[dict[str, Any]], None]) -> type:
     Tune deletes checkpoints beyond ``num_to_keep`` as new ones arrive; a driver killed before it
     saved its state again restores a trial from a checkpoint deleted meanwhile, and Tune's own
     ``restore`` refuses a missing path before the trial can fall back."""
-    from ray.tune.trainable import wrap_function
-
-    base = wrap_function(fn)
+    base = _ray.function_trainable(fn)
 
     class SpotTrainable(base, TrainRunOwner):  # type: ignore[misc, valid-type]
         def cleanup(self) -> None:
@@ -48,7 +47,7 @@ def trainable_class(fn: Callable[[dict[str, Any]], None]) -> type:
             self.stop_train_run()
 
         def restore(self, checkpoint_path: Any) -> Any:
-            recorded = getattr(checkpoint_path, "checkpoint", None)  # Tune passes a (checkpoint, metrics) result
+            recorded = _ray.restored_checkpoint(checkpoint_path)  # Tune passes a (checkpoint, metrics) result
             if recorded is not None:
                 checkpoint_path.checkpoint = ckpt.stand_in(recorded)
             return super().restore(checkpoint_path)
