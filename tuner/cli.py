@@ -10,7 +10,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
-from tuner import _ray
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import OmegaConf
+
+from tuner import _ray, config
 
 EXIT_BAD_INPUT = 2
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
@@ -38,7 +41,6 @@ def quiet_libraries() -> None:
 
 def command(body: Callable[[Any], T], cfg: Any) -> T:
     """Run a command's body on the composed config: quiet libraries, checked settings, one line on bad input."""
-    from tuner import config
 
     quiet_libraries()
     try:
@@ -49,7 +51,6 @@ def command(body: Callable[[Any], T], cfg: Any) -> T:
 
 def available_searches() -> list[str]:
     """The searches Hydra can see: the built-in ones and those under any --config-dir."""
-    from hydra.core.hydra_config import HydraConfig
 
     dirs = [CONF_DIR]
     if HydraConfig.initialized():
@@ -60,7 +61,6 @@ def available_searches() -> list[str]:
 def search_command(body: Callable[[Any], int], cfg: Any) -> NoReturn:
     """A command over one search (``tuner.run``, ``tuner.check``): refuse a config without ``+search``, run
     ``body`` on the checked settings, exit with its status."""
-    from omegaconf import OmegaConf
 
     if OmegaConf.is_missing(cfg.search, "name"):
         fail(f"no search chosen: add +search=NAME, one of: {', '.join(available_searches())}")

@@ -4,7 +4,9 @@ search on the local twin with the code shipped to its workers, directly and as a
 
 from __future__ import annotations
 
+import contextlib
 import re
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -24,6 +26,7 @@ pytestmark = pytest.mark.slow
 
 # No early stopping: how each trial ends is its case's doing, not the order in which trials happened to report.
 CASES = ["+search=cases", "search/scheduler=fifo"]
+RAY_DEFAULT_AGENT_PORT = 52365  # ray start --dashboard-agent-listen-port's default
 
 
 @pytest.fixture(scope="module")
@@ -193,17 +196,22 @@ def test_a_report_the_search_cannot_use_stops_the_search_at_once_in_one_line(
 
 @pytest.fixture(scope="module")
 def twin() -> Iterator[str]:
-    """The local twin of cluster/aws.yaml, its dashboard (and job server) on 127.0.0.1; yields the job address."""
+    """The local twin of cluster/aws.yaml, its dashboard (and job server) on 127.0.0.1; yields the job address. The
+    job server needs the head's agent: it must start although Ray's default port for it is taken."""
     port = free_port()
     cfg = ClusterConfig(
         name="local_spot", launcher_config="cluster/aws.yaml", max_workers_per_type=1, dashboard_port=port
     )
     cluster = LocalTwin(twin_config(load_launcher_config("cluster/aws.yaml"), cfg), cfg)
-    cluster.start()
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        cluster.stop()
+    with contextlib.ExitStack() as held:
+        # Ray's default agent port held, as another Ray cluster on the machine holds it (if one does, it stays so).
+        with contextlib.suppress(OSError):
+            held.enter_context(socket.create_server(("0.0.0.0", RAY_DEFAULT_AGENT_PORT)))
+        cluster.start()
+        try:
+            yield f"http://127.0.0.1:{port}"
+        finally:
+            cluster.stop()
 
 
 ON_THE_TWIN = ["+search=mine", "cluster.address=auto", "cluster.launcher_config=cluster/aws.yaml", "tracking=mlflow"]

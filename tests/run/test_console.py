@@ -7,7 +7,7 @@ from types import SimpleNamespace
 
 from tests.config.test_config import compose_cfg
 from tuner.config import to_settings
-from tuner.run.console import ProgressPrinter
+from tuner.run.console import ProgressPrinter, error_summary
 
 
 def lines(*results: dict) -> list[str]:
@@ -40,3 +40,19 @@ def test_a_result_reported_again_after_a_restart_is_not_shown_as_training() -> N
     )
     assert "epoch  24/" in again and "val_acc 0.9" in again and "reported again from its checkpoint" in again
     assert "30 s" not in again and trained.endswith("1.5 s")
+
+
+def test_an_error_is_one_line_the_trainers_own_else_the_exception_ray_raised() -> None:
+    ray_text = (
+        "Failure # 1 (occurred at 2026-12-07_11-16-53)\n"
+        "Traceback (most recent call last):\n"
+        '  File "ray/_private/worker.py", line 1, in get\n'
+        "ray.exceptions.RuntimeEnvSetupError: Failed to set up runtime environment.\n"
+        "OSError: Failed to download runtime_env file package gcs://_ray_pkg_1.zip\n"
+    )
+    assert error_summary(ray_text) == "OSError: Failed to download runtime_env file package gcs://_ray_pkg_1.zip"
+    trainer_text = (
+        ray_text + "tuner.trial.trainer.TrainerError: ValueError: bad batch 2 (at mypkg/cases.py:9 in helper)\n"
+    )
+    assert error_summary(trainer_text) == "ValueError: bad batch 2 (at mypkg/cases.py:9 in helper)"
+    assert error_summary("") == "(no error text)"

@@ -22,6 +22,7 @@ from typing import Any, Optional
 
 import optuna
 import torch
+from hydra.utils import instantiate
 from ray.tune import Callback
 
 from tuner import _ray
@@ -41,6 +42,7 @@ from tuner.config import (
 )
 from tuner.result_keys import CHECKPOINT_WRITE_S, NODE_GROUP, NODE_ID, TRAIN_TIME_S
 from tuner.run.build import load_space
+from tuner.run.driver import execute
 from tuner.trial import checkpoint
 from tuner.trial.heartbeat import wait_trained_past
 
@@ -77,7 +79,6 @@ class Run:
 
 def first_suggestion(search: SearchConfig) -> dict[str, Any]:
     """The configuration the search's sampler suggests first (what its first trial would train)."""
-    from hydra.utils import instantiate
 
     space = load_space(search.space)
     study = optuna.create_study(sampler=instantiate(search.searcher))
@@ -153,7 +154,6 @@ class Checker:
     def run(self, kind: str, until: Optional[float] = None, stop_after_s: Optional[float] = None) -> Run:
         """One run: ``kind`` undisturbed | notice | kill; it ends at ``until`` (time_attr) or after
         ``stop_after_s`` of training, whichever is given, else where the trainer ends."""
-        from tuner.run.driver import execute
 
         cfg = self.config(kind, until)
         recorder, done = Results(), threading.Event()

@@ -18,6 +18,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Optional
 
+import ray
+
 from tuner import _ray
 from tuner.cluster.launcher import load_launcher_config
 from tuner.cluster.twin import LocalTwin, twin_config
@@ -56,7 +58,6 @@ def code_runtime_env(specs: Iterable[str]) -> Optional[dict[str, Any]]:
 
 def connect(cfg: ClusterConfig, code: Iterable[str] = ()) -> tuple[Any, Optional[LocalTwin]]:
     """``ray.init`` for this cluster config (starting the twin first); returns (context, twin)."""
-    import ray
 
     twin = None
     address = cfg.address

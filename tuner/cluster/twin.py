@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 import psutil
+import ray.util
 
 from tuner import _ray
 from tuner.cluster.autoscaler import AutoscalerConfig
@@ -189,7 +190,6 @@ class LocalTwin:
                 f"cluster=local_spot: {self.cfg.dashboard_host}:{self.cfg.dashboard_port} is taken (another local twin "
                 "or Ray dashboard on this machine): wait for it to end, or set cluster.dashboard_port to a free port"
             )
-        import ray.util
 
         host, port = ray.util.get_node_ip_address(), _free_port()
         gcs_address = f"{host}:{port}"
@@ -208,6 +208,10 @@ class LocalTwin:
             "--num-gpus=0",
             f"--dashboard-host={self.cfg.dashboard_host}",
             f"--dashboard-port={self.cfg.dashboard_port}",
+            # Not Ray's fixed defaults (52365, 10001), which another Ray cluster on this machine may hold: the
+            # head's agent would fail to bind, and the job server would find no agent to run a job with.
+            f"--dashboard-agent-listen-port={_free_port()}",
+            f"--ray-client-server-port={_free_port()}",
             "--include-dashboard=true" if self.cfg.include_dashboard else "--include-dashboard=false",
             "--system-config=" + json.dumps(FAST_FAILURE_DETECTION, separators=(",", ":")),
             env=env,

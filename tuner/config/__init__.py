@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
 from tuner.config.base import ConfigError, require
@@ -82,7 +83,6 @@ __all__ = [
 
 def register() -> None:
     """Register the schemas that ``conf/*.yaml`` name first in their defaults, and the search's groups."""
-    from hydra.core.config_store import ConfigStore
 
     store = ConfigStore.instance()
     store.store(name="base_config", node=Config)

@@ -27,11 +27,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Optional, Protocol
 
+import ray
 from ray.tune import Callback
 from ray.tune.experiment import Trial
 
 from tuner.cluster.autoscaler import AutoscalerConfig
+from tuner.cluster.launcher import worker_types
 from tuner.result_keys import TRAIN_TIME_S
+from tuner.spot.drain import drain_node
+from tuner.spot.labels import MARKET, NODE_GROUP
 
 log = logging.getLogger(__name__)
 
@@ -68,17 +72,9 @@ class RayNodes:
     """Nodes by their ``ray.io/node-group`` label; drained like a spot notice, without a deadline."""
 
     def alive(self, node_type: str) -> list[str]:
-        import ray
-
-        from tuner.spot.labels import NODE_GROUP
-
         return [n["NodeID"] for n in ray.nodes() if n["Alive"] and n["Labels"].get(NODE_GROUP) == node_type]
 
     def drain(self, node_ids: list[str]) -> None:
-        import ray
-
-        from tuner.spot.drain import drain_node
-
         for node_id in node_ids:
             drain_node(ray.get_runtime_context().gcs_address, node_id, "tuner: back to spot", None)
 
@@ -180,8 +176,6 @@ def worker_types_by_market(
     launcher: dict[str, Any], caps: dict[str, int]
 ) -> tuple[list[str], dict[str, tuple[int, int]]]:
     """(spot types, {on-demand type: (base, max)}) of a launcher config; ``caps`` bound the max (the twin's)."""
-    from tuner.cluster.launcher import worker_types
-    from tuner.spot.labels import MARKET
 
     spot, on_demand = [], {}
     for name, node_type in worker_types(launcher).items():

@@ -28,9 +28,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Optional
 
+import ray
 from ray.tune import Callback
 from ray.tune.experiment import Trial
 
+from tuner import pareto
 from tuner.config import CostConfig, SearchConfig
 from tuner.cost.pricing import PriceSource, integrate_usd, node_share
 from tuner.result_keys import (
@@ -53,6 +55,7 @@ from tuner.result_keys import (
     WORLD_SIZE,
     ZONE,
 )
+from tuner.spot import labels
 
 log = logging.getLogger(__name__)
 
@@ -154,9 +157,6 @@ class TrialLedger:
 
 def labels_from_ray(node_id: str) -> dict[str, str]:
     """Where a node is (instance type, market, zone, region) by its Ray labels, as a trial reports it."""
-    import ray
-
-    from tuner.spot import labels
 
     node: dict[str, Any] = next((n for n in ray.nodes() if n["NodeID"] == node_id), {"Labels": {}})
     have = node.get("Labels") or {}
@@ -421,8 +421,6 @@ class CostLedger(Callback):
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
-
-        from tuner import pareto
 
         points = {t: (self.cost_of(t), ledger.best) for t, ledger in self.trials.items() if ledger.best is not None}
         points = {t: (c, best) for t, (c, best) in points.items() if c.priced}

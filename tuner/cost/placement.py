@@ -37,7 +37,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Optional
 
-from ray.tune import Callback
+from ray.tune import Callback, PlacementGroupFactory
 from ray.tune.experiment import Trial
 
 from tuner.cluster.autoscaler import AutoscalerConfig
@@ -265,7 +265,6 @@ def config_key(config: Mapping[str, Any]) -> str:
 def trial_resources(bundle: dict[str, float], config: dict[str, Any]) -> Any:
     """A new trial's resources (``tune.with_resources`` calls this in the driver): its bundle, on the
     placement's chosen type (or an on-demand one), off the price guard's blocked types."""
-    from ray.tune import PlacementGroupFactory
 
     decision = _ACTIVE.choose(config) if _ACTIVE is not None else None
     if decision is not None:

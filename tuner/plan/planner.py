@@ -18,6 +18,8 @@ from tuner.config import ConfigError, PlanConfig
 from tuner.plan.simulate import Summary, evaluate
 from tuner.plan.traces import MARKETS
 from tuner.plan.types import TypeCost, picks, type_costs
+from tuner.run.tracking import experiment_id
+from tuner.text import table, usd
 
 TYPE_COLUMNS = [
     "instance_type",
@@ -89,8 +91,6 @@ def log_to_mlflow(
 ) -> str:
     from mlflow.tracking import MlflowClient
 
-    from tuner.run.tracking import experiment_id
-
     client = MlflowClient(tracking_uri=cfg.tracking.tracking_uri)
     run = client.create_run(experiment_id(client, cfg.tracking), run_name=f"plan-{time.strftime('%Y-%m-%d_%H-%M')}")
     for key, value in {**vars(cfg.profile), "starts": cfg.starts}.items():
@@ -112,8 +112,6 @@ def log_to_mlflow(
 
 
 def run_plan(cfg: PlanConfig) -> dict[str, list[Summary]]:
-    from tuner.text import table
-
     logging.getLogger("matplotlib").setLevel(logging.WARNING)
     costs = type_costs(cfg.types, cfg.profile, cfg.strategies[-1])  # bad types.* fail before the replay
     results = plan(cfg)
@@ -146,7 +144,6 @@ def run_plan(cfg: PlanConfig) -> dict[str, list[Summary]]:
 def print_type_choice(cfg: PlanConfig, costs: list[TypeCost], path: Path) -> dict[str, float]:
     """The type table (console and ``path``) and the two picks; returns the picks' costs (empty without
     any ``types.epoch_s``)."""
-    from tuner.text import table, usd
 
     by_price, by_cost = picks(costs)
     marks = {

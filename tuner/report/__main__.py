@@ -25,12 +25,11 @@ from tuner.report import render
 from tuner.report.aggregate import Report, build
 from tuner.report.collect import collect
 from tuner.result_keys import COST_USD, ON_DEMAND_COST_USD, SAVINGS_PCT
+from tuner.run.tracking import experiment_id
 
 
 def log_to_mlflow(cfg: ReportConfig, report: Report, files: list[str]) -> Optional[str]:
     from mlflow.tracking import MlflowClient
-
-    from tuner.run.tracking import experiment_id
 
     client = MlflowClient(tracking_uri=cfg.tracking.tracking_uri)
     run = client.create_run(experiment_id(client, cfg.tracking), run_name=f"report-{time.strftime('%Y-%m-%d_%H-%M')}")

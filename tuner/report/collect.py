@@ -11,6 +11,7 @@ from pathlib import Path
 import pandas as pd
 
 from tuner.config import ConfigError, ReportConfig
+from tuner.run.tracking import TAG_EXPERIMENT, TAG_PARENT
 
 LEDGER_ARTIFACT = "cost_ledger.csv"
 SECONDS_PER_DAY = 86400.0
@@ -31,8 +32,6 @@ def collect(cfg: ReportConfig) -> tuple[list[Search], pd.DataFrame]:
     each row tagged with its search's ``run_id`` and ``experiment``."""
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
-
-    from tuner.run.tracking import TAG_EXPERIMENT, TAG_PARENT
 
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     client = MlflowClient(tracking_uri=cfg.tracking.tracking_uri)

@@ -9,12 +9,24 @@ import os
 from collections.abc import Callable, Mapping
 from typing import Any
 
+import optuna
+from hydra.utils import get_object, instantiate
+from omegaconf import OmegaConf
+from ray import tune
+from ray.tune import PlacementGroupFactory
+from ray.tune.utils import flatten_dict
+
+from tuner import _ray
 from tuner.config import Config, ConfigError, SearchConfig
 from tuner.config.space import space_function
+from tuner.cost import placement
 from tuner.result_keys import LEDGER_OBJECTIVES, PLATFORM_KEYS
+from tuner.run import storage
+from tuner.run.search import ConsistentSearch, OptunaSearcher
 from tuner.spot.labels import MARKET
 from tuner.trial.attempt import TrialSpec
 from tuner.trial.runtime import Objective
+from tuner.trial.trainable import run, trainable_class
 
 SPOT = {MARKET: "spot"}  # a multi-worker trial's workers: on spot capacity
 NOT_SPOT = {MARKET: "!in(spot)"}  # its coordinator: the head or an on-demand worker
@@ -43,7 +55,6 @@ def load_space(spec: str | Mapping[str, Any]) -> Callable[..., Any]:
 
 def check_space(space: Callable[..., Any], spec: str) -> None:
     """Refuse a space that suggests nothing: Optuna would tune an empty config."""
-    import optuna
 
     try:
         space(optuna.trial.FixedTrial({}))
@@ -62,8 +73,6 @@ def objective(search: SearchConfig) -> Objective:
 
 
 def trial_spec(settings: Config, trainer_settings: Any) -> TrialSpec:
-    from tuner.run import storage
-
     search = settings.search
     assert search is not None
     return TrialSpec(
@@ -86,10 +95,6 @@ def trial_resources(settings: Config, spec: TrialSpec) -> Any:
     enforcing price guard blocks), or, for a multi-worker trial, a coordinator's: no CPU or GPU, never
     on spot capacity."""
 
-    from ray.tune import PlacementGroupFactory
-
-    from tuner.cost import placement
-
     search = settings.search
     assert search is not None
     if spec.elastic:
@@ -103,9 +108,6 @@ def trial_resources(settings: Config, spec: TrialSpec) -> Any:
 
 def search_alg(search: SearchConfig) -> Any:
     """Optuna (the configured sampler) over the search's space, ``max_concurrent_trials`` at a time."""
-    from hydra.utils import instantiate
-
-    from tuner.run.search import ConsistentSearch, OptunaSearcher
 
     if search.searcher is None:
         raise ConfigError("search.searcher is not set: choose one with search/searcher=tpe (or random, cmaes, gp, ...)")
@@ -128,7 +130,6 @@ def search_alg(search: SearchConfig) -> Any:
 def check_work_scaling(space: Callable[..., Any], search: SearchConfig) -> None:
     """Placement weighs a trial's units by ``search.work_scaling``: each must be a positive number the
     space suggests."""
-    import optuna
 
     if not search.work_scaling:
         return
@@ -154,8 +155,6 @@ def check_multi_objective(space: Callable[..., Any], search: SearchConfig) -> No
     """Refuse, before the search starts, a sampler that cannot optimise several objectives (CMA-ES):
     Optuna would raise on the first suggestion of every trial. Asked of a sampler of its own (a sampler
     keeps state, and Optuna 5's cannot be copied)."""
-    import optuna
-    from hydra.utils import instantiate
 
     sampler = instantiate(search.searcher)
     study = optuna.create_study(sampler=sampler, directions=["minimize"] * len(search.metrics))
@@ -170,7 +169,6 @@ def check_multi_objective(space: Callable[..., Any], search: SearchConfig) -> No
 
 def scheduler(search: SearchConfig) -> Any:
     """The configured Tune scheduler, given the search's time attribute and budget where it takes them."""
-    from hydra.utils import get_object, instantiate
 
     if search.scheduler is None:
         raise ConfigError("search.scheduler is not set: choose one with search/scheduler=asha (or hyperband, ...)")
@@ -186,11 +184,6 @@ def trial_dirname(trial: Any) -> str:
 
 def build_tuner(settings: Config, spec: TrialSpec, resume: bool, callbacks: list[Any], stopper: Any = None) -> Any:
     """A new Tuner, or the one saved at the experiment path (errored trials resumed)."""
-    from ray import tune
-
-    from tuner import _ray
-    from tuner.run import storage
-    from tuner.trial.trainable import run, trainable_class
 
     search = settings.search
     assert search is not None
@@ -236,8 +229,6 @@ def build_tuner(settings: Config, spec: TrialSpec, resume: bool, callbacks: list
 
 def search_params(settings: Config) -> dict[str, Any]:
     """Flat, secret-free description of the search for the MLflow parent run."""
-    from omegaconf import OmegaConf
-    from ray.tune.utils import flatten_dict
 
     search = OmegaConf.to_container(OmegaConf.structured(settings.search))
     flat: dict[str, Any] = flatten_dict({"search": search}, delimiter=".")

@@ -43,14 +43,19 @@ def trainer_error(trial: Trial) -> Optional[str]:
     return summary_from_error_text(_error_text(trial))
 
 
-def error_line(trial: Trial) -> str:
-    """The trainer's own line from a failed trial's error file, else the file's last line."""
-    text = _error_text(trial)
+def error_summary(text: str) -> str:
+    """A failed trial's error text as one line: the trainer's own (file and line), else the text's last line (the
+    exception Ray raised; the first is Tune's "Failure # N" header)."""
     summary = summary_from_error_text(text)
     if summary:
         return summary
     lines = [line for line in text.strip().splitlines() if line.strip()]
     return lines[-1][:200] if lines else "(no error text)"
+
+
+def error_line(trial: Trial) -> str:
+    """The one line of a failed trial's error file."""
+    return error_summary(_error_text(trial))
 
 
 class ProgressPrinter(Callback):

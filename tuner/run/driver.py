@@ -20,9 +20,32 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, Optional
 
+import ray
+from ray import tune
+from ray.tune.stopper import CombinedStopper
+
+from tuner import _ray, pareto
+from tuner.cluster.connect import JOB_ENV, connect
+from tuner.cluster.launcher import check_fits, load_launcher_config, worker_types
+from tuner.cluster.twin import twin_config
 from tuner.config import Config, ConfigError
+from tuner.cost import pricing
+from tuner.cost.budget import BudgetStopper
+from tuner.cost.fallback import gate_for, worker_types_by_market
+from tuner.cost.ledger import CostLedger
+from tuner.cost.placement import placement_for
+from tuner.cost.price_guard import PriceGuard
 from tuner.result_keys import COST_USD, TRAIN_TIME_S
-from tuner.text import usd
+from tuner.run import storage
+from tuner.run.build import build_tuner, search_alg, search_params, trial_spec
+from tuner.run.console import ProgressPrinter, cost_columns, cost_summary, error_summary
+from tuner.run.liveness import SearchStalled, Watchdog
+from tuner.run.liveness import check_capacity as check_live_nodes
+from tuner.run.search import full_budget_values
+from tuner.run.stop import FailFast, StopFile
+from tuner.run.tracking import MLflowTracker
+from tuner.text import fmt, params, table, usd
+from tuner.trial import heartbeat, policy, trainer
 
 EXIT_TRIALS_FAILED = 1  # unless run.allow_failed_trials (as legacy tune.run's raise_on_failed_trial=False)
 EXIT_FAIL_FAST = 2  # as for bad input: an error every attempt of every trial would repeat
@@ -48,8 +71,6 @@ def pareto_front(results: Any, settings: Config) -> tuple[dict[str, dict[str, fl
     """A multi-objective search's objective values per trial that trained its whole budget (its last
     result: what the searcher was told; an early-stopped trial's are not comparable) and the trials on
     their Pareto front; both empty for a single-objective search."""
-    from tuner import pareto
-    from tuner.run.search import full_budget_values
 
     search = settings.search
     assert search is not None
@@ -78,9 +99,6 @@ def summarize(
     """Print the best trials (a multi-objective search's front first: ``told``, ``front`` as
     :func:`pareto_front` gives them) with their cost, the best config and where to look; return the exit
     status."""
-    from tuner.run import storage
-    from tuner.run.console import cost_columns, cost_summary
-    from tuner.text import fmt, params, table
 
     search = settings.search
     assert search is not None
@@ -137,21 +155,16 @@ def summarize(
 
 
 def failure_line(result: Any) -> str:
-    """A failed trial's error as one line: the trainer's own (file and line) from its error file, else Ray's first."""
-    from tuner.trial.trainer import summary_from_error_text
-
+    """A failed trial's error as one line, as its console line says it (from its error file, else the error)."""
     try:
         text = (Path(result.path) / "error.txt").read_text()
     except (OSError, TypeError):  # in S3, or no file
-        text = ""
-    return summary_from_error_text(text) or str(result.error).strip().splitlines()[0][:200]
+        text = str(result.error)
+    return error_summary(text)
 
 
 def make_price_guard(settings: Config, tracker: Any) -> Any:
     """The guard watches the limited types, else the given ones, else the cluster config's worker types."""
-    from tuner.cluster.launcher import load_launcher_config, worker_types
-    from tuner.cost import pricing
-    from tuner.cost.price_guard import PriceGuard
 
     cfg = settings.price_guard
     watched = cfg.instance_types or sorted(cfg.max_usd_per_hour or {})
@@ -174,8 +187,6 @@ def make_price_guard(settings: Config, tracker: Any) -> Any:
 def capacity_gate(settings: Config, autoscaler_config: Optional[str]) -> Any:
     """Spot first, on-demand for a trial whose deadline needs it: on a cluster that has both and whose
     autoscaler config the driver can steer (the twin's; the head's on ``cluster=aws``)."""
-    from tuner.cluster.launcher import load_launcher_config, worker_types
-    from tuner.cost.fallback import gate_for
 
     if not (settings.fallback.enabled and settings.cluster.launcher_config and autoscaler_config):
         return None
@@ -196,9 +207,6 @@ def make_placement(settings: Config, autoscaler_config: Optional[str], gated: bo
     """Price-performance placement on a cluster with a launcher config (its spot worker types). Its on-demand
     types carry every spot type's resource: only with the capacity gate capping them (``gated``) may trials
     be placed, or Ray's autoscaler would launch an on-demand node for a placed trial."""
-    from tuner.cluster.launcher import load_launcher_config
-    from tuner.cost.fallback import worker_types_by_market
-    from tuner.cost.placement import placement_for
 
     path = settings.cluster.launcher_config
     launcher = load_launcher_config(path) if settings.placement.enabled and path else None
@@ -218,11 +226,6 @@ def make_placement(settings: Config, autoscaler_config: Optional[str], gated: bo
 def check_capacity(settings: Config, connected: bool) -> None:
     """Refuse, before anything starts, a trial no node the cluster can ever provide would hold: an autoscaled
     cluster's node types (before connecting: the twin is not even started), else the nodes there are."""
-    import ray
-
-    from tuner.cluster.launcher import check_fits, load_launcher_config
-    from tuner.cluster.twin import twin_config
-    from tuner.run.liveness import check_capacity as check_live_nodes
 
     search = settings.search
     assert search is not None
@@ -241,7 +244,6 @@ def anchor_paths(settings: Config) -> None:
     """The config's relative paths, made absolute from where the command started, which a Ray job then
     leaves: Ray 2.60 re-extracts a job's working directory whenever a worker of the job starts with it,
     so the driver's own working directory can vanish under it (its code is already imported)."""
-    from tuner.cluster.connect import JOB_ENV
 
     settings.output_dir = os.path.abspath(settings.output_dir)
     settings.storage.path = os.path.abspath(settings.storage.path)
@@ -261,14 +263,6 @@ def execute(settings: Config, observers: Sequence[Any] = ()) -> int:
 
     ``observers``: extra Tune callbacks (fault injection and benchmarks watch results through them).
     """
-    import ray
-    from ray import tune
-
-    from tuner import _ray
-    from tuner.cluster.connect import connect
-    from tuner.run import storage
-    from tuner.run.build import search_alg
-    from tuner.trial import policy, trainer
 
     search = settings.search
     assert search is not None
@@ -311,20 +305,6 @@ def run_search(
 ) -> int:
     """The search on the connected cluster, watched by the callbacks; its outcome on the console and in MLflow.
     ``autoscaler_config``: the file the cluster's autoscaler reads, which the capacity rule steers."""
-    import ray
-    from ray.tune.stopper import CombinedStopper
-
-    from tuner import _ray
-    from tuner.cost import pricing
-    from tuner.cost.budget import BudgetStopper
-    from tuner.cost.ledger import CostLedger
-    from tuner.run import storage
-    from tuner.run.build import build_tuner, search_params, trial_spec
-    from tuner.run.console import ProgressPrinter
-    from tuner.run.liveness import SearchStalled, Watchdog
-    from tuner.run.stop import FailFast, StopFile
-    from tuner.run.tracking import MLflowTracker
-    from tuner.trial import heartbeat
 
     search = settings.search
     assert search is not None

@@ -19,6 +19,8 @@ from collections.abc import Callable, Sequence
 from typing import Any, Optional
 
 import optuna
+from ray import cloudpickle
+from ray.tune import ExperimentAnalysis
 from ray.tune.experiment import Trial
 from ray.tune.search import Searcher, SearchGenerator
 
@@ -161,9 +163,6 @@ class ConsistentSearch(SearchGenerator):
         return True  # restore_from_dir rebuilds whatever is missing
 
     def restore_from_dir(self, dirpath: str) -> None:
-        from ray import cloudpickle
-        from ray.tune import ExperimentAnalysis
-
         saved = _ray.search_generator_state_files(self, dirpath)
         if saved:
             self.set_state({k: v for k, v in cloudpickle.loads(saved[-1].read_bytes()).items() if ":" not in k})

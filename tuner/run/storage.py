@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from typing import Any, Optional
 from urllib.parse import urlencode, urlparse
 
+from tuner import _ray
 from tuner.config import ConfigError, StorageConfig
 
 S3_CONNECT_TIMEOUT_S = 5
@@ -104,7 +105,6 @@ def keep_credentials_out_of_ray() -> None:
     driver does instead: a local cluster's workers inherit the driver's
     environment, a cloud worker has its instance profile.
     """
-    from tuner import _ray
 
     _ray.stop_propagating_env(frozenset(AWS_SECRET_ENV))
 
@@ -127,6 +127,4 @@ class OneLineStorageErrors(logging.Filter):
 
 
 def shorten_ray_storage_errors() -> None:
-    from tuner import _ray
-
     _ray.filter_storage_logs(OneLineStorageErrors())

@@ -12,6 +12,7 @@ import functools
 import logging
 import math
 import os
+import tempfile
 import threading
 import time
 from collections import deque
@@ -19,6 +20,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Optional
 
+import pandas as pd
 from ray.tune import Callback
 from ray.tune.experiment import Trial
 
@@ -36,6 +38,7 @@ from tuner.result_keys import (
     TRAIN_TIME_S,
     WALL_S,
 )
+from tuner.run.console import error_line
 from tuner.run.storage import checkpoint_uri
 from tuner.text import fmt
 from tuner.trial.runtime import user_metrics
@@ -292,8 +295,6 @@ class MLflowTracker(Callback):
         self._finish(trial, "FINISHED")
 
     def on_trial_error(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
-        from tuner.run.console import error_line
-
         line = error_line(trial)
         self._submit("tag error", trial, lambda rid: self.client.set_tag(rid, TAG_ERROR, line))
         self._finish(trial, "FAILED")
@@ -322,7 +323,6 @@ class MLflowTracker(Callback):
         and close it."""
         if self.client is None or self.parent_id is None:
             return
-        import tempfile
 
         self._stop_sender()  # what is still queued goes out now, in order, from this thread
         from mlflow.entities import Metric
@@ -343,7 +343,6 @@ class MLflowTracker(Callback):
 
     def trials_table(self, told: dict[str, dict[str, float]], front: Sequence[str]) -> str:
         """Every trial of the search in one HTML table, a Pareto front first: what a comparison needs."""
-        import pandas as pd
 
         columns = [COST_USD, ON_DEMAND_COST_USD, SAVINGS_PCT, PREEMPTIONS, LOST_WORK_S]
         rows = []

@@ -21,6 +21,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Optional
 
+import ray
+
 from tuner import _ray
 from tuner.spot import drain as drains
 from tuner.spot import labels as node_labels
@@ -97,7 +99,6 @@ def _parser() -> argparse.ArgumentParser:
 
 def _own_node(address: str, node_id: Optional[str]) -> tuple[str, dict[str, str]]:
     """This host's Ray node id and its labels (instance type, zone, market)."""
-    import ray
 
     nodes = _ray.node_info(address)
     if node_id:

@@ -14,6 +14,8 @@ import threading
 from collections.abc import Callable
 from typing import Optional
 
+import ray
+
 from tuner import _ray
 
 log = logging.getLogger(__name__)
@@ -34,7 +36,6 @@ def draining_nodes() -> dict[str, int]:
 
 def node_lost(node_id: str) -> bool:
     """True when the node is dead or draining: a restart caused by it is a preemption."""
-    import ray
 
     alive = {n["NodeID"]: n["Alive"] for n in ray.nodes()}
     return not alive.get(node_id, False) or node_id in draining_nodes()

@@ -6,6 +6,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Optional
 
+import ray
+import torch
+
 from tuner.config import CheckpointConfig
 from tuner.spot.labels import TORCH_THREADS
 from tuner.trial import trainer as trainers
@@ -36,8 +39,6 @@ class TrialSpec:
 
 def call_trainer(spec: TrialSpec, config: dict[str, Any], context: TrialContext, backend: Backend) -> None:
     """Run the user's trainer in a session; its exceptions come out as one line that points into its code."""
-    import ray
-    import torch
 
     fn = trainers.load(spec.trainer)
     labels = {k: v[0] if isinstance(v, list) else v for k, v in ray.get_runtime_context().get_node_labels().items()}

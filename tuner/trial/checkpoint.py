@@ -22,7 +22,9 @@ from pathlib import Path
 from typing import Any, NamedTuple, Optional, Union
 
 import numpy as np
+import pyarrow.fs
 import torch
+from ray import tune
 
 from tuner.result_keys import TRAIN_TIME_S
 
@@ -223,7 +225,6 @@ def _age(path: str, filesystem: Any) -> Age:
 
 def _kept(parent: str, filesystem: Any) -> list[str]:
     """Paths of the ``checkpoint_NNNNNN`` directories under a trial's directory."""
-    import pyarrow.fs
 
     infos = filesystem.get_file_info(pyarrow.fs.FileSelector(parent, allow_not_found=True))
     return [
@@ -242,8 +243,6 @@ class Restored(NamedTuple):
 
 
 def _gone(checkpoint: Any) -> bool:
-    import pyarrow.fs
-
     return bool(checkpoint.filesystem.get_file_info(checkpoint.path.rstrip("/")).type == pyarrow.fs.FileType.NotFound)
 
 
@@ -272,8 +271,6 @@ def candidates(recorded: Any) -> list[tuple[Any, Age]]:
 
 
 def _newest_first(paths: Iterable[str], filesystem: Any) -> list[tuple[Any, Age]]:
-    from ray import tune
-
     aged = [(tune.Checkpoint(p, filesystem=filesystem), _age(p, filesystem)) for p in paths]
     return sorted(aged, key=lambda checkpoint_age: checkpoint_age[1], reverse=True)
 

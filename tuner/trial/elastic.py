@@ -30,6 +30,13 @@ import threading
 import time
 from typing import Any, Optional
 
+import ray
+import torch
+import torch.distributed as dist
+from ray import train, tune
+from ray.train.torch import TorchConfig, TorchTrainer
+from ray.tune.integration.ray_train import TuneReportCallback
+
 from tuner import _ray
 from tuner.result_keys import WALL_S
 from tuner.spot.drain import node_lost
@@ -71,23 +78,17 @@ class TrainBackend:
         self.context = context
 
     def recorded_checkpoint(self) -> Any:
-        from ray import train
-
         return train.get_checkpoint()
 
     def trial_storage(self) -> Optional[tuple[Any, str]]:
         return None  # a multi-worker trial's checkpoints are its Ray Train run's, which restores them itself
 
     def report(self, metrics: dict[str, Any], checkpoint_dir: Optional[str]) -> None:
-        from ray import train
-
         ckpt = train.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir and self.context.is_main else None
         train.report(metrics, checkpoint=ckpt)  # every rank reports, the same number of times
 
     def agree(self, code: int, deadline_s: float) -> tuple[int, float]:
         """The most urgent checkpoint reason of any worker, and the earliest drain deadline."""
-        import torch
-        import torch.distributed as dist
 
         reason = torch.tensor([code], dtype=torch.int64)
         deadline = torch.tensor([deadline_s], dtype=torch.float64)
@@ -96,8 +97,6 @@ class TrainBackend:
         return int(reason.item()), float(deadline.item())
 
     def gather(self, value: Any) -> list[Any]:
-        import torch.distributed as dist
-
         values: list[Any] = [None] * dist.get_world_size()
         dist.all_gather_object(values, value)
         return values
@@ -105,8 +104,6 @@ class TrainBackend:
 
 def _worker(loop_config: dict[str, Any]) -> None:
     """One worker of the trial's TorchTrainer: the user's trainer in a session that knows its rank."""
-    import ray
-    from ray import train
 
     spec: TrialSpec = loop_config["spec"]
     ctx = train.get_context()
@@ -123,10 +120,6 @@ def _worker(loop_config: dict[str, Any]) -> None:
 
 def run_elastic(config: dict[str, Any], spec: TrialSpec) -> None:
     """The coordinator: a TorchTrainer for this trial, its results forwarded to Tune."""
-    import ray
-    from ray import train, tune
-    from ray.train.torch import TorchConfig, TorchTrainer
-    from ray.tune.integration.ray_train import TuneReportCallback
 
     os.environ.setdefault("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", str(WORKER_GROUP_START_TIMEOUT_S))
     os.environ.setdefault("RAY_TRAIN_PREEMPTION_POLL_INTERVAL_S", str(PREEMPTION_POLL_S))

@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, Optional
 
 import ray
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from tuner.result_keys import COUNTERS, NODE_ID, TRAIN_TIME_S, WALL_S, WORLD_SIZE
 
@@ -99,7 +100,6 @@ class HeartbeatStore:
 
 def start_store() -> Any:
     """Create (or find) the store on this process's node: the driver's, which is never spot."""
-    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
     return HeartbeatStore.options(  # type: ignore[attr-defined]

@@ -23,8 +23,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Optional, Protocol, Union
 
+from ray import tune
 from ray.tune.result import AUTO_RESULT_KEYS
 
+from tuner import _ray
 from tuner.config import CheckpointConfig
 from tuner.result_keys import (
     ATTEMPT_STARTED_S,
@@ -107,18 +109,12 @@ class TuneBackend:
     """A single-worker trial: a Tune function trainable; its decisions are its own."""
 
     def recorded_checkpoint(self) -> Any:
-        from ray import tune
-
         return tune.get_checkpoint()
 
     def trial_storage(self) -> Optional[tuple[Any, str]]:
-        from tuner import _ray
-
         return _ray.trial_storage()
 
     def report(self, metrics: dict[str, Any], checkpoint_dir: Optional[str]) -> None:
-        from ray import tune
-
         tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None)
 
     def agree(self, code: int, deadline_s: float) -> tuple[int, float]:

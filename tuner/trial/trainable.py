@@ -11,6 +11,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import ray
+from ray import tune
+
 from tuner import _ray
 from tuner.trial import checkpoint as ckpt
 from tuner.trial.attempt import TrialSpec, call_trainer
@@ -21,8 +24,6 @@ from tuner.trial.runtime import TuneBackend
 
 def run(config: dict[str, Any], spec: TrialSpec) -> None:
     """Ray Tune function trainable: ``tune.with_parameters(run, spec=...)``."""
-    import ray
-    from ray import tune
 
     if spec.elastic:
         run_elastic(config, spec)

@@ -23,6 +23,9 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Optional
 
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
 from tuner.config import ConfigError
 
 PLATFORM_DIR = Path(__file__).resolve().parent.parent  # frames in here are the platform's, not the user's
@@ -83,8 +86,6 @@ def settings_type(fn: Callable[..., Any]) -> Optional[type]:
 
 def settings_for(fn: Callable[..., Any], workload: Mapping[str, Any], key: str = "search.workload") -> Any:
     """``workload`` as ``fn`` wants it: typed when it declares a dataclass, else a plain dict."""
-    from omegaconf import OmegaConf
-    from omegaconf.errors import OmegaConfBaseException
 
     if takes_keywords(fn):
         return keyword_settings(fn, workload, key)
