@@ -87,7 +87,7 @@ def _profile(iam: Any, name: str, policies: dict[str, dict[str, Any]]) -> str:
         iam.add_role_to_instance_profile(InstanceProfileName=name, RoleName=name)
     except iam.exceptions.EntityAlreadyExistsException:
         pass
-    return iam.get_instance_profile(InstanceProfileName=name)["InstanceProfile"]["Arn"]
+    return str(iam.get_instance_profile(InstanceProfileName=name)["InstanceProfile"]["Arn"])
 
 
 def _security_group(ec2: Any, ssh_cidr: str) -> str:
@@ -96,8 +96,8 @@ def _security_group(ec2: Any, ssh_cidr: str) -> str:
         Filters=[{"Name": "group-name", "Values": [GROUP_NAME]}, {"Name": "vpc-id", "Values": [vpc]}]
     )["SecurityGroups"]
     if found:
-        return found[0]["GroupId"]
-    group = ec2.create_security_group(GroupName=GROUP_NAME, Description="tuner spot cluster", VpcId=vpc)["GroupId"]
+        return str(found[0]["GroupId"])
+    group = str(ec2.create_security_group(GroupName=GROUP_NAME, Description="tuner spot cluster", VpcId=vpc)["GroupId"])
     ec2.authorize_security_group_ingress(
         GroupId=group,
         IpPermissions=[

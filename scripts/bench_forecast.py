@@ -15,6 +15,7 @@ import json
 import statistics
 import sys
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -25,7 +26,7 @@ FORECASTERS = ("last_value", "seasonal_naive", "smoothing")
 
 
 def main() -> None:
-    report: dict[str, dict[str, object]] = {}
+    report: dict[str, dict[str, Any]] = {}
     v100 = aws_v100()
     prices = [forecast.evaluate_prices(z.spot_usd_per_gpu_hour[: v100.ticks], v100.tick_s) for z in v100.zones]
     report["price_mape_pct"] = {
@@ -45,10 +46,10 @@ def main() -> None:
             for f in FORECASTERS
         }
     mape = report["price_mape_pct"]
-    verdict = {"price": {f: mape[f] < mape["last_value"] for f in FORECASTERS[1:]}}  # type: ignore[operator]
+    verdict = {"price": {f: mape[f] < mape["last_value"] for f in FORECASTERS[1:]}}
     for key in [k for k in report if k.startswith("capacity_")]:
         scores = report[key]
-        verdict[key] = {f: scores[f]["f1"] > scores["last_value"]["f1"] for f in FORECASTERS[1:]}  # type: ignore[index]
+        verdict[key] = {f: scores[f]["f1"] > scores["last_value"]["f1"] for f in FORECASTERS[1:]}
     report["beats_last_value"] = verdict
     print(json.dumps(report, indent=1))
 

@@ -16,6 +16,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -38,7 +39,7 @@ PARAMS = {
 HEAVY = {**PARAMS, "depth": 20, "batch_size": 128}
 
 
-def train(params: dict, epochs: int, device: str) -> tuple[list[dict], float]:
+def train(params: dict[str, Any], epochs: int, device: str) -> tuple[list[dict[str, Any]], float]:
     workload = ClassifySettings(model="resnet", epochs=epochs, seed=0)
     trial = Trial(params, workload, load(workload.data), torch.device(device))
     start = time.perf_counter()
@@ -48,7 +49,7 @@ def train(params: dict, epochs: int, device: str) -> tuple[list[dict], float]:
     return history, time.perf_counter() - start
 
 
-def resume_is_exact(device: str, epochs: int = 4) -> dict:
+def resume_is_exact(device: str, epochs: int = 4) -> dict[str, Any]:
     workload = ClassifySettings(model="resnet", epochs=epochs, seed=1)
     data = load(workload.data)
     keys = ("train_loss", "val_loss", "val_acc")
@@ -65,13 +66,13 @@ def resume_is_exact(device: str, epochs: int = 4) -> dict:
     return {"exact": head + tail == full, "max_abs_diff": diff}
 
 
-def _worker(epochs: int, queue: mp.Queue) -> None:
+def _worker(epochs: int, queue: mp.Queue[Any]) -> None:
     torch.set_num_threads(1)
     _, seconds = train(HEAVY, epochs, "cuda")
     queue.put(seconds)
 
 
-def shared_gpu(n: int, epochs: int) -> dict:
+def shared_gpu(n: int, epochs: int) -> dict[str, Any]:
     """n trial processes on one GPU vs one alone: aggregate throughput ratio."""
     ctx = mp.get_context("spawn")
 
@@ -101,7 +102,7 @@ def main() -> None:
     parser.add_argument("--share", type=int, default=4)
     args = parser.parse_args()
     torch.set_num_threads(1)  # a trial with resources {cpu: 1}
-    report: dict = {"torch": torch.__version__, "cuda": torch.cuda.is_available()}
+    report: dict[str, Any] = {"torch": torch.__version__, "cuda": torch.cuda.is_available()}
     _, cpu_s = train(HEAVY, 2, "cpu")
     report["resnet20_epoch_cpu_1thread_s"] = cpu_s / 2
     report["resume_exact_cpu"] = resume_is_exact("cpu")

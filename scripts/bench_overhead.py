@@ -67,6 +67,7 @@ def epochs_trained(cfg: Config) -> int:
     """Epochs reported by all trials of the search: both sides must do the same work for the ratio to mean anything."""
     from ray.tune import ExperimentAnalysis
 
+    assert cfg.search is not None
     analysis = ExperimentAnalysis(f"{cfg.storage.path}/{cfg.name}")
     return sum(int(r.get(cfg.search.time_attr, 0)) for r in analysis.results.values() if r)
 
@@ -77,6 +78,7 @@ def plain(cfg: Config, address: str) -> float:
     from ray.tune.search.optuna import OptunaSearch
 
     search = cfg.search
+    assert search is not None
     started = time.perf_counter()
     ray.init(address=address, logging_level="ERROR", log_to_driver=False)
     tuner = tune.Tuner(
@@ -127,6 +129,7 @@ def search_config(name: str, root: str, store: str, args: argparse.Namespace, ad
         cluster=ClusterConfig(address=address),
         tracking=TrackingConfig(tracking_uri=store, experiment_name=name, artifact_location=f"{root}/art"),
     )
+    assert c.search is not None
     c.search.scheduler.grace_period = 2
     c.search.scheduler.reduction_factor = 2
     c.search.searcher.n_startup_trials = 4  # so that TPE models within 8 trials

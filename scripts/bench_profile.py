@@ -18,6 +18,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -37,7 +38,7 @@ def cifar_shaped() -> Dataset:
     return Dataset(x[:CIFAR_TRAIN], y[:CIFAR_TRAIN], x[CIFAR_TRAIN:], y[CIFAR_TRAIN:], 10)
 
 
-def measure(device: str, params: dict, steps: int) -> dict[str, float]:
+def measure(device: str, params: dict[str, Any], steps: int) -> dict[str, float]:
     trial = Trial(params, ClassifySettings(model="resnet", epochs=1, seed=0), cifar_shaped(), torch.device(device))
     done = [0]
 
@@ -90,7 +91,7 @@ def main() -> None:
         "width": args.width,
         "label_smoothing": 0.0,
     }
-    report: dict = {**vars(args), "data": "CIFAR-10-shaped (50k x 3x32x32)"}
+    report: dict[str, Any] = {**vars(args), "data": "CIFAR-10-shaped (50k x 3x32x32)"}
     report["cpu"] = measure("cpu", params, args.cpu_steps)
     if torch.cuda.is_available():
         report["gpu_name"] = torch.cuda.get_device_name(0)

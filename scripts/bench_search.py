@@ -104,7 +104,8 @@ def median_over_orders(curves: list[Curve], target: float, slots: int, orders: i
     for _ in range(orders):
         rng.shuffle(shuffled)
         spent.append(replay(shuffled, target, slots))
-    return statistics.median(spent)
+    reached = [s for s in spent if s is not None]
+    return statistics.median(reached) if reached else None
 
 
 def search(root: str, name: str, seed: int, args: argparse.Namespace, tpe_asha: bool) -> dict[str, Any]:
@@ -119,6 +120,7 @@ def search(root: str, name: str, seed: int, args: argparse.Namespace, tpe_asha: 
         output_dir=f"{root}/{name}",
     )
     s = cfg.search
+    assert s is not None
     s.searcher.seed = seed
     if not tpe_asha:
         s.searcher.n_startup_trials = args.trials  # all start-up trials = random sampling

@@ -37,11 +37,10 @@ def main() -> None:
     parser.add_argument("--timeout-s", type=float, default=900)
     parser.add_argument("--tests", nargs="+", default=list(TESTS), choices=list(TESTS))
     args = parser.parse_args()
-    report: dict[str, dict[str, object]] = {
-        name: {"passed": 0, "failed": 0, "hung": 0, "walls_s": []} for name in args.tests
-    }
+    counts: dict[str, dict[str, int]] = {name: {"passed": 0, "failed": 0, "hung": 0} for name in args.tests}
+    walls_s: dict[str, list[float]] = {name: [] for name in args.tests}
     for _ in range(args.repeats):  # round-robin: a noisy spell on the machine hits every test alike
-        for name, outcome in report.items():
+        for name, outcome in counts.items():
             started = time.monotonic()
             try:
                 proc = subprocess.run(
@@ -51,14 +50,15 @@ def main() -> None:
                     text=True,
                     timeout=args.timeout_s,
                 )
-                outcome["passed" if proc.returncode == 0 else "failed"] += 1  # type: ignore[operator]
+                outcome["passed" if proc.returncode == 0 else "failed"] += 1
                 if proc.returncode != 0:
                     print(proc.stdout[-3000:], file=sys.stderr)
             except subprocess.TimeoutExpired:
-                outcome["hung"] += 1  # type: ignore[operator]
+                outcome["hung"] += 1
                 subprocess.run([str(Path(sys.executable).parent / "ray"), "stop", "--force"], capture_output=True)
-            outcome["walls_s"].append(round(time.monotonic() - started, 1))  # type: ignore[attr-defined]
-            print(name, outcome, file=sys.stderr, flush=True)
+            walls_s[name].append(round(time.monotonic() - started, 1))
+            print(name, outcome, walls_s[name], file=sys.stderr, flush=True)
+    report = {name: {**counts[name], "walls_s": walls_s[name]} for name in args.tests}
     print(json.dumps({**vars(args), "results": report}, indent=1))
 
 

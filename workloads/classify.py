@@ -60,15 +60,15 @@ def _epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
     return torch.randperm(n, generator=torch.Generator().manual_seed(seed * _SEED_STRIDE + epoch))
 
 
-@torch.no_grad()
 def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
     """Mean cross-entropy and accuracy on (x, y)."""
     model.eval()
     loss_sum, correct = 0.0, 0
-    for i in range(0, len(x), EVAL_BATCH):
-        logits = model(x[i : i + EVAL_BATCH])
-        loss_sum += F.cross_entropy(logits, y[i : i + EVAL_BATCH], reduction="sum").item()
-        correct += (logits.argmax(1) == y[i : i + EVAL_BATCH]).sum().item()
+    with torch.no_grad():
+        for i in range(0, len(x), EVAL_BATCH):
+            logits = model(x[i : i + EVAL_BATCH])
+            loss_sum += F.cross_entropy(logits, y[i : i + EVAL_BATCH], reduction="sum").item()
+            correct += (logits.argmax(1) == y[i : i + EVAL_BATCH]).sum().item()
     return loss_sum / len(x), correct / len(x)
 
 

@@ -41,7 +41,8 @@ class Dataset:
 
     @property
     def in_shape(self) -> tuple[int, int, int]:
-        return tuple(self.x_train.shape[1:])  # type: ignore[return-value]
+        channels, height, width = self.x_train.shape[1:]
+        return channels, height, width
 
 
 def _split_and_normalize(x: np.ndarray, y: np.ndarray, cfg: DataSettings) -> Dataset:

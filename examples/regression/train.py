@@ -50,10 +50,10 @@ def fit(config: dict[str, Any], settings: dict[str, Any]) -> None:
     step = 0
     ckpt = session.get_checkpoint()  # tuner
     if ckpt is not None:  # tuner
-        state = ckpt.load()  # tuner
-        model.load_state_dict(state["model"])  # tuner
-        opt.load_state_dict(state["opt"])  # tuner
-        step = state["step"]  # tuner
+        saved = ckpt.load()  # tuner
+        model.load_state_dict(saved["model"])  # tuner
+        opt.load_state_dict(saved["opt"])  # tuner
+        step = saved["step"]  # tuner
     ctx = session.get_context()  # tuner: this worker's rank and the width of the trial
     net = nn.parallel.DistributedDataParallel(model) if ctx.world_size > 1 else model
 

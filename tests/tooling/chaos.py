@@ -19,10 +19,11 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from tests.tooling.metadata import MetadataServer
-from tuner.check.runs import Results as ResultRecorder  # every result the driver receives, in order
+from tuner.check.runs import Results
 from tuner.config import Config
 from tuner.result_keys import CHECKPOINT_ONLY, CHECKPOINT_REASON, LOST_WORK_S, PREEMPTIONS, WALL_S
 
+ResultRecorder = Results  # every result the driver receives, in order: what a fault-injection run is judged on
 AGENT_START_TIMEOUT_S = 60.0
 POLL_S = 0.05  # how often the injector looks at the results it has seen
 
