@@ -9,9 +9,8 @@ ITERATION = "iteration"  # report() calls so far (checkpoints between reports do
 TRAIN_TIME_S = "train_time_s"  # seconds of training in this trial, over all its attempts, restores excluded
 WALL_S = "wall_s"  # the result's time.time()
 WORLD_SIZE = "world_size"  # workers in the attempt that reported
-STEP_HOOK = (
-    "step_hook"  # 1 once the trainer has called step() or should_checkpoint(): notices checkpoint between reports
-)
+# 1 once the trainer has called step() or should_checkpoint(): notices can checkpoint between reports
+STEP_HOOK = "step_hook"
 
 # Recovery counters, carried across the trial's attempts by its heartbeat.
 PREEMPTIONS = "preemptions"  # attempts ended by a lost node (noticed or not)

@@ -17,10 +17,12 @@ Inside it, the calls below (three in the usual loop)::
                 session.step(lambda: state(epoch))   # cheap; saves on a spot notice
             session.report({"epoch": epoch + 1, "val_loss": evaluate()}, checkpoint=state(epoch + 1))
 
-- :func:`get_checkpoint`: where to resume from. Checksums are verified; a corrupt newest
-  checkpoint falls back to the one before. Its ``load()`` also puts back the RNG states of the
-  moment it was saved (every checkpoint records them), so the resumed trial draws what the
-  uninterrupted one would have.
+- :func:`get_checkpoint`: where to resume from, as a :class:`Checkpoint` (the platform's, not
+  Ray's: a verified local copy). Checksums are verified; a corrupt newest checkpoint falls back
+  to the one before. ``load()`` returns the state as it was given; it also puts back the RNG
+  states of the moment it was saved (every checkpoint records them; ``load(rng=False)`` does
+  not), so the resumed trial draws what the uninterrupted one would have. ``path`` is the
+  directory, for states that were a directory; ``restore_rng()`` puts back the RNGs alone.
 - :func:`report`: metrics (numbers) for the searcher, the scheduler, the console and
   MLflow; with ``checkpoint=`` a state (or a function returning one) that is saved when
   the checkpoint policy says so (always on the last report: ``time_attr >= search.max_t``).
@@ -31,11 +33,13 @@ Inside it, the calls below (three in the usual loop)::
   their own checkpoints (Lightning, Hugging Face): ask, then hand over the state or the
   directory they wrote.
 - :func:`get_context`: the trial's id and, in a multi-worker trial, this worker's rank,
-  the width and the gradient-accumulation factor that keeps the global batch fixed.
+  the width and the gradient-accumulation factor that keeps the global batch fixed; as
+  attributes or, as Ray's contexts have them, getters (``get_world_rank()``, ...).
 
 Everything else (preemption and restart counts, lost work, recovery time, the
 heartbeat, node labels in results, the cost ledger) happens without user code. A state
-is any object ``torch.save`` can write (tensors, numbers, dicts, lists, ...);
+is any object ``torch.save`` can write (tensors, numbers, dicts, lists, ...), or a directory
+the loop wrote (a ``pathlib.Path``);
 :func:`rng_state` / :func:`set_rng_state` capture Python's, NumPy's and torch's RNGs
 for loops that write checkpoints the platform does not see.
 """
@@ -47,7 +51,7 @@ from typing import Any, Optional, Union
 
 from tuner.trial.checkpoint import Checkpoint, rng_state, set_rng_state
 from tuner.trial.context import TrialContext
-from tuner.trial.runtime import current
+from tuner.trial.runtime import State, current
 
 __all__ = [
     "Checkpoint",
@@ -61,8 +65,6 @@ __all__ = [
     "should_checkpoint",
     "step",
 ]
-
-State = Union[Mapping[str, Any], str]  # a state dict, or a directory the loop wrote itself
 
 
 def get_checkpoint() -> Optional[Checkpoint]:
@@ -84,15 +86,16 @@ def step(state: Callable[[], State]) -> None:
     current().step(state)
 
 
-def should_checkpoint(report: bool = False) -> bool:
+def should_checkpoint(for_report: bool = False) -> bool:
     """True when a checkpoint is due now (notice, deadline, policy): then call :func:`save`. With
-    ``report=True`` also when the policy wants one with the report about to be made: then pass the
+    ``for_report=True`` also when the policy wants one with the report about to be made: then pass the
     checkpoint to that :func:`report`."""
-    return current().should_checkpoint(report)
+    return current().should_checkpoint(for_report)
 
 
 def save(state: State) -> None:
-    """Save a checkpoint now: a state dict, or a directory of files the loop wrote."""
+    """Save a checkpoint now: a state dict, or a directory of files the loop wrote (a ``pathlib.Path``, or a
+    ``str`` naming one)."""
     current().save(state)
 
 

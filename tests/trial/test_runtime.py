@@ -116,6 +116,33 @@ def test_a_checkpoint_given_as_a_function_is_built_only_when_due() -> None:
     assert built == [3]
 
 
+def test_should_checkpoint_for_report_asks_about_the_report_about_to_be_made() -> None:
+    """Loops that write their own checkpoints (Hugging Face) ask before the report whether it carries one."""
+    with session(Backend(), every_reports=2) as s:
+        assert not s.should_checkpoint() and not s.should_checkpoint(for_report=True)  # report 1 of every 2
+        s.report({"step": 1, "val_loss": 1.0})
+        assert not s.should_checkpoint() and s.should_checkpoint(for_report=True)  # report 2 is due one
+
+
+def test_a_directory_the_loop_wrote_is_saved_when_given_as_a_path(tmp_path) -> None:
+    written = tmp_path / "framework-checkpoint"
+    written.mkdir()
+    (written / "weights.bin").write_bytes(b"abc")
+    backend = Backend()
+    backend.report = lambda metrics, checkpoint_dir: backend.results.append(  # type: ignore[method-assign]
+        {**metrics, "files": sorted(p.name for p in Path(checkpoint_dir).iterdir()) if checkpoint_dir else None}
+    )
+    with session(backend) as s:
+        s.save(written)
+    assert "weights.bin" in backend.results[0]["files"]
+
+
+def test_the_context_has_rays_getters_beside_its_attributes() -> None:
+    ctx = runtime.TrialContext("t1", "node-a", world_rank=1, world_size=2, local_rank=1, max_workers=2)
+    assert (ctx.get_trial_id(), ctx.get_node_id()) == ("t1", "node-a")
+    assert (ctx.get_world_rank(), ctx.get_world_size(), ctx.get_local_rank()) == (1, 2, 1)
+
+
 def test_a_notice_that_falls_due_at_a_report_is_saved_with_it_once_and_named(monkeypatch) -> None:
     """A loop that checkpoints only with its reports (or a notice at an epoch's last batch): the report's
     checkpoint is the drain checkpoint, recorded as such, and the next step does not save it again."""

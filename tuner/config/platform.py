@@ -287,9 +287,8 @@ class CheckSettings:
     kill_at: float = 0.5  # the hard node kill: at this fraction, once the trial has trained past a checkpoint
     notice_s: float = 4.0  # the notice's lead time on the twin (time-compressed: AWS gives 120 s, GCP and Azure 30 s)
     tolerance: float = 0.0  # relative difference allowed per metric (for trainers nondeterministic on purpose)
-    budget_s: Optional[float] = (
-        None  # about this long in all: the runs end at the step the first reaches in a sixth of it
-    )
+    # about this long in all: the runs end at the step the first reaches in a sixth of it
+    budget_s: Optional[float] = None
     # the configuration checked; default: the space's first suggestion
     params: dict[str, Any] = field(default_factory=dict)
     launcher_config: str = "cluster/aws.yaml"  # the worker types of the twin it runs on

@@ -42,7 +42,7 @@ class TunerCallback(TrainerCallback):
 
     def on_step_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kw: Any) -> None:
         # The Trainer's own flow has decided whether this step evaluates: a report is coming.
-        if session.should_checkpoint(report=control.should_evaluate) or state.global_step >= state.max_steps:
+        if session.should_checkpoint(for_report=control.should_evaluate) or state.global_step >= state.max_steps:
             control.should_save = True
 
     def on_evaluate(

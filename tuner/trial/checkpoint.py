@@ -146,7 +146,7 @@ def _payload_files(root: Path) -> list[Path]:
 
 def write(
     directory: Union[str, os.PathLike[str]],
-    state: Union[Mapping[str, Any], str],
+    state: Union[Mapping[str, Any], str, os.PathLike[str]],
     meta: Mapping[str, Any],
     rng: Optional[list[dict[str, Any]]] = None,
 ) -> None:

@@ -24,6 +24,22 @@ class TrialContext:
     local_rank: int = 0
     max_workers: int = 1
 
+    # Getters as Ray's TrainContext and TuneContext have them, for code written against those.
+    def get_trial_id(self) -> str:
+        return self.trial_id
+
+    def get_node_id(self) -> str:
+        return self.node_id
+
+    def get_world_rank(self) -> int:
+        return self.world_rank
+
+    def get_world_size(self) -> int:
+        return self.world_size
+
+    def get_local_rank(self) -> int:
+        return self.local_rank
+
     @property
     def is_main(self) -> bool:
         """Rank 0: the worker whose reports and checkpoints count."""

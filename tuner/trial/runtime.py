@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import shutil
 import tempfile
 import time
@@ -63,7 +64,8 @@ UPLOAD_RETRY_MAX_S = 15.0
 FINAL_UPLOAD_TIMEOUT_S = 900.0  # the last checkpoint waits this long for storage to take it
 
 TUNE_KEYS = frozenset(AUTO_RESULT_KEYS) | {"trial_id", "experiment_tag", "done", "should_checkpoint"}
-State = Union[Mapping[str, Any], str]
+# A state dict, or a directory the loop wrote itself (a path: pathlib.Path, or a str naming one).
+State = Union[Mapping[str, Any], os.PathLike[str], str]
 # Why a checkpoint is due, least to most urgent: workers of one trial take the most urgent of theirs.
 REASONS: tuple[Optional[str], ...] = (None, "interval", "report", "retry", "drain", "deadline")
 NOTICE_REASONS = ("drain", "deadline")  # the checkpoints a spot notice asks for
@@ -328,10 +330,10 @@ class TrialSession:
             self.deadline_s = deadline_s
         return REASONS[code]
 
-    def should_checkpoint(self, report: bool = False) -> bool:
+    def should_checkpoint(self, for_report: bool = False) -> bool:
         self.hooked = True
         self.beat()
-        return self.due(self.progress.reports + 1 if report else None) is not None
+        return self.due(self.progress.reports + 1 if for_report else None) is not None
 
     def step(self, state: Callable[[], State]) -> None:
         self.hooked = True
