@@ -39,6 +39,7 @@ import optuna
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from tests.tooling import TUNER_RUN  # noqa: E402
 from tests.tooling.traces import TraceInjector  # noqa: E402
 from tuner.cluster.launcher import load_launcher_config, worker_types  # noqa: E402
 from tuner.cluster.twin import LocalTwin, twin_config  # noqa: E402
@@ -63,9 +64,7 @@ def space(trial: optuna.Trial) -> None:
 
 def cli(out: Path, steps: int, width: str) -> list[str]:
     return [
-        sys.executable,
-        "-m",
-        "tuner.run",
+        *TUNER_RUN,
         "--config-dir",
         "examples/conf",
         "+search=regression",

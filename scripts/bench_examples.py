@@ -30,6 +30,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from tests.e2e.faults import trained_past  # noqa: E402
+from tests.tooling import TUNER_RUN  # noqa: E402
 from tuner.cluster.launcher import load_launcher_config  # noqa: E402
 from tuner.cluster.twin import LocalTwin, twin_config  # noqa: E402
 from tuner.config import ClusterConfig  # noqa: E402
@@ -120,9 +121,7 @@ def run(
     trial's reports (:func:`history`)."""
     space, _, overrides = EXAMPLES[example]
     args = [
-        sys.executable,
-        "-m",
-        "tuner.run",
+        *TUNER_RUN,
         "--config-dir",
         "examples/conf",
         f"+search={example}",

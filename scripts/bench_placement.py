@@ -31,6 +31,7 @@ import yaml
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from tests.tooling import TUNER_RUN  # noqa: E402
 from tuner.cluster.launcher import load_launcher_config  # noqa: E402
 from tuner.cluster.twin import LocalTwin, twin_config  # noqa: E402
 from tuner.config import ClusterConfig  # noqa: E402
@@ -69,9 +70,7 @@ def search(
     cluster: LocalTwin, launcher: Path, out: Path, trials: int, epochs: int, *extra: str
 ) -> subprocess.CompletedProcess[str]:
     args = [
-        sys.executable,
-        "-m",
-        "tuner.run",
+        *TUNER_RUN,
         "+search=resnet",
         "search.space=tests.spaces:resnet_wide",
         "search/searcher=random",

@@ -19,6 +19,8 @@ from typing import Any, Optional
 
 import pytest
 
+from tests.tooling import TUNER_RUN
+
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 STARTUP_TRIES = 3
@@ -250,7 +252,7 @@ def run_cli(
     """``python -m tuner.run ARGS`` in a subprocess, as a user would run it (from a scratch directory)."""
     with tempfile.TemporaryDirectory(prefix="tuner-cli-") as cwd:
         return subprocess.run(
-            [sys.executable, "-m", "tuner.run", *args],
+            [*TUNER_RUN, *args],
             cwd=cwd,
             env=cli_env(env),
             capture_output=True,

@@ -18,6 +18,7 @@ from mlflow.tracking import MlflowClient
 from tests.conftest import BIN, FAST, cli_env, free_port
 from tests.e2e import user_repo
 from tests.e2e.test_cli import runs_of
+from tests.tooling import TUNER_RUN
 from tuner.cluster.launcher import load_launcher_config
 from tuner.cluster.twin import LocalTwin, twin_config
 from tuner.config import ClusterConfig
@@ -40,7 +41,7 @@ def run_in(repo: Path, args: list[str], timeout_s: float = 600, elsewhere: bool 
     driver's working directory, can import the package only from what the platform ships)."""
     cwd, env = (repo.parent, cli_env({"PYTHONPATH": str(repo)})) if elsewhere else (repo, cli_env())
     return subprocess.run(
-        [sys.executable, "-m", "tuner.run", "--config-dir", str(repo / "conf"), *args],
+        [*TUNER_RUN, "--config-dir", str(repo / "conf"), *args],
         cwd=cwd,
         env=env,
         capture_output=True,

@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import re
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,6 +23,7 @@ import pytest
 import yaml
 
 from tests.conftest import REPO, cli_env
+from tests.tooling import TUNER_RUN
 from tuner.cluster.launcher import load_launcher_config
 from tuner.cluster.twin import LocalTwin, twin_config
 from tuner.config import ClusterConfig
@@ -53,9 +53,7 @@ def spot_capacity(twin: LocalTwin, launcher: str, available: bool) -> None:
 
 def search(launcher: str, twin: LocalTwin, out: Path, *extra: str, steps: int = 1500) -> subprocess.Popen[str]:
     args = [
-        sys.executable,
-        "-m",
-        "tuner.run",
+        *TUNER_RUN,
         "--config-dir",
         "examples/conf",
         "+search=regression",

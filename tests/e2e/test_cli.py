@@ -9,7 +9,6 @@ import re
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -29,6 +28,7 @@ from tests.conftest import (
     start_mlflow_server,
     stop,
 )
+from tests.tooling import TUNER_RUN
 from tuner.cli import CONF_DIR, available_searches
 from tuner.run.tracking import (
     FRONT_ROW_COLOUR,
@@ -195,7 +195,7 @@ def test_mlflow_outage_mid_search_loses_nothing(tmp_path: Path) -> None:
     num_samples, epochs = 6, 40  # long enough to outlast the server's restart (seconds), after the outage's events
     args = [*long_search(tmp_path / "run", num_samples, epochs), f"tracking.tracking_uri={uri}", "name=outage"]
     driver = subprocess.Popen(
-        [sys.executable, "-m", "tuner.run", *args],
+        [*TUNER_RUN, *args],
         cwd=REPO,
         env=cli_env(),
         stdout=subprocess.PIPE,
@@ -246,7 +246,7 @@ def kill_driver_mid_search(args: list[str], env: dict[str, str] | None = None) -
     """Run the CLI; SIGKILL it (and its Ray processes: the head is gone) once two trials have
     finished and a third has trained a few epochs. Returns (finished trial ids, interrupted trial id)."""
     driver = subprocess.Popen(
-        [sys.executable, "-m", "tuner.run", *args],
+        [*TUNER_RUN, *args],
         cwd=REPO,
         env=cli_env(env),
         stdout=subprocess.PIPE,
@@ -342,7 +342,7 @@ def test_driver_killed_at_a_precise_point_resumes(point: str, nth: int, s3: bool
     kill_dir = tmp_path / "kill"
     kill_dir.mkdir()
     killed = subprocess.run(
-        [sys.executable, "-m", "tuner.run", *args],
+        [*TUNER_RUN, *args],
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -395,7 +395,7 @@ def test_s3_outage_mid_search_loses_nothing(s3_server, tmp_path: Path) -> None:
         "name=outage",
     ]
     driver = subprocess.Popen(
-        [sys.executable, "-m", "tuner.run", *args],
+        [*TUNER_RUN, *args],
         cwd=REPO,
         env=cli_env(s3_server.env),
         stdout=subprocess.PIPE,

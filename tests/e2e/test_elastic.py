@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import re
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -18,6 +17,7 @@ import pytest
 
 from tests.conftest import REPO, cli_env, run_cli
 from tests.e2e.faults import trained_past
+from tests.tooling import TUNER_RUN
 from tuner.cluster.launcher import load_launcher_config, worker_types
 from tuner.cluster.twin import LocalTwin, twin_config
 from tuner.config import ClusterConfig
@@ -56,9 +56,7 @@ def cli(
     out: Path, *extra: str, steps: int = UNTIL_STOPPED, max_failures: int = 2, space: str = "regression"
 ) -> list[str]:
     return [
-        sys.executable,
-        "-m",
-        "tuner.run",
+        *TUNER_RUN,
         "--config-dir",
         "examples/conf",
         "+search=regression",

@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import cli_env, run_cli
+from tests.tooling import TUNER_RUN
 from tests.tooling.chaos import nodes_in_use
 
 pytestmark = pytest.mark.slow
@@ -94,7 +95,7 @@ def wait_until_only_the_head_is_left(timeout_s: float) -> bool:
 
 def test_autoscaled_spot_workers_run_every_trial_and_survive_a_lost_node(tmp_path: Path) -> None:
     # keep_running: the twin outlives the driver so the test can watch idle workers go away.
-    cmd = [sys.executable, "-m", "tuner.run", *ARGS, f"output_dir={tmp_path}", "cluster.keep_running=true"]
+    cmd = [*TUNER_RUN, *ARGS, f"output_dir={tmp_path}", "cluster.keep_running=true"]
     driver = subprocess.Popen(
         cmd, cwd=tmp_path, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )

@@ -10,7 +10,6 @@ from __future__ import annotations
 import re
 import statistics
 import subprocess
-import sys
 import threading
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ from mlflow.tracking import MlflowClient
 
 from tests.conftest import REPO, cli_env
 from tests.e2e.test_cli import runs_of
+from tests.tooling import TUNER_RUN
 from tests.tooling.traces import TraceInjector
 from tuner.cluster.launcher import load_launcher_config
 from tuner.cluster.twin import HEAD_TYPE, LocalTwin, twin_config
@@ -92,9 +92,7 @@ def test_simulator_predicts_the_measured_preemptions_and_lost_time(tmp_path: Pat
         twin.start()
         driver = subprocess.Popen(
             [
-                sys.executable,
-                "-m",
-                "tuner.run",
+                *TUNER_RUN,
                 "+search=resnet",
                 "search.space=search_spaces.fixed:resnet8",
                 "search.tune.num_samples=2",

@@ -7,7 +7,6 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -16,6 +15,7 @@ import ray.cloudpickle as cloudpickle
 
 from tests.conftest import REPO, cli_env, run_cli
 from tests.e2e.test_cli import kill_driver_mid_search, long_search
+from tests.tooling import TUNER_RUN
 
 pytestmark = pytest.mark.slow
 
@@ -57,7 +57,7 @@ def test_restore_from_an_inconsistent_copy_finishes_with_exactly_num_samples(dam
 def start(args: list[str]) -> subprocess.Popen:
     """The CLI in its own process group, as a terminal runs it (Ctrl-C goes to the whole group)."""
     return subprocess.Popen(
-        [sys.executable, "-m", "tuner.run", *args],
+        [*TUNER_RUN, *args],
         cwd=REPO,
         env=cli_env(),
         stdout=subprocess.PIPE,
