@@ -126,8 +126,12 @@ def test_a_trainer_that_goes_wrong_fails_its_trial_with_the_line_that_says_why(r
         assert any(re.search(pattern, line) for line in failed), (pattern, failed)
     assert out.count("WARNING the trainer never calls tuner.session.step()") == 1
     _, children = runs_of(f"sqlite:///{tmp_path}/mlflow.db", "cases")
-    errors = [c.data.tags.get("tuner.error", "") for c in children if c.info.status == "FAILED"]
+    failed_runs = [c for c in children if c.info.status == "FAILED"]
+    errors = [c.data.tags.get("tuner.error", "") for c in failed_runs]
     assert len(errors) == 2 and any(re.search(raised, e) for e in errors), errors
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db")
+    for child in failed_runs:  # the whole traceback is an artifact of the trial's run
+        assert "error.txt" in [a.path for a in client.list_artifacts(child.info.run_id)], child.info.run_id
 
 
 def test_failed_trials_can_be_allowed(repo: Path, tmp_path: Path) -> None:

@@ -297,6 +297,8 @@ class MLflowTracker(Callback):
     def on_trial_error(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
         line = error_line(trial)
         self._submit("tag error", trial, lambda rid: self.client.set_tag(rid, TAG_ERROR, line))
+        if trial.error_file and os.path.isfile(trial.error_file):  # the whole traceback, beside its one line
+            self._submit("log error.txt", trial, functools.partial(self._log_artifact, path=trial.error_file))
         self._finish(trial, "FAILED")
 
     def links(self) -> list[str]:
