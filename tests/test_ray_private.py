@@ -331,3 +331,26 @@ def test_function_trainable_and_restored_checkpoint(tmp_path) -> None:
     checkpoint = tune.Checkpoint.from_directory(str(tmp_path))
     assert _ray.restored_checkpoint(_TrainingResult(checkpoint=checkpoint, metrics={})) is checkpoint
     assert _ray.restored_checkpoint(str(tmp_path)) is None
+
+
+def test_on_tune_stop_signal() -> None:
+    """Tune's SIGINT handler logs the text _ray counts, on the logger it watches, before it restores the handler."""
+    import importlib
+    import inspect
+    import logging
+
+    source = inspect.getsource(importlib.import_module(_ray.RESTORE_HINT_LOGGER))
+    logged, restored = source.find(_ray.STOP_SIGNAL_TEXT), source.find("signal.signal(signal.SIGINT, original_handler)")
+    assert 0 <= logged < restored
+    seen: list[int] = []
+    logger = logging.getLogger(_ray.RESTORE_HINT_LOGGER)
+
+    def record(message: str) -> logging.LogRecord:
+        return logging.LogRecord(logger.name, logging.WARNING, __file__, 1, message, (), None)
+
+    with _ray.on_tune_stop_signal(seen.append):
+        for _ in range(2):
+            assert logger.filter(record(f"{_ray.STOP_SIGNAL_TEXT} (e.g. via SIGINT/Ctrl+C), ending Ray Tune run."))
+        logger.filter(record("Total run time: 3.2 seconds"))
+    logger.filter(record(_ray.STOP_SIGNAL_TEXT))  # after the block: not counted
+    assert seen == [1, 2]

@@ -12,7 +12,9 @@ else in the package imports a private Ray module.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import Iterator
 from typing import Any, Optional
 
 DRAIN_REASON = "DRAIN_NODE_REASON_PREEMPTION"
@@ -355,3 +357,34 @@ def restored_checkpoint(restore_arg: Any) -> Any:
 
     Private: the argument's type (``_TrainingResult``) is internal to Tune."""
     return getattr(restore_arg, "checkpoint", None)
+
+
+STOP_SIGNAL_TEXT = "Stop signal received"  # Tune's line when its SIGINT handler runs (logger: RESTORE_HINT_LOGGER)
+
+
+class _OnStopSignal(logging.Filter):
+    def __init__(self, callback: Any) -> None:
+        super().__init__()
+        self.callback, self.seen = callback, 0
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if STOP_SIGNAL_TEXT in record.getMessage():
+            self.seen += 1
+            self.callback(self.seen)
+        return True
+
+
+@contextlib.contextmanager
+def on_tune_stop_signal(callback: Any) -> Iterator[None]:
+    """Call ``callback(n)`` each time Tune's SIGINT handler runs (n: how many times so far in the block).
+
+    Tune's handler logs its line and only then puts the previous handler back, so a second Ctrl-C that
+    arrives in between runs Tune's handler again and is taken for a first: counting its lines tells the
+    driver that the user pressed twice. Private: Tune's internal logger, and its message's text."""
+    logger = logging.getLogger(RESTORE_HINT_LOGGER)
+    counter = _OnStopSignal(callback)
+    logger.addFilter(counter)
+    try:
+        yield
+    finally:
+        logger.removeFilter(counter)

@@ -411,8 +411,13 @@ def stop_at_once_on_a_second_interrupt() -> Iterator[None]:
         )
         os._exit(EXIT_INTERRUPTED)
 
+    def tune_handled(times: int) -> None:
+        if times > 1:  # a second press that reached Tune's handler before it put this one back
+            now(signal.SIGINT, None)
+
     previous = signal.signal(signal.SIGINT, now)
     try:
-        yield
+        with _ray.on_tune_stop_signal(tune_handled):
+            yield
     finally:
         signal.signal(signal.SIGINT, previous)
