@@ -271,7 +271,7 @@ def test_quiet_restore_hint() -> None:
     _ray.quiet_restore_hint()
     _ray.quiet_restore_hint()  # once is enough
     logger = logging.getLogger(_ray.RESTORE_HINT_LOGGER)
-    assert sum(isinstance(f, _ray._DropRestoreHint) for f in logger.filters) == 1
+    assert sum(isinstance(f, _ray._DropMessage) for f in logger.filters) == 1
 
     def record(message: str) -> logging.LogRecord:
         return logging.LogRecord(logger.name, logging.INFO, __file__, 1, message, (), None)

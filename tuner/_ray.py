@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any, Optional
 
 DRAIN_REASON = "DRAIN_NODE_REASON_PREEMPTION"
@@ -34,9 +35,22 @@ TRIAL_FAILURE_LOGGER = "ray.tune.execution.tune_controller"
 TRIAL_FAILURE_MESSAGE = "Trial task failed for trial"
 
 
-class _DropTrialFailures(logging.Filter):
+class _DropMessage(logging.Filter):
+    """Drops the records whose message contains ``text``."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__()
+        self.text = text
+
     def filter(self, record: logging.LogRecord) -> bool:
-        return not record.getMessage().startswith(TRIAL_FAILURE_MESSAGE)
+        return self.text not in record.getMessage()
+
+
+def _add_once(logger_name: str, log_filter: logging.Filter) -> None:
+    """Add ``log_filter`` unless an equal one is there already: every command calls these at start."""
+    logger = logging.getLogger(logger_name)
+    if not any(type(f) is type(log_filter) and vars(f) == vars(log_filter) for f in logger.filters):
+        logger.addFilter(log_filter)
 
 
 def quiet_trial_failures() -> None:
@@ -45,9 +59,7 @@ def quiet_trial_failures() -> None:
     the user's code, and which file holds the traceback. Only those records are dropped.
 
     Private: the logger is Tune's internal module, and the filter matches its message's text."""
-    logger = logging.getLogger(TRIAL_FAILURE_LOGGER)
-    if not any(isinstance(f, _DropTrialFailures) for f in logger.filters):
-        logger.addFilter(_DropTrialFailures())
+    _add_once(TRIAL_FAILURE_LOGGER, _DropMessage(TRIAL_FAILURE_MESSAGE))
 
 
 def use_local_token() -> None:
@@ -280,19 +292,12 @@ RESTORE_HINT_LOGGER = "ray.tune.tune"
 RESTORE_HINT_TEXT = "Tuner.restore("
 
 
-class _DropRestoreHint(logging.Filter):
-    def filter(self, record: logging.LogRecord) -> bool:
-        return RESTORE_HINT_TEXT not in record.getMessage()
-
-
 def quiet_restore_hint() -> None:
     """Tune ends an interrupted run with advice to call ``Tuner.restore(...)``; the platform resumes with the
     same command instead, and its console says so. Only that record is dropped.
 
     Private: the logger is Tune's internal module, and the filter matches its message's text."""
-    logger = logging.getLogger(RESTORE_HINT_LOGGER)
-    if not any(isinstance(f, _DropRestoreHint) for f in logger.filters):
-        logger.addFilter(_DropRestoreHint())
+    _add_once(RESTORE_HINT_LOGGER, _DropMessage(RESTORE_HINT_TEXT))
 
 
 EXPERIMENT_ANALYSIS_LOGGER = "ray.tune.analysis.experiment_analysis"
@@ -320,9 +325,7 @@ def filter_storage_logs(log_filter: logging.Filter) -> None:
 
     Private: the loggers are named after Ray's internal modules."""
     for name in STORAGE_LOGGERS:
-        logger = logging.getLogger(name)
-        if not any(type(f) is type(log_filter) for f in logger.filters):
-            logger.addFilter(log_filter)
+        _add_once(name, log_filter)
 
 
 SEARCH_GENERATOR_COUNTER = "counter"  # trials the generator has created
@@ -335,8 +338,6 @@ def search_generator_state_files(generator: Any, dirpath: str) -> list[Any]:
     Private (``CKPT_FILE_TMPL`` and the state's ``counter``/``finished`` keys): a restored search reconciles
     the generator's count of created trials with the trial list (``tuner.run.search``), and Tune offers no
     public way to read or set it."""
-    from pathlib import Path
-
     return sorted(Path(dirpath).glob(generator.CKPT_FILE_TMPL.format("*")), key=lambda p: p.stat().st_mtime)
 
 
