@@ -18,6 +18,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any, Optional
 
@@ -36,6 +37,7 @@ HEAD_TYPE = "ray.head.default"
 FAST_FAILURE_DETECTION = {"health_check_period_ms": 1000, "health_check_failure_threshold": 3}
 STOP_TIMEOUT_S = 10.0  # SIGTERM, then this long before SIGKILL
 GONE_TIMEOUT_S = 60.0  # a reclaimed node's raylet is gone within this (the autoscaler updates every second)
+AGENT_READY_TIMEOUT_S = 180.0  # the head's dashboard agent answers within this (its modules load for 10+ s on 2 cores)
 
 
 def twin_config(launcher: dict[str, Any], cfg: ClusterConfig) -> dict[str, Any]:
@@ -100,6 +102,23 @@ def _free_port() -> int:
 def _port_taken(host: str, port: int) -> bool:
     with socket.socket() as s:
         return s.connect_ex((host, port)) == 0
+
+
+def _wait_for_agent(healthz_url: str) -> None:
+    """Return once the head's dashboard agent answers. `ray start` returns before it does, and Ray's job server
+    gives a submitted job only 10 s to find it: a job submitted to a just-started twin on a loaded machine failed
+    with "No available agent to submit job"."""
+    deadline = time.monotonic() + AGENT_READY_TIMEOUT_S
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError):
+            with urllib.request.urlopen(healthz_url, timeout=5) as response:
+                if response.status == 200:
+                    return
+        time.sleep(0.5)
+    raise TimeoutError(
+        f"cluster=local_spot: the head's dashboard agent did not answer at {healthz_url} within "
+        f"{AGENT_READY_TIMEOUT_S:.0f} s; see dashboard_agent.log in the session's logs (/tmp/ray/session_latest/logs)"
+    )
 
 
 def _names(arg: str, value: str) -> bool:
@@ -191,7 +210,7 @@ class LocalTwin:
                 "or Ray dashboard on this machine): wait for it to end, or set cluster.dashboard_port to a free port"
             )
 
-        host, port = ray.util.get_node_ip_address(), _free_port()
+        host, port, agent_port = ray.util.get_node_ip_address(), _free_port(), _free_port()
         gcs_address = f"{host}:{port}"
         # Its fake nodes join this GCS, not the default port another cluster may hold.
         config = self.autoscaler.read()
@@ -210,13 +229,15 @@ class LocalTwin:
             f"--dashboard-port={self.cfg.dashboard_port}",
             # Not Ray's fixed defaults (52365, 10001), which another Ray cluster on this machine may hold: the
             # head's agent would fail to bind, and the job server would find no agent to run a job with.
-            f"--dashboard-agent-listen-port={_free_port()}",
+            f"--dashboard-agent-listen-port={agent_port}",
             f"--ray-client-server-port={_free_port()}",
             "--include-dashboard=true" if self.cfg.include_dashboard else "--include-dashboard=false",
             "--system-config=" + json.dumps(FAST_FAILURE_DETECTION, separators=(",", ":")),
             env=env,
         )
         self.address, self._session_dir = gcs_address, _session_dir(port)
+        if self.cfg.include_dashboard:
+            _wait_for_agent(f"http://{host}:{agent_port}/api/healthz")
         return self.address
 
     def stop(self) -> None:
