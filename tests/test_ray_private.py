@@ -354,3 +354,21 @@ def test_on_tune_stop_signal() -> None:
         logger.filter(record("Total run time: 3.2 seconds"))
     logger.filter(record(_ray.STOP_SIGNAL_TEXT))  # after the block: not counted
     assert seen == [1, 2]
+
+
+def test_kuberay_autoscaling_config() -> None:
+    import yaml
+
+    from tests.conftest import REPO
+
+    (ray_cluster,) = [
+        d for d in yaml.safe_load_all((REPO / "cluster/k8s/raycluster.yaml").read_text()) if d["kind"] == "RayCluster"
+    ]
+    config = _ray.kuberay_autoscaling_config(ray_cluster)
+    spot_g5 = config["available_node_types"]["spot-g5"]
+    assert (
+        config["head_node_type"] == "headgroup" and config["available_node_types"]["headgroup"]["resources"]["CPU"] == 0
+    )
+    assert spot_g5["resources"]["GPU"] == 1 and spot_g5["resources"]["type:g5.xlarge"] == 1000
+    assert spot_g5["labels"] == {"tuner.io/instance-type": "g5.xlarge", "ray.io/market-type": "spot"}
+    assert spot_g5["priority"] == 10 and spot_g5["max_workers"] == 8

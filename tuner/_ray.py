@@ -1,6 +1,7 @@
 """Every private Ray API the platform uses, in one place, each with the reason no public one serves.
 
-Ray 2.60 exposes node draining only through its GCS client and a hidden CLI, Tune offers no
+Ray 2.60 exposes node draining only through its GCS client and a hidden CLI, keeps its translation of a
+KubeRay ``RayCluster`` into autoscaler node types inside its KubeRay autoscaler, Tune offers no
 public way to give a restored experiment this process's callbacks or to save its state when it
 creates a trial, and Ray Train gives no handle to the controller of a ``TorchTrainer.fit()`` run
 nor a way to size an elastic worker group without the nodes being reclaimed. Tune's function trainable
@@ -121,6 +122,17 @@ def node_info(gcs_address: str) -> dict[str, dict[str, Any]]:
         node_id.hex(): {"ip": info.node_manager_address, "alive": info.state == 0, "labels": dict(info.labels)}
         for node_id, info in client.get_all_node_info().items()
     }
+
+
+def kuberay_autoscaling_config(ray_cluster: dict[str, Any]) -> dict[str, Any]:
+    """The autoscaler config Ray's KubeRay autoscaler derives from a ``RayCluster`` object: its worker groups as
+    node types (resources, labels, min/max, priority), checked by Ray's own ``validate_config``.
+
+    Private: Ray keeps this translation inside its KubeRay autoscaler, which reads the object from the API server;
+    the twin and the driver's fit check need the same node types without one."""
+    from ray.autoscaler._private.kuberay.autoscaling_config import _derive_autoscaling_config_from_ray_cr
+
+    return dict(_derive_autoscaling_config_from_ray_cr(ray_cluster))
 
 
 def bootstrap_address(address: str) -> str:

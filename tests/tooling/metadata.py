@@ -7,18 +7,19 @@ changes; ``mode`` injects failures (500, malformed answers, slow answers).
 from __future__ import annotations
 
 import json
-import threading
 import time
 from datetime import datetime, timezone
 from email.utils import format_datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Optional
 
+from tests.tooling.local_http import LocalHttpServer
 
-class MetadataServer:
+
+class MetadataServer(LocalHttpServer):
     """State of the service; ``mode`` is ok | 500 | malformed | slow (failures to inject)."""
 
     def __init__(self, provider: str) -> None:
+        super().__init__()
         self.provider = provider
         self.mode = "ok"
         self.terminate_at: Optional[float] = None  # unix time of a scheduled interruption
@@ -30,27 +31,12 @@ class MetadataServer:
             "instance-life-cycle": "spot",
         }
         self.tokens: set[str] = set()
-        self.requests: list[str] = []
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}"
-
-    def start(self) -> MetadataServer:
-        self.thread.start()
-        return self
-
-    def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
 
     def revoke_tokens(self) -> None:
         self.tokens.clear()
 
     # -- responses in each provider's shape ---------------------------------------
-    def _answer(self, method: str, path: str, headers: Any) -> tuple[int, str]:
+    def answer(self, method: str, path: str, headers: Any) -> tuple[int, str]:
         if self.mode == "500":
             return 500, "internal error"
         if self.mode == "slow":
@@ -109,30 +95,3 @@ class MetadataServer:
                 return 404, ""
             return 200, json.dumps({"noticeTime": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")})
         return 404, ""
-
-    def _handler(self) -> type[BaseHTTPRequestHandler]:
-        fake = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def _serve(self, method: str) -> None:
-                fake.requests.append(f"{method} {self.path}")
-                status, body = fake._answer(method, self.path, self.headers)
-                data = body.encode()
-                try:
-                    self.send_response(status)
-                    self.send_header("Content-Length", str(len(data)))
-                    self.end_headers()
-                    self.wfile.write(data)
-                except (BrokenPipeError, ConnectionResetError):  # the client timed out first
-                    pass
-
-            def do_GET(self) -> None:
-                self._serve("GET")
-
-            def do_PUT(self) -> None:
-                self._serve("PUT")
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        return Handler

@@ -13,6 +13,7 @@ from __future__ import annotations
 import importlib
 import logging
 import os
+import socket
 import sysconfig
 from collections.abc import Iterable
 from pathlib import Path
@@ -23,8 +24,9 @@ import ray
 from tuner import _ray
 from tuner.cluster.launcher import load_launcher_config
 from tuner.cluster.twin import LocalTwin, twin_config
-from tuner.config import ClusterConfig
+from tuner.config import ClusterConfig, ConfigError
 
+GCS_PROBE_TIMEOUT_S = 5.0  # a head that does not accept a connection within this is not there
 JOB_ENV = "RAY_JOB_CONFIG_JSON_ENV_VAR"  # set by Ray's job supervisor in a submitted job's driver
 
 
@@ -56,6 +58,25 @@ def code_runtime_env(specs: Iterable[str]) -> Optional[dict[str, Any]]:
     return {"py_modules": dirs} if dirs else None
 
 
+def check_reachable(address: str, cluster: str) -> None:
+    """Fail in seconds, with one line, when no Ray head answers at ``address``: ``ray.init`` would retry for
+    minutes, printing Ray's own warnings (a stale ``auto`` or a head that is not up, or not port-forwarded)."""
+    try:
+        gcs = _ray.bootstrap_address(address)
+    except ConnectionError as exc:
+        reason = str(exc).strip().splitlines()[0]
+        raise ConfigError(f"cluster={cluster}: no Ray cluster found for address {address!r} ({reason})") from exc
+    host, _, port = gcs.rpartition(":")
+    try:
+        socket.create_connection((host, int(port)), timeout=GCS_PROBE_TIMEOUT_S).close()
+    except (OSError, ValueError) as exc:
+        where = gcs if gcs == address else f"{gcs} (cluster.address={address})"
+        raise ConfigError(
+            f"cluster={cluster}: no Ray head answers at {where} ({exc}): start the cluster, or run the driver on its "
+            "head (`ray job submit`), or set cluster.address"
+        ) from exc
+
+
 def connect(cfg: ClusterConfig, code: Iterable[str] = ()) -> tuple[Any, Optional[LocalTwin]]:
     """``ray.init`` for this cluster config (starting the twin first); returns (context, twin)."""
 
@@ -83,6 +104,9 @@ def connect(cfg: ClusterConfig, code: Iterable[str] = ()) -> tuple[Any, Optional
             dashboard_port=cfg.dashboard_port,
         )
     else:  # the workers may not share this disk: ship the user's code
+        target = address or os.environ.get("RAY_ADDRESS", "")
+        if twin is None and "://" not in target:  # a Ray client or job server address: Ray says what is wrong
+            check_reachable(target, cfg.name)
         runtime_env = code_runtime_env(code)
         if runtime_env:
             print(f"shipping to the cluster (runtime_env py_modules): {', '.join(runtime_env['py_modules'])}")

@@ -1,4 +1,6 @@
-"""A ``ray up`` cluster config (``cluster/aws.yaml``): its worker types, and what fits on them.
+"""A cluster's worker types, and what fits on them: a ``ray up`` cluster config (``cluster/aws.yaml``) or a
+KubeRay ``RayCluster`` (``cluster/k8s/raycluster.yaml``, its worker groups as node types, translated by Ray's
+own KubeRay autoscaler code).
 
 The cluster config is the one source of truth for the worker types: the driver refuses a
 trial none of them can ever hold, and the local twin is generated from it.
@@ -12,6 +14,7 @@ from typing import Any
 
 import yaml
 
+from tuner import _ray
 from tuner.config import ConfigError
 
 REPO = Path(__file__).resolve().parent.parent.parent
@@ -20,9 +23,38 @@ REPO = Path(__file__).resolve().parent.parent.parent
 def load_launcher_config(path: str) -> dict[str, Any]:
     full = Path(path) if Path(path).is_absolute() else REPO / path
     try:
-        return dict(yaml.safe_load(full.read_text()))
-    except (OSError, yaml.YAMLError, TypeError, ValueError) as exc:
+        docs = [doc for doc in yaml.safe_load_all(full.read_text()) if doc]
+        ray_clusters = [doc for doc in docs if isinstance(doc, dict) and doc.get("kind") == "RayCluster"]
+        if ray_clusters:
+            return from_ray_cluster(ray_clusters[0], zones_of_node_pools(full.parent))
+        if len(docs) != 1 or not isinstance(docs[0], dict):
+            raise ValueError("expected one mapping (a `ray up` config) or a RayCluster manifest")
+        return dict(docs[0])
+    except (OSError, yaml.YAMLError, TypeError, ValueError, KeyError, AssertionError) as exc:
         raise ConfigError(f"cluster.launcher_config={path!r} cannot be read: {exc}") from exc
+
+
+def from_ray_cluster(ray_cluster: Mapping[str, Any], zones: list[str]) -> dict[str, Any]:
+    """The worker groups of a ``RayCluster`` as a launcher config's node types, as Ray's KubeRay autoscaler
+    sees them; ``zones`` (where the Karpenter node pools launch) play the role of ``provider.availability_zone``."""
+    ray_cluster = {**ray_cluster, "metadata": {"namespace": "default", **ray_cluster.get("metadata", {})}}
+    config = _ray.kuberay_autoscaling_config(ray_cluster)
+    if zones:
+        config["provider"]["availability_zone"] = ",".join(zones)
+        config["provider"]["region"] = zones[0].rstrip("abcdefghijklmnopqrstuvwxyz")
+    return config
+
+
+def zones_of_node_pools(directory: Path) -> list[str]:
+    """The zones the Karpenter ``NodePool`` manifests next to a ``RayCluster`` allow, in their order."""
+    zones: list[str] = []
+    for path in sorted(directory.glob("*.yaml")):
+        for doc in yaml.safe_load_all(path.read_text()):
+            if isinstance(doc, dict) and doc.get("kind") == "NodePool":
+                for req in doc["spec"]["template"]["spec"].get("requirements", []):
+                    if req["key"] == "topology.kubernetes.io/zone" and req["operator"] == "In":
+                        zones += [z for z in req["values"] if z not in zones]
+    return zones
 
 
 def worker_types(launcher: Mapping[str, Any]) -> dict[str, dict[str, Any]]:

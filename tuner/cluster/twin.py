@@ -61,7 +61,7 @@ def twin_config(launcher: dict[str, Any], cfg: ClusterConfig) -> dict[str, Any]:
             "resources": dict(node_type["resources"]),
             "labels": node_labels,
             "node_config": {},
-            "min_workers": node_type.get("min_workers", 0),
+            "min_workers": min(node_type.get("min_workers", 0), cfg.max_workers_per_type),
             "max_workers": min(node_type.get("max_workers", 1), cfg.max_workers_per_type),
         }
     types[HEAD_TYPE] = {"resources": {"CPU": 0}, "node_config": {}, "max_workers": 0}

@@ -26,6 +26,7 @@ MIN_INTERVAL_S = 60.0  # bounds on the adaptive checkpoint interval
 MAX_INTERVAL_S = 14400.0
 STORAGE_KINDS = ("local", "s3")
 PRICE_SOURCES = ("catalog", "aws")
+CLOUD_CLUSTERS = ("aws", "k8s")  # nodes that do not share the driver's disk
 MARKETS = ("spot", "on-demand")
 PLACEMENT_BY = ("throughput", "price")
 
@@ -267,8 +268,8 @@ class Config:
 
     def __post_init__(self) -> None:
         require(
-            self.cluster.name != "aws" or self.storage.kind == "s3",
-            "cluster=aws needs shared checkpoint storage: add storage=s3 storage.bucket=NAME",
+            self.cluster.name not in CLOUD_CLUSTERS or self.storage.kind == "s3",
+            f"cluster={self.cluster.name} needs shared checkpoint storage: add storage=s3 storage.bucket=NAME",
         )
         # Ray Train's placement-group cleaner asks the State API (the dashboard) whether a trial's controller is
         # gone; without it, every finished multi-worker trial would keep its workers' resources reserved.

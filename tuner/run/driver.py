@@ -44,6 +44,7 @@ from tuner.run.liveness import check_capacity as check_live_nodes
 from tuner.run.search import full_budget_values
 from tuner.run.stop import FailFast, StopFile
 from tuner.run.tracking import MLflowTracker
+from tuner.spot.labels import INSTANCE_TYPE
 from tuner.text import fmt, params, table, usd
 from tuner.trial import heartbeat, policy, trainer
 
@@ -170,7 +171,7 @@ def make_price_guard(settings: Config, tracker: Any) -> Any:
     watched = cfg.instance_types or sorted(cfg.max_usd_per_hour or {})
     if not watched and settings.cluster.launcher_config:
         launcher = load_launcher_config(settings.cluster.launcher_config)
-        watched = sorted({t["node_config"]["InstanceType"] for t in worker_types(launcher).values()})
+        watched = sorted({t["labels"][INSTANCE_TYPE] for t in worker_types(launcher).values()})
     if not watched:
         raise ConfigError(
             "price_guard: nothing to watch: set price_guard.instance_types or price_guard.max_usd_per_hour"
@@ -223,6 +224,18 @@ def make_placement(settings: Config, autoscaler_config: Optional[str], gated: bo
     )
 
 
+def check_priced(launcher: dict[str, Any], path: str) -> None:
+    """Every worker type names an instance type the catalog prices: the cost ledger and placement need it."""
+    catalog = pricing.Catalog()
+    for name, node_type in sorted(worker_types(launcher).items()):
+        itype = node_type.get("labels", {}).get(INSTANCE_TYPE)
+        if itype is None or catalog.shape(itype) is None:
+            raise ConfigError(
+                f"cluster.launcher_config={path}: worker type {name}: instance type {itype} is not in the catalog "
+                f"(tuner/catalog/prices.csv): use a priced type, or label it {INSTANCE_TYPE}"
+            )
+
+
 def check_capacity(settings: Config, connected: bool) -> None:
     """Refuse, before anything starts, a trial no node the cluster can ever provide would hold: an autoscaled
     cluster's node types (before connecting: the twin is not even started), else the nodes there are."""
@@ -232,6 +245,7 @@ def check_capacity(settings: Config, connected: bool) -> None:
     resources = search.resources
     if settings.cluster.launcher_config and not connected:
         launcher = load_launcher_config(settings.cluster.launcher_config)
+        check_priced(launcher, settings.cluster.launcher_config)
         if settings.cluster.name == "local_spot":  # the twin's types, capped for this machine
             launcher = twin_config(launcher, settings.cluster)
         check_fits(launcher, resources.bundle, resources.width[0])
