@@ -61,6 +61,17 @@ def test_unreachable_s3() -> None:
     assert_one_line_error(proc, "is unreachable")
 
 
+def test_a_cluster_whose_head_does_not_answer(s3_server) -> None:
+    """cluster=k8s where no head answers (off the cluster, a port-forward gone): one line in seconds, not Ray's
+    minutes of retries (it waited past 5 min before the probe)."""
+    bucket = s3_server.make_bucket()
+    where = f"127.0.0.1:{free_port()}"
+    args = [*s3_args(bucket, s3_server.endpoint_url), "cluster=k8s", f"cluster.address={where}"]
+    proc = run_cli(args, env=s3_server.env, timeout_s=120)
+    assert_one_line_error(proc, "cluster=k8s: no Ray head answers at ")
+    assert f":{where.split(':')[1]}" in proc.stderr and "Connection refused" in proc.stderr
+
+
 def test_malformed_endpoint() -> None:
     proc = run_cli(["+search=mlp", "storage=s3", "storage.bucket=ok-bucket", "storage.endpoint_url=127.0.0.1:9000"])
     assert_one_line_error(proc, "write it as http(s)://host:port")
