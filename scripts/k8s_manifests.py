@@ -46,6 +46,7 @@ DEFAULT_IMAGE = "tuner:0.1.0"  # build cluster/Dockerfile and push it; pass --im
 RAY_VERSION = "2.60.0"  # worker-group priorities need >= 2.56 and autoscaler v2 (KubeRay's validation)
 WORKER_SA = "tuner-worker"  # reads its node's labels (zone, market), reaches S3 through Pod Identity
 NODE_CLASS = "tuner"
+SPOT_POOL, FALLBACK_POOL, BASE_POOL, HEAD_POOL = "tuner-gpu-spot", "tuner-gpu-on-demand", "tuner-gpu-base", "tuner-head"
 ON_DEMAND_BASE_NODES = 2  # the design's onDemandBaseCapacity: GPUs that never go away; 0 for spot only
 RESERVED_CPU_MILLI = 500  # of each node: kubelet, system daemons, daemonsets (a pod asking all vCPUs never fits)
 MEMORY_GIB_PER_VCPU = 3  # a pod's share; every GPU type of the catalog has >= 4 GiB per vCPU
@@ -78,40 +79,38 @@ def _node_selector(market: str, itype: str) -> dict[str, str]:
     return {"karpenter.sh/capacity-type": market, "node.kubernetes.io/instance-type": itype}
 
 
-def worker_group(name: str, node_type: Mapping[str, Any], image: str, catalog: Catalog) -> dict[str, Any]:
-    """A worker group for one worker type of cluster/aws.yaml: same Ray resources and labels, on pods pinned to
-    its instance type and market, started through the SIGTERM-to-drain wrapper (``tuner.spot.pod``)."""
+def worker_group(
+    name: str, node_type: Mapping[str, Any], image: str, catalog: Catalog, pool: str, replicas: tuple[int, int]
+) -> dict[str, Any]:
+    """A worker group for a worker type of cluster/aws.yaml: the same Ray resources and labels, on pods pinned to
+    its instance type, market and Karpenter node pool, started through the SIGTERM-to-drain wrapper
+    (``tuner.spot.pod``); ``replicas``: (min, max)."""
     itype, market = _itype(node_type), _market(node_type)
     shape = catalog.shape(itype)
     assert shape is not None, f"{itype} is not in the catalog"
-    on_demand = market == "on-demand"
     start = f'exec python -m tuner.spot.pod --grace-s {GRACE_S} -- bash -c "exec $KUBERAY_GEN_RAY_START_CMD"'
     return {
-        "groupName": _k8s_name(name),
-        "minReplicas": max(int(node_type.get("min_workers", 0)), ON_DEMAND_BASE_NODES if on_demand else 0),
-        "maxReplicas": int(node_type["max_workers"]) + (ON_DEMAND_BASE_NODES if on_demand else 0),
+        "groupName": name,
+        "minReplicas": replicas[0],
+        "maxReplicas": replicas[1],
         # Autoscaler v2 prefers the higher between equal fits: spot first, as tuner.cost.fallback ranks them.
-        "priority": SPOT_FIRST - 1 if on_demand else SPOT_FIRST,
+        "priority": SPOT_FIRST - 1 if market == "on-demand" else SPOT_FIRST,
         "resources": {k: str(int(v)) for k, v in node_type["resources"].items()},
         "labels": {labels.INSTANCE_TYPE: itype, labels.MARKET: market},
         "rayStartParams": {},
         "template": {
-            "metadata": {
-                "annotations": {
-                    "ray.io/overwrite-container-cmd": "true",  # our command, KubeRay's in $KUBERAY_GEN_RAY_START_CMD
-                    "karpenter.sh/do-not-disrupt": "true",  # no consolidation or drift away from a running trial
-                }
-            },
+            # Our command; KubeRay's own `ray start` is in $KUBERAY_GEN_RAY_START_CMD.
+            "metadata": {"annotations": {"ray.io/overwrite-container-cmd": "true"}},
             "spec": {
                 "serviceAccountName": WORKER_SA,
                 "terminationGracePeriodSeconds": GRACE_S,  # the drain checkpoint happens inside it
-                "nodeSelector": _node_selector(market, itype),
+                "nodeSelector": {**_node_selector(market, itype), "karpenter.sh/nodepool": pool},
                 "tolerations": [{"key": GPU_TAINT["key"], "operator": "Exists", "effect": "NoSchedule"}],
                 "containers": [
                     {
                         "name": "ray-worker",
                         "image": image,
-                        # The wrapper is PID 1: the kubelet's SIGTERM reaches it, not a shell that ignores it.
+                        # `exec`: the wrapper is the main process, and the kubelet's SIGTERM reaches it.
                         "command": ["/bin/bash", "-c", "--"],
                         "args": [f"ulimit -n 65536; {start}"],
                         "env": [{"name": "NODE_NAME", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}}],
@@ -121,6 +120,22 @@ def worker_group(name: str, node_type: Mapping[str, Any], image: str, catalog: C
             },
         },
     }
+
+
+def worker_groups(launcher: Mapping[str, Any], image: str, catalog: Catalog) -> list[dict[str, Any]]:
+    """One group per worker type, on its market's pool; the on-demand type also gets the base: a group of
+    ``ON_DEMAND_BASE_NODES`` pods that always run, on the static pool's nodes."""
+    groups = []
+    for name, node_type in sorted(worker_types(launcher).items()):
+        low, high = int(node_type.get("min_workers", 0)), int(node_type["max_workers"])
+        if _market(node_type) == "spot":
+            groups.append(worker_group(_k8s_name(name), node_type, image, catalog, SPOT_POOL, (low, high)))
+            continue
+        groups.append(worker_group(_k8s_name(name), node_type, image, catalog, FALLBACK_POOL, (low, high)))
+        if ON_DEMAND_BASE_NODES:
+            base = (ON_DEMAND_BASE_NODES, ON_DEMAND_BASE_NODES)
+            groups.append(worker_group(f"{_k8s_name(name)}-base", node_type, image, catalog, BASE_POOL, base))
+    return groups
 
 
 def ray_cluster(launcher: Mapping[str, Any], head_itype: str, image: str, catalog: Catalog) -> dict[str, Any]:
@@ -144,17 +159,17 @@ def ray_cluster(launcher: Mapping[str, Any], head_itype: str, image: str, catalo
                 "resources": {"CPU": "0"},  # no trial on the head: it runs the driver and must not go away
                 "labels": {labels.INSTANCE_TYPE: head_itype, labels.MARKET: "on-demand"},
                 "template": {
+                    # The head holds the driver and the GCS: Karpenter never moves it voluntarily.
+                    "metadata": {"annotations": {"karpenter.sh/do-not-disrupt": "true"}},
                     "spec": {
-                        "nodeSelector": _node_selector("on-demand", head_itype),
+                        "nodeSelector": {**_node_selector("on-demand", head_itype), "karpenter.sh/nodepool": HEAD_POOL},
                         "containers": [
                             {"name": "ray-head", "image": image, "resources": _pod_resources(head_vcpus, 0)}
                         ],
-                    }
+                    },
                 },
             },
-            "workerGroupSpecs": [
-                worker_group(name, t, image, catalog) for name, t in sorted(worker_types(launcher).items())
-            ],
+            "workerGroupSpecs": worker_groups(launcher, image, catalog),
         },
     }
 
@@ -171,6 +186,7 @@ def node_pool(name: str, market: str, itypes: list[str], zones: list[str], gpu: 
     template: dict[str, Any] = {
         "nodeClassRef": {"group": "karpenter.k8s.aws", "kind": "EC2NodeClass", "name": NODE_CLASS},
         "requirements": _requirements(market, itypes, zones),
+        "expireAfter": "Never",  # no forced replacement of a node under a trial (or of the head)
     }
     if gpu:
         template["taints"] = [GPU_TAINT]
@@ -197,8 +213,14 @@ def karpenter(launcher: Mapping[str, Any], head_itype: str, catalog: Catalog) ->
     types = worker_types(launcher)
     spot = [t for t in types.values() if _market(t) == "spot"]
     on_demand = [t for t in types.values() if _market(t) == "on-demand"]
-    # Only empty nodes go (a node with a Ray worker pod is never consolidated), after the idle timeout.
-    empty_only = {"consolidationPolicy": "WhenEmpty", "consolidateAfter": f"{int(launcher['idle_timeout_minutes'])}m"}
+    # Only empty nodes go (a node with a Ray pod is never consolidated), after the autoscaler's idle timeout; never
+    # one replaced for drift (a new AMI) under a running trial. A spot interruption is not a voluntary disruption:
+    # Karpenter drains that node whatever these say, and tuner.spot.pod turns the pods' eviction into a Ray drain.
+    disruption = {
+        "consolidationPolicy": "WhenEmpty",
+        "consolidateAfter": f"{int(float(launcher.get('idle_timeout_minutes', 5)))}m",
+        "budgets": [{"nodes": "0", "reasons": ["Drifted"]}],
+    }
     node_class = {
         "apiVersion": "karpenter.k8s.aws/v1",
         "kind": "EC2NodeClass",
@@ -218,39 +240,39 @@ def karpenter(launcher: Mapping[str, Any], head_itype: str, catalog: Catalog) ->
     }
     pools = [
         node_pool(
-            "tuner-gpu-spot",
+            SPOT_POOL,
             "spot",
             [_itype(t) for t in spot],
             zones,
             gpu=True,
             weight=100,
             limits=_limits(spot, catalog),
-            disruption=empty_only,
+            disruption=disruption,
         ),
+        # The fallback: ranked below spot (weight here, worker-group priority in the RayCluster).
         node_pool(
-            "tuner-gpu-on-demand",  # the fallback when spot is scarce (tuner.cost.fallback opens it)
+            FALLBACK_POOL,
             "on-demand",
             [_itype(t) for t in on_demand],
             zones,
             gpu=True,
             weight=10,
             limits=_limits(on_demand, catalog),
-            disruption=empty_only,
+            disruption=disruption,
         ),
-        node_pool("tuner-head", "on-demand", [head_itype], zones, gpu=False, weight=50, disruption=empty_only),
+        node_pool(HEAD_POOL, "on-demand", [head_itype], zones, gpu=False, weight=50, disruption=disruption),
     ]
-    if ON_DEMAND_BASE_NODES:
-        pools.append(
-            node_pool(  # static (alpha: Karpenter's StaticCapacity feature gate): always this many nodes
-                "tuner-gpu-base",
-                "on-demand",
-                [_itype(t) for t in on_demand],
-                zones,
-                gpu=True,
-                replicas=ON_DEMAND_BASE_NODES,
-                limits={"nodes": str(ON_DEMAND_BASE_NODES)},
-            )
+    if ON_DEMAND_BASE_NODES:  # static (alpha: Karpenter's StaticCapacity feature gate): always this many nodes
+        base = node_pool(
+            BASE_POOL,
+            "on-demand",
+            [_itype(t) for t in on_demand],
+            zones,
+            gpu=True,
+            replicas=ON_DEMAND_BASE_NODES,
+            limits={"nodes": str(ON_DEMAND_BASE_NODES)},
         )
+        pools.append(base)
     return [node_class, *pools]
 
 

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 DRAIN_REASON = "DRAIN_NODE_REASON_PREEMPTION"
+DRAIN_RPC_TIMEOUT_S = 10.0  # a GCS that does not answer the drain within this is treated as a refusal
 TOKEN_AUTH_LOGGER = "ray._private.authentication.authentication_token_setup"
 
 
@@ -98,7 +99,7 @@ def drain_node(gcs_address: str, node_id: str, message: str, deadline_s: Optiona
     deadline_ms = int(deadline_s * 1000) if deadline_s else 0
     client = gcs_client(gcs_address)
     accepted, error = client.drain_node(
-        node_id, autoscaler_pb2.DrainNodeReason.Value(DRAIN_REASON), message, deadline_ms
+        node_id, autoscaler_pb2.DrainNodeReason.Value(DRAIN_REASON), message, deadline_ms, timeout=DRAIN_RPC_TIMEOUT_S
     )
     return bool(accepted), str(error)
 

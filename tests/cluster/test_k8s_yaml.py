@@ -55,35 +55,52 @@ def test_spot_pools_are_diversified_and_every_pool_is_ordered() -> None:
     assert base["replicas"] == k8s.ON_DEMAND_BASE_NODES == 2 and "weight" not in base
     assert set(base["limits"]) == {"nodes"}
     for name, pool in pools.items():
-        if "replicas" not in pool:  # only empty nodes are consolidated; a node with a trial's pod is never
+        assert pool["template"]["spec"]["expireAfter"] == "Never", name  # no forced replacement under a trial
+        if "replicas" not in pool:  # only empty nodes are consolidated, none replaced for drift
             assert pool["disruption"]["consolidationPolicy"] == "WhenEmpty", name
+            assert {"nodes": "0", "reasons": ["Drifted"]} in pool["disruption"]["budgets"], name
 
 
 def test_worker_groups_are_the_worker_types_of_aws_yaml() -> None:
-    """Ray's KubeRay translation of the RayCluster gives the node types cluster/aws.yaml has, type for type."""
+    """Ray's KubeRay translation of the RayCluster gives the node types cluster/aws.yaml has, type for type, plus
+    the on-demand base (the design's onDemandBaseCapacity, on the static pool)."""
     aws = worker_types(load_launcher_config("cluster/aws.yaml"))
     kube = worker_types(load_launcher_config("cluster/k8s/raycluster.yaml"))
-    assert len(kube) == len(aws) >= 10
+    assert set(kube) == {name.replace("_", "-") for name in aws} | {"ondemand-g5-base"} and len(aws) >= 10
     for name, aws_type in aws.items():
         kube_type = kube[name.replace("_", "-")]
         assert kube_type["labels"] == aws_type["labels"], name
         assert {k: v for k, v in kube_type["resources"].items() if k != "memory"} == aws_type["resources"], name
-        assert kube_type["max_workers"] >= aws_type["max_workers"], name
+        assert (kube_type["min_workers"], kube_type["max_workers"]) == (
+            aws_type["min_workers"],
+            aws_type["max_workers"],
+        )
+    base = kube["ondemand-g5-base"]
+    assert base["min_workers"] == base["max_workers"] == k8s.ON_DEMAND_BASE_NODES
+    assert base["resources"] == kube["ondemand-g5"]["resources"] and base["labels"] == kube["ondemand-g5"]["labels"]
     spot = [t for t in kube.values() if t["labels"][labels.MARKET] == "spot"]
     assert {t["resources"]["GPU"] for t in spot} >= {1, 4}  # single- and multi-GPU
     assert all(t["priority"] > kube["ondemand-g5"]["priority"] for t in spot)  # spot first
 
 
-def test_pods_are_pinned_to_their_market_and_drain_within_their_grace_period() -> None:
+def test_pods_are_pinned_to_their_market_and_pool_and_drain_within_their_grace_period() -> None:
     cluster = ray_cluster()
     head = cluster["spec"]["headGroupSpec"]
     assert head["resources"] == {"CPU": "0"} and head["rayStartParams"]["dashboard-host"] == "127.0.0.1"
+    assert head["template"]["metadata"]["annotations"]["karpenter.sh/do-not-disrupt"] == "true"
+    pools = {p["metadata"]["name"]: p for p in objects("NodePool")}
     for group in cluster["spec"]["workerGroupSpecs"]:
         pod = group["template"]
-        assert pod["spec"]["nodeSelector"]["karpenter.sh/capacity-type"] == group["labels"][labels.MARKET]
+        selector = pod["spec"]["nodeSelector"]
+        assert selector["karpenter.sh/capacity-type"] == group["labels"][labels.MARKET]
+        pool = pools[selector["karpenter.sh/nodepool"]]["spec"]["template"]["spec"]
+        allowed = {r["key"]: r["values"] for r in pool["requirements"]}
+        assert allowed["karpenter.sh/capacity-type"] == [group["labels"][labels.MARKET]], group["groupName"]
+        assert group["labels"][labels.INSTANCE_TYPE] in allowed["node.kubernetes.io/instance-type"]
         assert pod["spec"]["terminationGracePeriodSeconds"] == GRACE_S
         assert f"tuner.spot.pod --grace-s {GRACE_S}" in pod["spec"]["containers"][0]["args"][0]
-        assert pod["metadata"]["annotations"]["ray.io/overwrite-container-cmd"] == "true"
+        # Karpenter would not evict a do-not-disrupt pod when it drains an interrupted node: no SIGTERM, no drain.
+        assert pod["metadata"]["annotations"] == {"ray.io/overwrite-container-cmd": "true"}
 
 
 def test_the_twin_can_be_derived_from_the_ray_cluster() -> None:
@@ -96,7 +113,7 @@ def test_the_twin_can_be_derived_from_the_ray_cluster() -> None:
     spot_g5 = twin["available_node_types"]["spot-g5"]
     assert spot_g5["labels"][labels.ZONE] in launcher["provider"]["availability_zone"].split(",")
     assert spot_g5["labels"][labels.REGION] == "us-east-1"
-    assert twin["available_node_types"]["ondemand-g5"]["min_workers"] == 1  # the base, capped for this machine
+    assert twin["available_node_types"]["ondemand-g5-base"]["min_workers"] == 1  # the base, capped for this machine
 
 
 @pytest.fixture

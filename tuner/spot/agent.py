@@ -123,12 +123,9 @@ def main(argv: Optional[list[str]] = None) -> int:
         "zone": labels.get(node_labels.ZONE, "?"),
     }
 
-    def drain(notice: Notice) -> bool:
-        return drains.drain_node(address, node_id, f"{notice.provider} spot {notice.action}", notice.deadline_s)
-
     agent = Agent(
         source=notices.make_source(args.provider, args.endpoint),
-        drain=drain,
+        drain=drains.OnceDrain(address, node_id),
         interval_s=args.interval_s,
         drain_on_rebalance=args.drain_on_rebalance,
         node=node,

@@ -17,6 +17,7 @@ from typing import Optional
 import ray
 
 from tuner import _ray
+from tuner.spot.notices import Notice
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +28,34 @@ def drain_node(gcs_address: str, node_id: str, message: str, deadline_s: Optiona
     if not accepted:
         log.error("drain of node %s refused: %s", node_id, error)
     return accepted
+
+
+class OnceDrain:
+    """Drains one node for the first notice that comes (a SIGTERM, a metadata notice); later ones are logged.
+
+    Never raises: a GCS that cannot be reached or refuses is logged, and a later notice may try again."""
+
+    def __init__(self, gcs_address: str, node_id: str) -> None:
+        self.gcs_address, self.node_id = gcs_address, node_id
+        self.drained: Optional[Notice] = None
+        self._lock = threading.Lock()
+
+    def __call__(self, notice: Notice) -> bool:
+        with self._lock:
+            if self.drained is not None:
+                log.warning("%s %s: the node is already draining; not drained again", notice.provider, notice.action)
+                return True
+            message = f"{notice.provider} spot {notice.action}" + (f" ({notice.detail})" if notice.detail else "")
+            try:
+                accepted = drain_node(self.gcs_address, self.node_id, message, notice.deadline_s)
+            except Exception as exc:  # the GCS unreachable or gone: a notice must never crash its caller
+                log.error("drain of node %s failed: %s", self.node_id, exc)
+                return False
+            if accepted:
+                self.drained = notice
+                left = notice.remaining_s
+                log.warning("drained Ray node %s (%s), deadline in %.0f s", self.node_id[:12], message, left or 0.0)
+            return accepted
 
 
 def draining_nodes() -> dict[str, int]:
