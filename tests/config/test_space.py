@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pickle
+
 import optuna
 import pytest
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
@@ -44,6 +46,19 @@ def test_drawing_suggests_every_distribution_and_returns_the_fixed_values() -> N
         assert trial.params["layers"] in (1, 2, 3) and isinstance(trial.params["width"], int)
         study.tell(trial, 0.0)
     assert set(space_function(SPACE)(optuna.trial.FixedTrial(study.best_params))) == {"optimizer", "seed"}
+
+
+def test_the_space_pickles_with_the_searchers_saved_state() -> None:
+    """The searcher's state, saved with the experiment whenever a trial is created, holds the space: a closure
+    could not be pickled, and every search with a YAML space failed as its first trial started."""
+    space = pickle.loads(pickle.dumps(space_function(SPACE)))
+    trial = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0)).ask()
+    assert space(trial) == {"optimizer": "adam", "seed": 3} and set(trial.params) == {
+        "lr",
+        "batch_size",
+        "layers",
+        "width",
+    }
 
 
 @pytest.mark.parametrize(

@@ -66,13 +66,16 @@ def parameters(space: Mapping[str, Any]) -> dict[str, Parameter]:
     return {str(name): parameter(str(name), value) for name, value in space.items()}
 
 
-def space_function(space: Mapping[str, Any]) -> Callable[[optuna.Trial], dict[str, Any]]:
-    """A define-by-run space for the searcher: suggests each distribution, returns the fixed values."""
-    params = parameters(space)
+class YamlSpace:
+    """A define-by-run space for the searcher: suggests each distribution, returns the fixed values. A class, not
+    a closure: the searcher's state, saved with the experiment, holds it (a closure cannot be pickled)."""
 
-    def suggest(trial: optuna.Trial) -> dict[str, Any]:
+    def __init__(self, params: dict[str, Parameter]) -> None:
+        self.params = params
+
+    def __call__(self, trial: optuna.Trial) -> dict[str, Any]:
         fixed = {}
-        for name, p in params.items():
+        for name, p in self.params.items():
             if isinstance(p, CategoricalDistribution):
                 trial.suggest_categorical(name, p.choices)
             elif isinstance(p, IntDistribution):
@@ -83,4 +86,7 @@ def space_function(space: Mapping[str, Any]) -> Callable[[optuna.Trial], dict[st
                 fixed[name] = p
         return fixed
 
-    return suggest
+
+def space_function(space: Mapping[str, Any]) -> Callable[[optuna.Trial], dict[str, Any]]:
+    """The searcher's space for a YAML space (checked: ``ConfigError`` on the first bad entry)."""
+    return YamlSpace(parameters(space))
