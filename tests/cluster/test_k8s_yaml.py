@@ -114,6 +114,7 @@ def test_the_twin_can_be_derived_from_the_ray_cluster() -> None:
     assert spot_g5["labels"][labels.ZONE] in launcher["provider"]["availability_zone"].split(",")
     assert spot_g5["labels"][labels.REGION] == "us-east-1"
     assert twin["available_node_types"]["ondemand-g5-base"]["min_workers"] == 1  # the base, capped for this machine
+    assert all("memory" not in t["resources"] for t in twin["available_node_types"].values())  # Ray's fake nodes
 
 
 @pytest.fixture

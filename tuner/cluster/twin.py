@@ -58,7 +58,8 @@ def twin_config(launcher: dict[str, Any], cfg: ClusterConfig) -> dict[str, Any]:
         if name in cfg.torch_threads:
             node_labels[labels.TORCH_THREADS] = str(cfg.torch_threads[name])
         types[name] = {
-            "resources": dict(node_type["resources"]),
+            # Not `memory` (a RayCluster's groups have it): a fake node's memory is this machine's.
+            "resources": {k: v for k, v in node_type["resources"].items() if k != "memory"},
             "labels": node_labels,
             "node_config": {},
             "min_workers": min(node_type.get("min_workers", 0), cfg.max_workers_per_type),
