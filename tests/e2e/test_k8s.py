@@ -11,9 +11,11 @@ import contextlib
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from datetime import datetime
@@ -23,7 +25,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.conftest import REPO, cli_env, free_port
+from tests.conftest import BIN, REPO, cli_env, free_port
 from tests.tooling import TUNER_RUN
 from tests.tooling.kube_api import KubeApi
 from tuner import _ray
@@ -71,15 +73,16 @@ def test_a_search_runs_on_the_twin_of_the_ray_cluster(tmp_path: Path) -> None:
     assert groups and groups <= set(kube) - {"headgroup"}, groups  # the RayCluster's worker groups
 
 
-def start_command(group: dict[str, Any], gcs: str) -> str:
-    """The `ray start` KubeRay generates for a worker of ``group`` (its $KUBERAY_GEN_RAY_START_CMD); the ports are
-    free ones, since the pods of this test share one machine."""
+def start_command(group: dict[str, Any], gcs: str, temp_dir: str) -> str:
+    """The `ray start` KubeRay generates for a worker of ``group`` (its $KUBERAY_GEN_RAY_START_CMD); a temp dir and
+    ports of its own, as a pod has: the pods of this test share one machine."""
     resources = {k: int(v) for k, v in group["resources"].items()}
     custom = {k: v for k, v in resources.items() if k not in ("CPU", "GPU")}
     node_labels = ",".join(f"{k}={v}" for k, v in group["labels"].items())
     return (
-        f"ray start --address={gcs} --block --num-cpus={resources['CPU']} --num-gpus={resources['GPU']} "
-        f"--resources='{json.dumps(custom)}' --labels={node_labels} --dashboard-agent-listen-port={free_port()}"
+        f"{BIN / 'ray'} start --address={gcs} --block --num-cpus={resources['CPU']} --num-gpus={resources['GPU']} "
+        f"--resources='{json.dumps(custom)}' --labels={node_labels} --dashboard-agent-listen-port={free_port()} "
+        f"--temp-dir={temp_dir}"
     )
 
 
@@ -91,6 +94,7 @@ class Pods:
         self.group = next(g for g in spec["spec"]["workerGroupSpecs"] if g["groupName"] == GROUP)
         self.twin, self.api, self.logs = twin, api, logs
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.temp_dirs: list[str] = []
 
     def start(self, name: str) -> None:
         assert self.twin.address is not None
@@ -101,15 +105,11 @@ class Pods:
             "node.kubernetes.io/instance-type": self.group["labels"][labels.INSTANCE_TYPE],
         }
         wrapper = [sys.executable, "-m", "tuner.spot.pod", f"--grace-s={GRACE_S}", f"--margin-s={MARGIN_S}"]
-        command = [
-            *wrapper,
-            f"--kube-api={self.api.url}",
-            "--",
-            "bash",
-            "-c",
-            "exec " + start_command(self.group, self.twin.address),
-        ]
-        env = {**os.environ, "NODE_NAME": name, "RAY_NODE_TYPE_NAME": GROUP}  # as the kubelet and KubeRay set them
+        self.temp_dirs.append(tempfile.mkdtemp(prefix="pod-", dir="/tmp"))  # short: Ray's socket paths must fit
+        start = start_command(self.group, self.twin.address, self.temp_dirs[-1])
+        command = [*wrapper, f"--kube-api={self.api.url}", "--", "bash", "-c", f"exec {start}"]
+        # As the kubelet and KubeRay set them; and the twin's token auth (its token in ~/.ray/auth_token).
+        env = {**os.environ, "NODE_NAME": name, "RAY_NODE_TYPE_NAME": GROUP, "RAY_AUTH_MODE": "token"}
         with (self.logs / f"{name}.log").open("wb") as log:  # its own process group: close() stops Ray too
             self.procs[name] = subprocess.Popen(
                 command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
@@ -135,6 +135,8 @@ class Pods:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)  # the wrapper, `ray start` and its raylet
             proc.wait()
+        for temp_dir in self.temp_dirs:
+            shutil.rmtree(temp_dir, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
