@@ -373,7 +373,7 @@ def schema_errors(obj: Mapping[str, Any]) -> list[str]:
     return errors
 
 
-def consistency_errors(launcher_path: str = AWS_YAML, directory: Path = OUT) -> list[str]:
+def consistency_errors(directory: Path = OUT) -> list[str]:
     """What the schemas cannot say: markets, GPU counts, the head, the catalog."""
     catalog, errors = Catalog(), []
     for _, obj in objects(directory):
@@ -415,7 +415,7 @@ def check(launcher_path: str = AWS_YAML, directory: Path = OUT) -> list[str]:
             errors.append(f"{current}: differs from what {launcher_path} makes: run python scripts/k8s_manifests.py")
     for file, obj in objects(directory):
         errors += [f"{file}: {e}" for e in schema_errors(obj)]
-    return errors + consistency_errors(launcher_path, directory)
+    return errors + consistency_errors(directory)
 
 
 def _with_image(text: str, directory: Path) -> str:

@@ -189,7 +189,10 @@ def capacity_gate(settings: Config, autoscaler_config: Optional[str]) -> Any:
     """Spot first, on-demand for a trial whose deadline needs it: on a cluster that has both and whose
     autoscaler config the driver can steer (the twin's; the head's on ``cluster=aws``)."""
 
-    if not (settings.fallback.enabled and settings.cluster.launcher_config and autoscaler_config):
+    if not (settings.fallback.enabled and settings.cluster.launcher_config):
+        return None
+    if not autoscaler_config:  # cluster=k8s: KubeRay's autoscaler reads the RayCluster, not a file
+        print("capacity: no autoscaler config to steer: on-demand types stay open, ranked below spot by the cluster")
         return None
     if not Path(autoscaler_config).expanduser().is_file():
         print(f"capacity: {autoscaler_config} not found: no on-demand fallback steering (cluster.autoscaler_config)")
