@@ -181,7 +181,7 @@ def test_the_twin_stops_only_what_it_started(tmp_path: Path) -> None:
     import ray.util
 
     from tests.conftest import free_port
-    from tuner.cluster.twin import cluster_processes
+    from tuner.cluster.twin import cluster_processes, session_dir
 
     other = f"{ray.util.get_node_ip_address()}:{free_port()}"
     subprocess.run(
@@ -201,13 +201,15 @@ def test_the_twin_stops_only_what_it_started(tmp_path: Path) -> None:
         proc = run_cli([*TINY_SPOT, "cluster.include_dashboard=false", f"output_dir={tmp_path}"])
         assert proc.returncode == 0 and "1 of 1 trials finished, 0 failed." in proc.stdout, proc.stderr[-3000:]
         probe = f"import ray; ray.init(address={other!r}, logging_level='ERROR'); print(ray.cluster_resources()['CPU'])"
+        # `ray start` turned token auth on (its token in ~/.ray/auth_token): say so, whatever ran before.
+        auth = {"RAY_AUTH_MODE": "token"}
         answer = subprocess.run(
-            [sys.executable, "-c", probe], capture_output=True, text=True, env=cli_env(), timeout=120
+            [sys.executable, "-c", probe], capture_output=True, text=True, env=cli_env(auth), timeout=120
         )
         assert answer.returncode == 0 and answer.stdout.strip().splitlines()[-1] == "1.0", answer.stderr[-2000:]
     finally:
-        procs = cluster_processes(other, None)
-        for p in procs:
+        # By its session directory too: the GCS's own command line names its port, not its address.
+        for p in cluster_processes(other, session_dir(int(other.split(":")[1]))):
             p.kill()
 
 

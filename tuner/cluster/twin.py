@@ -145,7 +145,7 @@ def cluster_processes(gcs_address: str, session_dir: Optional[str]) -> list[psut
     return list(found.values())
 
 
-def _session_dir(gcs_port: int) -> Optional[str]:
+def session_dir(gcs_port: int) -> Optional[str]:
     """The session directory of the GCS listening on ``gcs_port`` (from its command line)."""
     for proc in psutil.process_iter(["cmdline"]):
         args = proc.info["cmdline"] or []
@@ -236,7 +236,7 @@ class LocalTwin:
             "--system-config=" + json.dumps(FAST_FAILURE_DETECTION, separators=(",", ":")),
             env=env,
         )
-        self.address, self._session_dir = gcs_address, _session_dir(port)
+        self.address, self._session_dir = gcs_address, session_dir(port)
         if self.cfg.include_dashboard:
             _wait_for_agent(f"http://{host}:{agent_port}/api/healthz")
         return self.address
