@@ -238,28 +238,14 @@ def karpenter(launcher: Mapping[str, Any], head_itype: str, catalog: Catalog) ->
             ],
         },
     }
+
+    def gpu_pool(name: str, market: str, types: list[dict[str, Any]], weight: int) -> dict[str, Any]:
+        itypes, limits = [_itype(t) for t in types], _limits(types, catalog)
+        return node_pool(name, market, itypes, zones, gpu=True, weight=weight, limits=limits, disruption=disruption)
+
     pools = [
-        node_pool(
-            SPOT_POOL,
-            "spot",
-            [_itype(t) for t in spot],
-            zones,
-            gpu=True,
-            weight=100,
-            limits=_limits(spot, catalog),
-            disruption=disruption,
-        ),
-        # The fallback: ranked below spot (weight here, worker-group priority in the RayCluster).
-        node_pool(
-            FALLBACK_POOL,
-            "on-demand",
-            [_itype(t) for t in on_demand],
-            zones,
-            gpu=True,
-            weight=10,
-            limits=_limits(on_demand, catalog),
-            disruption=disruption,
-        ),
+        gpu_pool(SPOT_POOL, "spot", spot, weight=100),
+        gpu_pool(FALLBACK_POOL, "on-demand", on_demand, weight=10),  # below spot (and below it in the RayCluster)
         node_pool(HEAD_POOL, "on-demand", [head_itype], zones, gpu=False, weight=50, disruption=disruption),
     ]
     if ON_DEMAND_BASE_NODES:  # static (alpha: Karpenter's StaticCapacity feature gate): always this many nodes
