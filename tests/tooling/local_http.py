@@ -3,12 +3,13 @@ fake Kubernetes API server. A subclass answers each request in ``answer``; every
 
 from __future__ import annotations
 
+import abc
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 
-class LocalHttpServer:
+class LocalHttpServer(abc.ABC):
     content_type = "text/plain"
 
     def __init__(self) -> None:
@@ -28,9 +29,9 @@ class LocalHttpServer:
         self.server.shutdown()
         self.server.server_close()
 
+    @abc.abstractmethod
     def answer(self, method: str, path: str, headers: Any) -> tuple[int, str]:
         """(status, body) for one request."""
-        raise NotImplementedError
 
     def _handler(self) -> type[BaseHTTPRequestHandler]:
         service = self
