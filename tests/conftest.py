@@ -288,6 +288,6 @@ def screenshot(url: str, shot: Path, width: int = 1200, height: int = 2400, wait
         ],
         check=True,
         capture_output=True,
-        timeout=120,
+        timeout=120 + wait_ms / 1000,
     )
     return np.asarray(Image.open(shot).convert("RGB")).astype(int)

@@ -86,6 +86,7 @@ def test_the_plain_example_resumes_identically_through_a_notice_and_a_kill() -> 
     out = proc.stdout
     assert proc.returncode == 0, out[-3000:] + proc.stderr[-2000:]
     assert "IDENTICAL: the resumed runs reported what the undisturbed run did, step, val_loss at each of" in out, out
+    assert "WARNING" not in proc.stderr, proc.stderr[-2000:]  # nothing to worry a user on a clean check
     print(out[out.find("resume check of search") :])  # the check's own report, in the test's output
     notice = re.search(r"spot notice +at step (\d+) \(4 s notice\): ([\d.e+-]+) steps redone .* 1 preemption", out)
     kill = re.search(r"node killed +at step (\d+), past its last checkpoint: ([\d.e+-]+) steps redone \((\S+) s", out)

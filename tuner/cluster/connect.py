@@ -80,6 +80,7 @@ def check_reachable(address: str, cluster: str) -> None:
 def connect(cfg: ClusterConfig, code: Iterable[str] = ()) -> tuple[Any, Optional[LocalTwin]]:
     """``ray.init`` for this cluster config (starting the twin first); returns (context, twin)."""
 
+    _ray.quiet_token_auth_notice()
     twin = None
     address = cfg.address
     if cfg.name == "local_spot":
@@ -87,7 +88,6 @@ def connect(cfg: ClusterConfig, code: Iterable[str] = ()) -> tuple[Any, Optional
             raise ValueError("cluster=local_spot needs cluster.launcher_config")
         twin = LocalTwin(twin_config(load_launcher_config(cfg.launcher_config), cfg), cfg)
         address = twin.start()
-        _ray.quiet_token_auth_notice()
         _ray.use_local_token()  # joined by its address, which Ray does not authenticate by itself
     if address is None and not os.environ.get("RAY_ADDRESS"):
         # Start Ray on this machine, whatever /tmp/ray/ray_current_cluster says: a stale file left by a
@@ -95,7 +95,6 @@ def connect(cfg: ClusterConfig, code: Iterable[str] = ()) -> tuple[Any, Optional
         address = "local"
     kwargs: dict[str, Any] = {"address": address, "logging_level": logging.WARNING, "log_to_driver": False}
     if address == "local":
-        _ray.quiet_token_auth_notice()
         kwargs.update(
             num_cpus=cfg.num_cpus,
             num_gpus=cfg.num_gpus,

@@ -43,7 +43,7 @@ from tuner.run.liveness import SearchStalled, Watchdog
 from tuner.run.liveness import check_capacity as check_live_nodes
 from tuner.run.search import full_budget_values
 from tuner.run.stop import FailFast, StopFile
-from tuner.run.tracking import MLflowTracker
+from tuner.run.tracking import MLflowTracker, open_store_early
 from tuner.spot.labels import INSTANCE_TYPE
 from tuner.text import fmt, params, table, usd
 from tuner.trial import heartbeat, policy, trainer
@@ -299,6 +299,7 @@ def execute(settings: Config, observers: Sequence[Any] = ()) -> int:
     resume = tune.Tuner.can_restore(storage.experiment_path(settings.storage, settings.name))
 
     check_capacity(settings, connected=False)
+    open_store_early(settings.tracking)  # while Ray starts
     code = [spec for spec in (search.trainer, search.space) if isinstance(spec, str)]  # a YAML space is no code
     context, twin = connect(settings.cluster, code=code)
     with stop_at_once_on_a_second_interrupt():

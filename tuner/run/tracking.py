@@ -8,6 +8,7 @@ search goes on; the summary says how many updates were lost.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import math
@@ -56,6 +57,25 @@ TRIALS_TABLE = "trials.html"  # on the parent run: every trial's objectives, cos
 FRONT_ROW_COLOUR = "#ffd2d2"  # the Pareto front's rows in the trials table
 TAG_PARETO = "tuner.pareto"  # "true" on the runs of a multi-objective search's Pareto front
 PLATFORM_METRICS = (PREEMPTIONS, RESTARTS, LOST_WORK_S, RECOVERY_S, CHECKPOINT_INTERVAL_S, TRAIN_TIME_S)
+
+_opening: dict[str, threading.Thread] = {}  # tracking URI -> the thread opening its store (open_store_early)
+
+
+def open_store_early(cfg: TrackingConfig) -> None:
+    """Open the tracking store on a thread while Ray starts: a new SQLite store runs its schema migrations,
+    seconds the driver would otherwise spend after Ray is up. MLflow keeps the store by URI, so
+    ``MLflowTracker.connect`` (which waits for this thread) finds it open; an error is left for it to report."""
+    if not cfg.enabled or cfg.tracking_uri in _opening:
+        return
+
+    def open_store() -> None:
+        from mlflow.tracking import MlflowClient
+
+        with contextlib.suppress(Exception):
+            MlflowClient(tracking_uri=cfg.tracking_uri)
+
+    _opening[cfg.tracking_uri] = threading.Thread(target=open_store, name="mlflow-open", daemon=True)
+    _opening[cfg.tracking_uri].start()
 
 
 def _numeric(result: dict[str, Any]) -> dict[str, float]:
@@ -177,6 +197,9 @@ class MLflowTracker(Callback):
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
         logging.getLogger("urllib3.connectionpool").setLevel(logging.ERROR)  # one warning of ours, not one per retry
         from mlflow.tracking import MlflowClient
+
+        if (opening := _opening.pop(self.cfg.tracking_uri, None)) is not None:
+            opening.join()
 
         try:
             client = MlflowClient(tracking_uri=self.cfg.tracking_uri)
