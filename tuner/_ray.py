@@ -75,6 +75,7 @@ def use_local_token() -> None:
         maybe_enable_token_auth_if_token_available,
     )
 
+    quiet_token_auth_notice()  # it says "enabled" as it enables
     maybe_enable_token_auth_if_token_available(warn_if_disabled=False)
 
 
