@@ -3,6 +3,7 @@ logging."""
 
 from __future__ import annotations
 
+import atexit
 import gc
 import logging
 import os
@@ -43,6 +44,10 @@ def quiet_libraries() -> None:
 def command(body: Callable[[Any], T], cfg: Any) -> T:
     """Run a command's body on the composed config: quiet libraries, checked settings, one line on bad input."""
 
+    # The interpreter's last garbage collection walks every object torch, Ray and MLflow made (2 s at exit on
+    # 2 cores). atexit runs before it: by then the command has saved what it keeps, and the process's memory
+    # goes back to the OS as it exits.
+    atexit.register(gc.freeze)
     quiet_libraries()
     try:
         return body(config.to_settings(cfg))
@@ -65,8 +70,4 @@ def search_command(body: Callable[[Any], int], cfg: Any) -> NoReturn:
 
     if OmegaConf.is_missing(cfg.search, "name"):
         fail(f"no search chosen: add +search=NAME, one of: {', '.join(available_searches())}")
-    status = command(body, cfg)
-    # The interpreter's last garbage collection walks every object torch, Ray and MLflow made (2 s at exit
-    # on 2 cores); the search is over and saved, and the process's memory goes back to the OS as it exits.
-    gc.freeze()
-    sys.exit(status)
+    sys.exit(command(body, cfg))
