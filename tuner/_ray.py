@@ -137,6 +137,44 @@ def kuberay_autoscaling_config(ray_cluster: dict[str, Any]) -> dict[str, Any]:
     return dict(_derive_autoscaling_config_from_ray_cr(ray_cluster))
 
 
+def fake_node_provider() -> type:
+    """Ray's fake multi-node provider class: a "cloud" whose nodes are raylets on this machine.
+
+    Private (``ray.autoscaler._private.fake_multi_node``): the only provider that autoscales without a cloud;
+    the twin subclasses it to give each launch a boot time (``tuner.cluster.boot``)."""
+    from ray.autoscaler._private.fake_multi_node.node_provider import FakeMultiNodeProvider
+
+    provider: type = FakeMultiNodeProvider
+    return provider
+
+
+def standing_resource_request() -> list[dict[str, float]]:
+    """The bundles of the cluster's standing ``request_resources`` call ([] when none or withdrawn).
+
+    Private: the autoscaler SDK can set the request but not read it back; v1 keeps it in the GCS's
+    key-value store, v2 in the GCS's cluster resource state."""
+    import json
+
+    import ray
+    from ray._private.ray_constants import AUTOSCALER_RESOURCE_REQUEST_CHANNEL
+    from ray.autoscaler.v2.utils import is_autoscaler_v2
+    from ray.experimental.internal_kv import _internal_kv_get, internal_kv_get_gcs_client
+
+    if is_autoscaler_v2():
+        from ray.autoscaler.v2.sdk import get_cluster_resource_state
+
+        state = get_cluster_resource_state(internal_kv_get_gcs_client())
+        return [
+            dict(request.resources_bundle)
+            for constraint in state.cluster_resource_constraints
+            for grouped in constraint.resource_requests
+            for request in [grouped.request] * grouped.count
+        ]
+    assert ray.is_initialized()
+    raw = _internal_kv_get(AUTOSCALER_RESOURCE_REQUEST_CHANNEL)
+    return [dict(bundle) for bundle in json.loads(raw)] if raw else []
+
+
 def bootstrap_address(address: str) -> str:
     """``"auto"`` or ``host:port`` to the GCS address, as ``ray start`` and ``ray.init`` resolve it.
 

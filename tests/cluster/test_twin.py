@@ -11,7 +11,7 @@ from tuner.spot.labels import INSTANCE_TYPE, MARKET, TORCH_THREADS, ZONE
 def test_twin_mirrors_the_aws_worker_types() -> None:
     aws = load_launcher_config("cluster/aws.yaml")
     twin = twin_config(aws, ClusterConfig(name="local_spot", max_workers_per_type=2, idle_timeout_minutes=0.5))
-    assert twin["provider"]["type"] == "fake_multinode"
+    assert twin["provider"]["type"] == "external" and twin["provider"]["boot_s"] == {"*": 2.0}
     assert set(twin["available_node_types"]) == set(worker_types(aws)) | {HEAD_TYPE}
     assert twin["available_node_types"][HEAD_TYPE]["resources"] == {"CPU": 0}
     for name, node_type in worker_types(aws).items():

@@ -27,6 +27,7 @@ import ray.util
 
 from tuner import _ray
 from tuner.cluster.autoscaler import AutoscalerConfig
+from tuner.cluster.boot import EVERY_TYPE, BootingProvider
 from tuner.cluster.launcher import worker_types
 from tuner.config import ClusterConfig, ConfigError
 from tuner.spot import labels
@@ -44,9 +45,10 @@ def twin_config(launcher: dict[str, Any], cfg: ClusterConfig) -> dict[str, Any]:
     """A fake_multinode autoscaler config with the launcher config's worker types."""
     zones = launcher["provider"].get("availability_zone", "local-a").split(",")
     region = launcher["provider"].get("region", "local")
-    unknown = sorted(set(cfg.torch_threads) - set(worker_types(launcher)))
-    if unknown:
-        raise ConfigError(f"cluster.torch_threads: {', '.join(unknown)} is not a worker type of {cfg.launcher_config}")
+    for key, per_type in (("torch_threads", cfg.torch_threads), ("boot_s_per_type", cfg.boot_s_per_type)):
+        unknown = sorted(set(per_type) - set(worker_types(launcher)))
+        if unknown:
+            raise ConfigError(f"cluster.{key}: {', '.join(unknown)} is not a worker type of {cfg.launcher_config}")
     types: dict[str, Any] = {}
     for i, (name, node_type) in enumerate(sorted(worker_types(launcher).items())):
         node_labels = {
@@ -72,7 +74,9 @@ def twin_config(launcher: dict[str, Any], cfg: ClusterConfig) -> dict[str, Any]:
         "upscaling_speed": launcher.get("upscaling_speed", 1.0),
         "idle_timeout_minutes": cfg.idle_timeout_minutes,
         "provider": {
-            "type": "fake_multinode",
+            "type": "external",
+            "module": f"{BootingProvider.__module__}.{BootingProvider.__name__}",
+            "boot_s": {EVERY_TYPE: cfg.boot_s, **cfg.boot_s_per_type},
             "use_node_id_as_ip": True,
             "disable_node_updaters": True,
             "disable_launch_config_check": True,

@@ -21,6 +21,12 @@ POLICIES = ("periodic", "adaptive")
 UNNOTICED_FRACTION = 0.1
 # Shared by the live platform and the planner's replay of it, so that both assume the same.
 RESTART_S = 90.0  # after a lost node: a new node, the trial process, its checkpoint restored
+# A GPU instance's launch to Ray running on it (EC2 launch to SSH ~26 s, a Karpenter GPU node Ready at 35 s and a pod
+# on it at 65 s, then `ray start`: docs/spot.md, "Replacement at the notice"): an estimate, not a measurement.
+GPU_BOOT_S = 60.0
+AWS_NOTICE_S = 120.0
+TWIN_NOTICE_S = 4.0  # the twin's notice: AWS's, time-compressed like the twin's traces
+TWIN_BOOT_S = GPU_BOOT_S * TWIN_NOTICE_S / AWS_NOTICE_S  # the twin's node boot, compressed the same way
 DEADLINE_FACTOR = 1.5  # a trial's deadline: this x its run on on-demand capacity (the fallback keeps it)
 MIN_INTERVAL_S = 60.0  # bounds on the adaptive checkpoint interval
 MAX_INTERVAL_S = 14400.0
@@ -85,6 +91,13 @@ class ClusterConfig:
     # local_spot: torch threads of a trial per worker type, the twin's stand-in for its GPU's speed
     # (others: the trial's CPUs)
     torch_threads: dict[str, int] = field(default_factory=dict)
+    # local_spot: seconds from a node's launch to Ray on it (a cloud's boot, compressed like the notice), and per
+    # worker type where it differs
+    boot_s: float = TWIN_BOOT_S
+    boot_s_per_type: dict[str, float] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        require(self.boot_s >= 0 and all(v >= 0 for v in self.boot_s_per_type.values()), "cluster.boot_s must be >= 0")
 
 
 @dataclass
@@ -236,6 +249,13 @@ class PlacementConfig:
 
 
 @dataclass
+class ReplacementConfig:
+    """Capacity asked for at a spot notice, for the noticed trials' restarts (``tuner.cluster.replacement``)."""
+
+    enabled: bool = True  # on clusters with an autoscaler (a launcher config: local_spot, aws, k8s)
+
+
+@dataclass
 class LivenessConfig:
     """How the driver tells a search that cannot progress from one that waits (``tuner.run.liveness``)."""
 
@@ -265,6 +285,7 @@ class Config:
     liveness: LivenessConfig = field(default_factory=LivenessConfig)
     fallback: FallbackConfig = field(default_factory=FallbackConfig)
     placement: PlacementConfig = field(default_factory=PlacementConfig)
+    replacement: ReplacementConfig = field(default_factory=ReplacementConfig)
 
     def __post_init__(self) -> None:
         require(
@@ -286,7 +307,7 @@ class CheckSettings:
 
     notice_at: float = 0.3  # the spot notice comes at this fraction of the run's time_attr budget
     kill_at: float = 0.5  # the hard node kill: at this fraction, once the trial has trained past a checkpoint
-    notice_s: float = 4.0  # the notice's lead time on the twin (time-compressed: AWS gives 120 s, GCP and Azure 30 s)
+    notice_s: float = TWIN_NOTICE_S  # the notice's lead on the twin (time-compressed: AWS gives 120 s, GCP/Azure 30 s)
     tolerance: float = 0.0  # relative difference allowed per metric (for trainers nondeterministic on purpose)
     # about this long in all: the runs end at the step the first reaches in a sixth of it
     budget_s: Optional[float] = None

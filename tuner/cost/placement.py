@@ -138,6 +138,7 @@ class Placement(Callback):
         self.short: set[str] = set()  # types a trial has waited wait_s for, until a trial runs there again
         self.decided: dict[str, list[Decision]] = {}  # config key -> decisions not yet matched to a started trial
         self.decisions: dict[str, Decision] = {}  # trial id -> its decision
+        self.replacements: dict[str, Decision] = {}  # trial id -> where it goes after its node's notice
         self.running: dict[str, str] = {}  # trial id -> its chosen type, until the trial ends
         self.waiting_since: dict[str, float] = {}
         self._first_step = True
@@ -148,7 +149,23 @@ class Placement(Callback):
 
     def choose(self, config: Mapping[str, Any]) -> Optional[Decision]:
         """The type for a new trial of ``config``; None when no type is offered (any type will do)."""
-        blocked, room = price_guard.blocked(), self.slots()  # room: one read of the autoscaler config
+        decision = self.rank(config)
+        if decision is not None:
+            self.decided.setdefault(config_key(config), []).append(decision)
+        return decision
+
+    def replace(self, trial: Trial, reclaimed: str) -> Optional[Decision]:
+        """The type for a trial whose node of instance type ``reclaimed`` got a notice: the choice of a new trial,
+        without that type. Kept for the trial's restart (:meth:`place_again`) and counted on its type meanwhile."""
+        decision = self.rank(trial.config, exclude=frozenset({reclaimed}))
+        if decision is not None:
+            self.replacements[trial.trial_id] = decision
+        return decision
+
+    def rank(self, config: Mapping[str, Any], exclude: frozenset[str] = frozenset()) -> Optional[Decision]:
+        """The offered type with the lowest expected cost per unit for ``config``, not of an ``exclude`` instance
+        type; None when no type is offered."""
+        blocked, room = price_guard.blocked() | exclude, self.slots()  # room: one read of the autoscaler config
         offered = [
             (t, p)
             for t in self.types
@@ -185,14 +202,13 @@ class Placement(Callback):
         if len(ranked) > 1 and measured:
             runner_cost, runner, _ = ranked[1]
             why += f"; next {runner.instance_type} {usd(runner_cost)}/{unit}"
-        decision = Decision(best.name, best.instance_type, cost, why)
-        self.decided.setdefault(config_key(config), []).append(decision)
-        return decision
+        return Decision(best.name, best.instance_type, cost, why)
 
     def live(self, node_type: str) -> int:
-        """Trials placed on ``node_type`` that have not finished (waiting ones included)."""
+        """Trials placed on ``node_type`` that have not finished (waiting ones and replacements included)."""
         waiting = sum(1 for queue in self.decided.values() for d in queue if d.node_type == node_type)
-        return waiting + sum(1 for t in self.running.values() if t == node_type)
+        replacing = sum(1 for d in self.replacements.values() if d.node_type == node_type)
+        return waiting + replacing + sum(1 for t in self.running.values() if t == node_type)
 
     def on_trial_start(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
         waiting = self.decided.get(config_key(trial.config))
@@ -222,10 +238,14 @@ class Placement(Callback):
         )
 
     def place_again(self, trial: Trial) -> None:
-        """Choose afresh for a trial about to ask for a node again (not running: Tune allows the change)."""
+        """Place a trial about to ask for a node again (not running: Tune allows the change): where capacity
+        was asked for at its node's notice (:meth:`replace`), else afresh."""
         self.running.pop(trial.trial_id, None)
         self.decisions.pop(trial.trial_id, None)
-        trial.update_resources(trial_resources(self.bundle, trial.config))
+        replacement = self.replacements.pop(trial.trial_id, None)
+        if replacement is not None:
+            self.decided.setdefault(config_key(trial.config), []).append(replacement)
+        trial.update_resources(resources_on(self.bundle, replacement or self.choose(trial.config)))
 
     def on_trial_recover(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
         self.place_again(trial)
@@ -239,9 +259,11 @@ class Placement(Callback):
 
     def on_trial_complete(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
         self.running.pop(trial.trial_id, None)
+        self.replacements.pop(trial.trial_id, None)
 
     def on_trial_error(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
         self.running.pop(trial.trial_id, None)
+        self.replacements.pop(trial.trial_id, None)
 
     def on_step_end(self, iteration: int, trials: list[Trial], **info: Any) -> None:
         """A trial waiting ``wait_s`` for its type: the type is short of capacity, new trials go elsewhere."""
@@ -265,10 +287,17 @@ def config_key(config: Mapping[str, Any]) -> str:
 def trial_resources(bundle: dict[str, float], config: dict[str, Any]) -> Any:
     """A new trial's resources (``tune.with_resources`` calls this in the driver): its bundle, on the
     placement's chosen type (or an on-demand one), off the price guard's blocked types."""
+    return resources_on(bundle, _ACTIVE.choose(config) if _ACTIVE is not None else None)
 
-    decision = _ACTIVE.choose(config) if _ACTIVE is not None else None
-    if decision is not None:
-        bundle = {**bundle, type_resource(decision.instance_type): PLACED_UNITS}
+
+def pinned(bundle: dict[str, float], decision: Optional[Decision]) -> dict[str, float]:
+    """``bundle`` asking for a sliver of the decided type's resource (unchanged without a decision)."""
+    return bundle if decision is None else {**bundle, type_resource(decision.instance_type): PLACED_UNITS}
+
+
+def resources_on(bundle: dict[str, float], decision: Optional[Decision]) -> Any:
+    """A trial's resources: ``bundle`` on the decided type, off the price guard's blocked types."""
+    bundle = pinned(bundle, decision)
     blocked = price_guard.blocked()
     if not blocked:
         return PlacementGroupFactory([bundle])

@@ -27,6 +27,7 @@ from ray.tune.stopper import CombinedStopper
 from tuner import _ray, pareto
 from tuner.cluster.connect import JOB_ENV, connect
 from tuner.cluster.launcher import check_fits, load_launcher_config, worker_types
+from tuner.cluster.replacement import Replacement
 from tuner.cluster.twin import twin_config
 from tuner.config import Config, ConfigError
 from tuner.cost import pricing
@@ -362,6 +363,13 @@ def run_search(
     placed = make_placement(settings, autoscaler_config, gate is not None, prices, tracker)
     if placed is not None:
         callbacks.append(placed)
+    replacement = (
+        Replacement(search.resources.bundle, search.resources.width != (1, 1), placed)
+        if settings.replacement.enabled and settings.cluster.launcher_config
+        else None
+    )
+    if replacement is not None:
+        callbacks.append(replacement)
     print(
         f"{'Resuming' if resume else 'Starting'} search {settings.name!r}: {search.tune.num_samples} trials, "
         f"{search.time_attr} <= {search.max_t:g} each, {search.tune.max_concurrent_trials} at a time"
@@ -378,6 +386,9 @@ def run_search(
         if tracker is not None:
             tracker.close({}, "FAILED")
         return EXIT_STALLED
+    finally:
+        if replacement is not None:  # however the search ended: no request left standing
+            replacement.withdraw()
     if fail_fast.error is not None:
         print(f"error: {fail_fast.error}", file=sys.stderr)
         if tracker is not None:

@@ -1,0 +1,164 @@
+"""Replacement capacity at a notice: what the driver asks the autoscaler for, and when it takes it back.
+
+The Ray side (the autoscaler launching the asked-for node before the noticed one goes, no request left after a
+search) is in tests/e2e/test_replacement.py; here the rule, with Tune trials as the callback sees them."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from ray.tune.experiment import Trial
+
+from tests.cost.test_placement import make
+from tuner.cluster.replacement import Replacement
+from tuner.cost import placement, price_guard
+
+BUNDLE = {"CPU": 1.0, "GPU": 1.0}
+
+
+@pytest.fixture(autouse=True)
+def no_active_placement() -> Iterator[None]:
+    yield
+    placement._ACTIVE = None
+    price_guard._BLOCKED.clear()
+
+
+def trial(trial_id: str, itype: str, status: str = Trial.RUNNING) -> Any:
+    bundle = {**BUNDLE, f"type:{itype}": 0.001}
+    return SimpleNamespace(
+        trial_id=trial_id,
+        config={"batch_size": 64},
+        status=status,
+        placement_group_factory=SimpleNamespace(bundles=[bundle]),
+    )
+
+
+class Cluster:
+    """The drains the driver sees and the requests it sends, on a clock the test moves."""
+
+    def __init__(self) -> None:
+        self.draining: dict[str, int] = {}
+        self.requests: list[list[dict[str, float]]] = []
+        self.now = 0.0
+
+    def replacement(self, with_placement: bool = True) -> tuple[Replacement, list[str]]:
+        said: list[str] = []
+        placed = make()[0] if with_placement else None
+        watcher = Replacement(
+            BUNDLE,
+            False,
+            placed,
+            probe=lambda: dict(self.draining),
+            request=self.requests.append,
+            say=said.append,
+            clock=lambda: self.now,
+        )
+        return watcher, said
+
+    def step(self, watcher: Replacement, trials: list[Any]) -> None:
+        self.now += 1.0
+        watcher.on_step_end(0, trials)
+
+
+def report(watcher: Replacement, t: Any, node: str, itype: str) -> None:
+    watcher.on_trial_result(0, [], t, {"node_id": node, "instance_type": itype, "epoch": 1})
+
+
+def test_a_notice_asks_for_the_trials_place_on_another_type_and_the_restart_takes_it_back() -> None:
+    cluster = Cluster()
+    watcher, said = cluster.replacement()
+    a, b = trial("a", "g6.xlarge"), trial("b", "g6.xlarge")
+    report(watcher, a, "n1", "g6.xlarge")
+    report(watcher, b, "n2", "g6.xlarge")
+    cluster.step(watcher, [a, b])
+    assert cluster.requests == []  # no notice, nothing asked
+
+    cluster.draining = {"n1": 120_000}
+    cluster.step(watcher, [a, b])
+    # both running trials' bundles (each absorbed by its node, a's by the draining one) + a's replacement,
+    # on the next cheapest type: g6 is the one being reclaimed
+    (asked,) = cluster.requests
+    g5 = {**BUNDLE, "type:g5.xlarge": 0.001}
+    assert asked == [a.placement_group_factory.bundles[0], g5, b.placement_group_factory.bundles[0]]
+    assert "trial a's node n1 (g6.xlarge) got a notice: asked the autoscaler for 1 place(s) on g5.xlarge" in said[0]
+    assert watcher.placement is not None and watcher.placement.replacements["a"].instance_type == "g5.xlarge"
+    cluster.step(watcher, [a, b])
+    assert len(cluster.requests) == 1  # unchanged: not asked again
+
+    # the node goes; the trial restarts where capacity was asked for (placement.place_again takes the decision)
+    cluster.draining = {}
+    a.status = Trial.PENDING
+    cluster.step(watcher, [a, b])
+    assert cluster.requests[-1] == [g5, b.placement_group_factory.bundles[0]]
+    a.status = Trial.RUNNING
+    report(watcher, a, "n3", "g5.xlarge")
+    assert "trial a runs again, 2.0 s after its node's notice" in said[-1]
+    cluster.step(watcher, [a, b])
+    assert cluster.requests[-1] == []  # withdrawn
+    watcher.withdraw()
+    assert len(cluster.requests) == 3  # nothing more to withdraw
+
+
+def test_notices_on_two_nodes_combine_into_one_request() -> None:
+    cluster = Cluster()
+    watcher, _ = cluster.replacement(with_placement=False)
+    a, b = trial("a", "g6.xlarge"), trial("b", "g5.xlarge")
+    report(watcher, a, "n1", "g6.xlarge")
+    report(watcher, b, "n2", "g5.xlarge")
+    cluster.draining = {"n1": 1, "n2": 1}
+    cluster.step(watcher, [a, b])
+    (asked,) = cluster.requests
+    assert asked[1] == asked[3] == BUNDLE  # without placement: any type the autoscaler may launch
+
+
+def test_a_trial_that_ended_before_or_after_its_notice_is_not_asked_for() -> None:
+    cluster = Cluster()
+    watcher, _ = cluster.replacement()
+    a = trial("a", "g6.xlarge", status=Trial.TERMINATED)
+    report(watcher, a, "n1", "g6.xlarge")
+    cluster.draining = {"n1": 1}
+    cluster.step(watcher, [a])
+    assert cluster.requests == []  # finished before the notice: nothing to replace
+
+    b = trial("b", "g6.xlarge")
+    report(watcher, b, "n1", "g6.xlarge")
+    cluster.step(watcher, [a, b])
+    assert len(cluster.requests[-1]) == 2
+    b.status = Trial.TERMINATED  # finished during the notice (or stopped by the scheduler, the budget)
+    cluster.step(watcher, [a, b])
+    assert cluster.requests[-1] == [] and watcher.noticed == {}
+
+
+def test_a_failing_request_is_said_and_tried_again() -> None:
+    cluster = Cluster()
+    calls: list[list[dict[str, float]]] = []
+
+    def flaky(bundles: list[dict[str, float]]) -> None:
+        calls.append(bundles)
+        if len(calls) == 1:
+            raise ConnectionError("GCS unreachable")
+
+    watcher, said = cluster.replacement()
+    watcher.request = flaky
+    a = trial("a", "g6.xlarge")
+    report(watcher, a, "n1", "g6.xlarge")
+    cluster.draining = {"n1": 1}
+    cluster.step(watcher, [a])
+    assert "the autoscaler request failed (ConnectionError: GCS unreachable); trying again" in said[-1]
+    cluster.step(watcher, [a])
+    assert len(calls) == 2 and watcher.standing == calls[-1]
+
+
+def test_placement_replaces_on_the_cheapest_type_but_the_reclaimed_one_and_counts_it_there() -> None:
+    placed, _ = make(slots=1)
+    t = trial("a", "g6.xlarge")
+    assert placed.replace(t, "g6.xlarge").instance_type == "g5.xlarge"  # type: ignore[union-attr]
+    # g5's one slot is now the replacement's: a new trial goes elsewhere
+    assert placed.choose({"batch_size": 64}).instance_type == "g6.xlarge"  # type: ignore[union-attr]
+    updated: list[Any] = []
+    t.update_resources = updated.append
+    placed.place_again(t)
+    assert updated[0].bundles[0]["type:g5.xlarge"] == 0.001 and "a" not in placed.replacements

@@ -1,0 +1,160 @@
+"""Replacement capacity at a spot notice: the autoscaler is asked for a noticed trial's next node at once.
+
+Without it, a trial on a node that got a notice trains to the deadline, its node goes, Ray notices the
+loss, and only then does the pending trial make the autoscaler launch a node: a GPU instance's boot
+(about a minute) after a notice that was long enough to boot it (AWS: two minutes). The driver sees a
+node drain (``tuner.spot.drain``: any provider's notice, a pod's SIGTERM) and asks for its trials' places
+through the public autoscaler SDK (``ray.autoscaler.sdk.request_resources``), on the type the placement
+chooses for a new trial with the reclaimed type left out (``tuner.cost.placement``: its room, the price guard
+and the capacity gate's caps on on-demand types, one rule); the trial restarts there.
+
+A request sets the cluster's whole wanted shape, and Ray's autoscaler fits it onto the nodes there are as
+if they were idle, the draining node included. So it names every running trial's bundle (each absorbed
+by the node it runs on, the noticed ones' by the draining node) plus one bundle per worker to replace:
+only those need nodes that are not there. Several notices combine into one request. It is withdrawn
+(``request_resources(bundles=[])``) once every noticed trial runs elsewhere or has ended, and at the end of
+the search whatever happens; the autoscaler's ``max_workers`` bounds what it launches, and a trial the
+search stopped (budget, scheduler) is no longer asked for.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Optional
+
+from ray.autoscaler.sdk import request_resources
+from ray.tune import Callback
+from ray.tune.experiment import Trial
+
+from tuner.cost.placement import Placement, pinned
+from tuner.result_keys import INSTANCE_TYPE, NODE_ID, WORKER_NODES
+from tuner.spot.drain import draining_nodes
+
+log = logging.getLogger(__name__)
+
+CHECK_INTERVAL_S = 0.5  # how often the driver looks for draining nodes (a notice's lead is 30-120 s)
+
+
+@dataclass
+class Noticed:
+    """A trial whose node got a notice, and what was asked for it."""
+
+    node_id: str
+    instance_type: str
+    bundles: list[dict[str, float]]  # one per worker on the draining node
+    asked_s: float
+
+
+class Replacement(Callback):
+    """The driver's side: watches drains, keeps the autoscaler's request in step with the noticed trials."""
+
+    def __init__(
+        self,
+        bundle: dict[str, float],
+        multi_worker: bool,
+        placement: Optional[Placement],
+        probe: Callable[[], dict[str, int]] = draining_nodes,
+        request: Callable[[list[dict[str, float]]], None] = lambda bundles: request_resources(bundles=bundles),
+        say: Callable[[str], None] = print,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.bundle, self.multi_worker, self.placement = bundle, multi_worker, placement
+        self.probe, self.request, self.say, self.clock = probe, request, say, clock
+        self.where: dict[str, tuple[str, list[str]]] = {}  # trial id -> (instance type, its workers' node ids)
+        self.noticed: dict[str, Noticed] = {}
+        self.standing: list[dict[str, float]] = []
+        self.requests = 0  # requests sent (withdrawals included)
+        self._checked_s = float("-inf")
+
+    def __getstate__(self) -> dict[str, Any]:  # Tune pickles callbacks; the hooks stay here
+        return {k: v for k, v in self.__dict__.items() if k not in ("probe", "request", "say", "clock", "placement")}
+
+    def on_trial_result(
+        self, iteration: int, trials: list[Trial], trial: Trial, result: dict[str, Any], **info: Any
+    ) -> None:
+        if NODE_ID not in result:
+            return
+        nodes = str(result.get(WORKER_NODES) or result[NODE_ID]).split(",")
+        self.where[trial.trial_id] = (str(result.get(INSTANCE_TYPE, "")), nodes)
+        noticed = self.noticed.get(trial.trial_id)
+        if noticed is not None and noticed.node_id not in nodes:
+            del self.noticed[trial.trial_id]
+            self.say(
+                f"replacement: trial {trial.trial_id} runs again, {self.clock() - noticed.asked_s:.1f} s after its "
+                f"node's notice"
+            )
+
+    def on_step_end(self, iteration: int, trials: list[Trial], **info: Any) -> None:
+        now = self.clock()
+        if now - self._checked_s < CHECK_INTERVAL_S:
+            return
+        self._checked_s = now
+        if not self.noticed and not any(t.status == Trial.RUNNING for t in trials):
+            self._ask([])
+            return
+        try:
+            draining = self.probe()
+        except Exception as exc:  # the GCS briefly unreachable: look again at the next step
+            log.debug("draining-node probe failed: %s", exc)
+            return
+        live = {t.trial_id: t for t in trials if t.status in (Trial.RUNNING, Trial.PENDING)}
+        for trial_id in [tid for tid in self.noticed if tid not in live]:  # ended or stopped meanwhile
+            del self.noticed[trial_id]
+        for trial in live.values():
+            if trial.status == Trial.RUNNING and trial.trial_id not in self.noticed:
+                self._notice(trial, draining, now)
+        self._ask(self._wanted(live, draining) if self.noticed else [])
+
+    def on_experiment_end(self, trials: list[Trial], **info: Any) -> None:
+        self.withdraw()
+
+    def withdraw(self) -> None:
+        """No request left standing (the search ended, or the driver is going)."""
+        self.noticed.clear()
+        self._ask([])
+
+    def _notice(self, trial: Trial, draining: dict[str, int], now: float) -> None:
+        instance_type, nodes = self.where.get(trial.trial_id, ("", []))
+        doomed = [n for n in nodes if n in draining]
+        if not doomed:
+            return
+        decision = self.placement.replace(trial, instance_type) if self.placement is not None else None
+        bundles = [pinned(self.bundle, decision)] * len(doomed)
+        self.noticed[trial.trial_id] = Noticed(doomed[0], instance_type, bundles, now)
+        where = f"on {decision.instance_type}" if decision is not None else "on any type the autoscaler may launch"
+        self.say(
+            f"replacement: trial {trial.trial_id}'s node {doomed[0][:12]} ({instance_type or 'unknown type'}) got a "
+            f"notice: asked the autoscaler for {len(bundles)} place(s) {where}"
+        )
+
+    def _wanted(self, live: dict[str, Trial], draining: dict[str, int]) -> list[dict[str, float]]:
+        """Every running trial's bundles (absorbed where they run) and the noticed trials' replacements. A noticed
+        trial whose node has gone is restarting: its own bundles are the replacement's, asked for once."""
+        wanted: list[dict[str, float]] = []
+        for trial_id, trial in live.items():
+            noticed = self.noticed.get(trial_id)
+            if trial.status == Trial.RUNNING and (noticed is None or noticed.node_id in draining):
+                wanted += self._running_bundles(trial)
+            if noticed is not None:
+                wanted += noticed.bundles
+        return wanted
+
+    def _running_bundles(self, trial: Trial) -> list[dict[str, float]]:
+        bundles: Sequence[dict[str, float]] = trial.placement_group_factory.bundles
+        if self.multi_worker:  # the Tune trial's own bundle, and its Ray Train workers'
+            return [*bundles, *[self.bundle] * len(self.where.get(trial.trial_id, ("", []))[1])]
+        return list(bundles)
+
+    def _ask(self, bundles: list[dict[str, float]]) -> None:
+        if bundles == self.standing:
+            return
+        try:
+            self.request(bundles)
+        except Exception as exc:  # never let the request break the search: said, and tried again next step
+            self.say(f"replacement: the autoscaler request failed ({type(exc).__name__}: {exc}); trying again")
+            return
+        self.standing = bundles
+        self.requests += 1
