@@ -55,6 +55,8 @@ class CheckpointConfig:
     observed_rates_per_h: dict[str, float] = field(default_factory=dict)  # "type@zone" -> lambda; the driver fills it
     final_margin_s: float = 10.0  # on a drain with a deadline: checkpoint again this long before it
     drain_poll_interval_s: float = 0.5  # how often a trial asks the GCS whether its node is draining
+    # on a notice, once another node has room for the trial: checkpoint and move there at once, not at the deadline
+    move: bool = True
     rng: bool = True  # record every worker's RNG states with each checkpoint; Checkpoint.load() puts them back
 
     def __post_init__(self) -> None:
@@ -250,7 +252,7 @@ class PlacementConfig:
 
 @dataclass
 class ReplacementConfig:
-    """Capacity asked for at a spot notice, for the noticed trials' restarts (``tuner.cluster.replacement``)."""
+    """Capacity asked for at a spot notice, for the noticed trials' restarts (``tuner.cost.replacement``)."""
 
     enabled: bool = True  # on clusters with an autoscaler (a launcher config: local_spot, aws, k8s)
 

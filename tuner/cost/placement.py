@@ -251,6 +251,9 @@ class Placement(Callback):
         self.place_again(trial)
 
     def on_step_begin(self, iteration: int, trials: list[Trial], **info: Any) -> None:
+        for trial in trials:  # paused to move off a node with a notice: it resumes where capacity was asked for
+            if trial.status == Trial.PAUSED and trial.trial_id in self.replacements:
+                self.place_again(trial)
         if self._first_step:  # a resumed search: its waiting trials were placed by the driver before
             self._first_step = False
             for trial in trials:

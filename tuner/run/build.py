@@ -20,6 +20,7 @@ from tuner import _ray
 from tuner.config import Config, ConfigError, SearchConfig
 from tuner.config.space import space_function
 from tuner.cost import placement
+from tuner.cost.replacement import MoveOnNotice
 from tuner.result_keys import LEDGER_OBJECTIVES, PLATFORM_KEYS
 from tuner.run import storage
 from tuner.run.search import ConsistentSearch, OptunaSearcher
@@ -168,13 +169,14 @@ def check_multi_objective(space: Callable[..., Any], search: SearchConfig) -> No
 
 
 def scheduler(search: SearchConfig) -> Any:
-    """The configured Tune scheduler, given the search's time attribute and budget where it takes them."""
+    """The configured Tune scheduler, given the search's time attribute and budget where it takes them, and
+    pausing a trial that checkpointed to move off a node with a notice (:class:`MoveOnNotice`)."""
 
     if search.scheduler is None:
         raise ConfigError("search.scheduler is not set: choose one with search/scheduler=asha (or hyperband, ...)")
     accepts = inspect.signature(get_object(search.scheduler._target_)).parameters
     given = {"time_attr": search.time_attr, "max_t": search.max_t}
-    return instantiate(search.scheduler, **{k: v for k, v in given.items() if k in accepts})
+    return MoveOnNotice(instantiate(search.scheduler, **{k: v for k, v in given.items() if k in accepts}))
 
 
 def trial_dirname(trial: Any) -> str:

@@ -27,7 +27,6 @@ from ray.tune.stopper import CombinedStopper
 from tuner import _ray, pareto
 from tuner.cluster.connect import JOB_ENV, connect
 from tuner.cluster.launcher import check_fits, load_launcher_config, worker_types
-from tuner.cluster.replacement import Replacement
 from tuner.cluster.twin import twin_config
 from tuner.config import Config, ConfigError
 from tuner.cost import pricing
@@ -36,6 +35,7 @@ from tuner.cost.fallback import gate_for, worker_types_by_market
 from tuner.cost.ledger import CostLedger
 from tuner.cost.placement import placement_for
 from tuner.cost.price_guard import PriceGuard
+from tuner.cost.replacement import Replacement
 from tuner.result_keys import COST_USD, TRAIN_TIME_S
 from tuner.run import storage
 from tuner.run.build import build_tuner, search_alg, search_params, trial_spec

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Optional
 
 import ray
@@ -70,13 +70,47 @@ def node_lost(node_id: str) -> bool:
     return not alive.get(node_id, False) or node_id in draining_nodes()
 
 
-class DrainWatcher:
-    """Caches whether a node is draining (``draining``) and its deadline (``deadline_s``)."""
+def room_elsewhere(node_id: str, needs: Callable[[], Mapping[str, float]]) -> Callable[[], bool]:
+    """A probe: whether a live node other than ``node_id``, and not draining, has ``needs()`` free right now
+    (asked once, at the first probe: only a trial whose node drains needs it)."""
+    wanted: list[Mapping[str, float]] = []
 
-    def __init__(self, node_id: str, interval_s: float, probe: Callable[[], dict[str, int]] = draining_nodes):
-        self.node_id, self.interval_s, self._probe = node_id, interval_s, probe
+    def probe() -> bool:
+        if not wanted:
+            wanted.append(needs())
+        draining = draining_nodes()
+        return any(
+            other != node_id and other not in draining and all(free.get(k, 0.0) >= v for k, v in wanted[0].items())
+            for other, free in _ray.free_resources_per_node().items()
+        )
+
+    return probe
+
+
+def own_resources() -> dict[str, float]:
+    """What this worker process holds, as a bundle elsewhere would need it: without the placement's pin to its
+    node's type (``type:...``) and the placement-group and node-specific names Ray adds."""
+    held = ray.get_runtime_context().get_assigned_resources()
+    return {
+        k: float(v) for k, v in held.items() if not k.startswith(("type:", "node:")) and "_group_" not in k and v > 0
+    }
+
+
+class DrainWatcher:
+    """Caches whether a node is draining (``draining``) and its deadline (``deadline_s``); once it is, and with a
+    ``room`` probe, also whether another node has room for the trial now (``room_elsewhere``)."""
+
+    def __init__(
+        self,
+        node_id: str,
+        interval_s: float,
+        probe: Callable[[], dict[str, int]] = draining_nodes,
+        room: Optional[Callable[[], bool]] = None,
+    ):
+        self.node_id, self.interval_s, self._probe, self._room = node_id, interval_s, probe, room
         self.draining = False
         self.deadline_s: Optional[float] = None
+        self.room_elsewhere = False
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="tuner-drain-watcher", daemon=True)
 
@@ -98,4 +132,9 @@ class DrainWatcher:
                     deadline_ms = nodes[self.node_id]
                     self.deadline_s = deadline_ms / 1000 if deadline_ms else None
                     self.draining = True
+            if self.draining and self._room is not None and not self.room_elsewhere:
+                try:
+                    self.room_elsewhere = self._room()
+                except Exception as exc:  # as above: no answer is no room
+                    log.debug("room probe failed: %s", exc)
             self._stop.wait(self.interval_s)

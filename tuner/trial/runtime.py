@@ -50,7 +50,7 @@ from tuner.result_keys import (
     ZONE,
 )
 from tuner.spot import labels as node_labels
-from tuner.spot.drain import DrainWatcher, node_lost
+from tuner.spot.drain import DrainWatcher, node_lost, own_resources, room_elsewhere
 from tuner.trial import checkpoint as ckpt
 from tuner.trial.context import TrialContext
 from tuner.trial.heartbeat import Heartbeat, Progress, account_restart
@@ -59,6 +59,7 @@ from tuner.trial.policy import CheckpointPolicy
 log = logging.getLogger(__name__)
 
 HOLD_GRACE_S = 30.0  # a drained node that outlives its deadline by this much: train on
+HOLD_POLL_S = 0.1  # while holding still: how often the hold looks again (the drain watcher's own poll is slower)
 UPLOAD_RETRY_S = 2.0  # first wait after a failed checkpoint upload; doubles up to the cap
 UPLOAD_RETRY_MAX_S = 15.0
 FINAL_UPLOAD_TIMEOUT_S = 900.0  # the last checkpoint waits this long for storage to take it
@@ -67,8 +68,10 @@ TUNE_KEYS = frozenset(AUTO_RESULT_KEYS) | {"trial_id", "experiment_tag", "done",
 # A state dict, or a directory the loop wrote itself (a path: pathlib.Path, or a str naming one).
 State = Union[Mapping[str, Any], os.PathLike[str], str]
 # Why a checkpoint is due, least to most urgent: workers of one trial take the most urgent of theirs.
-REASONS: tuple[Optional[str], ...] = (None, "interval", "report", "retry", "drain", "deadline")
-NOTICE_REASONS = ("drain", "deadline")  # the checkpoints a spot notice asks for
+# "move": a notice came and another node has room now: checkpoint, hold, and let the driver move the trial there.
+REASONS: tuple[Optional[str], ...] = (None, "interval", "report", "retry", "drain", "move", "deadline")
+NOTICE_REASONS = ("drain", "move", "deadline")  # the checkpoints a spot notice asks for
+MOVE = "move"
 NO_DEADLINE = float("inf")
 
 
@@ -196,7 +199,7 @@ class TrialSession:
         self.checkpoint: Optional[ckpt.Checkpoint] = None
         self.last_metrics: dict[str, float] = {}
         self.checkpointed_at_s = 0.0
-        self.drain_checkpointed = self.deadline_checkpointed = False
+        self.drain_checkpointed = self.deadline_checkpointed = self.move_checkpointed = False
         self.deadline_s: Optional[float] = None  # the drain deadline the workers agreed on
         self.nodes: list[str] = [context.node_id]  # every worker's node in this attempt
         self.hooked = False  # the trainer calls step()/should_checkpoint(): the console warns when it does not
@@ -204,7 +207,13 @@ class TrialSession:
         self.upload_retry_at_s = 0.0
         self._clock_s: Optional[float] = None  # perf_counter when the current training stretch began
         self._dir = Path(tempfile.mkdtemp(prefix="tuner-trial-"))
-        self.watcher = watcher or DrainWatcher(context.node_id, cfg.drain_poll_interval_s)
+        # A single-worker trial moves to a free node during a notice (the driver pauses it there: tuner.run.build);
+        # the workers of a multi-worker trial stay with their Ray Train run.
+        if watcher is None:
+            moves = context.max_workers == 1 and cfg.move
+            room = room_elsewhere(context.node_id, own_resources) if moves else None
+            watcher = DrainWatcher(context.node_id, cfg.drain_poll_interval_s, room=room)
+        self.watcher = watcher
         self.heartbeat = heartbeat or Heartbeat(context.trial_id)
 
     # -- lifecycle ------------------------------------------------------------------------------------
@@ -223,7 +232,9 @@ class TrialSession:
         global _CURRENT
         _CURRENT = None
         self._pause()
-        if exc is not None:
+        if isinstance(exc, SystemExit):  # Tune stopped the attempt (paused to move, or the scheduler): no error
+            self.beat(force=True)
+        elif exc is not None:
             self.beat(force=True, error=True)  # the next attempt must not count this as a preemption
         else:
             self.heartbeat.clear()
@@ -308,8 +319,10 @@ class TrialSession:
         ``report``: the index of the report it would go with, if any (the policy's every-N-reports)."""
         w, now = self.watcher, time.time()
         since_s = self.train_time_s() - self.checkpointed_at_s
-        if w.draining and not self.drain_checkpointed:
-            reason: Optional[str] = "drain"
+        if w.draining and w.room_elsewhere and not self.move_checkpointed:
+            reason: Optional[str] = MOVE
+        elif w.draining and not self.drain_checkpointed:
+            reason = "drain"
         elif (
             w.draining
             and w.deadline_s
@@ -365,7 +378,7 @@ class TrialSession:
             state = checkpoint() if callable(checkpoint) else checkpoint
             with self._paused():
                 if self._persist(state, reason, between_reports=False, wait=final):
-                    self._hold_for_deadline(reason)
+                    self._hold_for_deadline(reason, state)
                     return
         self._send(self._result(between_reports=False), None)
 
@@ -402,12 +415,19 @@ class TrialSession:
     def _checkpoint_between_reports(self, state: State, reason: str) -> None:
         with self._paused():
             self._persist(state, reason, between_reports=True, wait=False)
-            self._hold_for_deadline(reason)
+            self._hold_for_deadline(reason, state)
 
-    def _hold_for_deadline(self, reason: str) -> None:
-        """After the checkpoint just before a notice's deadline, train no further on a node about to go."""
+    def _hold_for_deadline(self, reason: str, state: State) -> None:
+        """After the checkpoint just before a notice's deadline, train no further on a node about to go; after the
+        checkpoint to move, none that the move would discard (the driver pauses the trial meanwhile). Room on
+        another node that comes while holding at the deadline is taken too: the same state, checkpointed to move."""
         if reason == "deadline" and self.deadline_s:
-            self._hold(until_s=self.deadline_s + HOLD_GRACE_S)
+            self._hold(self.deadline_s + HOLD_GRACE_S, until=lambda: self.watcher.room_elsewhere)
+            if not (self.watcher.room_elsewhere and self._persist(state, MOVE, between_reports=True, wait=False)):
+                return
+        elif reason != MOVE:
+            return
+        self._hold(until_s=(self.deadline_s or time.time()) + HOLD_GRACE_S)
 
     def _persist(self, state: State, reason: str, between_reports: bool, wait: bool) -> bool:
         """Write and upload a checkpoint with a result; False (a retry scheduled) while storage refuses it.
@@ -468,16 +488,17 @@ class TrialSession:
             self.policy.observe_cost(time.perf_counter() - started, notice_usable=self.hooked)
             self.checkpointed_at_s = self.progress.train_time_s
             # decided after the notice was seen: it holds the state to keep
-            self.drain_checkpointed |= reason == "drain"
+            self.drain_checkpointed |= reason in ("drain", MOVE)
+            self.move_checkpointed |= reason == MOVE
             self.deadline_checkpointed |= reason == "deadline"
             self.beat(force=True)
             return True
 
-    def _hold(self, until_s: float) -> None:
-        """Do no work the node's loss would discard; train on if the node survives."""
+    def _hold(self, until_s: float, until: Callable[[], bool] = lambda: False) -> None:
+        """Do no work the node's loss would discard; train on if the node survives (or ``until`` says so)."""
         with self._paused():
-            while time.time() < until_s:
-                time.sleep(0.5)
+            while time.time() < until_s and not until():
+                time.sleep(HOLD_POLL_S)
                 self.beat()
 
     def beat(self, force: bool = False, error: bool = False) -> None:

@@ -28,14 +28,17 @@ from typing import Any, Optional
 from ray.autoscaler.sdk import request_resources
 from ray.tune import Callback
 from ray.tune.experiment import Trial
+from ray.tune.schedulers import TrialScheduler
 
 from tuner.cost.placement import Placement, pinned
-from tuner.result_keys import INSTANCE_TYPE, NODE_ID, WORKER_NODES
+from tuner.result_keys import CHECKPOINT_REASON, INSTANCE_TYPE, NODE_ID, WORKER_NODES
 from tuner.spot.drain import draining_nodes
+from tuner.trial.runtime import MOVE
 
 log = logging.getLogger(__name__)
 
 CHECK_INTERVAL_S = 0.5  # how often the driver looks for draining nodes (a notice's lead is 30-120 s)
+WAITING = (Trial.PENDING, Trial.PAUSED)  # a noticed trial between its nodes: restarting, or paused to move
 
 
 @dataclass
@@ -100,7 +103,7 @@ class Replacement(Callback):
         except Exception as exc:  # the GCS briefly unreachable: look again at the next step
             log.debug("draining-node probe failed: %s", exc)
             return
-        live = {t.trial_id: t for t in trials if t.status in (Trial.RUNNING, Trial.PENDING)}
+        live = {t.trial_id: t for t in trials if t.status == Trial.RUNNING or t.status in WAITING}
         for trial_id in [tid for tid in self.noticed if tid not in live]:  # ended or stopped meanwhile
             del self.noticed[trial_id]
         for trial in live.values():
@@ -158,3 +161,55 @@ class Replacement(Callback):
             return
         self.standing = bundles
         self.requests += 1
+
+
+class MoveOnNotice(TrialScheduler):
+    """The search's own scheduler, plus the driver's side of a move: a trial whose node got a notice, and which
+    saw room on another node, checkpoints and reports it (``checkpoint_reason=move``); this pauses it, which
+    stops its process on the doomed node without counting a failure, and Tune resumes it from that checkpoint
+    where it fits (the placement re-places it first: :meth:`tuner.cost.placement.Placement.on_step_begin`).
+    Everything else is the wrapped scheduler's."""
+
+    def __init__(self, inner: TrialScheduler) -> None:
+        self.inner = inner
+
+    @property
+    def metric(self) -> Any:
+        return self.inner.metric
+
+    @property
+    def supports_buffered_results(self) -> bool:
+        return bool(self.inner.supports_buffered_results)
+
+    def set_search_properties(self, metric: Optional[str], mode: Optional[str], **spec: Any) -> bool:
+        return bool(self.inner.set_search_properties(metric, mode, **spec))
+
+    def on_trial_add(self, tune_controller: Any, trial: Trial) -> None:
+        self.inner.on_trial_add(tune_controller, trial)
+
+    def on_trial_error(self, tune_controller: Any, trial: Trial) -> None:
+        self.inner.on_trial_error(tune_controller, trial)
+
+    def on_trial_result(self, tune_controller: Any, trial: Trial, result: dict[str, Any]) -> str:
+        decision = str(self.inner.on_trial_result(tune_controller, trial, result))
+        if result.get(CHECKPOINT_REASON) == MOVE and decision == TrialScheduler.CONTINUE:
+            return str(TrialScheduler.PAUSE)
+        return decision
+
+    def on_trial_complete(self, tune_controller: Any, trial: Trial, result: dict[str, Any]) -> None:
+        self.inner.on_trial_complete(tune_controller, trial, result)
+
+    def on_trial_remove(self, tune_controller: Any, trial: Trial) -> None:
+        self.inner.on_trial_remove(tune_controller, trial)
+
+    def choose_trial_to_run(self, tune_controller: Any) -> Optional[Trial]:
+        return self.inner.choose_trial_to_run(tune_controller)
+
+    def debug_string(self) -> str:
+        return str(self.inner.debug_string())
+
+    def save(self, checkpoint_path: str) -> None:
+        self.inner.save(checkpoint_path)
+
+    def restore(self, checkpoint_path: str) -> None:
+        self.inner.restore(checkpoint_path)

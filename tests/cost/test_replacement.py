@@ -13,8 +13,8 @@ import pytest
 from ray.tune.experiment import Trial
 
 from tests.cost.test_placement import make
-from tuner.cluster.replacement import Replacement
 from tuner.cost import placement, price_guard
+from tuner.cost.replacement import Replacement
 
 BUNDLE = {"CPU": 1.0, "GPU": 1.0}
 
