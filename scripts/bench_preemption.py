@@ -126,14 +126,15 @@ GAP_GUARD_S = 600.0  # a hang guard on each wait; the search ending first ends t
 FOREVER_EPOCHS = 100_000  # the run ends by its stop file, not by its epochs
 
 
-def idle_gap_s(results: list[dict[str, Any]], node_id: str) -> float:
-    """Seconds without training between the last result on ``node_id`` and the first on the next node: the growth
-    of (wall clock - training seconds) between the two. The trial resumes from the notice's checkpoint, whose
-    training seconds are the last result's on the old node, so holds, the node's loss, the restart and the
-    restore count, and the training on the new node before its first report does not."""
+def stays(results: list[dict[str, Any]], node_id: str) -> tuple[float, float]:
+    """When the trial last trained on ``node_id`` and first trained on the next node (unix seconds).
+
+    The last result on the old node carries its training seconds; the trial resumes from the notice's checkpoint,
+    which holds them, so its first step on the new node came as many seconds before its first result there as it
+    trained in between. Holds, the node's loss, the restart and the restore fall between the two."""
     old = [r for r in results if r[NODE_ID] == node_id]
     new = [r for r in results[results.index(old[-1]) :] if r[NODE_ID] != node_id]
-    return (new[0][WALL_S] - new[0][TRAIN_TIME_S]) - (old[-1][WALL_S] - old[-1][TRAIN_TIME_S])
+    return old[-1][WALL_S], new[0][WALL_S] - (new[0][TRAIN_TIME_S] - old[-1][TRAIN_TIME_S])
 
 
 @contextlib.contextmanager
@@ -247,21 +248,18 @@ def gap_run(twin: LocalTwin, launcher: Path, root: Path, name: str, arm: str, no
     finally:
         ray.shutdown()
     final = reports()[-1]
+    last_s, first_s = stays(recorder.results, fault[NODE_ID]) if fault else (0.0, 0.0)
     return {
         "status": status,
         "preemptions": final["preemptions"],
         "from": fault.get("instance_type"),
         "to": final["instance_type"],
-        "idle_gap_s": idle_gap_s(recorder.results, fault[NODE_ID]) if fault else None,
+        "idle_gap_s": first_s - last_s if fault else None,  # the GPU-idle gap: training on neither node
         "spare_nodes_at_loss": fault.get("spare_nodes_at_loss"),
         "lost_work_s": final["lost_work_s"],
-        "asked_at_notice": sum(
-            "got a notice: asked the autoscaler" in line for line in printed.getvalue().splitlines()
-        ),
+        "asked_at_notice": printed.getvalue().count("got a notice: asked the autoscaler"),
         "moved": any(r.get("checkpoint_reason") == "move" for r in recorder.results),
-        # the trial reported from its next node before the reclaimed one was gone
-        "ran_on_before_loss": bool(fault)
-        and any(r[NODE_ID] != fault[NODE_ID] and r[WALL_S] < fault["lost_s"] for r in recorder.results),
+        "ran_on_before_loss": bool(fault) and first_s < fault["lost_s"],  # trained on the next node meanwhile
         "standing_request_after": standing,
     }
 

@@ -162,3 +162,32 @@ def test_placement_replaces_on_the_cheapest_type_but_the_reclaimed_one_and_count
     t.update_resources = updated.append
     placed.place_again(t)
     assert updated[0].bundles[0]["type:g5.xlarge"] == 0.001 and "a" not in placed.replacements
+
+
+def test_the_scheduler_pauses_a_trial_that_checkpointed_to_move_and_is_the_searchs_otherwise() -> None:
+    from ray.tune.schedulers import AsyncHyperBandScheduler, TrialScheduler
+
+    from tuner.cost.replacement import MoveOnNotice
+
+    asha = AsyncHyperBandScheduler(time_attr="epoch", max_t=10, grace_period=1)
+    moving = MoveOnNotice(asha)
+    assert moving.set_search_properties("val_acc", "max") and moving.metric == "val_acc"
+    assert moving.supports_buffered_results == asha.supports_buffered_results
+    t = SimpleNamespace(trial_id="a", config={}, status=Trial.RUNNING, evaluated_params={})
+    moving.on_trial_add(None, t)
+    result = {"epoch": 1, "val_acc": 0.5}
+    assert moving.on_trial_result(None, t, result) == TrialScheduler.CONTINUE
+    assert moving.on_trial_result(None, t, {**result, "checkpoint_reason": "move"}) == TrialScheduler.PAUSE
+    assert moving.on_trial_result(None, t, {**result, "checkpoint_reason": "drain"}) == TrialScheduler.CONTINUE
+
+
+def test_a_trial_paused_to_move_resumes_where_capacity_was_asked_for() -> None:
+    placed, _ = make()
+    t = trial("a", "g6.xlarge", status=Trial.PAUSED)
+    updated: list[Any] = []
+    t.update_resources = updated.append
+    placed.replace(t, "g6.xlarge")
+    placed.on_step_begin(0, [t])
+    assert updated[0].bundles[0]["type:g5.xlarge"] == 0.001 and placed.replacements == {}
+    placed.on_step_begin(0, [t])
+    assert len(updated) == 1  # placed once

@@ -7,6 +7,7 @@ import dataclasses
 import shutil
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Optional
 
@@ -72,9 +73,13 @@ class Drains:
 
 
 def session(
-    backend: Backend, drains: Optional[Drains] = None, beat: Optional[MemoryHeartbeat] = None, **cfg: Any
+    backend: Backend,
+    drains: Optional[Drains] = None,
+    beat: Optional[MemoryHeartbeat] = None,
+    room: Optional[Callable[[], bool]] = None,
+    **cfg: Any,
 ) -> TrialSession:
-    watcher = runtime.DrainWatcher("node-a", interval_s=0.01, probe=drains or Drains())
+    watcher = runtime.DrainWatcher("node-a", interval_s=0.01, probe=drains or Drains(), room=room)
     return TrialSession(
         OBJECTIVE,
         CheckpointConfig(**cfg),
@@ -174,6 +179,54 @@ def test_a_drain_notice_checkpoints_at_the_next_step_then_once_more_before_the_d
     assert [(r["checkpoint_reason"], r["saved"]["step"]) for r in between] == [("drain", 2), ("deadline", 4)]
     assert between[0]["val_loss"] == 0.9 and between[0]["step"] == 1  # the last report's metrics ride along
     assert 0.4 < held_s < 3  # it held still until the deadline instead of training on
+
+
+def test_room_on_another_node_during_a_notice_moves_the_trial_at_its_next_step(monkeypatch) -> None:
+    """Once another node has room, the trial checkpoints to move and holds: the driver pauses it there
+    (tuner.cost.replacement.MoveOnNotice); it does not train on to the deadline."""
+    monkeypatch.setattr(runtime, "HOLD_GRACE_S", 0.0)
+    backend, drains, room = Backend(), Drains(), [False]
+    with session(backend, drains, room=lambda: room[0], final_margin_s=0.1) as s:
+        s.report({"step": 1, "val_loss": 0.9}, checkpoint={"step": 1})
+        drains.nodes["node-a"] = int((time.time() + 1.0) * 1000)
+        wait_until(lambda: s.watcher.draining)
+        s.step(lambda: {"step": 2})  # the notice, no room yet: the drain checkpoint
+        room[0] = True
+        wait_until(lambda: s.watcher.room_elsewhere)
+        started = time.time()
+        s.step(lambda: {"step": 3})  # room: checkpoint to move, then hold until the pause (here: the deadline)
+        held_s = time.time() - started
+    between = [r for r in backend.results if r.get("checkpoint_only")]
+    assert [(r["checkpoint_reason"], r["saved"]["step"]) for r in between] == [("drain", 2), ("move", 3)]
+    assert 0.5 < held_s < 3 and not s.deadline_checkpointed
+
+
+def test_room_that_comes_while_holding_at_the_deadline_moves_the_same_state(monkeypatch) -> None:
+    monkeypatch.setattr(runtime, "HOLD_GRACE_S", 0.0)
+    backend, drains, room = Backend(), Drains(), [False]
+    with session(backend, drains, room=lambda: room[0], final_margin_s=5.0) as s:
+        drains.nodes["node-a"] = int((time.time() + 2.0) * 1000)
+        wait_until(lambda: s.watcher.draining)
+        s.step(lambda: {"step": 1})  # the drain checkpoint
+        threading.Timer(0.3, lambda: room.__setitem__(0, True)).start()
+        s.step(lambda: {"step": 2})  # the deadline checkpoint; the hold ends when room comes: moved from there
+    between = [r for r in backend.results if r.get("checkpoint_only")]
+    assert [(r["checkpoint_reason"], r["saved"]["step"]) for r in between] == [
+        ("drain", 1),
+        ("deadline", 2),
+        ("move", 2),
+    ]
+
+
+def test_an_attempt_tune_stops_is_no_error_and_its_heartbeat_stays_for_the_next(monkeypatch) -> None:
+    """Tune ends a paused (moved) or stopped trial's thread with SystemExit: the next attempt must count a
+    preemption from the heartbeat, not an application error."""
+    beat = MemoryHeartbeat()
+    with pytest.raises(SystemExit), session(Backend(), beat=beat) as s:
+        s.report({"step": 1, "val_loss": 0.9})
+        beat.record = {"node_id": "node-a"}  # what the store holds by now
+        raise SystemExit(0)
+    assert beat.sent[-1]["error"] is False and beat.record is not None
 
 
 def test_a_node_lost_while_holding_after_its_deadline_checkpoint_lost_no_training(monkeypatch) -> None:
