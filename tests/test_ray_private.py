@@ -372,3 +372,28 @@ def test_kuberay_autoscaling_config() -> None:
     assert spot_g5["resources"]["GPU"] == 1 and spot_g5["resources"]["type:g5.xlarge"] == 1000
     assert spot_g5["labels"] == {"tuner.io/instance-type": "g5.xlarge", "ray.io/market-type": "spot"}
     assert spot_g5["priority"] == 10 and spot_g5["max_workers"] == 8
+
+
+def test_standing_resource_request(cluster: Cluster) -> None:
+    from ray.autoscaler.sdk import request_resources
+
+    request_resources(bundles=[{"CPU": 1.0, "type:g6.xlarge": 0.001}])
+    assert _ray.standing_resource_request() == [{"CPU": 1.0, "type:g6.xlarge": 0.001}]
+    request_resources(bundles=[])
+    assert _ray.standing_resource_request() == []
+
+
+def test_fake_node_provider_and_its_nodes_without_ray(monkeypatch) -> None:
+    """The twin's provider subclasses Ray's fake one and reads its node table; a worker whose raylet exited is
+    found (the node objects are Ray's ``ray._private.node.Node``: its ``remaining_processes_alive``)."""
+    from types import SimpleNamespace
+
+    from ray._private.node import Node
+
+    monkeypatch.setenv("RAY_FAKE_CLUSTER", "1")
+    provider = _ray.fake_node_provider()({}, "twin")
+    assert _ray.fake_nodes_without_ray(provider) == []  # the head only, which the provider did not start
+    provider._nodes["w1"] = {"tags": {}, "node": SimpleNamespace(remaining_processes_alive=lambda: False)}
+    provider._nodes["w2"] = {"tags": {}, "node": SimpleNamespace(remaining_processes_alive=lambda: True)}
+    assert _ray.fake_nodes_without_ray(provider) == ["w1"]
+    assert callable(Node.remaining_processes_alive)

@@ -148,6 +148,19 @@ def fake_node_provider() -> type:
     return provider
 
 
+def fake_nodes_without_ray(provider: Any) -> list[str]:
+    """The worker nodes of a fake multi-node provider whose Ray processes have exited (not killed by the provider).
+
+    Private: the provider keeps its nodes, each with the ``ray._private.node.Node`` that started its raylet, in
+    ``_nodes`` under its ``lock``; nothing public says whether a fake node's raylet still runs."""
+    with provider.lock:
+        return [
+            node_id
+            for node_id, node in provider._nodes.items()
+            if "node" in node and not node["node"].remaining_processes_alive()
+        ]
+
+
 def standing_resource_request() -> list[dict[str, float]]:
     """The bundles of the cluster's standing ``request_resources`` call ([] when none or withdrawn).
 
