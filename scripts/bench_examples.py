@@ -172,7 +172,7 @@ def losses(example: str, proc: subprocess.CompletedProcess[str], done: list[dict
         "preemptions": final["preemptions"],
         "attempts": len(re.findall(r"trial +1/1 \w+  start", proc.stdout)),
         # The console names every checkpoint a notice asked for, on its own or with a report that fell due.
-        "notice_checkpoints": re.findall(r"checkpoint \((drain|deadline)\)", proc.stdout),
+        "notice_checkpoints": re.findall(r"checkpoint \((drain|move|deadline)\)", proc.stdout),
         time_attr: final[time_attr],
     }
 

@@ -40,7 +40,8 @@ def test_an_example_survives_a_notice_and_a_kill_on_the_twin(example: str, twin:
     lost = bench.losses(example, proc, done)
     assert lost[time_attr] == budget and lost["preemptions"] == 2, lost  # the full step count, both losses counted
     assert lost["attempts"] == 3, "the trial did not move twice"
-    assert lost["notice_checkpoints"][:2] == ["drain", "deadline"], lost
+    # to the deadline, or moved to a node that had room before it (checkpoint.move)
+    assert lost["notice_checkpoints"][:2] in (["drain", "deadline"], ["move"], ["drain", "move"]), lost
     assert lost["lost_after_notice_steps"] <= 1, lost  # at most one step redone after a notice
     interval_s = max(b["train_time_s"] - a["train_time_s"] for a, b in zip(done, done[1:]))
     # At most the work since the last periodic checkpoint; 0 when no heartbeat came after it (Lightning's
