@@ -4,9 +4,10 @@ boot time (``cluster.boot_s``).
 One MLP trial on the twin's g5 type (the cheaper) gets a notice once it has reported epoch 3; the twin takes the node
 at the notice's deadline. With the defaults (``replacement.enabled``, ``checkpoint.move``), the trial's next place
 (g6: the placement's choice without the reclaimed type) boots during the notice, the trial checkpoints and moves there
-as soon as it is up (a pause, not a failure), and no request stands after the search. Without either (the platform before them), nothing is up when the node goes and the restart waits
-for a node's boot: its GPU-idle gap is longer. The notice (10 s) is longer than the boot (3 s) and a fake node's
-start, the AWS case (120 s against about a minute), compressed.
+as soon as it is up (a pause, not a failure), and no request stands after the search. Without either (the platform
+before them), nothing is up when the node goes and the restart waits for a node's boot: its GPU-idle gap is longer.
+The notice (10 s) is longer than the boot (3 s) and a fake node's start: the AWS case (120 s against about a minute),
+compressed.
 """
 
 from __future__ import annotations
