@@ -22,48 +22,24 @@ import json
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-
-import yaml
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from tests.tooling import TUNER_RUN  # noqa: E402
-from tuner.cluster.launcher import load_launcher_config  # noqa: E402
-from tuner.cluster.twin import LocalTwin, twin_config  # noqa: E402
-from tuner.config import ClusterConfig  # noqa: E402
+from tests.tooling.twins import twin_of  # noqa: E402
+from tuner.cluster.twin import LocalTwin  # noqa: E402
 
 TYPES = ("spot_g5", "spot_g6")
 TORCH_THREADS = {"spot_g6": 2}  # the faster type; spot_g5 keeps one thread
 ARMS = {"throughput": ["placement.by=throughput"], "price": ["placement.by=price"], "none": ["placement.enabled=false"]}
 
 
-@contextlib.contextmanager
-def twin(workdir: Path) -> Iterator[tuple[LocalTwin, Path]]:
-    """The twin of cluster/aws.yaml's two types, one node each (it runs `ray stop --force` at the end)."""
-    launcher = load_launcher_config("cluster/aws.yaml")
-    head = launcher["head_node_type"]
-    launcher["available_node_types"] = {
-        n: t for n, t in launcher["available_node_types"].items() if n in (head, *TYPES)
-    }
-    path = workdir / "aws-placement.yaml"
-    path.write_text(yaml.safe_dump(launcher))
-    cfg = ClusterConfig(
-        name="local_spot",
-        launcher_config=str(path),
-        max_workers_per_type=1,
-        include_dashboard=False,
-        torch_threads=TORCH_THREADS,
-    )
-    cluster = LocalTwin(twin_config(launcher, cfg), cfg)
-    cluster.start()
-    try:
-        yield cluster, path
-    finally:
-        cluster.stop()
+def twin(workdir: Path) -> contextlib.AbstractContextManager[tuple[LocalTwin, Path]]:
+    """The twin of cluster/aws.yaml's two types, one node each, spot_g6 with two torch threads per trial."""
+    return twin_of(TYPES, workdir, torch_threads=TORCH_THREADS)
 
 
 def search(

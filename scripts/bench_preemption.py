@@ -24,6 +24,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -32,13 +33,12 @@ from ray.cluster_utils import Cluster
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import yaml  # noqa: E402
 
 from tests.tooling.chaos import NodeChaos, ResultRecorder  # noqa: E402
 from tests.tooling.searches import experiment  # noqa: E402
+from tests.tooling.twins import twin_of  # noqa: E402
 from tuner import _ray  # noqa: E402
-from tuner.cluster.launcher import load_launcher_config  # noqa: E402
-from tuner.cluster.twin import FAST_FAILURE_DETECTION, LocalTwin, twin_config  # noqa: E402
+from tuner.cluster.twin import FAST_FAILURE_DETECTION, LocalTwin  # noqa: E402
 from tuner.config import CheckpointConfig, ClusterConfig, ReplacementConfig, RunSettings  # noqa: E402
 from tuner.config.platform import TWIN_NOTICE_S  # noqa: E402
 from tuner.result_keys import CHECKPOINT_ONLY, NODE_GROUP, NODE_ID, TRAIN_TIME_S, WALL_S  # noqa: E402
@@ -138,30 +138,11 @@ def stays(results: list[dict[str, Any]], node_id: str) -> tuple[float, float]:
 
 
 @contextlib.contextmanager
-def two_type_twin(root: Path, boot_s: float) -> Any:
+def two_type_twin(root: Path, boot_s: float) -> Iterator[tuple[LocalTwin, Path]]:
     """The twin of cluster/aws.yaml's spot_g5 and spot_g6, one node each, every node taking ``boot_s`` to come up."""
-    launcher = load_launcher_config("cluster/aws.yaml")
-    head = launcher["head_node_type"]
-    launcher["available_node_types"] = {
-        n: t for n, t in launcher["available_node_types"].items() if n in (head, *GAP_TYPES)
-    }
-    path = root / "aws-two-types.yaml"
-    path.write_text(yaml.safe_dump(launcher))
-    cfg = ClusterConfig(
-        name="local_spot",
-        launcher_config=str(path),
-        max_workers_per_type=1,
-        include_dashboard=False,
-        boot_s=boot_s,
-        idle_timeout_minutes=GAP_IDLE_TIMEOUT_S / 60,
-    )
-    twin = LocalTwin(twin_config(launcher, cfg), cfg)
-    twin.start()
-    _ray.use_local_token()
-    try:
+    with twin_of(GAP_TYPES, root, boot_s=boot_s, idle_timeout_minutes=GAP_IDLE_TIMEOUT_S / 60) as (twin, path):
+        _ray.use_local_token()
         yield twin, path
-    finally:
-        twin.stop()
 
 
 def _wait_for(done: threading.Event, found: Any) -> Any:
@@ -213,8 +194,12 @@ def gap_run(twin: LocalTwin, launcher: Path, root: Path, name: str, arm: str, no
             for n in _ray.node_info(str(twin.address)).values()
             if n["alive"] and NODE_GROUP_LABEL in n["labels"]
         ]
-        moved = lambda: [r for r in reports() if r[NODE_ID] != hit[NODE_ID] and r[WALL_S] > hit[WALL_S]]  # noqa: E731
-        if _wait_for(done, lambda: moved() if len(moved()) >= GAP_REPORTS_AFTER else None) is not None:
+
+        def moved() -> list[dict[str, Any]] | None:
+            after = [r for r in reports() if r[NODE_ID] != hit[NODE_ID] and r[WALL_S] > hit[WALL_S]]
+            return after if len(after) >= GAP_REPORTS_AFTER else None
+
+        if _wait_for(done, moved) is not None:
             stop_file.touch()
 
     cfg = experiment(
