@@ -49,7 +49,6 @@ class Cluster:
         placed = make()[0] if with_placement else None
         watcher = Replacement(
             BUNDLE,
-            False,
             placed,
             probe=lambda: dict(self.draining),
             request=self.requests.append,
@@ -83,7 +82,7 @@ def test_a_notice_asks_for_the_trials_place_on_another_type_and_the_restart_take
     (asked,) = cluster.requests
     g5 = {**BUNDLE, "type:g5.xlarge": 0.001}
     assert asked == [a.placement_group_factory.bundles[0], g5, b.placement_group_factory.bundles[0]]
-    assert "trial a's node n1 (g6.xlarge) got a notice: asked the autoscaler for 1 place(s) on g5.xlarge" in said[0]
+    assert "trial a's node n1 (g6.xlarge) got a notice: asked the autoscaler for its next place on g5.xlarge" in said[0]
     assert watcher.placement is not None and watcher.placement.replacements["a"].instance_type == "g5.xlarge"
     cluster.step(watcher, [a, b])
     assert len(cluster.requests) == 1  # unchanged: not asked again

@@ -10,18 +10,19 @@ and the capacity gate's caps on on-demand types, one rule); the trial restarts t
 
 A request sets the cluster's whole wanted shape, and Ray's autoscaler fits it onto the nodes there are as
 if they were idle, the draining node included. So it names every running trial's bundle (each absorbed
-by the node it runs on, the noticed ones' by the draining node) plus one bundle per worker to replace:
-only those need nodes that are not there. Several notices combine into one request. It is withdrawn
+by the node it runs on, the noticed ones' by the draining node) plus one bundle per noticed trial: only
+those need nodes that are not there. Several notices combine into one request. It is withdrawn
 (``request_resources(bundles=[])``) once every noticed trial runs elsewhere or has ended, and at the end of
 the search whatever happens; the autoscaler's ``max_workers`` bounds what it launches, and a trial the
-search stopped (budget, scheduler) is no longer asked for.
+search stopped (budget, scheduler) is no longer asked for. Single-worker trials only: Ray Train sizes a
+multi-worker trial's group from the nodes there are, and asking for its workers is not done yet.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Optional
 
@@ -31,7 +32,7 @@ from ray.tune.experiment import Trial
 from ray.tune.schedulers import TrialScheduler
 
 from tuner.cost.placement import Placement, pinned
-from tuner.result_keys import CHECKPOINT_REASON, INSTANCE_TYPE, NODE_ID, WORKER_NODES
+from tuner.result_keys import CHECKPOINT_REASON, INSTANCE_TYPE, NODE_ID
 from tuner.spot.drain import draining_nodes
 from tuner.trial.runtime import MOVE
 
@@ -47,7 +48,7 @@ class Noticed:
 
     node_id: str
     instance_type: str
-    bundles: list[dict[str, float]]  # one per worker on the draining node
+    bundle: dict[str, float]  # its next place
     asked_s: float
 
 
@@ -57,16 +58,15 @@ class Replacement(Callback):
     def __init__(
         self,
         bundle: dict[str, float],
-        multi_worker: bool,
         placement: Optional[Placement],
         probe: Callable[[], dict[str, int]] = draining_nodes,
         request: Callable[[list[dict[str, float]]], None] = lambda bundles: request_resources(bundles=bundles),
         say: Callable[[str], None] = print,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.bundle, self.multi_worker, self.placement = bundle, multi_worker, placement
+        self.bundle, self.placement = bundle, placement
         self.probe, self.request, self.say, self.clock = probe, request, say, clock
-        self.where: dict[str, tuple[str, list[str]]] = {}  # trial id -> (instance type, its workers' node ids)
+        self.where: dict[str, tuple[str, str]] = {}  # trial id -> (its node's instance type, node id)
         self.noticed: dict[str, Noticed] = {}
         self.standing: list[dict[str, float]] = []
         self.requests = 0  # requests sent (withdrawals included)
@@ -80,10 +80,9 @@ class Replacement(Callback):
     ) -> None:
         if NODE_ID not in result:
             return
-        nodes = str(result.get(WORKER_NODES) or result[NODE_ID]).split(",")
-        self.where[trial.trial_id] = (str(result.get(INSTANCE_TYPE, "")), nodes)
+        self.where[trial.trial_id] = (str(result.get(INSTANCE_TYPE, "")), str(result[NODE_ID]))
         noticed = self.noticed.get(trial.trial_id)
-        if noticed is not None and noticed.node_id not in nodes:
+        if noticed is not None and noticed.node_id != result[NODE_ID]:
             del self.noticed[trial.trial_id]
             self.say(
                 f"replacement: trial {trial.trial_id} runs again, {self.clock() - noticed.asked_s:.1f} s after its "
@@ -120,17 +119,15 @@ class Replacement(Callback):
         self._ask([])
 
     def _notice(self, trial: Trial, draining: dict[str, int], now: float) -> None:
-        instance_type, nodes = self.where.get(trial.trial_id, ("", []))
-        doomed = [n for n in nodes if n in draining]
-        if not doomed:
+        instance_type, node_id = self.where.get(trial.trial_id, ("", ""))
+        if node_id not in draining:
             return
         decision = self.placement.replace(trial, instance_type) if self.placement is not None else None
-        bundles = [pinned(self.bundle, decision)] * len(doomed)
-        self.noticed[trial.trial_id] = Noticed(doomed[0], instance_type, bundles, now)
+        self.noticed[trial.trial_id] = Noticed(node_id, instance_type, pinned(self.bundle, decision), now)
         where = f"on {decision.instance_type}" if decision is not None else "on any type the autoscaler may launch"
         self.say(
-            f"replacement: trial {trial.trial_id}'s node {doomed[0][:12]} ({instance_type or 'unknown type'}) got a "
-            f"notice: asked the autoscaler for {len(bundles)} place(s) {where}"
+            f"replacement: trial {trial.trial_id}'s node {node_id[:12]} ({instance_type or 'unknown type'}) got a "
+            f"notice: asked the autoscaler for its next place {where}"
         )
 
     def _wanted(self, live: dict[str, Trial], draining: dict[str, int]) -> list[dict[str, float]]:
@@ -140,16 +137,10 @@ class Replacement(Callback):
         for trial_id, trial in live.items():
             noticed = self.noticed.get(trial_id)
             if trial.status == Trial.RUNNING and (noticed is None or noticed.node_id in draining):
-                wanted += self._running_bundles(trial)
+                wanted += trial.placement_group_factory.bundles
             if noticed is not None:
-                wanted += noticed.bundles
+                wanted.append(noticed.bundle)
         return wanted
-
-    def _running_bundles(self, trial: Trial) -> list[dict[str, float]]:
-        bundles: Sequence[dict[str, float]] = trial.placement_group_factory.bundles
-        if self.multi_worker:  # the Tune trial's own bundle, and its Ray Train workers'
-            return [*bundles, *[self.bundle] * len(self.where.get(trial.trial_id, ("", []))[1])]
-        return list(bundles)
 
     def _ask(self, bundles: list[dict[str, float]]) -> None:
         if bundles == self.standing:

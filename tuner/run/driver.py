@@ -363,9 +363,10 @@ def run_search(
     placed = make_placement(settings, autoscaler_config, gate is not None, prices, tracker)
     if placed is not None:
         callbacks.append(placed)
+    # Multi-worker trials: Ray Train sizes their worker groups from the nodes there are (not asked for yet).
     replacement = (
-        Replacement(search.resources.bundle, search.resources.width != (1, 1), placed)
-        if settings.replacement.enabled and settings.cluster.launcher_config
+        Replacement(search.resources.bundle, placed)
+        if settings.replacement.enabled and settings.cluster.launcher_config and search.resources.width == (1, 1)
         else None
     )
     if replacement is not None:
