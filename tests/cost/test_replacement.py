@@ -178,6 +178,11 @@ def test_the_scheduler_pauses_a_trial_that_checkpointed_to_move_and_is_the_searc
     assert moving.on_trial_result(None, t, result) == TrialScheduler.CONTINUE
     assert moving.on_trial_result(None, t, {**result, "checkpoint_reason": "move"}) == TrialScheduler.PAUSE
     assert moving.on_trial_result(None, t, {**result, "checkpoint_reason": "drain"}) == TrialScheduler.CONTINUE
+    # resumed first once paused, whatever the wrapped scheduler would pick (HyperBand resumes only its own pauses)
+    controller = SimpleNamespace(get_trials=lambda: [t])
+    assert moving.choose_trial_to_run(controller) is None  # still running: being paused
+    t.status = Trial.PAUSED
+    assert moving.choose_trial_to_run(controller) is t and moving.moving == set()
 
 
 def test_a_trial_paused_to_move_resumes_where_capacity_was_asked_for() -> None:

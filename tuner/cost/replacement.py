@@ -163,6 +163,7 @@ class MoveOnNotice(TrialScheduler):
 
     def __init__(self, inner: TrialScheduler) -> None:
         self.inner = inner
+        self.moving: set[str] = set()  # paused here to move; resumed first (HyperBand resumes only its own pauses)
 
     @property
     def metric(self) -> Any:
@@ -180,20 +181,28 @@ class MoveOnNotice(TrialScheduler):
 
     def on_trial_error(self, tune_controller: Any, trial: Trial) -> None:
         self.inner.on_trial_error(tune_controller, trial)
+        self.moving.discard(trial.trial_id)
 
     def on_trial_result(self, tune_controller: Any, trial: Trial, result: dict[str, Any]) -> str:
         decision = str(self.inner.on_trial_result(tune_controller, trial, result))
         if result.get(CHECKPOINT_REASON) == MOVE and decision == TrialScheduler.CONTINUE:
+            self.moving.add(trial.trial_id)
             return str(TrialScheduler.PAUSE)
         return decision
 
     def on_trial_complete(self, tune_controller: Any, trial: Trial, result: dict[str, Any]) -> None:
         self.inner.on_trial_complete(tune_controller, trial, result)
+        self.moving.discard(trial.trial_id)
 
     def on_trial_remove(self, tune_controller: Any, trial: Trial) -> None:
         self.inner.on_trial_remove(tune_controller, trial)
+        self.moving.discard(trial.trial_id)
 
     def choose_trial_to_run(self, tune_controller: Any) -> Optional[Trial]:
+        for trial in tune_controller.get_trials():
+            if trial.trial_id in self.moving and trial.status == Trial.PAUSED:
+                self.moving.discard(trial.trial_id)
+                return trial
         return self.inner.choose_trial_to_run(tune_controller)
 
     def debug_string(self) -> str:
