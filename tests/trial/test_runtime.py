@@ -218,15 +218,17 @@ def test_room_that_comes_while_holding_at_the_deadline_moves_the_same_state(monk
     ]
 
 
-def test_an_attempt_tune_stops_is_no_error_and_its_heartbeat_stays_for_the_next(monkeypatch) -> None:
-    """Tune ends a paused (moved) or stopped trial's thread with SystemExit: the next attempt must count a
-    preemption from the heartbeat, not an application error."""
+@pytest.mark.parametrize("moving", [True, False])
+def test_an_attempt_paused_to_move_is_no_error_and_its_heartbeat_stays_for_the_next(moving: bool) -> None:
+    """Tune ends a paused trial's thread with SystemExit: after a checkpoint to move, the next attempt must count a
+    preemption from the heartbeat; any other stop (the driver interrupted) stays what it was, not a preemption."""
     beat = MemoryHeartbeat()
     with pytest.raises(SystemExit), session(Backend(), beat=beat) as s:
         s.report({"step": 1, "val_loss": 0.9})
+        s.move_checkpointed = moving
         beat.record = {"node_id": "node-a"}  # what the store holds by now
         raise SystemExit(0)
-    assert beat.sent[-1]["error"] is False and beat.record is not None
+    assert beat.sent[-1]["error"] is not moving and beat.record is not None
 
 
 def test_a_node_lost_while_holding_after_its_deadline_checkpoint_lost_no_training(monkeypatch) -> None:

@@ -207,7 +207,7 @@ class TrialSession:
         self.upload_retry_at_s = 0.0
         self._clock_s: Optional[float] = None  # perf_counter when the current training stretch began
         self._dir = Path(tempfile.mkdtemp(prefix="tuner-trial-"))
-        # A single-worker trial moves to a free node during a notice (the driver pauses it there: tuner.run.build);
+        # A single-worker trial moves to a free node during a notice (the driver pauses it: tuner.cost.replacement);
         # the workers of a multi-worker trial stay with their Ray Train run.
         if watcher is None:
             moves = context.max_workers == 1 and cfg.move
@@ -232,10 +232,10 @@ class TrialSession:
         global _CURRENT
         _CURRENT = None
         self._pause()
-        if isinstance(exc, SystemExit):  # Tune stopped the attempt (paused to move, or the scheduler): no error
-            self.beat(force=True)
-        elif exc is not None:
-            self.beat(force=True, error=True)  # the next attempt must not count this as a preemption
+        if exc is not None:
+            # The next attempt must not count an error as a preemption; a pause to move (Tune ends the attempt's
+            # thread with SystemExit) is one.
+            self.beat(force=True, error=not (isinstance(exc, SystemExit) and self.move_checkpointed))
         else:
             self.heartbeat.clear()
         self.watcher.stop()
