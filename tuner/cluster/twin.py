@@ -42,7 +42,8 @@ AGENT_READY_TIMEOUT_S = 180.0  # the head's dashboard agent answers within this 
 
 
 def twin_config(launcher: dict[str, Any], cfg: ClusterConfig) -> dict[str, Any]:
-    """A fake_multinode autoscaler config with the launcher config's worker types."""
+    """An autoscaler config for the twin's provider (Ray's fake multi-node one, with boot times: ``tuner.cluster.boot``)
+    with the launcher config's worker types."""
     zones = launcher["provider"].get("availability_zone", "local-a").split(",")
     region = launcher["provider"].get("region", "local")
     for key, per_type in (("torch_threads", cfg.torch_threads), ("boot_s_per_type", cfg.boot_s_per_type)):
