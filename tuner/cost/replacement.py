@@ -108,7 +108,8 @@ class Replacement(Callback):
         for trial in live.values():
             if trial.status == Trial.RUNNING and trial.trial_id not in self.noticed:
                 self._notice(trial, draining, now)
-        self._ask(self._wanted(live, draining) if self.noticed else [])
+        asking = any(n.bundle for n in self.noticed.values())
+        self._ask(self._wanted(live, draining) if asking else [])
 
     def on_experiment_end(self, trials: list[Trial], **info: Any) -> None:
         self.withdraw()
@@ -123,11 +124,19 @@ class Replacement(Callback):
         if node_id not in draining:
             return
         decision = self.placement.replace(trial, instance_type) if self.placement is not None else None
+        if decision is None:
+            # An unpinned bundle would be absorbed by the draining node itself (the autoscaler counts it as idle),
+            # and would keep that node up: nothing is asked; the trial restarts where Ray finds room.
+            self.noticed[trial.trial_id] = Noticed(node_id, instance_type, {}, now)
+            self.say(
+                f"replacement: trial {trial.trial_id}'s node {node_id[:12]} got a notice; no other spot type to ask "
+                "for (placement off, or none with room): it restarts where Ray finds room"
+            )
+            return
         self.noticed[trial.trial_id] = Noticed(node_id, instance_type, pinned(self.bundle, decision), now)
-        where = f"on {decision.instance_type}" if decision is not None else "on any type the autoscaler may launch"
         self.say(
             f"replacement: trial {trial.trial_id}'s node {node_id[:12]} ({instance_type or 'unknown type'}) got a "
-            f"notice: asked the autoscaler for its next place {where}"
+            f"notice: asked the autoscaler for its next place on {decision.instance_type}"
         )
 
     def _wanted(self, live: dict[str, Trial], draining: dict[str, int]) -> list[dict[str, float]]:
@@ -138,7 +147,7 @@ class Replacement(Callback):
             noticed = self.noticed.get(trial_id)
             if trial.status == Trial.RUNNING and (noticed is None or noticed.node_id in draining):
                 wanted += trial.placement_group_factory.bundles
-            if noticed is not None:
+            if noticed is not None and noticed.bundle:
                 wanted.append(noticed.bundle)
         return wanted
 
