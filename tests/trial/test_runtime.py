@@ -225,7 +225,7 @@ def test_an_attempt_paused_to_move_is_no_error_and_its_heartbeat_stays_for_the_n
     beat = MemoryHeartbeat()
     with pytest.raises(SystemExit), session(Backend(), beat=beat) as s:
         s.report({"step": 1, "val_loss": 0.9})
-        s.move_checkpointed = moving
+        s.moving = moving
         beat.record = {"node_id": "node-a"}  # what the store holds by now
         raise SystemExit(0)
     assert beat.sent[-1]["error"] is not moving and beat.record is not None

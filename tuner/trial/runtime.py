@@ -200,6 +200,7 @@ class TrialSession:
         self.last_metrics: dict[str, float] = {}
         self.checkpointed_at_s = 0.0
         self.drain_checkpointed = self.deadline_checkpointed = self.move_checkpointed = False
+        self.moving = False  # a checkpoint to move was sent: Tune may stop the attempt (SystemExit) from here on
         self.deadline_s: Optional[float] = None  # the drain deadline the workers agreed on
         self.nodes: list[str] = [context.node_id]  # every worker's node in this attempt
         self.hooked = False  # the trainer calls step()/should_checkpoint(): the console warns when it does not
@@ -235,7 +236,7 @@ class TrialSession:
         if exc is not None:
             # The next attempt must not count an error as a preemption; a pause to move (Tune ends the attempt's
             # thread with SystemExit) is one.
-            self.beat(force=True, error=not (isinstance(exc, SystemExit) and self.move_checkpointed))
+            self.beat(force=True, error=not (isinstance(exc, SystemExit) and self.moving))
         else:
             self.heartbeat.clear()
         self.watcher.stop()
@@ -433,6 +434,7 @@ class TrialSession:
         """Write and upload a checkpoint with a result; False (a retry scheduled) while storage refuses it.
         ``wait``: the last checkpoint of a trial waits out an outage (bounded) rather than go missing."""
         give_up_at_s = time.time() + FINAL_UPLOAD_TIMEOUT_S
+        self.moving |= reason == MOVE  # its report may not return: the driver pauses the trial once it has it
         while True:
             if self._try_persist(state, reason, between_reports):
                 return True
