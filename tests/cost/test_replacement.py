@@ -66,12 +66,18 @@ def report(watcher: Replacement, t: Any, node: str, itype: str) -> None:
     watcher.on_trial_result(0, [], t, {"node_id": node, "instance_type": itype, "epoch": 1})
 
 
+def running(watcher: Replacement, itype_a: str, itype_b: str) -> tuple[Any, Any]:
+    """Trials a and b, each reporting from its node (n1, n2) of the given instance type."""
+    a, b = trial("a", itype_a), trial("b", itype_b)
+    report(watcher, a, "n1", itype_a)
+    report(watcher, b, "n2", itype_b)
+    return a, b
+
+
 def test_a_notice_asks_for_the_trials_place_on_another_type_and_the_restart_takes_it_back() -> None:
     cluster = Cluster()
     watcher, said = cluster.replacement()
-    a, b = trial("a", "g6.xlarge"), trial("b", "g6.xlarge")
-    report(watcher, a, "n1", "g6.xlarge")
-    report(watcher, b, "n2", "g6.xlarge")
+    a, b = running(watcher, "g6.xlarge", "g6.xlarge")
     cluster.step(watcher, [a, b])
     assert cluster.requests == []  # no notice, nothing asked
 
@@ -104,9 +110,7 @@ def test_a_notice_asks_for_the_trials_place_on_another_type_and_the_restart_take
 def test_notices_on_two_nodes_combine_into_one_request() -> None:
     cluster = Cluster()
     watcher, _ = cluster.replacement()
-    a, b = trial("a", "g6.xlarge"), trial("b", "g5.xlarge")
-    report(watcher, a, "n1", "g6.xlarge")
-    report(watcher, b, "n2", "g5.xlarge")
+    a, b = running(watcher, "g6.xlarge", "g5.xlarge")
     cluster.draining = {"n1": 1, "n2": 1}
     cluster.step(watcher, [a, b])
     (asked,) = cluster.requests
