@@ -47,7 +47,6 @@ class Noticed:
     """A trial whose node got a notice, and what was asked for it."""
 
     node_id: str
-    instance_type: str
     bundle: dict[str, float]  # its next place
     asked_s: float
 
@@ -69,7 +68,6 @@ class Replacement(Callback):
         self.where: dict[str, tuple[str, str]] = {}  # trial id -> (its node's instance type, node id)
         self.noticed: dict[str, Noticed] = {}
         self.standing: list[dict[str, float]] = []
-        self.requests = 0  # requests sent (withdrawals included)
         self._checked_s = float("-inf")
 
     def __getstate__(self) -> dict[str, Any]:  # Tune pickles callbacks; the hooks stay here
@@ -127,13 +125,13 @@ class Replacement(Callback):
         if decision is None:
             # An unpinned bundle would be absorbed by the draining node itself (the autoscaler counts it as idle),
             # and would keep that node up: nothing is asked; the trial restarts where Ray finds room.
-            self.noticed[trial.trial_id] = Noticed(node_id, instance_type, {}, now)
+            self.noticed[trial.trial_id] = Noticed(node_id, {}, now)
             self.say(
                 f"replacement: trial {trial.trial_id}'s node {node_id[:12]} got a notice; no other spot type to ask "
                 "for (placement off, or none with room): it restarts where Ray finds room"
             )
             return
-        self.noticed[trial.trial_id] = Noticed(node_id, instance_type, pinned(self.bundle, decision), now)
+        self.noticed[trial.trial_id] = Noticed(node_id, pinned(self.bundle, decision), now)
         self.say(
             f"replacement: trial {trial.trial_id}'s node {node_id[:12]} ({instance_type or 'unknown type'}) got a "
             f"notice: asked the autoscaler for its next place on {decision.instance_type}"
@@ -160,7 +158,6 @@ class Replacement(Callback):
             self.say(f"replacement: the autoscaler request failed ({type(exc).__name__}: {exc}); trying again")
             return
         self.standing = bundles
-        self.requests += 1
 
 
 class MoveOnNotice(TrialScheduler):
