@@ -12,6 +12,7 @@ from omegaconf.errors import ValidationError
 from tuner import config as config_mod
 from tuner.cli import CONF_DIR, available_searches
 from tuner.config import SAMPLERS, SCHEDULERS, ConfigError, to_settings
+from tuner.cost.replacement import MoveOnNotice
 from tuner.run import build
 from tuner.run.build import check_space, load_space
 from tuner.trial import trainer
@@ -218,12 +219,14 @@ def test_a_trainer_that_cannot_be_called_is_refused(spec: str, message: str) -> 
 def test_every_scheduler_and_sampler_composes_and_instantiates(scheduler: str, searcher: str) -> None:
     settings = to_settings(compose_cfg("+search=mlp", f"search/scheduler={scheduler}", f"search/searcher={searcher}"))
     assert isinstance(build.search_alg(settings.search).searcher.study.sampler, get_object(SAMPLERS[searcher]._target_))
-    assert isinstance(build.scheduler(settings.search), get_object(SCHEDULERS[scheduler]._target_))
+    built = build.scheduler(settings.search)
+    assert isinstance(built, MoveOnNotice)  # the search's scheduler, wrapped to pause a trial that moves
+    assert isinstance(built.inner, get_object(SCHEDULERS[scheduler]._target_))
 
 
 def test_scheduler_nodes_mirror_the_api_with_the_search_s_time() -> None:
     settings = to_settings(compose_cfg("+search=resnet", "search.scheduler.grace_period=3"))
-    asha = build.scheduler(settings.search)
+    asha = build.scheduler(settings.search).inner
     assert (asha._time_attr, asha._max_t, asha._reduction_factor) == ("epoch", 10, 3)  # max_t: search.max_t
     with pytest.raises(ConfigCompositionException):
         # not HyperBand's

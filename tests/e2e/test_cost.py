@@ -22,6 +22,7 @@ from tuner.config import (
     PriceGuardConfig,
     TrackingConfig,
 )
+from tuner.cost import price_guard
 from tuner.run.driver import execute
 from tuner.spot.labels import INSTANCE_TYPE, MARKET, REGION, ZONE
 
@@ -114,6 +115,7 @@ def test_price_guard_keeps_new_trials_off_an_expensive_type_and_the_report_reads
     assert {c.data.tags["tuner.instance_types"] for c in children} == {"g6.xlarge"}
     assert re.match(r"over: \$0\.4\d+/h vs limit \$0\.0100/h", guarded.data.tags["tuner.price_guard.g5.xlarge"])
     assert guarded.data.metrics["price_guard_over.g5.xlarge"] == 1.0
+    assert price_guard.blocked() == set()  # the guard's blocks ended with its search (this process runs more)
 
     second = settings(tmp_path, labelled_cluster.address)
     second.name = f"{second.name}-2"

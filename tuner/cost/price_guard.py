@@ -36,6 +36,11 @@ def blocked() -> set[str]:
     return set(_BLOCKED)
 
 
+def unblock_all() -> None:
+    """A search's end (or a new guard's start): a later search in this process starts with nothing blocked."""
+    _BLOCKED.clear()
+
+
 @dataclass
 class PriceCheck:
     instance_type: str
@@ -69,7 +74,7 @@ class PriceGuard(Callback):
         self.blocked: set[str] = set()
         self.last_checks: list[PriceCheck] = []
         self.events: list[dict[str, Any]] = []
-        _BLOCKED.clear()
+        unblock_all()
 
     def __getstate__(self) -> dict[str, Any]:  # Tune pickles callbacks; the price source and hook stay here
         return {k: v for k, v in self.__dict__.items() if k not in ("prices", "notify", "clock")}

@@ -29,7 +29,7 @@ from tuner.cluster.connect import JOB_ENV, connect
 from tuner.cluster.launcher import check_fits, load_launcher_config, worker_types
 from tuner.cluster.twin import twin_config
 from tuner.config import Config, ConfigError
-from tuner.cost import pricing
+from tuner.cost import price_guard, pricing
 from tuner.cost.budget import BudgetStopper
 from tuner.cost.fallback import gate_for, worker_types_by_market
 from tuner.cost.ledger import CostLedger
@@ -390,6 +390,7 @@ def run_search(
     finally:
         if replacement is not None:  # however the search ended: no request left standing
             replacement.withdraw()
+        price_guard.unblock_all()  # the guard's blocks are this search's, not the next one's in this process
     if fail_fast.error is not None:
         print(f"error: {fail_fast.error}", file=sys.stderr)
         if tracker is not None:
