@@ -34,7 +34,7 @@ def test_plan_cli_writes_tables_plot_and_mlflow_run(tmp_path: Path) -> None:
     for market in ("aws-v100", "gcp-h100", "aws-p3-32node"):
         assert f"\n{market} (" in proc.stdout
     rows = list(csv.DictReader((tmp_path / "plan.csv").open()))
-    assert len(rows) == 3 * 7 and {r["strategy"] for r in rows} >= {"spot-naive", "platform"}
+    assert len(rows) == 3 * 8 and {r["strategy"] for r in rows} >= {"spot-naive", "at-loss", "platform"}
     assert (tmp_path / "plan.png").stat().st_size > 10_000
     types = {r["instance_type"]: r for r in csv.DictReader((tmp_path / "plan_types.csv").open())}
     assert types["g4dn.xlarge"]["pick"] == "by price" and types["g5.xlarge"]["pick"] == "by cost"

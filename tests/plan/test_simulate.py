@@ -16,8 +16,10 @@ from tuner.plan.traces import (
 )
 
 TICK_S = 600.0
-PROFILE = CampaignProfile(trials=1, epochs=6, epoch_s=600.0, checkpoint_s=0.0, restart_s=0.0, concurrency=1)
-PERIODIC = dict(checkpoint="periodic", every_s=1500.0, zones="one", fallback=False, unnoticed_fraction=0.0)
+PROFILE = CampaignProfile(trials=1, epochs=6, epoch_s=600.0, checkpoint_s=0.0, restart_s=0.0, boot_s=0.0, concurrency=1)
+PERIODIC = dict(
+    checkpoint="periodic", every_s=1500.0, zones="one", fallback=False, unnoticed_fraction=0.0, replacement=False
+)
 
 
 def market(*zones: tuple[str, float]) -> Market:
@@ -62,6 +64,27 @@ def test_diversification_moves_to_the_cheapest_zone_with_capacity() -> None:
     all_zones = replay(m, PROFILE, StrategyConfig(**{**PERIODIC, "zones": "all"}), 0)
     assert all_zones.preemptions == 1 and all_zones.makespan_s == pytest.approx(2 * TICK_S + 2400)
     assert all_zones.cost_usd == pytest.approx(1200 / 3600 * 1.0 + 2400 / 3600 * 2.0)
+
+
+@pytest.mark.parametrize("notice_s, boot_s", [(120.0, 60.0), (30.0, 60.0)])  # AWS's notice; GCP's
+def test_a_node_asked_for_at_the_notice_shortens_the_restart_and_pays_the_notice_twice(
+    notice_s: float, boot_s: float
+) -> None:
+    """Zone 0 goes after 2 ticks, zone 1 has capacity: the trial restarts there at once. Asked for at the
+    notice, the restart is the boot beyond the notice plus the process start (30 s), and the notice's lead is
+    paid on both nodes; asked for at the loss, the whole restart (90 s)."""
+    m = market(("1100000000", 1.0), ("1111111111", 2.0))
+    m.notice_s = notice_s
+    profile = CampaignProfile(
+        trials=1, epochs=6, epoch_s=600.0, checkpoint_s=0.0, restart_s=90.0, boot_s=boot_s, concurrency=1
+    )
+    at_loss = replay(m, profile, StrategyConfig(**{**PERIODIC, "zones": "all"}), 0)
+    at_notice = replay(m, profile, StrategyConfig(**{**PERIODIC, "zones": "all", "replacement": True}), 0)
+    restart_s, left_s = max(0.0, boot_s - notice_s) + 30.0, 3600 - (2 * TICK_S - 90)  # the first start: 90 s
+    assert at_loss.makespan_s == pytest.approx(2 * TICK_S + 90 + left_s)  # restarted the tick it was lost
+    assert at_notice.makespan_s == pytest.approx(2 * TICK_S + restart_s + left_s)
+    assert at_loss.cost_usd == pytest.approx(2 * TICK_S / 3600 * 1.0 + (90 + left_s) / 3600 * 2.0)
+    assert at_notice.cost_usd == pytest.approx(2 * TICK_S / 3600 * 1.0 + (restart_s + notice_s + left_s) / 3600 * 2.0)
 
 
 def test_fallback_to_on_demand_keeps_the_deadline() -> None:

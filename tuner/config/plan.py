@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from tuner.config.base import require
 from tuner.config.platform import (
     DEADLINE_FACTOR,
+    GPU_BOOT_S,
     MAX_INTERVAL_S,
     MIN_INTERVAL_S,
     POLICIES,
@@ -25,11 +26,13 @@ class CampaignProfile:
     epoch_s: float = 30.0  # one epoch on one GPU of the market's type
     checkpoint_s: float = 5.0  # one checkpoint write (training stalls meanwhile)
     restart_s: float = RESTART_S  # get a node, start the trial process, restore its checkpoint
+    boot_s: float = GPU_BOOT_S  # of restart_s, the node's launch (asked for at the notice, it boots during it)
     concurrency: int = 8  # trials at a time, one GPU each
 
     def __post_init__(self) -> None:
         require(min(self.trials, self.epochs, self.concurrency) > 0, "profile: trials, epochs, concurrency must be > 0")
         require(self.epoch_s > 0 and self.checkpoint_s >= 0 and self.restart_s >= 0, "profile: times must be >= 0")
+        require(0 <= self.boot_s <= self.restart_s, "profile: boot_s must be in [0, restart_s] (a part of a restart)")
 
 
 @dataclass
@@ -42,6 +45,7 @@ class StrategyConfig:
     min_interval_s: float = MIN_INTERVAL_S  # adaptive: bounds on the interval
     max_interval_s: float = MAX_INTERVAL_S
     notice: bool = True  # checkpoint on the interruption notice
+    replacement: bool = True  # with notice: the next node asked for at the notice (tuner.cost.replacement)
     unnoticed_fraction: float = UNNOTICED_FRACTION  # with notice: interruptions that still come without one
     zones: str = "all"  # one (each stream keeps to one zone) | all (the cheapest zone with capacity)
     fallback: bool = True  # on-demand once waiting for spot would miss the deadline

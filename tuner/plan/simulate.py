@@ -11,7 +11,10 @@ checkpoint), training (checkpointing at the strategy's interval, each write
 stalling it ``checkpoint_s``), on on-demand, or done. A zone that turns unavailable
 under a stream preempts it: with notice handling the trial checkpoints within the
 notice and loses nothing, without it loses the work since its last checkpoint; a
-strategy's ``unnoticed_fraction`` of preemptions comes without notice (as an expected loss).
+strategy's ``unnoticed_fraction`` of preemptions comes without notice (as an expected loss). With
+``replacement``, the next node is asked for at the notice: a restart that finds capacity at once is shorter
+by the part of the node's boot the notice covers, and the notice's lead is paid twice (see
+:func:`restart_after_preemption`).
 Costs are the per-tick spot prices of the zones used (on-demand at list price).
 
 The ideal a strategy is judged against: the campaign's GPU-hours at the spot prices
@@ -53,6 +56,7 @@ class Stream:
     preemptions: int = 0
     lost_s: float = 0.0  # GPU-seconds of training redone
     preempted_at_s: Optional[float] = None  # when the last preemption hit, until training resumes
+    asked_tick: Optional[int] = None  # the tick of the last preemption (its next node asked for at the notice)
     recovery_s: float = 0.0  # waiting for capacity + restarting, summed over preemptions
 
     def start(self, held: list[int], restart_s: float) -> None:
@@ -162,6 +166,24 @@ def _lost_share(profile: CampaignProfile, strategy: StrategyConfig, market: Mark
     return lost_share(profile.checkpoint_s, market.notice_s if strategy.notice else None, strategy.unnoticed_fraction)
 
 
+def restart_after_preemption(
+    profile: CampaignProfile, strategy: StrategyConfig, notice_s: Optional[float]
+) -> tuple[float, float]:
+    """(seconds, overlap GPU-seconds) of a restart on a node that was free when its trial's node went: the
+    expectation over preemptions with and without a notice (lead ``notice_s``; None: none come with one).
+
+    Asked for at the notice (``strategy.replacement``), the node boots during it: the restart is the boot beyond
+    the notice's lead plus the process start. What it costs beyond the restart is the lead itself, paid twice:
+    the new node booting while the trial still trains on the old one, then the old one idle until its deadline
+    once the trial has moved (``checkpoint.move``), per GPU. Asked for at the loss, it is the whole restart."""
+
+    if notice_s is None or not (strategy.notice and strategy.replacement):
+        return profile.restart_s, 0.0
+    noticed = 1.0 - strategy.unnoticed_fraction
+    asked_s = max(0.0, profile.boot_s - notice_s) + profile.restart_s - profile.boot_s
+    return noticed * asked_s + (1.0 - noticed) * profile.restart_s, noticed * notice_s
+
+
 def _advance(s: Stream, budget_s: float, profile: CampaignProfile, rate: float) -> float:
     """Spend up to ``budget_s`` restarting and training at ``rate`` (the share of full width it runs at);
     return the wall seconds used (paid)."""
@@ -211,6 +233,7 @@ def replay(market: Market, profile: CampaignProfile, strategy: StrategyConfig, s
     on_demand_makespan_s = per_stream_s / wide + profile.restart_s
     deadline_s = strategy.deadline_factor * on_demand_makespan_s
     rule = Fallback(profile.restart_s, return_margin_s=RETURN_SLACK_TICKS * dt)  # the live driver's rule too
+    asked = restart_after_preemption(profile, strategy, market.notice_s)
     zones = list(range(len(market.zones)))
     homes = [i % len(market.zones) for i in range(profile.concurrency)]
     if strategy.zones == "one":  # the cheapest zone at the start, for every stream
@@ -233,7 +256,7 @@ def replay(market: Market, profile: CampaignProfile, strategy: StrategyConfig, s
                 s.preemptions += 1
                 s.back_to_checkpoint(s.since_checkpoint_s * len(s.held) * _lost_share(profile, strategy, market), wide)
                 used_by.subtract(s.held)
-                s.preempted_at_s = t
+                s.preempted_at_s, s.asked_tick = t, k
                 kept = [z for z in s.held if market.zones[z].available[tick]]
                 if len(kept) >= low:  # elastic: on at the surviving width
                     s.start(kept, profile.restart_s)
@@ -253,7 +276,10 @@ def replay(market: Market, profile: CampaignProfile, strategy: StrategyConfig, s
                 if strategy.fallback and rule.on_demand_now(slack_s):
                     s.mode, s.held, s.restart_left_s = "on_demand", [], profile.restart_s
                 elif len(slots := _free_slots(market, candidates, used_by, tick, wide)) >= low:
-                    s.start(slots, profile.restart_s)
+                    # capacity asked for at the notice is only up now if there was some to launch at once
+                    restart_s, overlap_s = asked if s.asked_tick == k else (profile.restart_s, 0.0)
+                    s.start(slots, restart_s)
+                    s.cost_usd += overlap_s * sum(market.zones[z].spot_usd_per_gpu_hour[tick] for z in slots) / 3600
                     used_by.update(slots)
                     if strategy.checkpoint == "adaptive":
                         s.interval_s = _checkpoint_interval_s(profile, strategy, market, slots[0], tick)

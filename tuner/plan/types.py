@@ -21,6 +21,7 @@ from typing import Optional
 from tuner.config import CampaignProfile, ConfigError, StrategyConfig, TypeChoiceConfig
 from tuner.cost.placement import usd_per_unit
 from tuner.cost.pricing import Catalog
+from tuner.plan.simulate import restart_after_preemption
 from tuner.plan.traces import AWS_NOTICE_S
 from tuner.trial.policy import (
     BUCKET_MONTHLY_FRACTION,
@@ -62,7 +63,8 @@ class TypeCost:
 
 def interruption_overhead(rate_per_h: float, profile: CampaignProfile, strategy: StrategyConfig) -> float:
     """Extra training time per unit of training from interruptions at ``rate_per_h`` (first order): the
-    checkpoint writes, half an interval lost per interruption that loses work, a restart per interruption."""
+    checkpoint writes, half an interval lost per interruption that loses work, a restart per interruption (and
+    what asking for its node at the notice pays twice: :func:`tuner.plan.simulate.restart_after_preemption`)."""
     lossy_per_h = rate_per_h * lost_share(
         profile.checkpoint_s, AWS_NOTICE_S if strategy.notice else None, strategy.unnoticed_fraction
     )
@@ -72,7 +74,11 @@ def interruption_overhead(rate_per_h: float, profile: CampaignProfile, strategy:
         interval_s = young_daly_interval_s(
             profile.checkpoint_s, lossy_per_h, strategy.min_interval_s, strategy.max_interval_s
         )
-    return profile.checkpoint_s / interval_s + (lossy_per_h * interval_s / 2 + rate_per_h * profile.restart_s) / 3600.0
+    restart_s, overlap_s = restart_after_preemption(profile, strategy, AWS_NOTICE_S)
+    return (
+        profile.checkpoint_s / interval_s
+        + (lossy_per_h * interval_s / 2 + rate_per_h * (restart_s + overlap_s)) / 3600.0
+    )
 
 
 def type_costs(
