@@ -54,6 +54,7 @@ class Cluster:
             request=self.requests.append,
             say=said.append,
             clock=lambda: self.now,
+            wall=lambda: self.now,
         )
         return watcher, said
 
@@ -81,7 +82,7 @@ def test_a_notice_asks_for_the_trials_place_on_another_type_and_the_restart_take
     cluster.step(watcher, [a, b])
     assert cluster.requests == []  # no notice, nothing asked
 
-    cluster.draining = {"n1": 120_000}
+    cluster.draining = {"n1": 60_000}  # its deadline in 58 s: sooner than a node's launch and margin (lead_s)
     cluster.step(watcher, [a, b])
     # both running trials' bundles (each absorbed by its node, a's by the draining one) + a's replacement,
     # on the next cheapest type: g6 is the one being reclaimed
@@ -105,6 +106,20 @@ def test_a_notice_asks_for_the_trials_place_on_another_type_and_the_restart_take
     assert cluster.requests[-1] == []  # withdrawn
     watcher.withdraw()
     assert len(cluster.requests) == 3  # nothing more to withdraw
+
+
+def test_the_next_node_is_asked_for_a_launch_before_the_deadline_not_earlier() -> None:
+    """Asked for at an early notice, the new node would be paid while the trial still trains on the old one."""
+    cluster = Cluster()
+    watcher, said = cluster.replacement()
+    a = trial("a", "g6.xlarge")
+    report(watcher, a, "n1", "g6.xlarge")
+    cluster.draining = {"n1": 121_000}  # AWS's two minutes
+    cluster.step(watcher, [a])
+    assert cluster.requests == [] and said == []  # 119 s left: more than lead_s (90 s)
+    cluster.now = 30.0
+    cluster.step(watcher, [a])
+    assert len(cluster.requests) == 1 and said[-1].endswith("on g5.xlarge, 90 s before its deadline"), said
 
 
 def test_notices_on_two_nodes_combine_into_one_request() -> None:

@@ -66,25 +66,31 @@ def test_diversification_moves_to_the_cheapest_zone_with_capacity() -> None:
     assert all_zones.cost_usd == pytest.approx(1200 / 3600 * 1.0 + 2400 / 3600 * 2.0)
 
 
-@pytest.mark.parametrize("notice_s, boot_s", [(120.0, 60.0), (30.0, 60.0)])  # AWS's notice; GCP's
-def test_a_node_asked_for_at_the_notice_shortens_the_restart_and_pays_the_notice_twice(
-    notice_s: float, boot_s: float
+@pytest.mark.parametrize(
+    "notice_s, asked_lead_s, boot_s",
+    [(120.0, 90.0, 60.0), (120.0, 120.0, 60.0), (30.0, 90.0, 60.0)],  # AWS's notice, 90 s ahead or at it; GCP's
+)
+def test_a_node_asked_for_ahead_of_the_loss_shortens_the_restart_and_pays_the_lead_twice(
+    notice_s: float, asked_lead_s: float, boot_s: float
 ) -> None:
-    """Zone 0 goes after 2 ticks, zone 1 has capacity: the trial restarts there at once. Asked for at the
-    notice, the restart is the boot beyond the notice plus the process start (30 s), and the notice's lead is
-    paid on both nodes; asked for at the loss, the whole restart (90 s)."""
+    """Zone 0 goes after 2 ticks, zone 1 has capacity: the trial restarts there at once. Asked for
+    ``replacement_lead_s`` before the deadline (at the notice if shorter), the restart is the boot beyond that
+    lead plus the process start (30 s), and the lead is paid on both nodes; asked for at the loss, the whole
+    restart (90 s)."""
     m = market(("1100000000", 1.0), ("1111111111", 2.0))
     m.notice_s = notice_s
     profile = CampaignProfile(
         trials=1, epochs=6, epoch_s=600.0, checkpoint_s=0.0, restart_s=90.0, boot_s=boot_s, concurrency=1
     )
     at_loss = replay(m, profile, StrategyConfig(**{**PERIODIC, "zones": "all"}), 0)
-    at_notice = replay(m, profile, StrategyConfig(**{**PERIODIC, "zones": "all", "replacement": True}), 0)
-    restart_s, left_s = max(0.0, boot_s - notice_s) + 30.0, 3600 - (2 * TICK_S - 90)  # the first start: 90 s
+    asked = StrategyConfig(**{**PERIODIC, "zones": "all", "replacement": True, "replacement_lead_s": asked_lead_s})
+    ahead = replay(m, profile, asked, 0)
+    lead_s = min(notice_s, asked_lead_s)
+    restart_s, left_s = max(0.0, boot_s - lead_s) + 30.0, 3600 - (2 * TICK_S - 90)  # the first start: 90 s
     assert at_loss.makespan_s == pytest.approx(2 * TICK_S + 90 + left_s)  # restarted the tick it was lost
-    assert at_notice.makespan_s == pytest.approx(2 * TICK_S + restart_s + left_s)
+    assert ahead.makespan_s == pytest.approx(2 * TICK_S + restart_s + left_s)
     assert at_loss.cost_usd == pytest.approx(2 * TICK_S / 3600 * 1.0 + (90 + left_s) / 3600 * 2.0)
-    assert at_notice.cost_usd == pytest.approx(2 * TICK_S / 3600 * 1.0 + (restart_s + notice_s + left_s) / 3600 * 2.0)
+    assert ahead.cost_usd == pytest.approx(2 * TICK_S / 3600 * 1.0 + (restart_s + lead_s + left_s) / 3600 * 2.0)
 
 
 def test_fallback_to_on_demand_keeps_the_deadline() -> None:

@@ -11,6 +11,7 @@ from tuner.config.platform import (
     MAX_INTERVAL_S,
     MIN_INTERVAL_S,
     POLICIES,
+    REPLACEMENT_LEAD_S,
     RESTART_S,
     UNNOTICED_FRACTION,
     TrackingConfig,
@@ -45,7 +46,8 @@ class StrategyConfig:
     min_interval_s: float = MIN_INTERVAL_S  # adaptive: bounds on the interval
     max_interval_s: float = MAX_INTERVAL_S
     notice: bool = True  # checkpoint on the interruption notice
-    replacement: bool = True  # with notice: the next node asked for at the notice (tuner.cost.replacement)
+    replacement: bool = True  # with notice: the next node asked for before the deadline (tuner.cost.replacement)
+    replacement_lead_s: float = REPLACEMENT_LEAD_S  # that long before it (at the notice if it gives less)
     unnoticed_fraction: float = UNNOTICED_FRACTION  # with notice: interruptions that still come without one
     zones: str = "all"  # one (each stream keeps to one zone) | all (the cheapest zone with capacity)
     fallback: bool = True  # on-demand once waiting for spot would miss the deadline
@@ -59,6 +61,7 @@ class StrategyConfig:
             self.every_s > 0 and 0 < self.min_interval_s <= self.max_interval_s, f"strategy {self.name}: intervals > 0"
         )
         require(self.deadline_factor >= 1.0, f"strategy {self.name}: deadline_factor must be >= 1")
+        require(self.replacement_lead_s >= 0, f"strategy {self.name}: replacement_lead_s must be >= 0")
         require(0 <= self.unnoticed_fraction <= 1, f"strategy {self.name}: unnoticed_fraction must be in [0, 1]")
         require(
             len(self.workers) == 2 and 1 <= self.workers[0] <= self.workers[1],

@@ -27,6 +27,10 @@ GPU_BOOT_S = 60.0
 AWS_NOTICE_S = 120.0
 TWIN_NOTICE_S = 4.0  # the twin's notice: AWS's, time-compressed like the twin's traces
 TWIN_BOOT_S = GPU_BOOT_S * TWIN_NOTICE_S / AWS_NOTICE_S  # the twin's node boot, compressed the same way
+# How long before a noticed node's deadline its trials' next node is asked for: a launch (GPU_BOOT_S) and a margin
+# for a slow one. Asked for earlier, the new node is paid while the trial still trains on the old one (on AWS's
+# 120 s notice, 60 s of a second node per preemption: docs/benchmarks.md, "Cost"); a shorter notice: at once.
+REPLACEMENT_LEAD_S = GPU_BOOT_S + 30.0
 DEADLINE_FACTOR = 1.5  # a trial's deadline: this x its run on on-demand capacity (the fallback keeps it)
 MIN_INTERVAL_S = 60.0  # bounds on the adaptive checkpoint interval
 MAX_INTERVAL_S = 14400.0
@@ -255,6 +259,10 @@ class ReplacementConfig:
     """Capacity asked for at a spot notice, for the noticed trials' restarts (``tuner.cost.replacement``)."""
 
     enabled: bool = True  # on clusters with an autoscaler (a launcher config: local_spot, aws, k8s)
+    lead_s: float = REPLACEMENT_LEAD_S  # asked this long before the node's deadline (at the notice if it gives less)
+
+    def __post_init__(self) -> None:
+        require(self.lead_s >= 0, "replacement.lead_s must be >= 0")
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""Replacement capacity at a spot notice: the autoscaler is asked for a noticed trial's next node at once.
+"""Replacement capacity at a spot notice: the autoscaler is asked for a noticed trial's next node ahead of the loss.
 
 Without it, a trial on a node that got a notice trains to the deadline, its node goes, Ray notices the
 loss, and only then does the pending trial make the autoscaler launch a node: a GPU instance's boot
@@ -6,7 +6,9 @@ loss, and only then does the pending trial make the autoscaler launch a node: a 
 node drain (``tuner.spot.drain``: any provider's notice, a pod's SIGTERM) and asks for its trials' places
 through the public autoscaler SDK (``ray.autoscaler.sdk.request_resources``), on the type the placement
 chooses for a new trial with the reclaimed type left out (``tuner.cost.placement``: its room, the price guard
-and the capacity gate's caps on on-demand types, one rule); the trial restarts there.
+and the capacity gate's caps on on-demand types, one rule); the trial restarts there. It asks ``lead_s`` before
+the node's deadline (a node's launch and a margin), or at once when the notice gives less: a node asked for
+earlier would be paid while the trial still trains on the old one, and up before it is needed.
 
 A request sets the cluster's whole wanted shape, and Ray's autoscaler fits it onto the nodes there are as
 if they were idle, the draining node included. So it names every running trial's bundle (each absorbed
@@ -31,6 +33,7 @@ from ray.tune import Callback
 from ray.tune.experiment import Trial
 from ray.tune.schedulers import TrialScheduler
 
+from tuner.config.platform import REPLACEMENT_LEAD_S
 from tuner.cost.placement import Placement, pinned
 from tuner.result_keys import CHECKPOINT_REASON, INSTANCE_TYPE, NODE_ID
 from tuner.spot.drain import draining_nodes
@@ -60,18 +63,21 @@ class Replacement(Callback):
         placement: Optional[Placement],
         probe: Callable[[], dict[str, int]] = draining_nodes,
         request: Callable[[list[dict[str, float]]], None] = lambda bundles: request_resources(bundles=bundles),
+        lead_s: float = REPLACEMENT_LEAD_S,
         say: Callable[[str], None] = print,
         clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,  # a drain's deadline is wall-clock time
     ) -> None:
-        self.bundle, self.placement = bundle, placement
-        self.probe, self.request, self.say, self.clock = probe, request, say, clock
+        self.bundle, self.placement, self.lead_s = bundle, placement, lead_s
+        self.probe, self.request, self.say, self.clock, self.wall = probe, request, say, clock, wall
         self.where: dict[str, tuple[str, str]] = {}  # trial id -> (its node's instance type, node id)
         self.noticed: dict[str, Noticed] = {}
         self.standing: list[dict[str, float]] = []
         self._checked_s = float("-inf")
 
     def __getstate__(self) -> dict[str, Any]:  # Tune pickles callbacks; the hooks stay here
-        return {k: v for k, v in self.__dict__.items() if k not in ("probe", "request", "say", "clock", "placement")}
+        hooks = ("probe", "request", "say", "clock", "wall", "placement")
+        return {k: v for k, v in self.__dict__.items() if k not in hooks}
 
     def on_trial_result(
         self, iteration: int, trials: list[Trial], trial: Trial, result: dict[str, Any], **info: Any
@@ -121,6 +127,9 @@ class Replacement(Callback):
         instance_type, node_id = self.where.get(trial.trial_id, ("", ""))
         if node_id not in draining:
             return
+        left_s = draining[node_id] / 1000.0 - self.wall()  # a deadline of 0: none given, ask at once
+        if draining[node_id] and left_s > self.lead_s:
+            return  # not yet: looked at again each step
         decision = self.placement.replace(trial, instance_type) if self.placement is not None else None
         if decision is None:
             # An unpinned bundle would be absorbed by the draining node itself (the autoscaler counts it as idle),
@@ -135,6 +144,7 @@ class Replacement(Callback):
         self.say(
             f"replacement: trial {trial.trial_id}'s node {node_id[:12]} ({instance_type or 'unknown type'}) got a "
             f"notice: asked the autoscaler for its next place on {decision.instance_type}"
+            + (f", {left_s:.0f} s before its deadline" if draining[node_id] and left_s > 0 else "")
         )
 
     def _wanted(self, live: dict[str, Trial], draining: dict[str, int]) -> list[dict[str, float]]:

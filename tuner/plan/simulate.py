@@ -12,8 +12,8 @@ stalling it ``checkpoint_s``), on on-demand, or done. A zone that turns unavaila
 under a stream preempts it: with notice handling the trial checkpoints within the
 notice and loses nothing, without it loses the work since its last checkpoint; a
 strategy's ``unnoticed_fraction`` of preemptions comes without notice (as an expected loss). With
-``replacement``, the next node is asked for at the notice: a restart that finds capacity at once is shorter
-by the part of the node's boot the notice covers, and the notice's lead is paid twice (see
+``replacement``, the next node is asked for before the deadline: a restart that finds capacity at once is
+shorter by the part of the node's boot that lead covers, and the lead is paid twice (see
 :func:`restart_after_preemption`).
 Costs are the per-tick spot prices of the zones used (on-demand at list price).
 
@@ -172,16 +172,17 @@ def restart_after_preemption(
     """(seconds, overlap GPU-seconds) of a restart on a node that was free when its trial's node went: the
     expectation over preemptions with and without a notice (lead ``notice_s``; None: none come with one).
 
-    Asked for at the notice (``strategy.replacement``), the node boots during it: the restart is the boot beyond
-    the notice's lead plus the process start. What it costs beyond the restart is the lead itself, paid twice:
-    the new node booting while the trial still trains on the old one, then the old one idle until its deadline
-    once the trial has moved (``checkpoint.move``), per GPU. Asked for at the loss, it is the whole restart."""
+    Asked for ahead of the deadline (``strategy.replacement``: ``replacement_lead_s`` before it, or at the notice
+    if that gives less), the node boots meanwhile: the restart is the boot beyond that lead plus the process
+    start. What it costs beyond the restart is the lead itself, paid twice: the new node booting while the trial
+    still trains on the old one, then the old one idle until its deadline once the trial has moved
+    (``checkpoint.move``), per GPU. Asked for at the loss, it is the whole restart and nothing more."""
 
     if notice_s is None or not (strategy.notice and strategy.replacement):
         return profile.restart_s, 0.0
-    noticed = 1.0 - strategy.unnoticed_fraction
-    asked_s = max(0.0, profile.boot_s - notice_s) + profile.restart_s - profile.boot_s
-    return noticed * asked_s + (1.0 - noticed) * profile.restart_s, noticed * notice_s
+    noticed, lead_s = 1.0 - strategy.unnoticed_fraction, min(notice_s, strategy.replacement_lead_s)
+    asked_s = max(0.0, profile.boot_s - lead_s) + profile.restart_s - profile.boot_s
+    return noticed * asked_s + (1.0 - noticed) * profile.restart_s, noticed * lead_s
 
 
 def _advance(s: Stream, budget_s: float, profile: CampaignProfile, rate: float) -> float:

@@ -365,7 +365,7 @@ def run_search(
         callbacks.append(placed)
     # Multi-worker trials: Ray Train sizes their worker groups from the nodes there are (not asked for yet).
     replacement = (
-        Replacement(search.resources.bundle, placed)
+        Replacement(search.resources.bundle, placed, lead_s=settings.replacement.lead_s)
         if settings.replacement.enabled and settings.cluster.launcher_config and search.resources.width == (1, 1)
         else None
     )
