@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import ray
@@ -397,3 +398,46 @@ def test_fake_node_provider_and_its_nodes_without_ray(monkeypatch) -> None:
     provider._nodes["w2"] = {"tags": {}, "node": SimpleNamespace(remaining_processes_alive=lambda: True)}
     assert _ray.fake_nodes_without_ray(provider) == ["w1"]
     assert callable(Node.remaining_processes_alive)
+
+
+class _RestartedTrial:
+    """What Tune's result loggers read of a trial: its driver-side directory, its stored one, a checkpoint."""
+
+    def __init__(self, root: Path) -> None:
+        import pyarrow.fs
+
+        self.config = {"lr": 0.1}
+        self.checkpoint = object()  # restarted from a checkpoint: Tune copies the stored result files back
+        self.local_path = str(root / "driver")
+        self.storage = SimpleNamespace(
+            trial_fs_path=str(root / "stored"), storage_filesystem=pyarrow.fs.LocalFileSystem()
+        )
+        (root / "driver").mkdir(parents=True)
+        (root / "stored").mkdir()
+
+    def init_local_path(self) -> None:
+        pass
+
+
+def test_result_loggers_keep_the_drivers_file_when_a_trial_restarts(tmp_path: Path) -> None:
+    """Tune's own JSON logger (``LoggerCallback._restore_from_remote``) copies the stored result.json, which lags
+    the driver's, over it at a trial's restart; the platform's keeps the driver's, and restores the stored one
+    only where the driver has none (a resumed driver)."""
+    from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
+
+    for logger, kept in ((JsonLoggerCallback(), 1), (_ray.result_loggers()[0], 3)):
+        root = tmp_path / str(kept)
+        root.mkdir()
+        trial = _RestartedTrial(root)
+        Path(trial.local_path, "result.json").write_text('{"step": 1}\n{"step": 2}\n{"step": 3}\n')
+        Path(trial.storage.trial_fs_path, "result.json").write_text('{"step": 1}\n')  # synced at the checkpoint
+        logger.log_trial_start(trial)
+        logger.log_trial_end(trial)
+        assert len(Path(trial.local_path, "result.json").read_text().splitlines()) == kept
+    resumed = _RestartedTrial(tmp_path / "resumed")
+    Path(resumed.storage.trial_fs_path, "result.json").write_text('{"step": 1}\n')
+    json_logger, csv_logger = _ray.result_loggers()
+    json_logger.log_trial_start(resumed)
+    json_logger.log_trial_end(resumed)
+    assert Path(resumed.local_path, "result.json").read_text() == '{"step": 1}\n'
+    assert isinstance(csv_logger, CSVLoggerCallback)

@@ -5,8 +5,8 @@ KubeRay ``RayCluster`` into autoscaler node types inside its KubeRay autoscaler,
 public way to give a restored experiment this process's callbacks or to save its state when it
 creates a trial, and Ray Train gives no handle to the controller of a ``TorchTrainer.fit()`` run
 nor a way to size an elastic worker group without the nodes being reclaimed. Tune's function trainable
-class, its search generator's saved state and the names of the internal loggers (and the text of the
-messages) the console quiets are internal too. If a Ray upgrade
+class, its search generator's saved state, its result loggers' restore of a restarted trial's files and the
+names of the internal loggers (and the text of the messages) the console quiets are internal too. If a Ray upgrade
 moves or changes any of these, ``tests/test_ray_private.py`` fails and names the call; nothing
 else in the package imports a private Ray module.
 """
@@ -415,6 +415,30 @@ def function_trainable(fn: Any) -> type:
     from ray.tune.trainable import wrap_function
 
     return wrap_function(fn)  # type: ignore[no-any-return]
+
+
+def result_loggers() -> list[Any]:
+    """Tune's JSON and CSV result loggers (``result.json``, ``progress.csv``), without their copy of the stored
+    file over the driver's own when a trial restarts. That copy is for a new driver that lacks the file; on the
+    driver that wrote it, it replaces the complete file with the stored one, which lags it (synced at
+    checkpoints) or is being rewritten (then empty): a preempted trial's results before its restart were lost
+    from both files. Given to Tune in place of its defaults (it adds them only when none is given).
+
+    Private: overrides ``LoggerCallback._restore_from_remote``; Tune has no switch for it."""
+    from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
+
+    class KeepDriverFile:
+        def _restore_from_remote(self, file_name: str, trial: Any) -> None:
+            if not Path(trial.local_path, file_name).exists():
+                super()._restore_from_remote(file_name, trial)  # type: ignore[misc]
+
+    class Json(KeepDriverFile, JsonLoggerCallback):
+        pass
+
+    class Csv(KeepDriverFile, CSVLoggerCallback):
+        pass
+
+    return [Json(), Csv()]
 
 
 def restored_checkpoint(restore_arg: Any) -> Any:

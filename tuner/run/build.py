@@ -189,6 +189,7 @@ def build_tuner(settings: Config, spec: TrialSpec, resume: bool, callbacks: list
 
     search = settings.search
     assert search is not None
+    callbacks = [*callbacks, *_ray.result_loggers()]  # a restarted trial's result.json keeps what came before
     # Tune lets one trial at a time wait for its resources unless the searcher is wrapped in its
     # ConcurrencyLimiter (ours limits itself: see tuner.run.search); without this, each trial's
     # process start (seconds) would queue behind the previous one's, and an autoscaler would see
