@@ -225,3 +225,32 @@ def test_a_trial_paused_to_move_resumes_where_capacity_was_asked_for() -> None:
     assert updated[0].bundles[0]["type:g5.xlarge"] == 0.001 and placed.replacements == {}
     placed.on_step_begin(0, [t])
     assert len(updated) == 1  # placed once
+
+
+def test_a_replacement_reclaimed_in_its_turn_is_asked_for_again() -> None:
+    """The trial moved to the g5 node asked for at its g6 node's notice, and that node gets a notice too: its
+    next place is asked for again by the same rule (off g5 now: g6, whose other nodes the cloud still offers
+    here), and the request is withdrawn once the trial runs on its third node."""
+    cluster = Cluster()
+    watcher, said = cluster.replacement()
+    a = trial("a", "g6.xlarge")
+    report(watcher, a, "n1", "g6.xlarge")
+    cluster.draining = {"n1": 1}
+    cluster.step(watcher, [a])
+    assert cluster.requests[-1][-1]["type:g5.xlarge"] == 0.001
+
+    # moved: paused, placed again where capacity was asked for, and reporting from the g5 node
+    assert watcher.placement is not None
+    a.update_resources = lambda resources: setattr(a, "placement_group_factory", resources)
+    watcher.placement.place_again(a)
+    report(watcher, a, "n2", "g5.xlarge")
+    cluster.draining = {"n1": 1, "n2": 1}  # the replacement reclaimed in its turn
+    cluster.step(watcher, [a])
+    own, following = cluster.requests[-1]
+    assert own["type:g5.xlarge"] == following["type:g6.xlarge"] == 0.001, cluster.requests[-1]
+    assert "trial a's node n2 (g5.xlarge) got a notice: asked the autoscaler for its next place on g6" in said[-1]
+
+    report(watcher, a, "n3", "g6.xlarge")
+    cluster.draining = {}
+    cluster.step(watcher, [a])
+    assert watcher.noticed == {} and cluster.requests[-1] == []
