@@ -27,7 +27,7 @@ class CampaignProfile:
     epoch_s: float = 30.0  # one epoch on one GPU of the market's type
     checkpoint_s: float = 5.0  # one checkpoint write (training stalls meanwhile)
     restart_s: float = RESTART_S  # get a node, start the trial process, restore its checkpoint
-    boot_s: float = GPU_BOOT_S  # of restart_s, the node's launch (asked for at the notice, it boots during it)
+    boot_s: float = GPU_BOOT_S  # of restart_s, the node's launch (asked for ahead of the loss, it boots meanwhile)
     concurrency: int = 8  # trials at a time, one GPU each
 
     def __post_init__(self) -> None:

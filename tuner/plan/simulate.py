@@ -56,7 +56,7 @@ class Stream:
     preemptions: int = 0
     lost_s: float = 0.0  # GPU-seconds of training redone
     preempted_at_s: Optional[float] = None  # when the last preemption hit, until training resumes
-    asked_tick: Optional[int] = None  # the tick of the last preemption (its next node asked for at the notice)
+    asked_tick: Optional[int] = None  # the tick of the last preemption (its next node asked for ahead of it)
     recovery_s: float = 0.0  # waiting for capacity + restarting, summed over preemptions
 
     def start(self, held: list[int], restart_s: float) -> None:
@@ -277,7 +277,7 @@ def replay(market: Market, profile: CampaignProfile, strategy: StrategyConfig, s
                 if strategy.fallback and rule.on_demand_now(slack_s):
                     s.mode, s.held, s.restart_left_s = "on_demand", [], profile.restart_s
                 elif len(slots := _free_slots(market, candidates, used_by, tick, wide)) >= low:
-                    # capacity asked for at the notice is only up now if there was some to launch at once
+                    # capacity asked for ahead of the loss is only up now if there was some to launch at once
                     restart_s, overlap_s = asked if s.asked_tick == k else (profile.restart_s, 0.0)
                     s.start(slots, restart_s)
                     s.cost_usd += overlap_s * sum(market.zones[z].spot_usd_per_gpu_hour[tick] for z in slots) / 3600

@@ -64,7 +64,7 @@ class TypeCost:
 def interruption_overhead(rate_per_h: float, profile: CampaignProfile, strategy: StrategyConfig) -> float:
     """Extra training time per unit of training from interruptions at ``rate_per_h`` (first order): the
     checkpoint writes, half an interval lost per interruption that loses work, a restart per interruption (and
-    what asking for its node at the notice pays twice: :func:`tuner.plan.simulate.restart_after_preemption`)."""
+    what asking for its node ahead of the loss pays twice: :func:`tuner.plan.simulate.restart_after_preemption`)."""
     lossy_per_h = rate_per_h * lost_share(
         profile.checkpoint_s, AWS_NOTICE_S if strategy.notice else None, strategy.unnoticed_fraction
     )
