@@ -101,7 +101,7 @@ def test_a_notice_asks_for_the_trials_place_on_another_type_and_the_restart_take
     assert cluster.requests[-1] == [g5, b.placement_group_factory.bundles[0]]
     a.status = Trial.RUNNING
     report(watcher, a, "n3", "g5.xlarge")
-    assert "trial a runs again, 2.0 s after its node's notice" in said[-1]
+    assert "trial a runs again, 2.0 s after its next place was asked for" in said[-1]
     cluster.step(watcher, [a, b])
     assert cluster.requests[-1] == []  # withdrawn
     watcher.withdraw()
@@ -116,7 +116,7 @@ def test_the_next_node_is_asked_for_a_launch_before_the_deadline_not_earlier() -
     report(watcher, a, "n1", "g6.xlarge")
     cluster.draining = {"n1": 121_000}  # AWS's two minutes
     cluster.step(watcher, [a])
-    assert cluster.requests == [] and said == []  # 119 s left: more than lead_s (90 s)
+    assert cluster.requests == [] and said == []  # 120 s left: more than lead_s (90 s)
     cluster.now = 30.0
     cluster.step(watcher, [a])
     assert len(cluster.requests) == 1 and said[-1].endswith("on g5.xlarge, 90 s before its deadline"), said

@@ -5,6 +5,7 @@ two one-GPU spot types have capacity (one node each): there is room for two work
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import subprocess
@@ -103,15 +104,14 @@ def assert_no_placement_group_left(guard_s: float = 60.0) -> None:
 
 
 def reports(out: Path) -> list[dict[str, Any]]:
-    """The trial's reports so far. Tune rewrites result.json where the test reads it (its sync to the storage
-    path): a read may find it empty or a line half written, which the next poll reads whole."""
+    """The trial's reports so far. Tune appends to result.json while the test reads it: the last line may be
+    half written, and the next poll reads it whole."""
     rows = []
     for path in (out / "ray_results" / "regression").glob("trial_*/result.json"):
-        for line in path.read_text().splitlines():
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue
+        lines = path.read_text().splitlines()
+        rows += [json.loads(line) for line in lines[:-1]]
+        with contextlib.suppress(json.JSONDecodeError, IndexError):  # the last line may be half written
+            rows.append(json.loads(lines[-1]))
     return sorted((r for r in rows if not r.get("checkpoint_only")), key=lambda r: r["wall_s"])
 
 

@@ -93,6 +93,13 @@ def test_a_node_asked_for_ahead_of_the_loss_shortens_the_restart_and_pays_the_le
     assert ahead.cost_usd == pytest.approx(2 * TICK_S / 3600 * 1.0 + (restart_s + lead_s + left_s) / 3600 * 2.0)
 
 
+def test_a_restart_shorter_than_a_launch_is_all_launch() -> None:
+    """A measured restart of a few seconds (the twin's) with no boot_s given: the launch is that restart."""
+    assert CampaignProfile(restart_s=14.5).launch_s == 14.5 and CampaignProfile().launch_s == 60.0
+    with pytest.raises(ConfigError, match="boot_s must be in"):
+        CampaignProfile(restart_s=14.5, boot_s=60.0)
+
+
 def test_fallback_to_on_demand_keeps_the_deadline() -> None:
     m = market(("1000000000000000", 1.0))
     late = replay(m, PROFILE, StrategyConfig(**PERIODIC), 0)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Optional
 
 from tuner.config.base import require
 from tuner.config.platform import (
@@ -27,13 +28,23 @@ class CampaignProfile:
     epoch_s: float = 30.0  # one epoch on one GPU of the market's type
     checkpoint_s: float = 5.0  # one checkpoint write (training stalls meanwhile)
     restart_s: float = RESTART_S  # get a node, start the trial process, restore its checkpoint
-    boot_s: float = GPU_BOOT_S  # of restart_s, the node's launch (asked for ahead of the loss, it boots meanwhile)
+    # of restart_s, the node's launch (asked for ahead of the loss, it boots meanwhile); None: GPU_BOOT_S, at most
+    # restart_s (a profile whose restart_s is a measured few seconds is all launch)
+    boot_s: Optional[float] = None
     concurrency: int = 8  # trials at a time, one GPU each
 
     def __post_init__(self) -> None:
         require(min(self.trials, self.epochs, self.concurrency) > 0, "profile: trials, epochs, concurrency must be > 0")
         require(self.epoch_s > 0 and self.checkpoint_s >= 0 and self.restart_s >= 0, "profile: times must be >= 0")
-        require(0 <= self.boot_s <= self.restart_s, "profile: boot_s must be in [0, restart_s] (a part of a restart)")
+        require(
+            self.boot_s is None or 0 <= self.boot_s <= self.restart_s,
+            "profile: boot_s must be in [0, restart_s] (a part of a restart)",
+        )
+
+    @property
+    def launch_s(self) -> float:
+        """The node's launch within a restart."""
+        return min(GPU_BOOT_S, self.restart_s) if self.boot_s is None else self.boot_s
 
 
 @dataclass

@@ -22,7 +22,7 @@ UNNOTICED_FRACTION = 0.1
 # Shared by the live platform and the planner's replay of it, so that both assume the same.
 RESTART_S = 90.0  # after a lost node: a new node, the trial process, its checkpoint restored
 # A GPU instance's launch to Ray running on it (EC2 launch to SSH ~26 s, a Karpenter GPU node Ready at 35 s and a pod
-# on it at 65 s, then `ray start`: docs/spot.md, "Replacement at the notice"): an estimate, not a measurement.
+# on it at 65 s, then `ray start`: docs/spot.md, "Replacement ahead of the loss"): an estimate, not a measurement.
 GPU_BOOT_S = 60.0
 AWS_NOTICE_S = 120.0
 TWIN_NOTICE_S = 4.0  # the twin's notice: AWS's, time-compressed like the twin's traces
@@ -256,7 +256,7 @@ class PlacementConfig:
 
 @dataclass
 class ReplacementConfig:
-    """Capacity asked for at a spot notice, for the noticed trials' restarts (``tuner.cost.replacement``)."""
+    """Capacity asked for ahead of a noticed node's loss, for its trials' restarts (``tuner.cost.replacement``)."""
 
     enabled: bool = True  # on clusters with an autoscaler (a launcher config: local_spot, aws, k8s)
     lead_s: float = REPLACEMENT_LEAD_S  # asked this long before the node's deadline (at the notice if it gives less)

@@ -90,7 +90,7 @@ class Replacement(Callback):
             del self.noticed[trial.trial_id]
             self.say(
                 f"replacement: trial {trial.trial_id} runs again, {self.clock() - noticed.asked_s:.1f} s after its "
-                f"node's notice"
+                "next place was asked for"
             )
 
     def on_step_end(self, iteration: int, trials: list[Trial], **info: Any) -> None:

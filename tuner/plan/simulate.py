@@ -181,7 +181,7 @@ def restart_after_preemption(
     if notice_s is None or not (strategy.notice and strategy.replacement):
         return profile.restart_s, 0.0
     noticed, lead_s = 1.0 - strategy.unnoticed_fraction, min(notice_s, strategy.replacement_lead_s)
-    asked_s = max(0.0, profile.boot_s - lead_s) + profile.restart_s - profile.boot_s
+    asked_s = max(0.0, profile.launch_s - lead_s) + profile.restart_s - profile.launch_s
     return noticed * asked_s + (1.0 - noticed) * profile.restart_s, noticed * lead_s
 
 

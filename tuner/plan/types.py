@@ -43,7 +43,7 @@ class TypeCost:
     usd_per_gpu_h: float  # the cheapest zone's spot price / the node's GPUs
     rate_per_h: Optional[float]  # interruptions per node-hour (the Spot Advisor bucket's midpoint); None: not rated
     epoch_s: Optional[float]  # None: not given, ranked by price only
-    overhead: float  # what interruptions add to the training time (checkpoints, lost work, restarts), a share
+    overhead: float  # what interruptions add to the paid time (checkpoints, lost work, restarts), a share
     campaign_usd: Optional[float]
 
     def row(self, picks: str) -> dict[str, object]:
