@@ -176,7 +176,9 @@ def restart_after_preemption(
     if that gives less), the node boots meanwhile: the restart is the boot beyond that lead plus the process
     start. What it costs beyond the restart is the lead itself, paid twice: the new node booting while the trial
     still trains on the old one, then the old one idle until its deadline once the trial has moved
-    (``checkpoint.move``), per GPU. Asked for at the loss, it is the whole restart and nothing more."""
+    (``checkpoint.move``), per GPU; priced at the new node's zone (the old node's idle part is the old zone's: a
+    simplification). Asked for at the loss, it is the whole restart and nothing more. A trial that restarts at
+    its surviving width (elastic) asks for no node."""
 
     if notice_s is None or not (strategy.notice and strategy.replacement):
         return profile.restart_s, 0.0
