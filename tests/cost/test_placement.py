@@ -24,7 +24,7 @@ def no_active_placement() -> Iterator[None]:
     """A placement made here is the driver's active one: gone after each test."""
     yield
     placement._ACTIVE = None
-    price_guard._BLOCKED.clear()
+    price_guard.unblock_all()
 
 
 def make(by: str = "throughput", slots: int = 4, clock: Optional[list[float]] = None) -> tuple[Placement, list[str]]:
@@ -129,7 +129,7 @@ def test_a_full_blocked_or_short_type_is_passed_over_and_none_left_means_any() -
     assert placed.choose(config).node_type == "spot_g5"  # type: ignore[union-attr]  # g6's one slot is taken
     price_guard._BLOCKED.add("g4dn.xlarge")
     assert placed.choose(config) is None  # every type full or blocked: any type will do
-    price_guard._BLOCKED.clear()
+    price_guard.unblock_all()
     # the trial waiting for g6 waits past wait_s: g6 is short until a trial runs there again
     waiting = trial("t1", config, Trial.PENDING)
     placed.on_step_end(0, [waiting])
@@ -149,7 +149,7 @@ def test_the_trial_asks_for_its_types_resource_and_is_kept_off_blocked_types() -
     assert resources.bundles == [{"CPU": 1.0, "type:g5.xlarge": placement.PLACED_UNITS}]
     assert resources._bound.arguments["bundle_label_selector"] == [{INSTANCE_TYPE: "!in(g6.xlarge)"}]
     placement._ACTIVE = None
-    price_guard._BLOCKED.clear()
+    price_guard.unblock_all()
     assert "bundle_label_selector" not in placement.trial_resources({"CPU": 1.0}, {})._bound.arguments
 
 

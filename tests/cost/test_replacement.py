@@ -23,7 +23,7 @@ BUNDLE = {"CPU": 1.0, "GPU": 1.0}
 def no_active_placement() -> Iterator[None]:
     yield
     placement._ACTIVE = None
-    price_guard._BLOCKED.clear()
+    price_guard.unblock_all()
 
 
 def trial(trial_id: str, itype: str, status: str = Trial.RUNNING) -> Any:

@@ -167,10 +167,10 @@ def _lost_share(profile: CampaignProfile, strategy: StrategyConfig, market: Mark
 
 
 def restart_after_preemption(
-    profile: CampaignProfile, strategy: StrategyConfig, notice_s: Optional[float]
+    profile: CampaignProfile, strategy: StrategyConfig, notice_s: float
 ) -> tuple[float, float]:
     """(seconds, overlap GPU-seconds) of a restart on a node that was free when its trial's node went: the
-    expectation over preemptions with and without a notice (lead ``notice_s``; None: none come with one).
+    expectation over preemptions with and without a notice (lead ``notice_s``).
 
     Asked for ahead of the deadline (``strategy.replacement``: ``replacement_lead_s`` before it, or at the notice
     if that gives less), the node boots meanwhile: the restart is the boot beyond that lead plus the process
@@ -180,7 +180,7 @@ def restart_after_preemption(
     simplification). Asked for at the loss, it is the whole restart and nothing more. A trial that restarts at
     its surviving width (elastic) asks for no node."""
 
-    if notice_s is None or not (strategy.notice and strategy.replacement):
+    if not (strategy.notice and strategy.replacement):
         return profile.restart_s, 0.0
     noticed, lead_s = 1.0 - strategy.unnoticed_fraction, min(notice_s, strategy.replacement_lead_s)
     asked_s = max(0.0, profile.launch_s - lead_s) + profile.restart_s - profile.launch_s
